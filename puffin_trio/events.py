@@ -1,0 +1,233 @@
+"""The normalised event model: every provider's data ends up as one of these.
+
+This module owns the value types that flow from the codecs to the consumers:
+``Trade``, ``Quote``, ``OrderBookUpdate``, ``Bar`` (market data) and
+``Status``, ``Gap`` (what happened to the stream itself). They are frozen,
+slotted attrs classes: cheap to build on the hot path (one allocation per
+event, no validation there; validation lives at the trust boundaries, the
+provider codecs and :mod:`puffin_trio.codec`).
+
+It must not do I/O, parse wire formats or know about any provider.
+
+Conventions shared by every event:
+
+* ``provider``: the provider name (``"alpaca"``, ``"polygon"``, ``"ib"``, ...).
+* ``symbol``: the instrument as the provider spells it (``"AAPL"``,
+  ``"BTC/USD"``); ``""`` for session-level ``Status``/``Gap`` events.
+* ``ts_event``: integer nanoseconds since the Unix epoch, provider/exchange
+  time. For a ``Bar`` it is the bar's *open* time.
+* ``ts_recv``: integer nanoseconds since the Unix epoch, local receive time.
+* ``seq``: the provider's sequence number where it has one, else ``None``.
+
+Prices and sizes are floats: that is what the providers' JSON carries, and
+crypto sizes are fractional.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+
+import attrs
+
+__all__ = [
+    "Bar",
+    "Event",
+    "Gap",
+    "GapReason",
+    "MarketEvent",
+    "OrderBookUpdate",
+    "Quote",
+    "SessionState",
+    "Status",
+    "Trade",
+    "ns_to_datetime",
+]
+
+
+def ns_to_datetime(ts_ns: int) -> datetime:
+    """Integer nanoseconds since the epoch -> aware UTC datetime (microsecond precision)."""
+    seconds, ns = divmod(ts_ns, 1_000_000_000)
+    return datetime.fromtimestamp(seconds, UTC).replace(microsecond=ns // 1000)
+
+
+class _Timestamped:
+    """Mixin for the ``.timestamp`` convenience property."""
+
+    __slots__ = ()
+    ts_event: int
+
+    @property
+    def timestamp(self) -> datetime:
+        """``ts_event`` as an aware UTC datetime (truncated to microseconds)."""
+        return ns_to_datetime(self.ts_event)
+
+
+@attrs.frozen(kw_only=True)
+class Trade(_Timestamped):
+    """One execution."""
+
+    provider: str
+    symbol: str
+    ts_event: int
+    ts_recv: int
+    price: float
+    size: float
+    exchange: str = ""
+    trade_id: str = ""
+    conditions: tuple[str, ...] = ()
+    tape: str = ""
+    seq: int | None = None
+
+    @property
+    def volume(self) -> float:
+        """Puffin's name for the size of a trade."""
+        return self.size
+
+    @property
+    def notional(self) -> float:
+        """``price * size``."""
+        return self.price * self.size
+
+
+@attrs.frozen(kw_only=True)
+class Quote(_Timestamped):
+    """Top of book (L1). A price of 0 means there is no bid or ask on that side."""
+
+    provider: str
+    symbol: str
+    ts_event: int
+    ts_recv: int
+    bid: float
+    ask: float
+    bid_size: float
+    ask_size: float
+    bid_exchange: str = ""
+    ask_exchange: str = ""
+    conditions: tuple[str, ...] = ()
+    tape: str = ""
+    seq: int | None = None
+
+    @property
+    def mid(self) -> float | None:
+        """Midpoint, or ``None`` when either side is empty (price <= 0)."""
+        if self.bid <= 0 or self.ask <= 0:
+            return None
+        return (self.bid + self.ask) / 2
+
+    @property
+    def spread(self) -> float | None:
+        """``ask - bid``, or ``None`` when either side is empty."""
+        if self.bid <= 0 or self.ask <= 0:
+            return None
+        return self.ask - self.bid
+
+
+@attrs.frozen(kw_only=True)
+class OrderBookUpdate(_Timestamped):
+    """L2 book change. ``bids``/``asks`` are ``(price, size)`` pairs; size 0 deletes a level.
+
+    ``snapshot=True`` means the update *replaces* the whole book.
+    """
+
+    provider: str
+    symbol: str
+    ts_event: int
+    ts_recv: int
+    bids: tuple[tuple[float, float], ...] = ()
+    asks: tuple[tuple[float, float], ...] = ()
+    snapshot: bool = False
+    seq: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Bar(_Timestamped):
+    """OHLCV bar; ``ts_event`` is the bar's open time, ``interval_s`` its length."""
+
+    provider: str
+    symbol: str
+    ts_event: int
+    ts_recv: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    interval_s: int
+    trade_count: int = 0
+    vwap: float = 0.0
+    seq: int | None = None
+
+    @property
+    def ts_close(self) -> int:
+        """End of the bar's interval in ns (exclusive)."""
+        return self.ts_event + self.interval_s * 1_000_000_000
+
+
+class SessionState(enum.StrEnum):
+    """Lifecycle of a provider session, as announced by ``Status`` events."""
+
+    CONNECTING = "connecting"
+    AUTHENTICATING = "authenticating"
+    SUBSCRIBING = "subscribing"
+    STREAMING = "streaming"
+    RECONNECTING = "reconnecting"
+    CLOSED = "closed"
+    FAILED = "failed"
+
+
+class GapReason(enum.StrEnum):
+    """Why a ``Gap`` was announced."""
+
+    SEQUENCE = "sequence"  #: sequence numbers skipped (or a message came too late to deliver)
+    RECONNECT = "reconnect"  #: the connection was down; data in the window is missing
+    OVERFLOW = "overflow"  #: a consumer's overflow policy dropped events
+
+
+@attrs.frozen(kw_only=True)
+class Status(_Timestamped):
+    """A provider session changed state. ``symbol`` is ``""``; ``session`` names the session."""
+
+    provider: str
+    ts_event: int
+    ts_recv: int
+    state: SessionState
+    session: str = ""
+    detail: str = ""
+    attempt: int = 0
+    symbol: str = ""
+    seq: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Gap(_Timestamped):
+    """Something is missing from a stream, and this says what.
+
+    * ``stream``: the stream key (e.g. ``"polygon:T:AAPL"``, or a session name
+      for a reconnect gap, or a consumer name for an overflow gap).
+    * ``expected``/``received``: the sequence number we expected and the one
+      that arrived instead (``None`` where the stream has no sequence).
+    * ``missing``: how many messages are known to be missing (``0`` when
+      unknown, as for a reconnect window).
+    * ``window_start``/``window_end``: for reconnect gaps, the outage window in
+      ns (last message before the drop, first after the reconnect).
+    """
+
+    provider: str
+    symbol: str
+    ts_event: int
+    ts_recv: int
+    stream: str
+    reason: GapReason
+    expected: int | None = None
+    received: int | None = None
+    missing: int = 0
+    window_start: int | None = None
+    window_end: int | None = None
+    seq: int | None = None
+
+
+#: Market data events (what a provider produces).
+MarketEvent = Trade | Quote | OrderBookUpdate | Bar
+#: Everything that travels on an event channel.
+Event = Trade | Quote | OrderBookUpdate | Bar | Status | Gap
