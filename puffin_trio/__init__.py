@@ -23,12 +23,16 @@ from puffin_trio.events import (
     Event,
     Gap,
     GapReason,
+    LimitBands,
     MarketEvent,
     OrderBookUpdate,
     Quote,
     SessionState,
     Status,
     Trade,
+    TradeCancel,
+    TradeCorrection,
+    TradingStatus,
 )
 
 __all__ = [
@@ -42,6 +46,7 @@ __all__ = [
     "Gap",
     "GapReason",
     "HeartbeatTimeout",
+    "LimitBands",
     "MarketEvent",
     "OrderBookUpdate",
     "ProtocolError",
@@ -54,5 +59,8 @@ __all__ = [
     "Status",
     "SubscriptionError",
     "Trade",
+    "TradeCancel",
+    "TradeCorrection",
+    "TradingStatus",
     "TransientProviderError",
 ]

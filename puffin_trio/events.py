@@ -31,16 +31,21 @@ from datetime import UTC, datetime
 import attrs
 
 __all__ = [
+    "EVENT_TYPES",
     "Bar",
     "Event",
     "Gap",
     "GapReason",
+    "LimitBands",
     "MarketEvent",
     "OrderBookUpdate",
     "Quote",
     "SessionState",
     "Status",
     "Trade",
+    "TradeCancel",
+    "TradeCorrection",
+    "TradingStatus",
     "ns_to_datetime",
 ]
 
@@ -142,7 +147,11 @@ class OrderBookUpdate(_Timestamped):
 
 @attrs.frozen(kw_only=True)
 class Bar(_Timestamped):
-    """OHLCV bar; ``ts_event`` is the bar's open time, ``interval_s`` its length."""
+    """OHLCV bar; ``ts_event`` is the bar's open time, ``interval_s`` its length.
+
+    ``updated=True`` marks a late correction that replaces the bar with the same
+    symbol, interval and ``ts_event`` (Alpaca ``updatedBars``).
+    """
 
     provider: str
     symbol: str
@@ -156,12 +165,82 @@ class Bar(_Timestamped):
     interval_s: int
     trade_count: int = 0
     vwap: float = 0.0
+    updated: bool = False
     seq: int | None = None
 
     @property
     def ts_close(self) -> int:
         """End of the bar's interval in ns (exclusive)."""
         return self.ts_event + self.interval_s * 1_000_000_000
+
+
+@attrs.frozen(kw_only=True)
+class TradeCorrection(_Timestamped):
+    """A correction of an earlier trade (Alpaca ``c``): the original and corrected values."""
+
+    provider: str
+    symbol: str
+    ts_event: int
+    ts_recv: int
+    original_id: str
+    original_price: float
+    original_size: float
+    corrected_id: str
+    corrected_price: float
+    corrected_size: float
+    original_conditions: tuple[str, ...] = ()
+    corrected_conditions: tuple[str, ...] = ()
+    exchange: str = ""
+    tape: str = ""
+    seq: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class TradeCancel(_Timestamped):
+    """An earlier trade was cancelled (``is_error=False``) or was an error (Alpaca ``x``)."""
+
+    provider: str
+    symbol: str
+    ts_event: int
+    ts_recv: int
+    trade_id: str
+    price: float
+    size: float
+    is_error: bool = False
+    exchange: str = ""
+    tape: str = ""
+    seq: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class TradingStatus(_Timestamped):
+    """Halt / resume / pause of one instrument (Alpaca ``s``)."""
+
+    provider: str
+    symbol: str
+    ts_event: int
+    ts_recv: int
+    status_code: str
+    status_message: str = ""
+    reason_code: str = ""
+    reason_message: str = ""
+    tape: str = ""
+    seq: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class LimitBands(_Timestamped):
+    """Limit-up / limit-down price bands (Alpaca ``l``, Polygon ``LULD``)."""
+
+    provider: str
+    symbol: str
+    ts_event: int
+    ts_recv: int
+    limit_up: float
+    limit_down: float
+    indicator: str = ""
+    tape: str = ""
+    seq: int | None = None
 
 
 class SessionState(enum.StrEnum):
@@ -228,6 +307,28 @@ class Gap(_Timestamped):
 
 
 #: Market data events (what a provider produces).
-MarketEvent = Trade | Quote | OrderBookUpdate | Bar
+MarketEvent = (
+    Trade
+    | Quote
+    | OrderBookUpdate
+    | Bar
+    | TradeCorrection
+    | TradeCancel
+    | TradingStatus
+    | LimitBands
+)
 #: Everything that travels on an event channel.
-Event = Trade | Quote | OrderBookUpdate | Bar | Status | Gap
+Event = MarketEvent | Status | Gap
+#: Every concrete event class, in a stable order (the codec's type tags come from these names).
+EVENT_TYPES: tuple[type, ...] = (
+    Trade,
+    Quote,
+    OrderBookUpdate,
+    Bar,
+    TradeCorrection,
+    TradeCancel,
+    TradingStatus,
+    LimitBands,
+    Status,
+    Gap,
+)
