@@ -17,6 +17,7 @@ __all__ = [
     "CodecError",
     "ConfigurationError",
     "ConnectionLimitError",
+    "ConnectionLost",
     "FatalProviderError",
     "HeartbeatTimeout",
     "ProtocolError",
@@ -89,6 +90,10 @@ class ConnectionLimitError(TransientProviderError):
     Reconnecting at once loops forever (the server reaps a dead session only
     after ~90 s), so the supervisor waits ``limit_cooldown`` seconds first.
     """
+
+
+class ConnectionLost(TransientProviderError):
+    """The connection could not be opened, or closed under us."""
 
 
 class ProtocolError(TransientProviderError):

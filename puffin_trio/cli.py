@@ -1,0 +1,310 @@
+"""The ``puffin-trio`` command line: demo, stream, sim.
+
+This module owns argument parsing and the terminal view. It must not contain
+protocol or pipeline logic: every command is a thin composition of public
+pieces (``Supervisor``, providers, ``puffin_trio.sim``, ``BarAggregator``).
+
+* ``puffin-trio demo``: starts the Alpaca simulator in-process and streams
+  through the full supervised pipeline into a live terminal view. No keys.
+* ``puffin-trio stream alpaca --symbols AAPL,MSFT``: real data (needs keys),
+  one JSON line per event on stdout.
+* ``puffin-trio sim alpaca --port 8765``: run the simulator on its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+import time
+from collections import deque
+from collections.abc import Sequence
+
+import attrs
+import trio
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from puffin_trio import codec
+from puffin_trio.bars import BarAggregator
+from puffin_trio.errors import ConfigurationError, PuffinError
+from puffin_trio.events import Bar, Event, Gap, Quote, SessionState, Status, Trade
+from puffin_trio.providers.alpaca import AlpacaProvider
+from puffin_trio.supervisor import RestartPolicy, Supervisor
+
+__all__ = ["main"]
+
+DEMO_SYMBOLS = ("AAPL", "MSFT", "NVDA", "AMZN", "TSLA")
+DEMO_KEY = "demo-key"
+DEMO_SECRET = "demo-secret"  # the simulator's own credentials, not a real secret
+
+
+@attrs.define
+class _SymbolView:
+    last: float | None = None
+    last_size: float = 0.0
+    bid: float | None = None
+    ask: float | None = None
+    bar: Bar | None = None
+    arrivals: deque[float] = attrs.Factory(deque)
+
+
+@attrs.define
+class DemoView:
+    """What the live view shows, updated by the consumer task (one event at a time)."""
+
+    symbols: dict[str, _SymbolView] = attrs.Factory(dict)
+    status: dict[str, str] = attrs.Factory(dict)
+    events: int = 0
+    gaps: int = 0
+    log: deque[str] = attrs.Factory(lambda: deque(maxlen=6))
+
+    def apply(self, event: Event, now: float) -> None:
+        self.events += 1
+        if isinstance(event, Trade):
+            view = self._symbol(event.symbol)
+            view.last, view.last_size = event.price, event.size
+            self._arrive(view, now)
+        elif isinstance(event, Quote):
+            view = self._symbol(event.symbol)
+            view.bid, view.ask = event.bid, event.ask
+            self._arrive(view, now)
+        elif isinstance(event, Bar):
+            self._symbol(event.symbol).bar = event
+        elif isinstance(event, Status):
+            self.status[event.session] = event.state.value
+            if event.state is not SessionState.STREAMING or event.attempt:
+                detail = f" ({event.detail})" if event.detail else ""
+                self.log.append(f"{event.session}: {event.state.value}{detail}")
+        elif isinstance(event, Gap):
+            self.gaps += 1
+            self.log.append(f"gap on {event.stream}: {event.reason.value}, missing {event.missing}")
+
+    def _symbol(self, symbol: str) -> _SymbolView:
+        view = self.symbols.get(symbol)
+        if view is None:
+            view = self.symbols[symbol] = _SymbolView()
+        return view
+
+    @staticmethod
+    def _arrive(view: _SymbolView, now: float) -> None:
+        view.arrivals.append(now)
+        while view.arrivals and now - view.arrivals[0] > 1.0:
+            view.arrivals.popleft()
+
+    def render(self, now: float) -> Group:
+        table = Table(title="puffin_trio demo: Alpaca simulator -> supervisor -> you")
+        for col in ("symbol", "last", "bid", "ask", "spread", "bar (1 s) O/H/L/C", "vol", "msg/s"):
+            table.add_column(col, justify="right" if col != "symbol" else "left")
+        for symbol, v in sorted(self.symbols.items()):
+            while v.arrivals and now - v.arrivals[0] > 1.0:
+                v.arrivals.popleft()
+            spread = v.ask - v.bid if v.bid and v.ask else None
+            bar = v.bar
+            table.add_row(
+                symbol,
+                _fmt(v.last),
+                _fmt(v.bid),
+                _fmt(v.ask),
+                _fmt(spread, 3),
+                f"{bar.open:.2f}/{bar.high:.2f}/{bar.low:.2f}/{bar.close:.2f}" if bar else "-",
+                f"{bar.volume:g}" if bar else "-",
+                str(len(v.arrivals)),
+            )
+        states = ", ".join(f"{k}: {s}" for k, s in sorted(self.status.items())) or "starting"
+        header = Text(f"sessions: {states}   events: {self.events}   gaps: {self.gaps}")
+        log = Text("\n".join(self.log) or "(no incidents)", style="dim")
+        return Group(header, table, log)
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+
+
+async def run_demo(
+    *,
+    duration: float | None,
+    symbols: Sequence[str] = DEMO_SYMBOLS,
+    rate: float = 200.0,
+    chaos: bool = True,
+    console: Console | None = None,
+    live: bool | None = None,
+) -> DemoView:
+    """Simulator + supervisor + live view; returns the final view (for tests).
+
+    With ``chaos`` the simulator drops the first connection after 1,500
+    messages, so the demo shows a reconnect, a resubscribe and the
+    ``Gap(reason="reconnect")`` that announces it.
+    """
+    from puffin_trio.sim import FaultPlan, serve_alpaca
+
+    console = console or Console()
+    live = console.is_terminal if live is None else live
+    view = DemoView()
+    faults = FaultPlan.drop_after(1500, connection=1) if chaos else FaultPlan()
+    bars = BarAggregator(1)
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(
+            lambda task_status: serve_alpaca(
+                symbols=list(symbols),
+                rate=rate,
+                batch=4,
+                key=DEMO_KEY,
+                secret=DEMO_SECRET,
+                faults=faults,
+                task_status=task_status,
+            )
+        )
+        provider = AlpacaProvider(
+            feed="iex",
+            key=DEMO_KEY,
+            secret=DEMO_SECRET,
+            url=f"ws://127.0.0.1:{port}/v2/iex",
+        )
+        restart = RestartPolicy(initial=0.5, max_delay=5.0)
+        async with Supervisor.open(restart=restart) as sup:
+            sup.add(provider, trades=list(symbols), quotes=list(symbols))
+            async with sup.events(capacity=4096, overflow="conflate", name="view") as events:
+                started = time.monotonic()
+                deadline = math.inf if duration is None else trio.current_time() + duration
+                with trio.move_on_at(deadline):
+                    if live:
+                        with Live(view.render(0.0), console=console, refresh_per_second=4) as screen:
+                            await _consume(events, view, bars, screen)
+                    else:
+                        await _consume(events, view, bars, None)
+                elapsed = time.monotonic() - started
+        nursery.cancel_scope.cancel()
+    if not live:
+        _print_summary(console, view, elapsed)
+    return view
+
+
+async def _consume(events: trio.abc.ReceiveChannel[Event], view: DemoView, bars: BarAggregator,
+                   screen: Live | None) -> None:
+    last_draw = 0.0
+    last_flush = 0.0
+    async for event in events:
+        now = time.monotonic()
+        view.apply(event, now)
+        if isinstance(event, Trade):
+            bar = bars.add(event)
+            if bar is not None:
+                view.apply(bar, now)
+        if now - last_flush >= 0.25:
+            last_flush = now
+            for bar in bars.flush(time.time_ns()):
+                view.apply(bar, now)
+        if screen is not None and now - last_draw >= 0.25:
+            last_draw = now
+            screen.update(view.render(now))
+
+
+def _print_summary(console: Console, view: DemoView, elapsed: float) -> None:
+    console.print(view.render(time.monotonic()))
+    console.print(
+        f"streamed {view.events} events in {elapsed:.1f} s "
+        f"({view.events / max(elapsed, 1e-9):.0f} events/s); gaps announced: {view.gaps}"
+    )
+
+
+async def run_stream(provider: AlpacaProvider, symbols: Sequence[str], channels: Sequence[str],
+                     duration: float | None) -> None:
+    """Stream real data as JSON lines (one event per line) on stdout."""
+    topics = {channel: list(symbols) for channel in channels}
+    async with Supervisor.open() as sup:
+        sup.add(provider, **topics)  # type: ignore[arg-type]
+        async with sup.events(capacity=8192, overflow="drop_oldest") as events:
+            with trio.move_on_after(math.inf if duration is None else duration):
+                out = sys.stdout.buffer
+                async for event in events:
+                    out.write(codec.dumps(event) + b"\n")
+                    out.flush()
+
+
+async def run_sim(port: int, symbols: Sequence[str], rate: float) -> None:
+    """Run the Alpaca simulator until Ctrl-C."""
+    from puffin_trio.sim import serve_alpaca
+
+    async with trio.open_nursery() as nursery:
+        bound = await nursery.start(
+            lambda task_status: serve_alpaca(
+                port=port, symbols=list(symbols), rate=rate, task_status=task_status
+            )
+        )
+        print(
+            f"Alpaca simulator on ws://127.0.0.1:{bound}/v2/iex  (key={DEMO_KEY!r}, "
+            f"secret={DEMO_SECRET!r}); Ctrl-C to stop",
+            flush=True,
+        )
+
+
+def _symbols(text: str) -> list[str]:
+    return [s.strip() for s in text.split(",") if s.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="puffin-trio", description=__doc__.split("\n\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="simulator + full pipeline + live view (no keys needed)")
+    demo.add_argument("--duration", type=float, default=None, help="seconds (default: Ctrl-C)")
+    demo.add_argument("--symbols", type=_symbols, default=list(DEMO_SYMBOLS))
+    demo.add_argument("--rate", type=float, default=200.0, help="simulated messages/s")
+    demo.add_argument("--no-chaos", action="store_true", help="do not inject a dropped connection")
+
+    stream = sub.add_parser("stream", help="stream real data as JSON lines")
+    stream.add_argument("provider", choices=["alpaca"])
+    stream.add_argument("--symbols", type=_symbols, required=True)
+    stream.add_argument("--channels", type=_symbols, default=["trades", "quotes"])
+    stream.add_argument("--feed", default="iex")
+    stream.add_argument("--url", default=None, help="override the WebSocket URL")
+    stream.add_argument("--duration", type=float, default=None)
+
+    sim = sub.add_parser("sim", help="run a provider simulator on 127.0.0.1")
+    sim.add_argument("provider", choices=["alpaca"])
+    sim.add_argument("--port", type=int, default=8765)
+    sim.add_argument("--symbols", type=_symbols, default=list(DEMO_SYMBOLS))
+    sim.add_argument("--rate", type=float, default=200.0)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``puffin-trio``; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.ERROR,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if args.command == "demo":
+            trio.run(
+                lambda: run_demo(
+                    duration=args.duration,
+                    symbols=args.symbols,
+                    rate=args.rate,
+                    chaos=not args.no_chaos,
+                )
+            )
+        elif args.command == "stream":
+            provider = AlpacaProvider(feed=args.feed, url=args.url)
+            trio.run(run_stream, provider, args.symbols, args.channels, args.duration)
+        elif args.command == "sim":
+            trio.run(run_sim, args.port, args.symbols, args.rate)
+    except KeyboardInterrupt:
+        return 130
+    except ConfigurationError as exc:
+        print(f"puffin-trio: {exc}", file=sys.stderr)
+        return 2
+    except PuffinError as exc:
+        print(f"puffin-trio: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,331 @@
+"""What every provider gives the session: configuration plus a sans-IO protocol.
+
+This module owns the contract between a provider (Alpaca, Polygon, IB) and
+the generic :mod:`puffin_trio.session`:
+
+* :class:`Provider` is the user-facing configuration object
+  (``AlpacaProvider(feed="iex")``): credentials, URL, timing knobs, which
+  channels exist. It validates itself before any connection is attempted and
+  makes a fresh :class:`ProviderProtocol` for every connection.
+* :class:`ProviderProtocol` is the per-connection sans-IO state machine, in
+  the manner of h11/wsproto: frames in, events and control items out, frames
+  to send queued in an outbox. It never touches a socket or a clock.
+* The control items (:class:`Connected`, :class:`Authenticated`, ...) tell
+  the session where the handshake stands and what went wrong.
+
+It must not do I/O.
+
+The session drives a protocol like this::
+
+    proto = provider.protocol()
+    send(proto.data_to_send())              # e.g. IB's API prologue; Alpaca: nothing
+    for frame in frames:                    # from the transport
+        for item in proto.receive(frame, ts_recv):
+            ...                             # events -> guard -> fan-out; controls -> session
+        send(proto.data_to_send())          # e.g. the auth message after "connected"
+    proto.subscribe({"trades": ["AAPL"]})   # queues subscribe frames, split under the size limit
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Collection, Mapping
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+import attrs
+
+from puffin_trio.errors import ConfigurationError, ProviderError
+from puffin_trio.events import Event
+
+if TYPE_CHECKING:
+    from puffin_trio.market_hours import TradingCalendar
+
+__all__ = [
+    "GENERIC_CHANNELS",
+    "Authenticated",
+    "Connected",
+    "Control",
+    "Frame",
+    "HeartbeatReply",
+    "Malformed",
+    "Provider",
+    "ProviderFailure",
+    "ProviderNotice",
+    "ProviderProtocol",
+    "SubscriptionAck",
+    "Topics",
+    "UnknownMessage",
+    "WebSocketProvider",
+    "normalize_topics",
+    "truncate_sample",
+]
+
+#: A WebSocket message (text or binary) or one length-prefixed TCP payload.
+Frame = str | bytes
+#: Subscriptions: channel name -> symbols (``{"trades": {"AAPL"}, "quotes": {"AAPL", "MSFT"}}``).
+Topics = Mapping[str, Collection[str]]
+
+#: The channel names every provider understands (``sup.add(p, trades=..., quotes=...)``).
+GENERIC_CHANNELS: frozenset[str] = frozenset({"trades", "quotes", "books", "bars"})
+
+#: Longest sample of a bad frame kept for logs and statistics (bytes/characters).
+SAMPLE_LIMIT = 200
+
+
+def truncate_sample(frame: Frame, limit: int = SAMPLE_LIMIT) -> str:
+    """A printable, bounded sample of a frame for logs (never the whole thing)."""
+    text = frame if isinstance(frame, str) else repr(frame)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} chars)"
+
+
+# --------------------------------------------------------------------------- control items
+
+
+@attrs.frozen
+class Connected:
+    """The server said hello (Alpaca ``success/connected``, IB handshake reply)."""
+
+    detail: str = ""
+
+
+@attrs.frozen
+class Authenticated:
+    """The server accepted the credentials (or, for IB, the API session started)."""
+
+    detail: str = ""
+
+
+@attrs.frozen
+class SubscriptionAck:
+    """The server confirmed subscriptions.
+
+    ``topics`` is what the message says is subscribed. ``complete=True`` means it
+    is the *entire* current set (Alpaca's ``subscription`` message); ``False``
+    means it confirms only the topics listed (Polygon sends one per topic).
+    """
+
+    topics: Mapping[str, frozenset[str]]
+    complete: bool
+
+
+@attrs.frozen
+class HeartbeatReply:
+    """An application-level heartbeat answer (IB ``currentTime``)."""
+
+    server_time_ns: int = 0
+
+
+@attrs.frozen
+class ProviderNotice:
+    """Informational server message (IB farm status 2104, Alpaca unsubscribe notes, ...).
+
+    ``stale``: ``True`` if the notice means data may have stopped (IB 1100,
+    2103), ``False`` if it means data is flowing again, ``None`` if neither.
+    ``resubscribe``: the session should re-send every subscription (IB 1101).
+    """
+
+    code: int | str
+    message: str
+    stale: bool | None = None
+    resubscribe: bool = False
+
+
+@attrs.frozen
+class ProviderFailure:
+    """The server reported an error. The session raises ``error`` (typed fatal/transient).
+
+    ``symbol``/``channel`` are set when the error concerns one subscription only
+    (IB 200 for one reqId): then the session drops that subscription instead of
+    failing the connection.
+    """
+
+    error: ProviderError
+    channel: str = ""
+    symbol: str = ""
+
+
+@attrs.frozen
+class Malformed:
+    """A frame (or one message inside it) could not be parsed; counted and logged truncated."""
+
+    reason: str
+    sample: str
+
+
+@attrs.frozen
+class UnknownMessage:
+    """A well-formed message of a type we do not know; ignored and counted."""
+
+    kind: str
+
+
+Control = (
+    Connected
+    | Authenticated
+    | SubscriptionAck
+    | HeartbeatReply
+    | ProviderNotice
+    | ProviderFailure
+    | Malformed
+    | UnknownMessage
+)
+
+
+# --------------------------------------------------------------------------- protocol
+
+
+class ProviderProtocol(abc.ABC):
+    """Per-connection sans-IO protocol state. Make a new one for every connection."""
+
+    #: True if the server confirms subscriptions (Alpaca, Polygon); IB does not.
+    confirms_subscriptions: ClassVar[bool] = True
+    #: Sequence guard mode for this provider's streams: "strict", "monotonic" or "none".
+    guard_mode: ClassVar[Literal["strict", "monotonic", "none"]] = "none"
+
+    @abc.abstractmethod
+    def receive(self, frame: Frame, ts_recv: int) -> list[Event | Control]:
+        """Decode one received frame into events and control items, in wire order.
+
+        Never raises on bad input: a malformed frame becomes :class:`Malformed`,
+        an unknown message type :class:`UnknownMessage`, a server error
+        :class:`ProviderFailure`. May queue frames to send (e.g. the auth message
+        after the server's hello); collect them with :meth:`data_to_send`.
+        """
+
+    @abc.abstractmethod
+    def data_to_send(self) -> list[Frame]:
+        """Frames queued for sending, in order; the queue is emptied."""
+
+    @abc.abstractmethod
+    def subscribe(self, topics: Topics) -> None:
+        """Queue frames that add ``topics`` (split to stay under the provider's size limit)."""
+
+    @abc.abstractmethod
+    def unsubscribe(self, topics: Topics) -> None:
+        """Queue frames that remove ``topics``."""
+
+    def heartbeat(self) -> bool:
+        """Queue an application-level heartbeat request; False if the provider has none.
+
+        WebSocket providers return False: the session uses WebSocket ping/pong.
+        """
+        return False
+
+    def stream_key(self, event: Event) -> str:
+        """The sequence-guard key of an event (only used when ``guard_mode != "none"``)."""
+        return f"{type(event).__name__}:{event.symbol}"
+
+
+# --------------------------------------------------------------------------- provider
+
+
+def normalize_topics(
+    topics: Topics, *, allowed: Collection[str], provider: str
+) -> dict[str, frozenset[str]]:
+    """Validate channel names and symbols; return a clean ``channel -> frozenset`` mapping.
+
+    Raises :class:`ConfigurationError` for an unknown channel, a symbol that is
+    not a non-empty string without whitespace or commas, or a bare string
+    passed where a list was meant (``trades="AAPL"`` would otherwise subscribe
+    to ``A``, ``P`` and ``L``).
+    """
+    clean: dict[str, frozenset[str]] = {}
+    for channel, symbols in topics.items():
+        if channel not in allowed:
+            raise ConfigurationError(
+                f"{provider}: unknown channel {channel!r}; "
+                f"expected one of {', '.join(sorted(allowed))}"
+            )
+        if isinstance(symbols, str | bytes):
+            raise ConfigurationError(
+                f"{provider}: {channel}= takes a list of symbols, not the string {symbols!r}; "
+                f"write {channel}=[{symbols!r}]"
+            )
+        out = set()
+        for symbol in symbols:
+            if (
+                not isinstance(symbol, str)
+                or not symbol
+                or symbol != symbol.strip()
+                or any(c in symbol for c in ", \t\r\n")
+            ):
+                raise ConfigurationError(
+                    f"{provider}: bad symbol {symbol!r} in {channel}=; "
+                    "symbols are non-empty strings without spaces or commas"
+                )
+            out.add(symbol)
+        if out:
+            clean[channel] = frozenset(out)
+    return clean
+
+
+class Provider(abc.ABC):
+    """A provider's configuration. Subclasses: AlpacaProvider, PolygonProvider, IBProvider.
+
+    Timing knobs (seconds) every provider takes as keyword arguments:
+
+    * ``ping_interval``: time between heartbeats.
+    * ``ping_timeout``: deadline for the heartbeat's answer (WebSocket pong, or
+      IB's ``reqCurrentTime`` reply); missing it restarts the session.
+    * ``stale_after``: a subscription silent this long during its market
+      session is resubscribed, and if it stays silent as long again, the
+      session reconnects.
+    * ``limit_cooldown``: wait before reconnecting after a connection-limit
+      error (the servers reap a dead session only after ~90 s).
+    """
+
+    #: Provider name used in events and ``sup.subscribe(name, ...)``.
+    name: ClassVar[str]
+    #: "ws" (WebSocket, ``url``) or "tcp" (IB, ``host``/``port``).
+    transport: ClassVar[Literal["ws", "tcp"]]
+
+    ping_interval: float
+    ping_timeout: float
+    stale_after: float
+    limit_cooldown: float
+
+    @property
+    @abc.abstractmethod
+    def channels(self) -> frozenset[str]:
+        """Channel names this provider accepts (the generic four plus its own)."""
+
+    @property
+    @abc.abstractmethod
+    def calendar(self) -> TradingCalendar:
+        """Market calendar used to decide whether silence is suspicious."""
+
+    @property
+    def session_name(self) -> str:
+        """Default name of a session of this provider (``sup.add(..., name=...)`` overrides)."""
+        return self.name
+
+    @abc.abstractmethod
+    def check(self) -> None:
+        """Raise :class:`ConfigurationError` if the provider cannot connect as configured
+        (missing credentials, bad URL). Called by ``sup.add`` before any connection."""
+
+    @abc.abstractmethod
+    def protocol(self) -> ProviderProtocol:
+        """A fresh sans-IO protocol for a new connection."""
+
+    def normalize(self, topics: Topics) -> dict[str, frozenset[str]]:
+        """Validate ``topics`` against this provider's channels."""
+        return normalize_topics(topics, allowed=self.channels, provider=self.name)
+
+
+class WebSocketProvider(Provider):
+    """A provider reached over WebSocket (Alpaca, Polygon).
+
+    ``url`` is the full endpoint (``wss://...`` for the real service; plain
+    ``ws://`` is accepted for loopback and the simulators).
+    ``max_message_size`` bounds one incoming message: trio-websocket closes the
+    connection (1009) if the server sends more.
+    """
+
+    transport: ClassVar[Literal["ws", "tcp"]] = "ws"
+    url: str
+    max_message_size: int
+
+    def headers(self) -> list[tuple[str, str]]:
+        """Extra HTTP headers for the upgrade request (e.g. Alpaca's Content-Type)."""
+        return []

@@ -1,0 +1,629 @@
+"""One provider connection: handshake, subscriptions, and the three sibling tasks.
+
+This module owns :class:`ProviderSession`. One call of :meth:`ProviderSession.run`
+is one connection: connect, authenticate, (re)subscribe everything desired,
+then stream until something fails. Streaming runs in the session's own
+nursery with sibling tasks:
+
+* **reader**: frame -> provider codec -> sequence guard -> fan-out. It never
+  waits on processing beyond the consumers' declared overflow policies.
+* **heartbeat**: a WebSocket ping (or the provider's application request,
+  e.g. IB's ``reqCurrentTime``) every ``ping_interval`` seconds, whose answer
+  must come within ``ping_timeout`` seconds.
+* **health-checker**: data liveness per subscription, market-hours aware. A
+  subscription silent for ``stale_after`` seconds while its market is open is
+  resubscribed; still silent after another ``stale_after``, the session
+  fails with :class:`StaleFeedError` (and the supervisor reconnects). Quiet
+  while the market is closed is not dead.
+* **commander**: applies live ``subscribe``/``unsubscribe`` commands.
+
+Any task that raises cancels the session's scope; :meth:`run` then raises
+that first error, typed. Restarting is not this module's job: the
+:mod:`~puffin_trio.supervisor` does it.
+
+Time: trio's clock (``trio.current_time()``) for every deadline, so tests run
+under ``MockClock``; ``wall_clock`` (injectable, default ``time.time_ns``) for
+``ts_recv`` and for market hours.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from typing import Literal
+
+import attrs
+import trio
+
+from puffin_trio.channels import FanOut
+from puffin_trio.errors import (
+    HeartbeatTimeout,
+    ProtocolError,
+    ProviderError,
+    StaleFeedError,
+)
+from puffin_trio.events import (
+    EVENT_TYPES,
+    Event,
+    Gap,
+    GapReason,
+    OrderBookUpdate,
+    Quote,
+    SessionState,
+    Status,
+    Trade,
+)
+from puffin_trio.guard import SequenceGuard
+from puffin_trio.market_hours import MarketSession
+from puffin_trio.providers._base import (
+    Authenticated,
+    Connected,
+    HeartbeatReply,
+    Malformed,
+    Provider,
+    ProviderFailure,
+    ProviderNotice,
+    ProviderProtocol,
+    SubscriptionAck,
+    Topics,
+    UnknownMessage,
+    WebSocketProvider,
+)
+from puffin_trio.subscriptions import SubscriptionState, subtract_topics
+from puffin_trio.transports.ws import WebSocketTransport, open_ws_transport
+
+__all__ = ["ProviderSession", "SessionStatistics", "SessionTimeouts"]
+
+logger = logging.getLogger("puffin_trio.session")
+
+#: Channels whose silence means something is wrong. Bars arrive once a minute
+#: and statuses/LULD only on events, so silence there proves nothing.
+_LIVENESS_CHANNELS: Mapping[type, str] = {
+    Trade: "trades",
+    Quote: "quotes",
+    OrderBookUpdate: "books",
+}
+_EVENT_CLASSES = frozenset(EVENT_TYPES)
+#: Malformed frames are logged individually up to this many, then every 1000th,
+#: so a flood of garbage cannot flood the logs (all are counted).
+_LOG_FIRST_MALFORMED = 10
+
+
+@attrs.frozen
+class SessionTimeouts:
+    """Deadlines (seconds) of the handshake steps.
+
+    * ``handshake``: connect + server hello + authentication. Alpaca itself
+      drops a client that has not authenticated within ~10 s; 15 s covers a
+      slow TLS handshake on top.
+    * ``subscribe``: the server's confirmation of a subscription. Confirmations
+      come within milliseconds; 10 s means the server is not listening.
+    """
+
+    handshake: float = 15.0
+    subscribe: float = 10.0
+
+
+@attrs.frozen
+class SessionStatistics:
+    """A snapshot of one session's counters (see :meth:`ProviderSession.statistics`)."""
+
+    name: str
+    provider: str
+    state: SessionState
+    connects: int
+    reconnects: int
+    messages: int
+    frames: int
+    bytes: int
+    malformed: int
+    unknown: int
+    gaps: int
+    duplicates: int
+    late: int
+    resubscribes: int
+    heartbeat_rtt: float | None
+    #: Seconds since the last event per ``"channel:symbol"`` subscription
+    #: (``None``: nothing received on this connection yet).
+    last_message_age: Mapping[str, float | None]
+    desired: Mapping[str, frozenset[str]]
+    confirmed: Mapping[str, frozenset[str]]
+
+
+class _Command:
+    __slots__ = ("action", "done", "topics")
+
+    def __init__(self, action: Literal["subscribe", "unsubscribe"], topics: Topics) -> None:
+        self.action = action
+        self.topics = topics
+        self.done = trio.Event()
+
+
+class ProviderSession:
+    """A provider connection and everything that runs while it is up.
+
+    Made by :meth:`Supervisor.add`; users see it through ``sup.statistics()``.
+    """
+
+    def __init__(
+        self,
+        provider: Provider,
+        *,
+        name: str,
+        fanout: FanOut,
+        topics: Mapping[str, frozenset[str]],
+        wall_clock: Callable[[], int] = time.time_ns,
+        timeouts: SessionTimeouts | None = None,
+    ) -> None:
+        self.provider = provider
+        self.name = name
+        self._fanout = fanout
+        self._wall = wall_clock
+        self.timeouts = timeouts or SessionTimeouts()
+        self.subscriptions = SubscriptionState(topics)
+        self.state = SessionState.CONNECTING
+        self._commands_send, self._commands_recv = trio.open_memory_channel[_Command](64)
+        # counters
+        self.connects = 0
+        self.messages = 0
+        self.malformed = 0
+        self.unknown = 0
+        self.resubscribes = 0
+        self.heartbeat_rtt: float | None = None
+        self._frames_before = 0
+        self._bytes_before = 0
+        self._transport: WebSocketTransport | None = None
+        self._guard: SequenceGuard[Event] | None = None
+        self._guard_totals = (0, 0, 0)  # gaps, duplicates, late of guards of past connections
+        # liveness: event class -> symbol -> trio time of the last event
+        self._last_seen: dict[type, dict[str, float]] = {cls: {} for cls in _LIVENESS_CHANNELS}
+        self._streaming_since = 0.0
+        self._last_event_wall: int | None = None
+        self._heartbeat_reply = trio.Event()
+
+    # ------------------------------------------------------------------ public
+
+    async def run(self, *, attempt: int = 0, outage_start: int | None = None) -> None:
+        """Connect and stream until failure; raises the first error (never returns normally
+        unless cancelled). ``attempt`` > 0 marks a reconnect: once resubscribed, a
+        ``Gap(reason="reconnect")`` covering ``outage_start`` .. now is published.
+        """
+        provider = self.provider
+        if not isinstance(provider, WebSocketProvider):
+            raise TypeError(f"no transport for {provider.transport!r} providers yet")
+        proto = provider.protocol()
+        self.subscriptions.connection_lost()
+        self._guard = SequenceGuard(proto.guard_mode) if proto.guard_mode != "none" else None
+        self._authenticated = trio.Event()
+        self._drop_queued_commands()
+        await self._set_state(SessionState.CONNECTING, attempt=attempt)
+        failure: list[BaseException] = []
+        async with open_ws_transport(
+            provider.url,
+            headers=provider.headers(),
+            max_message_size=provider.max_message_size,
+        ) as transport:
+            self._transport = transport
+            self.connects += 1
+            try:
+                async with trio.open_nursery() as nursery:
+
+                    def fail(exc: BaseException) -> None:
+                        if not failure:
+                            failure.append(exc)
+                        nursery.cancel_scope.cancel()
+
+                    self._spawn(nursery, fail, self._reader, proto, transport)
+                    try:
+                        await self._handshake(proto, transport, attempt, outage_start)
+                    except Exception as exc:
+                        fail(exc)
+                        return
+                    self._spawn(nursery, fail, self._heartbeat, proto, transport)
+                    self._spawn(nursery, fail, self._health, proto, transport)
+                    self._spawn(nursery, fail, self._commander, proto, transport)
+                    if self._guard is not None:
+                        self._spawn(nursery, fail, self._guard_timer)
+            finally:
+                self._frames_before += transport.frames_received
+                self._bytes_before += transport.bytes_received
+                self._transport = None
+                self._retire_guard()
+        if failure:
+            raise failure[0]
+
+    async def subscribe(self, topics: Mapping[str, frozenset[str]]) -> bool:
+        """Add subscriptions; kept for every reconnect. A checkpoint.
+
+        If the session is streaming, the command goes to the session task and
+        this waits (at most ``timeouts.subscribe``) for the server's
+        confirmation. Returns True once confirmed; False if the session is not
+        streaming (the topics are sent when it next connects) or no
+        confirmation came in time.
+        """
+        self.subscriptions.want(topics)
+        return await self._command("subscribe", topics)
+
+    async def unsubscribe(self, topics: Mapping[str, frozenset[str]]) -> bool:
+        """Remove subscriptions (from the desired set, and live if streaming).
+
+        Returns True once the server confirmed the removal, as :meth:`subscribe`.
+        """
+        self.subscriptions.unwant(topics)
+        return await self._command("unsubscribe", topics)
+
+    def statistics(self) -> SessionStatistics:
+        """Counters and state; cheap, never blocks."""
+        gaps, dups, late = self._guard_totals
+        if self._guard is not None:
+            g = self._guard.statistics()
+            gaps, dups, late = gaps + g.gaps, dups + g.duplicates, late + g.late
+        t = self._transport
+        now = trio.current_time()
+        ages: dict[str, float | None] = {}
+        for cls, channel in _LIVENESS_CHANNELS.items():
+            seen = self._last_seen[cls]
+            for symbol in sorted(self.subscriptions.desired.get(channel, ())):
+                last = seen.get(symbol)
+                ages[f"{channel}:{symbol}"] = None if last is None else now - last
+        return SessionStatistics(
+            name=self.name,
+            provider=self.provider.name,
+            state=self.state,
+            connects=self.connects,
+            reconnects=max(0, self.connects - 1),
+            messages=self.messages,
+            frames=self._frames_before + (t.frames_received if t else 0),
+            bytes=self._bytes_before + (t.bytes_received if t else 0),
+            malformed=self.malformed,
+            unknown=self.unknown,
+            gaps=gaps,
+            duplicates=dups,
+            late=late,
+            resubscribes=self.resubscribes,
+            heartbeat_rtt=self.heartbeat_rtt,
+            last_message_age=ages,
+            desired=dict(self.subscriptions.desired),
+            confirmed=dict(self.subscriptions.confirmed),
+        )
+
+    async def announce(self, state: SessionState, *, detail: str = "", attempt: int = 0) -> None:
+        """Publish a ``Status`` event (used by the supervisor for reconnecting/failed/closed)."""
+        await self._set_state(state, detail=detail, attempt=attempt)
+
+    # ------------------------------------------------------------------ internals
+
+    def _spawn(
+        self,
+        nursery: trio.Nursery,
+        fail: Callable[[BaseException], None],
+        fn: Callable[..., object],
+        *args: object,
+    ) -> None:
+        async def guarded() -> None:
+            try:
+                await fn(*args)  # type: ignore[misc]
+            except Exception as exc:
+                fail(exc)
+
+        nursery.start_soon(guarded, name=f"{self.name}:{getattr(fn, '__name__', fn)}")
+
+    async def _set_state(self, state: SessionState, *, detail: str = "", attempt: int = 0) -> None:
+        self.state = state
+        now = self._wall()
+        status = Status(
+            provider=self.provider.name,
+            session=self.name,
+            state=state,
+            detail=detail,
+            attempt=attempt,
+            ts_event=now,
+            ts_recv=now,
+        )
+        await self._fanout.publish(status)
+
+    async def _command(self, action: Literal["subscribe", "unsubscribe"], topics: Topics) -> bool:
+        if self.state is not SessionState.STREAMING:
+            await trio.lowlevel.checkpoint()
+            return False
+        cmd = _Command(action, topics)
+        await self._commands_send.send(cmd)
+        with trio.move_on_after(self.timeouts.subscribe):
+            await cmd.done.wait()
+            await self.subscriptions.wait_confirmed(topics, removed=action == "unsubscribe")
+            return True
+        return False
+
+    def _drop_queued_commands(self) -> None:
+        """Commands queued before a (re)connect are covered by the desired state it replays."""
+        while True:
+            try:
+                self._commands_recv.receive_nowait().done.set()
+            except trio.WouldBlock:
+                return
+
+    async def _handshake(
+        self,
+        proto: ProviderProtocol,
+        transport: WebSocketTransport,
+        attempt: int,
+        outage_start: int | None,
+    ) -> None:
+        await transport.send_all(proto.data_to_send())
+        await self._set_state(SessionState.AUTHENTICATING, attempt=attempt)
+        with trio.move_on_after(self.timeouts.handshake) as scope:
+            await self._authenticated.wait()
+        if scope.cancelled_caught:
+            raise ProtocolError(
+                f"no authentication reply within {self.timeouts.handshake} s",
+                provider=self.provider.name,
+            )
+        await self._set_state(SessionState.SUBSCRIBING, attempt=attempt)
+        desired = dict(self.subscriptions.desired)
+        if desired:
+            proto.subscribe(desired)
+            await transport.send_all(proto.data_to_send())
+            if proto.confirms_subscriptions:
+                with trio.move_on_after(self.timeouts.subscribe) as scope:
+                    await self.subscriptions.wait_confirmed(desired)
+                if scope.cancelled_caught:
+                    missing = subtract_topics(desired, self.subscriptions.confirmed)
+                    raise ProtocolError(
+                        f"subscription not confirmed within {self.timeouts.subscribe} s: "
+                        f"{_describe(missing)}",
+                        provider=self.provider.name,
+                    )
+            else:
+                self.subscriptions.confirm(desired, complete=True)
+        self._streaming_since = trio.current_time()
+        for seen in self._last_seen.values():
+            seen.clear()
+        await self._set_state(SessionState.STREAMING, attempt=attempt)
+        if attempt > 0:
+            now = self._wall()
+            await self._fanout.publish(
+                Gap(
+                    provider=self.provider.name,
+                    symbol="",
+                    ts_event=now,
+                    ts_recv=now,
+                    stream=self.name,
+                    reason=GapReason.RECONNECT,
+                    window_start=outage_start,
+                    window_end=now,
+                )
+            )
+
+    async def _reader(self, proto: ProviderProtocol, transport: WebSocketTransport) -> None:
+        """Receive -> decode -> guard -> publish, one frame at a time."""
+        fanout = self._fanout
+        guard = self._guard
+        event_classes = _EVENT_CLASSES
+        last_seen = self._last_seen
+        batch: list[Event] = []
+        failure: ProviderError | None = None
+        while True:
+            frame = await transport.receive()
+            ts_recv = self._wall()
+            now = trio.current_time()
+            items = proto.receive(frame, ts_recv)
+            outgoing = proto.data_to_send()
+            if outgoing:
+                await transport.send_all(outgoing)
+            for item in items:
+                cls = type(item)
+                if cls in event_classes:
+                    seen = last_seen.get(cls)
+                    if seen is not None:
+                        seen[item.symbol] = now  # type: ignore[union-attr]
+                    if guard is None:
+                        batch.append(item)  # type: ignore[arg-type]
+                    else:
+                        guard.feed(
+                            proto.stream_key(item),  # type: ignore[arg-type]
+                            item,  # type: ignore[arg-type]
+                            int(now * 1e9),
+                            batch,
+                        )
+                else:
+                    error = self._control(item)  # type: ignore[arg-type]
+                    if error is not None:
+                        failure = error
+            if batch:
+                self.messages += len(batch)
+                self._last_event_wall = ts_recv
+                await fanout.publish_batch(batch)
+                batch.clear()
+            if failure is not None:
+                raise failure
+
+    def _control(
+        self,
+        item: Connected
+        | Authenticated
+        | SubscriptionAck
+        | HeartbeatReply
+        | ProviderNotice
+        | ProviderFailure
+        | Malformed
+        | UnknownMessage,
+    ) -> ProviderError | None:
+        """Act on a control item; return a provider error that must end the connection."""
+        if isinstance(item, SubscriptionAck):
+            self.subscriptions.confirm(item.topics, complete=item.complete)
+        elif isinstance(item, Authenticated):
+            self._authenticated.set()
+        elif isinstance(item, Connected):
+            logger.debug("%s: server hello %s", self.name, item.detail)
+        elif isinstance(item, HeartbeatReply):
+            self._heartbeat_reply.set()
+        elif isinstance(item, Malformed):
+            self.malformed += 1
+            if self.malformed <= _LOG_FIRST_MALFORMED or self.malformed % 1000 == 0:
+                logger.warning(
+                    "%s: malformed message #%d (%s): %s",
+                    self.name,
+                    self.malformed,
+                    item.reason,
+                    item.sample,
+                )
+        elif isinstance(item, UnknownMessage):
+            self.unknown += 1
+            if self.unknown <= _LOG_FIRST_MALFORMED:
+                logger.info("%s: ignoring unknown message type %r", self.name, item.kind)
+        elif isinstance(item, ProviderNotice):
+            logger.info("%s: notice %s: %s", self.name, item.code, item.message)
+        elif isinstance(item, ProviderFailure):
+            if item.symbol:
+                logger.warning(
+                    "%s: dropping subscription %s:%s: %s",
+                    self.name,
+                    item.channel,
+                    item.symbol,
+                    item.error,
+                )
+                self.subscriptions.unwant({item.channel: {item.symbol}})
+            else:
+                return item.error
+        return None
+
+    async def _heartbeat(self, proto: ProviderProtocol, transport: WebSocketTransport) -> None:
+        interval = self.provider.ping_interval
+        timeout = self.provider.ping_timeout
+        while True:
+            await trio.sleep(interval)
+            start = trio.current_time()
+            with trio.move_on_after(timeout) as scope:
+                if proto.heartbeat():
+                    self._heartbeat_reply = trio.Event()
+                    await transport.send_all(proto.data_to_send())
+                    await self._heartbeat_reply.wait()
+                else:
+                    await transport.ping()
+            if scope.cancelled_caught:
+                raise HeartbeatTimeout(
+                    f"no heartbeat reply within {timeout} s", provider=self.provider.name
+                )
+            self.heartbeat_rtt = trio.current_time() - start
+
+    def _silent(self, now: float, stale_after: float) -> dict[str, frozenset[str]]:
+        """Confirmed liveness subscriptions with no event for ``stale_after`` seconds."""
+        silent: dict[str, set[str]] = {}
+        confirmed = self.subscriptions.confirmed
+        for cls, channel in _LIVENESS_CHANNELS.items():
+            seen = self._last_seen[cls]
+            for symbol in confirmed.get(channel, ()):
+                if symbol == "*":
+                    continue
+                last = seen.get(symbol, self._streaming_since)
+                if now - last >= stale_after:
+                    silent.setdefault(channel, set()).add(symbol)
+        return {c: frozenset(s) for c, s in silent.items()}
+
+    def _market_open(self) -> bool:
+        return self.provider.calendar.session_at(self._wall()) is not MarketSession.CLOSED
+
+    async def _health(self, proto: ProviderProtocol, transport: WebSocketTransport) -> None:
+        """Resubscribe silent subscriptions once; fail if they stay silent."""
+        stale_after = self.provider.stale_after
+        if not math.isfinite(stale_after) or stale_after <= 0:
+            return
+        period = max(stale_after / 4, 0.05)
+        resubscribed_at: dict[tuple[str, str], float] = {}
+        while True:
+            await trio.sleep(period)
+            now = trio.current_time()
+            if not self._market_open():
+                resubscribed_at.clear()
+                self._streaming_since = now  # quiet while closed is not dead
+                continue
+            silent = self._silent(now, stale_after)
+            fresh: dict[str, set[str]] = {}
+            dead: list[str] = []
+            for channel, symbols in silent.items():
+                for symbol in symbols:
+                    since = resubscribed_at.get((channel, symbol))
+                    if since is None:
+                        fresh.setdefault(channel, set()).add(symbol)
+                        resubscribed_at[(channel, symbol)] = now
+                    elif now - since >= stale_after:
+                        dead.append(f"{channel}:{symbol}")
+            for key in list(resubscribed_at):
+                if key[1] not in silent.get(key[0], ()):
+                    del resubscribed_at[key]
+            if dead:
+                raise StaleFeedError(
+                    f"silent for {stale_after} s after a resubscribe during market hours: "
+                    f"{', '.join(sorted(dead)[:10])}",
+                    provider=self.provider.name,
+                )
+            if fresh:
+                self.resubscribes += 1
+                logger.warning(
+                    "%s: no data for %s s on %s; resubscribing",
+                    self.name,
+                    stale_after,
+                    _describe(fresh),
+                )
+                proto.subscribe(fresh)
+                await transport.send_all(proto.data_to_send())
+
+    async def _commander(self, proto: ProviderProtocol, transport: WebSocketTransport) -> None:
+        """Send live subscribe/unsubscribe commands; the caller waits for the confirmation."""
+        async for cmd in self._commands_recv:
+            if cmd.action == "subscribe":
+                proto.subscribe(cmd.topics)
+            else:
+                proto.unsubscribe(cmd.topics)
+            await transport.send_all(proto.data_to_send())
+            if not proto.confirms_subscriptions:
+                self.subscriptions.confirm(self.subscriptions.desired, complete=True)
+            cmd.done.set()
+
+    async def _guard_timer(self) -> None:
+        guard = self._guard
+        assert guard is not None
+        out: list[Event | Gap] = []
+        while True:
+            deadline = guard.next_deadline_ns()
+            if deadline is None:
+                await trio.sleep(guard.max_delay_ns / 1e9)
+                continue
+            await trio.sleep_until(deadline / 1e9)
+            guard.poll(int(trio.current_time() * 1e9), out)
+            if out:
+                self.messages += len(out)
+                await self._fanout.publish_batch(out)
+                out.clear()
+
+    def _retire_guard(self) -> None:
+        """Flush a connection's guard: what it still holds is delivered, holes announced."""
+        guard = self._guard
+        if guard is None:
+            return
+        out = guard.reset_all(int(trio.current_time() * 1e9))
+        # Best effort: the connection is gone and we may be cancelled, so no waiting.
+        with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError):
+            for event in out:
+                self._fanout.publish_nowait(event)
+        g = guard.statistics()
+        gaps, dups, late = self._guard_totals
+        self._guard_totals = (gaps + g.gaps, dups + g.duplicates, late + g.late)
+        self._guard = None
+
+    @property
+    def last_event_wall(self) -> int | None:
+        """Wall-clock ns of the last event received (start of an outage window)."""
+        return self._last_event_wall
+
+
+def _describe(topics: Mapping[str, object]) -> str:
+    parts = []
+    for channel, symbols in topics.items():
+        names = sorted(symbols)  # type: ignore[call-overload]
+        shown = ",".join(names[:5]) + (f",+{len(names) - 5}" if len(names) > 5 else "")
+        parts.append(f"{channel}[{shown}]")
+    return " ".join(parts)

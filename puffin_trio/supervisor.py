@@ -1,0 +1,355 @@
+"""The supervisor: owns the sessions, restarts them, and fans their events out.
+
+This module owns :class:`Supervisor` (and the ``open_feed`` shortcut). A
+supervisor is a nursery with one runner task per provider session. A runner
+calls :meth:`ProviderSession.run` in a loop; when a connection fails it
+classifies the failure:
+
+* **fatal** (:class:`FatalProviderError`: authentication refused, a feed the
+  plan does not include, an invalid request): not retried. The session is
+  marked ``failed`` (a ``Status`` event) and the error escalates.
+* **transient** (anything else: a dropped connection, a heartbeat timeout, a
+  stale feed, a protocol error): a ``Status(reconnecting)`` event, a backoff
+  (:class:`RestartPolicy`), and a reconnect that re-sends every subscription
+  and announces the outage as ``Gap(reason="reconnect")``. A connection-limit
+  error waits at least the provider's ``limit_cooldown``.
+
+A session that fails more often than the restart intensity allows (``N``
+restarts within ``period`` seconds, as in Erlang/OTP supervisors) escalates
+:class:`RestartBudgetExceeded`. Escalation never ends silently: with
+``fail_fast=True`` (the default) the error cancels the supervisor and is
+raised from ``async with Supervisor.open()``; with ``fail_fast=False`` the
+failed session stays ``failed`` (announced by ``Status``) and the others go
+on.
+
+It must not parse frames or know any provider's protocol.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import trio
+
+from puffin_trio.channels import ConsumerStatistics, EventReceiver, FanOut, Overflow
+from puffin_trio.errors import (
+    ConfigurationError,
+    ConnectionLimitError,
+    FatalProviderError,
+    RestartBudgetExceeded,
+)
+from puffin_trio.events import SessionState, Status
+from puffin_trio.providers._base import Provider
+from puffin_trio.session import ProviderSession, SessionStatistics, SessionTimeouts
+
+__all__ = ["RestartPolicy", "Supervisor", "SupervisorStatistics", "open_feed"]
+
+logger = logging.getLogger("puffin_trio.supervisor")
+
+
+@attrs.frozen
+class RestartPolicy:
+    """When and how often a failed session is restarted.
+
+    Defaults follow Puffin's ``RealtimeEngine`` (1 s doubling to 60 s) and
+    OTP's intensity/period idea:
+
+    * ``initial`` 1 s, ``factor`` 2, ``max_delay`` 60 s: the first retry is
+      quick (most drops are one-off), later ones back off so a provider outage
+      is not hammered.
+    * ``jitter`` 0.2: each delay is scaled by a random factor in [0.8, 1.0],
+      so many clients dropped at once do not reconnect in lockstep.
+    * ``stable_after`` 60 s: a connection that streamed this long resets the
+      backoff to ``initial`` (its failure is a new incident).
+    * ``intensity`` 10 restarts within ``period`` 600 s: more than that means
+      something is persistently wrong (Puffin gave up after 10 attempts);
+      escalate rather than loop forever.
+    """
+
+    initial: float = 1.0
+    factor: float = 2.0
+    max_delay: float = 60.0
+    jitter: float = 0.2
+    stable_after: float = 60.0
+    intensity: int = 10
+    period: float = 600.0
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        """Backoff before restart number ``attempt`` (1-based) of the current incident."""
+        base = min(self.max_delay, self.initial * self.factor ** max(0, attempt - 1))
+        return base * (1.0 - self.jitter * rng.random())
+
+
+@attrs.frozen
+class SupervisorStatistics:
+    """Per-session and per-consumer counters (see :meth:`Supervisor.statistics`)."""
+
+    sessions: Mapping[str, SessionStatistics]
+    consumers: Mapping[str, ConsumerStatistics]
+    unconsumed: int
+
+
+class Supervisor:
+    """Runs provider sessions under a restart policy and fans their events out.
+
+    Use :meth:`open`; see the module docstring for the restart semantics.
+    """
+
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        *,
+        restart: RestartPolicy,
+        fail_fast: bool,
+        wall_clock: Callable[[], int],
+        timeouts: SessionTimeouts | None,
+        rng: random.Random,
+    ) -> None:
+        self._nursery = nursery
+        self.restart = restart
+        self.fail_fast = fail_fast
+        self._wall = wall_clock
+        self._timeouts = timeouts
+        self._rng = rng
+        self._fanout = FanOut()
+        self._sessions: dict[str, ProviderSession] = {}
+        self._failure: BaseException | None = None
+        self.failures: dict[str, BaseException] = {}
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls,
+        *,
+        restart: RestartPolicy | None = None,
+        fail_fast: bool = True,
+        wall_clock: Callable[[], int] = time.time_ns,
+        timeouts: SessionTimeouts | None = None,
+        seed: int | None = None,
+    ) -> AsyncIterator[Supervisor]:
+        """Open a supervisor for the duration of the block.
+
+        Leaving the block cancels every session (each announces ``closed``)
+        and ends every event channel. If a session escalated (fatal error,
+        restart budget spent) and ``fail_fast`` is set, the block is cancelled
+        and that error is raised here, unwrapped.
+        """
+        body_error: BaseException | None = None
+        sup: Supervisor | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                sup = cls(
+                    nursery,
+                    restart=restart or RestartPolicy(),
+                    fail_fast=fail_fast,
+                    wall_clock=wall_clock,
+                    timeouts=timeouts,
+                    rng=random.Random(seed),
+                )
+                try:
+                    yield sup
+                except BaseException as exc:
+                    body_error = exc
+                    raise
+                finally:
+                    nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # Runners never raise, so a group here carries the body's own error.
+            if body_error is not None and len(group.exceptions) == 1:
+                raise body_error from None
+            raise
+        finally:
+            if sup is not None:
+                sup._fanout.close()
+        if sup is not None and sup._failure is not None:
+            raise sup._failure
+
+    # ------------------------------------------------------------------ sessions
+
+    def add(
+        self,
+        provider: Provider,
+        *,
+        name: str | None = None,
+        trades: Collection[str] = (),
+        quotes: Collection[str] = (),
+        books: Collection[str] = (),
+        bars: Collection[str] = (),
+        **channels: Collection[str],
+    ) -> ProviderSession:
+        """Start a session for ``provider`` with these subscriptions (kept across reconnects).
+
+        Validates before connecting: raises :class:`ConfigurationError` for
+        missing credentials, unknown channels, bad symbols or a duplicate
+        session name. The session starts at the supervisor's next checkpoint.
+        """
+        provider.check()
+        topics = provider.normalize(
+            {"trades": trades, "quotes": quotes, "books": books, "bars": bars, **channels}
+        )
+        name = name or provider.session_name
+        if name in self._sessions:
+            raise ConfigurationError(
+                f"a session named {name!r} already exists; pass name= to add another"
+            )
+        session = ProviderSession(
+            provider,
+            name=name,
+            fanout=self._fanout,
+            topics=topics,
+            wall_clock=self._wall,
+            timeouts=self._timeouts,
+        )
+        self._sessions[name] = session
+        self._nursery.start_soon(self._run_session, session, name=f"puffin:{name}")
+        return session
+
+    def session(self, name: str) -> ProviderSession:
+        """The session called ``name`` (ConfigurationError if there is none)."""
+        try:
+            return self._sessions[name]
+        except KeyError:
+            known = ", ".join(sorted(self._sessions)) or "none"
+            raise ConfigurationError(f"no session named {name!r} (sessions: {known})") from None
+
+    async def subscribe(self, name: str, **topics: Collection[str]) -> bool:
+        """Add subscriptions to session ``name``, live, and keep them for reconnects.
+
+        Returns True once the provider confirmed them (False if the session is
+        not streaming right now: they are sent when it connects).
+        """
+        session = self.session(name)
+        return await session.subscribe(session.provider.normalize(topics))
+
+    async def unsubscribe(self, name: str, **topics: Collection[str]) -> bool:
+        """Remove subscriptions from session ``name`` (see :meth:`subscribe`)."""
+        session = self.session(name)
+        return await session.unsubscribe(session.provider.normalize(topics))
+
+    # ------------------------------------------------------------------ consumers
+
+    def events(
+        self, capacity: int = 1024, overflow: Overflow = "block", *, name: str | None = None
+    ) -> Any:
+        """A new consumer: an async context manager yielding a bounded receive channel.
+
+        Every consumer gets every event (market data, ``Status``, ``Gap``) in
+        order, under its own overflow policy (see :mod:`puffin_trio.channels`).
+        Registration happens on entering the block, before any checkpoint.
+        """
+        return self._fanout.consumer(capacity=capacity, overflow=overflow, name=name)
+
+    def statistics(self) -> SupervisorStatistics:
+        """Per-session counters, states and lag, and per-consumer queue statistics."""
+        fan = self._fanout.statistics()
+        return SupervisorStatistics(
+            sessions={name: s.statistics() for name, s in self._sessions.items()},
+            consumers=fan.consumers,
+            unconsumed=fan.unconsumed,
+        )
+
+    # ------------------------------------------------------------------ restart loop
+
+    async def _run_session(self, session: ProviderSession) -> None:
+        policy = self.restart
+        restarts: deque[float] = deque()
+        attempt = 0
+        incident = 0
+        outage_start: int | None = None
+        try:
+            while True:
+                started = trio.current_time()
+                try:
+                    await session.run(attempt=attempt, outage_start=outage_start)
+                except FatalProviderError as exc:
+                    await self._escalate(session, exc, attempt)
+                    return
+                except Exception as exc:
+                    error = exc
+                else:  # pragma: no cover - run() only returns by raising
+                    continue
+                outage_start = session.last_event_wall or self._wall()
+                now = trio.current_time()
+                if now - started >= policy.stable_after:
+                    incident = 0
+                restarts.append(now)
+                while restarts and now - restarts[0] > policy.period:
+                    restarts.popleft()
+                attempt += 1
+                incident += 1
+                if len(restarts) > policy.intensity:
+                    budget = RestartBudgetExceeded(
+                        f"session {session.name!r} failed {len(restarts)} times within "
+                        f"{policy.period} s (intensity {policy.intensity}); last error: {error}"
+                    )
+                    budget.__cause__ = error
+                    await self._escalate(session, budget, attempt)
+                    return
+                delay = policy.delay(incident, self._rng)
+                if isinstance(error, ConnectionLimitError):
+                    delay = max(delay, session.provider.limit_cooldown)
+                logger.warning(
+                    "%s: %s; reconnecting in %.1f s (attempt %d)",
+                    session.name,
+                    error,
+                    delay,
+                    attempt,
+                )
+                await session.announce(
+                    SessionState.RECONNECTING,
+                    detail=f"{type(error).__name__}: {error}; retry in {delay:.1f} s",
+                    attempt=attempt,
+                )
+                await trio.sleep(delay)
+        finally:
+            if session.state is not SessionState.FAILED:
+                session.state = SessionState.CLOSED
+                now = self._wall()
+                closed = Status(
+                    provider=session.provider.name,
+                    session=session.name,
+                    state=SessionState.CLOSED,
+                    ts_event=now,
+                    ts_recv=now,
+                )
+                # Best effort: we are being cancelled and cannot wait for a full consumer.
+                with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError):
+                    self._fanout.publish_nowait(closed)
+
+    async def _escalate(self, session: ProviderSession, error: BaseException, attempt: int) -> None:
+        logger.error("%s: giving up: %s", session.name, error)
+        self.failures[session.name] = error
+        await session.announce(
+            SessionState.FAILED, detail=f"{type(error).__name__}: {error}", attempt=attempt
+        )
+        if self.fail_fast and self._failure is None:
+            self._failure = error
+            self._nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def open_feed(
+    provider: Provider,
+    *,
+    capacity: int = 1024,
+    overflow: Overflow = "block",
+    trades: Collection[str] = (),
+    quotes: Collection[str] = (),
+    books: Collection[str] = (),
+    bars: Collection[str] = (),
+    restart: RestartPolicy | None = None,
+    **channels: Collection[str],
+) -> AsyncIterator[EventReceiver]:
+    """One provider, one consumer: ``async with open_feed(p, trades=["AAPL"]) as events:``."""
+    async with Supervisor.open(restart=restart) as sup:
+        sup.add(provider, trades=trades, quotes=quotes, books=books, bars=bars, **channels)  # type: ignore[arg-type]
+        async with sup.events(capacity=capacity, overflow=overflow) as events:
+            yield events
