@@ -198,6 +198,8 @@ class ProviderSession:
         self.subscriptions.connection_lost()
         self._guard = SequenceGuard(proto.guard_mode) if proto.guard_mode != "none" else None
         self._authenticated = trio.Event()
+        self._streaming = trio.Event()
+        self._until_streaming: tuple[dict[str, frozenset[str]], int, int | None] | None = None
         self._drop_queued_commands()
         await self._set_state(SessionState.CONNECTING, attempt=attempt)
         failure: list[BaseException] = []
@@ -363,28 +365,49 @@ class ProviderSession:
             )
         await self._set_state(SessionState.SUBSCRIBING, attempt=attempt)
         desired = dict(self.subscriptions.desired)
+        if desired and proto.confirms_subscriptions:
+            # The reader announces STREAMING in order with the data, right after
+            # the confirmation that completes this set (see _reader).
+            self._until_streaming = (desired, attempt, outage_start)
+            proto.subscribe(desired)
+            await transport.send_all(proto.data_to_send())
+            with trio.move_on_after(self.timeouts.subscribe) as scope:
+                await self._streaming.wait()
+            if scope.cancelled_caught:
+                missing = subtract_topics(desired, self.subscriptions.confirmed)
+                raise ProtocolError(
+                    f"subscription not confirmed within {self.timeouts.subscribe} s: "
+                    f"{_describe(missing)}",
+                    provider=self.provider.name,
+                )
+            return
         if desired:
             proto.subscribe(desired)
             await transport.send_all(proto.data_to_send())
-            if proto.confirms_subscriptions:
-                with trio.move_on_after(self.timeouts.subscribe) as scope:
-                    await self.subscriptions.wait_confirmed(desired)
-                if scope.cancelled_caught:
-                    missing = subtract_topics(desired, self.subscriptions.confirmed)
-                    raise ProtocolError(
-                        f"subscription not confirmed within {self.timeouts.subscribe} s: "
-                        f"{_describe(missing)}",
-                        provider=self.provider.name,
-                    )
-            else:
-                self.subscriptions.confirm(desired, complete=True)
+            self.subscriptions.confirm(desired, complete=True)
+        await self._fanout.publish_batch(self._start_streaming(attempt, outage_start))
+
+    def _start_streaming(self, attempt: int, outage_start: int | None) -> list[Event]:
+        """Enter STREAMING: the Status (and, after a reconnect, the Gap) to publish now."""
+        self._until_streaming = None
+        self._streaming.set()
+        self.state = SessionState.STREAMING
         self._streaming_since = trio.current_time()
         for seen in self._last_seen.values():
             seen.clear()
-        await self._set_state(SessionState.STREAMING, attempt=attempt)
+        now = self._wall()
+        out: list[Event] = [
+            Status(
+                provider=self.provider.name,
+                session=self.name,
+                state=SessionState.STREAMING,
+                attempt=attempt,
+                ts_event=now,
+                ts_recv=now,
+            )
+        ]
         if attempt > 0:
-            now = self._wall()
-            await self._fanout.publish(
+            out.append(
                 Gap(
                     provider=self.provider.name,
                     symbol="",
@@ -396,6 +419,7 @@ class ProviderSession:
                     window_end=now,
                 )
             )
+        return out
 
     async def _reader(self, proto: ProviderProtocol, transport: WebSocketTransport) -> None:
         """Receive -> decode -> guard -> publish, one frame at a time."""
@@ -432,6 +456,10 @@ class ProviderSession:
                     error = self._control(item)  # type: ignore[arg-type]
                     if error is not None:
                         failure = error
+                    elif self._until_streaming is not None:
+                        desired, attempt, outage_start = self._until_streaming
+                        if self.subscriptions.is_confirmed(desired):
+                            batch.extend(self._start_streaming(attempt, outage_start))
             if batch:
                 self.messages += len(batch)
                 self._last_event_wall = ts_recv

@@ -192,9 +192,8 @@ class Supervisor:
         session name. The session starts at the supervisor's next checkpoint.
         """
         provider.check()
-        topics = provider.normalize(
-            {"trades": trades, "quotes": quotes, "books": books, "bars": bars, **channels}
-        )
+        asked = {"trades": trades, "quotes": quotes, "books": books, "bars": bars, **channels}
+        topics = provider.normalize({c: s for c, s in asked.items() if len(s)})
         name = name or provider.session_name
         if name in self._sessions:
             raise ConfigurationError(

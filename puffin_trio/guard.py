@@ -1,0 +1,463 @@
+"""Sequence-gap detection: duplicates, reordering and holes in per-stream sequence numbers.
+
+This module owns :class:`SequenceGuard`, a sans-IO state machine that sits
+between a provider codec and the fan-out. Events go in with a stream key and
+the current time; events come out in sequence order, with a
+:class:`~puffin_trio.events.Gap` exactly where something is missing.
+
+It must not do I/O, read a clock, log, sleep or know about any provider: the
+session passes the time in (``now_ns``, integer nanoseconds from any
+monotonic clock, e.g. ``int(trio.current_time() * 1e9)``) and calls
+:meth:`SequenceGuard.poll` from a timer. Every method returns at once; none
+blocks, none is a checkpoint.
+
+Usage::
+
+    guard: SequenceGuard[Trade] = SequenceGuard("strict")
+    guard.feed("sim:T:AAPL", trade_with_seq_7, now_ns)  # -> [trade 7]  (the start)
+    guard.feed("sim:T:AAPL", trade_with_seq_9, now_ns)  # -> []  (9 waits for 8)
+    guard.feed("sim:T:AAPL", trade_with_seq_8, now_ns)  # -> [trade 8, trade 9]
+    guard.feed("sim:T:AAPL", trade_with_seq_8, now_ns)  # -> []  (a duplicate, counted)
+    guard.feed("sim:T:AAPL", trade_with_seq_12, now_ns)  # -> []  (waits for 10)
+    guard.poll(now_ns + guard.max_delay_ns)  # -> [Gap(expected=10, missing=2), trade 12]
+
+Every method that produces events takes an optional ``out`` list, appends to
+it and returns it. Without ``out`` a new list is made per call; the session
+passes one list it reuses (``out.clear()`` after publishing), so the in-order
+case allocates nothing but the counters' integers.
+
+Modes:
+
+* ``"strict"``: sequences are contiguous (our simulators, crypto books).
+  Out-of-order messages wait in a bounded reorder buffer for their
+  predecessors; holes are reported exactly, as one ``Gap`` per run of missing
+  numbers (``expected`` = first missing, ``received`` = the number released
+  next, ``missing`` = how many).
+* ``"monotonic"``: sequences increase but skip (Polygon's per-symbol ``q``).
+  A hole is normal, so nothing is buffered and no ``Gap`` is ever reported:
+  a message is delivered at once if its number is above every number
+  delivered so far, otherwise it is dropped as a duplicate or as late.
+* ``"none"``: pass-through (Alpaca and IB carry no sequence numbers).
+
+An event whose ``seq`` is ``None`` passes straight through in every mode.
+
+Semantics, per stream key:
+
+* The first number seen (or the first after :meth:`~SequenceGuard.reset`) is
+  the start: it is delivered, and nothing before it is a gap. A message that
+  later arrives with a smaller number came too late to be delivered in order.
+* *Duplicate*: the number was already delivered or is already buffered. The
+  message is dropped and counted.
+* *Late*: the number is below what was delivered (strict: it was already
+  reported missing, or precedes the start; monotonic: it is below the
+  highest number delivered and was not itself delivered). It cannot be
+  delivered in order, so it is dropped and counted in ``late``. In strict
+  mode its number was already announced by a ``Gap``, and ``missing`` stays
+  as it is: it counts what the output announced, and an announcement is not
+  taken back. To tell a duplicate from a late message the guard remembers
+  the last ``window`` holes per key (strict) or the last ``window`` delivered
+  numbers (monotonic); an old message beyond that memory counts as late.
+* *Giving up* (strict): when a key's buffer holds more than ``window``
+  messages, or its oldest buffered message has waited ``max_delay_ns`` or
+  more, the guard declares the lowest hole missing: a ``Gap`` followed by the
+  buffered messages it was holding back, in order. ``reset`` and
+  ``reset_all`` give up on every hole of the keys they flush.
+
+Accounting (what the tests assert): every input message is exactly one of
+delivered, duplicate, late or buffered, so ``inputs == delivered +
+duplicates + late + buffered``. In strict mode the delivered numbers and the
+numbers reported missing tile each key's range from its start to the next
+expected number exactly once, so per key and since its start, ``delivered +
+missing == expected - start`` (counting only events that carry a ``seq``).
+
+Memory: a key holds at most ``window`` buffered messages plus ``window``
+remembered holes (or delivered numbers). The number of keys is not bounded
+here: keys are the session's subscriptions, which the user already bounds;
+``reset(key)`` forgets a key when it is unsubscribed.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from typing import Final, Generic, Literal, Protocol, TypeVar
+
+import attrs
+
+from puffin_trio.errors import ConfigurationError
+from puffin_trio.events import Gap, GapReason
+
+__all__ = [
+    "DEFAULT_MAX_DELAY_NS",
+    "DEFAULT_WINDOW",
+    "GuardMode",
+    "SequenceGuard",
+    "SequenceGuardStatistics",
+    "Sequenced",
+]
+
+#: How many out-of-order messages a key may buffer before the guard gives up
+#: on the hole holding them back. Over one TCP connection, reordering can only
+#: come from the provider's own fan-in of feed handlers, which displaces a
+#: message by a handful of places; 64 leaves an order of magnitude of room
+#: while keeping the worst case per key at 64 events (about 15 KiB). It is the
+#: same order as Linux TCP's own reordering tolerance (``tcp_reordering``
+#: starts at 3 and adapts up to ``tcp_max_reordering`` = 300 segments).
+DEFAULT_WINDOW: Final = 64
+
+#: How long (ns) a buffered message may wait for a missing predecessor. A hole
+#: holds back everything behind it on its key, so this is the most latency one
+#: lost message can add. 100 ms is well above the jitter between a provider's
+#: feed handlers (single-digit ms), so a message that is merely late still
+#: makes it, and well below the 1 s granularity of bars and the staleness
+#: deadlines, so a lost message never delays a bar close or looks like a stall.
+DEFAULT_MAX_DELAY_NS: Final = 100_000_000
+
+GuardMode = Literal["strict", "monotonic", "none"]
+_MODES: Final = ("strict", "monotonic", "none")
+
+
+class Sequenced(Protocol):
+    """What the guard reads from an event: every :mod:`puffin_trio.events` class fits."""
+
+    @property
+    def seq(self) -> int | None: ...
+
+    @property
+    def provider(self) -> str: ...
+
+    @property
+    def symbol(self) -> str: ...
+
+    @property
+    def ts_event(self) -> int: ...
+
+
+E = TypeVar("E", bound=Sequenced)
+
+
+@attrs.frozen(kw_only=True)
+class SequenceGuardStatistics:
+    """Counters of a :class:`SequenceGuard`, since it was made.
+
+    * ``delivered``: input events released to the output (including those
+      with ``seq=None`` and everything in ``"none"`` mode).
+    * ``duplicates``: dropped because the number was already delivered or
+      buffered.
+    * ``late``: dropped because the number could no longer be delivered in
+      order (see the module docstring).
+    * ``gaps``: ``Gap`` events emitted; ``missing``: the sum of their
+      ``missing`` counts.
+    * ``buffered``: messages waiting in reorder buffers now.
+    * ``keys``: stream keys with state now.
+    """
+
+    delivered: int
+    duplicates: int
+    late: int
+    gaps: int
+    missing: int
+    buffered: int
+    keys: int
+
+
+class _StrictStream(Generic[E]):
+    """One key's state in strict mode."""
+
+    __slots__ = ("expected", "holes", "horizon", "order", "pending")
+
+    def __init__(self, start: int, window: int) -> None:
+        #: The next number to deliver.
+        self.expected = start + 1
+        #: Below this, a number is not known to have been delivered: the start,
+        #: raised to the end of each hole that falls out of ``holes``.
+        self.horizon = start
+        #: Buffered messages by number, as (arrival ns, event), in arrival order.
+        self.pending: dict[int, tuple[int, E]] = {}
+        #: The buffered numbers as a heap, for the lowest one.
+        self.order: list[int] = []
+        #: The last ``window`` holes reported, as [first, end) ranges, ascending.
+        self.holes: deque[tuple[int, int]] = deque(maxlen=window)
+
+    def was_delivered(self, seq: int) -> bool:
+        """Whether ``seq`` (below ``expected``) is known to have been delivered."""
+        if seq < self.horizon:
+            return False
+        for first, end in reversed(self.holes):
+            if seq >= end:
+                return True
+            if seq >= first:
+                return False
+        return True
+
+
+class _MonotonicStream:
+    """One key's state in monotonic mode."""
+
+    __slots__ = ("recent", "watermark")
+
+    def __init__(self, start: int, window: int) -> None:
+        #: The highest number delivered.
+        self.watermark = start
+        #: The last ``window`` numbers delivered, to tell duplicates from late ones.
+        self.recent: deque[int] = deque((start,), maxlen=window)
+
+
+class SequenceGuard(Generic[E]):
+    """Per-key duplicate, reorder and gap detection (sans-IO; see the module docstring).
+
+    ``mode`` is ``"strict"``, ``"monotonic"`` or ``"none"``. ``window`` (> 0)
+    bounds each key's reorder buffer in messages, and is also how many holes
+    (strict) or delivered numbers (monotonic) a key remembers. ``max_delay_ns``
+    (> 0) bounds how long a buffered message waits for a missing predecessor.
+    Raises :class:`~puffin_trio.errors.ConfigurationError` for anything else.
+
+    ``now_ns`` must not go backwards between calls (a monotonic clock).
+    """
+
+    __slots__ = (
+        "_delivered",
+        "_duplicates",
+        "_gaps",
+        "_late",
+        "_missing",
+        "_mode",
+        "_monotonic",
+        "_strict",
+        "_waiting",
+        "max_delay_ns",
+        "window",
+    )
+
+    def __init__(
+        self,
+        mode: GuardMode = "strict",
+        *,
+        window: int = DEFAULT_WINDOW,
+        max_delay_ns: int = DEFAULT_MAX_DELAY_NS,
+    ) -> None:
+        if mode not in _MODES:
+            raise ConfigurationError(
+                f"unknown sequence guard mode {mode!r}: use 'strict' (contiguous sequence "
+                "numbers), 'monotonic' (increasing with skips, like Polygon's q) or 'none'"
+            )
+        _check_positive_int("window", window, "messages")
+        _check_positive_int("max_delay_ns", max_delay_ns, "nanoseconds")
+        self._mode: GuardMode = mode
+        self.window: Final = window
+        self.max_delay_ns: Final = max_delay_ns
+        self._strict: dict[str, _StrictStream[E]] = {}
+        self._monotonic: dict[str, _MonotonicStream] = {}
+        #: Strict keys with something buffered (what ``poll`` has to look at).
+        self._waiting: dict[str, _StrictStream[E]] = {}
+        self._delivered = 0
+        self._duplicates = 0
+        self._late = 0
+        self._gaps = 0
+        self._missing = 0
+
+    @property
+    def mode(self) -> GuardMode:
+        """The mode this guard was made with."""
+        return self._mode
+
+    def feed(
+        self, key: str, event: E, now_ns: int, out: list[E | Gap] | None = None
+    ) -> list[E | Gap]:
+        """Take one event of stream ``key`` received at ``now_ns``; append what it releases.
+
+        Appends to ``out`` (a new list when ``None``) whatever can now be
+        delivered, in sequence order, with a ``Gap`` before the first event
+        after a hole; returns ``out``. Appends nothing when the event is
+        buffered or dropped. Also releases this key's messages whose time is up.
+        """
+        if out is None:
+            out = []
+        seq = event.seq
+        if seq is None or self._mode == "none":
+            self._delivered += 1
+            out.append(event)
+            return out
+        if self._mode == "strict":
+            stream = self._strict.get(key)
+            if stream is not None and seq == stream.expected and not stream.pending:
+                stream.expected = seq + 1
+                self._delivered += 1
+                out.append(event)
+            else:
+                self._feed_strict(key, stream, seq, event, now_ns, out)
+            return out
+        tracked = self._monotonic.get(key)
+        if tracked is None:
+            self._monotonic[key] = _MonotonicStream(seq, self.window)
+        elif seq > tracked.watermark:
+            tracked.watermark = seq
+            tracked.recent.append(seq)
+        elif seq in tracked.recent:
+            self._duplicates += 1
+            return out
+        else:
+            self._late += 1
+            return out
+        self._delivered += 1
+        out.append(event)
+        return out
+
+    def poll(self, now_ns: int, out: list[E | Gap] | None = None) -> list[E | Gap]:
+        """Release, across all keys, what has waited ``max_delay_ns`` or more; return ``out``.
+
+        Appends to ``out`` (a new list when ``None``), in sequence order per key.
+        Costs one dictionary check when nothing is buffered.
+        """
+        if out is None:
+            out = []
+        if self._waiting:
+            for key, stream in list(self._waiting.items()):
+                self._expire(key, stream, now_ns, out)
+        return out
+
+    def next_deadline_ns(self) -> int | None:
+        """The earliest ``now_ns`` at which :meth:`poll` would release something, or ``None``.
+
+        The session can sleep until then instead of polling on a fixed period.
+        """
+        if not self._waiting:
+            return None
+        return self.max_delay_ns + min(
+            next(iter(stream.pending.values()))[0] for stream in self._waiting.values()
+        )
+
+    def reset(self, key: str, now_ns: int, out: list[E | Gap] | None = None) -> list[E | Gap]:
+        """Forget ``key`` (after a reconnect or an unsubscribe); return ``out``.
+
+        Buffered messages are flushed first, in order, with a ``Gap`` for each
+        hole among them, so nothing is lost silently. The next number seen on
+        ``key`` is a new start. An unknown key is a no-op.
+        """
+        if out is None:
+            out = []
+        self._monotonic.pop(key, None)
+        stream = self._strict.pop(key, None)
+        if stream is not None:
+            self._flush(key, stream, now_ns, out)
+        return out
+
+    def reset_all(self, now_ns: int, out: list[E | Gap] | None = None) -> list[E | Gap]:
+        """:meth:`reset` every key; return ``out``."""
+        if out is None:
+            out = []
+        for key, stream in self._strict.items():
+            self._flush(key, stream, now_ns, out)
+        self._strict.clear()
+        self._monotonic.clear()
+        return out
+
+    def statistics(self) -> SequenceGuardStatistics:
+        """A snapshot of the counters (see :class:`SequenceGuardStatistics`)."""
+        return SequenceGuardStatistics(
+            delivered=self._delivered,
+            duplicates=self._duplicates,
+            late=self._late,
+            gaps=self._gaps,
+            missing=self._missing,
+            buffered=sum(len(stream.pending) for stream in self._waiting.values()),
+            keys=len(self._strict) + len(self._monotonic),
+        )
+
+    def _feed_strict(
+        self,
+        key: str,
+        stream: _StrictStream[E] | None,
+        seq: int,
+        event: E,
+        now_ns: int,
+        out: list[E | Gap],
+    ) -> None:
+        """The strict mode's slow path: a first message, a duplicate, a late one or a hole."""
+        if stream is None:
+            self._strict[key] = _StrictStream(seq, self.window)
+            self._delivered += 1
+            out.append(event)
+            return
+        pending = stream.pending
+        if seq < stream.expected:
+            if stream.was_delivered(seq):
+                self._duplicates += 1
+            else:
+                self._late += 1
+        elif seq in pending:
+            self._duplicates += 1
+        elif seq == stream.expected:
+            stream.expected = seq + 1
+            self._delivered += 1
+            out.append(event)
+            self._release_run(key, stream, out)
+        else:
+            if not pending:
+                self._waiting[key] = stream
+            pending[seq] = (now_ns, event)
+            heapq.heappush(stream.order, seq)
+            if len(pending) > self.window + 1:
+                self._give_up(key, stream, now_ns, out)
+        self._expire(key, stream, now_ns, out)
+
+    def _expire(self, key: str, stream: _StrictStream[E], now_ns: int, out: list[E | Gap]) -> None:
+        """Give up on holes until the oldest buffered message has waited less than the bound."""
+        pending = stream.pending
+        while pending and now_ns - next(iter(pending.values()))[0] >= self.max_delay_ns:
+            self._give_up(key, stream, now_ns, out)
+
+    def _flush(self, key: str, stream: _StrictStream[E], now_ns: int, out: list[E | Gap]) -> None:
+        """Give up on every hole of ``key``, releasing all it buffers."""
+        while stream.pending:
+            self._give_up(key, stream, now_ns, out)
+
+    def _give_up(self, key: str, stream: _StrictStream[E], now_ns: int, out: list[E | Gap]) -> None:
+        """Declare the lowest hole missing: a ``Gap``, then the buffered run that follows it."""
+        received = stream.order[0]
+        event = stream.pending[received][1]
+        expected = stream.expected
+        missing = received - expected
+        out.append(
+            Gap(
+                provider=event.provider,
+                symbol=event.symbol,
+                ts_event=event.ts_event,
+                ts_recv=now_ns,
+                stream=key,
+                reason=GapReason.SEQUENCE,
+                expected=expected,
+                received=received,
+                missing=missing,
+            )
+        )
+        self._gaps += 1
+        self._missing += missing
+        holes = stream.holes
+        if len(holes) == holes.maxlen:
+            stream.horizon = holes[0][1]
+        holes.append((expected, received))
+        stream.expected = received
+        self._release_run(key, stream, out)
+
+    def _release_run(self, key: str, stream: _StrictStream[E], out: list[E | Gap]) -> None:
+        """Deliver the buffered messages that now follow on without a hole."""
+        pending = stream.pending
+        order = stream.order
+        expected = stream.expected
+        while order and order[0] == expected:
+            heapq.heappop(order)
+            out.append(pending.pop(expected)[1])
+            self._delivered += 1
+            expected += 1
+        stream.expected = expected
+        if not pending:
+            self._waiting.pop(key, None)
+
+
+def _check_positive_int(name: str, value: object, unit: str) -> None:
+    """Raise ``ConfigurationError`` unless ``value`` is a positive ``int`` (not a ``bool``)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ConfigurationError(
+            f"SequenceGuard {name} must be a positive whole number of {unit}, got {value!r}"
+        )

@@ -1,0 +1,817 @@
+"""A protocol-faithful local Alpaca market-data v2 WebSocket server.
+
+This module owns the *server* side of the Alpaca stream protocol
+(``/work/shared/protocols.md`` section 1), written independently of the
+client codec in :mod:`puffin_trio.providers.alpaca` (which it must not
+import) so the two cross-check each other; alpaca-py itself is also tested
+against it. It speaks:
+
+* ``[{"T":"success","msg":"connected"}]`` on connect, then ``auth`` within
+  ``auth_timeout`` (``404 auth timeout`` and close otherwise); errors 400,
+  401, 402, 403, 406 (connection limit per key) and 410 as documented;
+* ``subscribe``/``unsubscribe``, additive/subtractive per channel, ``"*"``,
+  implicit ``corrections``/``cancelErrors``, one full ``subscription`` reply
+  per action;
+* msgpack binary frames (timestamps as msgpack Timestamp, ext type -1) when
+  the upgrade request says ``Content-Type: application/msgpack`` (alpaca-py
+  always does), JSON text frames otherwise (RFC 3339 timestamps, ns
+  precision, trailing zeros trimmed); client messages in either encoding;
+* data from a :class:`~puffin_trio.sim.market.MarketModel`, for subscribed
+  symbols only: trades ``t``, quotes ``q``, minute bars ``b`` (aggregated from
+  the connection's simulated trades, sent when the wall-clock minute changes)
+  and, on crypto streams, order books ``o`` (a full ``r:true`` book first).
+  Statuses, LULDs, updated and daily bars are accepted but never generated.
+
+and injects the faults of a :class:`~puffin_trio.sim.faults.FaultPlan`. On
+the Alpaca wire they look like this:
+
+* ``DROP``: TCP closed, no close frame; ``CLOSE``: close frame with the code;
+* ``SILENT``: no data, while pings and subscribe/auth messages are answered;
+* ``MALFORMED``: one frame of the payload (default ``\\x00garbage``, binary
+  for msgpack clients, text for JSON clients);
+* ``UNKNOWN_MESSAGE``: ``[{"T":"zz","msg":"simulated unknown message type"}]``;
+* ``REJECT_AUTH``: ``[{"T":"error","code":<code>,"msg":...}]`` instead of
+  ``authenticated``; ``CONNECTION_LIMIT``: the same with ``406``; the
+  connection stays open and a later auth on it is treated normally;
+* ``SLOW``: a delay before every frame, control replies included;
+* ``IGNORE_PINGS``: the server stops reading the socket (see
+  :class:`~puffin_trio.sim.faults.PausableStream`); data keeps flowing.
+
+It must not listen on anything but loopback, log per message, or log secrets.
+
+Every connection runs in its own tasks (a reader for client messages, a data
+pump, an auth deadline); a client that goes away only ends its own
+connection. Timing uses trio's clock (``trio.sleep``), so tests under
+``MockClock(autojump_threshold=0)`` run instantly; message timestamps come
+from ``wall_clock``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import ipaddress
+import logging
+import math
+import re
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+import attrs
+import msgpack
+import orjson
+import trio
+import wsproto.utilities
+from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_stream
+
+from puffin_trio.errors import ConfigurationError
+from puffin_trio.sim.faults import Fault, FaultKind, FaultPlan, PausableStream
+from puffin_trio.sim.market import ROUND_LOT, MarketModel, SimBook, SimQuote, SimTrade
+
+__all__ = [
+    "AUTH_TIMEOUT",
+    "CRYPTO_CHANNELS",
+    "DEFAULT_KEY",
+    "DEFAULT_RATE",
+    "DEFAULT_SECRET",
+    "ERROR_MESSAGES",
+    "STOCK_CHANNELS",
+    "AlpacaConnectionRecord",
+    "AlpacaSimRecorder",
+    "rfc3339_ns",
+    "serve_alpaca",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Credentials the simulator accepts unless told otherwise.
+DEFAULT_KEY = "sim-key"
+DEFAULT_SECRET = "sim-secret"
+#: Messages per second by default: about what one active stock produces on
+#: IEX, lively enough for a demo and easy on a laptop.
+DEFAULT_RATE = 50.0
+#: Seconds a client has to authenticate; Alpaca documents "10 seconds".
+AUTH_TIMEOUT = 10.0
+#: Seconds a TCP client has to complete the WebSocket upgrade: a peer that
+#: connects and says nothing must not hold a task forever. 10 s is the
+#: ``open_timeout`` default of the websockets library alpaca-py uses.
+HANDSHAKE_TIMEOUT = 10.0
+#: Seconds to wait for the client's reply to our close frame before dropping
+#: TCP. Half of websockets' ``close_timeout``; no test peer needs longer.
+CLOSE_TIMEOUT = 5.0
+#: Largest client message accepted. trio-websocket's default (1 MiB) matches
+#: the limit alpaca-py's websockets client applies in the other direction.
+MAX_CLIENT_MESSAGE = 2**20
+
+#: Channels a client may subscribe to, in the order of the ``subscription``
+#: reply (which also lists the implicit ``corrections``/``cancelErrors``).
+STOCK_CHANNELS = ("trades", "quotes", "bars", "updatedBars", "dailyBars", "statuses", "lulds")
+CRYPTO_CHANNELS = ("trades", "quotes", "orderbooks", "bars", "updatedBars", "dailyBars")
+_IMPLICIT = ("corrections", "cancelErrors")
+#: Channels that exist on some Alpaca stream: subscribing on the wrong stream is 410.
+_OTHER_STREAM_CHANNELS = frozenset({"orderbooks", "statuses", "lulds", "news", "imbalances"})
+_STOCK_SYMBOL = re.compile(r"[A-Z0-9][A-Z0-9.\-]{0,15}")
+_CRYPTO_SYMBOL = re.compile(r"[A-Z0-9]{1,15}/[A-Z0-9]{1,15}")
+
+#: ``msg`` text of each error code, as the real server words them.
+ERROR_MESSAGES: dict[int, str] = {
+    400: "invalid syntax",
+    401: "not authenticated",
+    402: "auth failed",
+    403: "already authenticated",
+    404: "auth timeout",
+    405: "symbol limit exceeded",
+    406: "connection limit exceeded",
+    407: "slow client",
+    409: "insufficient subscription",
+    410: "invalid subscribe action for this feed",
+    500: "internal error",
+}
+
+#: Header values never kept in a recorder (header auth would carry secrets).
+_SECRET_HEADERS = frozenset({"authorization", "apca-api-secret-key"})
+#: Peer-went-away exceptions: logged at debug, never fatal to the server.
+#: (LocalProtocolError: sending a frame while wsproto is already handling the
+#: peer's close frame, before trio-websocket marks the connection closed.)
+_DISCONNECTS = (
+    ConnectionClosed,
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+    wsproto.utilities.LocalProtocolError,
+)
+_NS_PER_MINUTE = 60_000_000_000
+
+
+def rfc3339_ns(ts_ns: int) -> str:
+    """``2021-02-22T19:15:00.12Z``: UTC, up to 9 fractional digits, trailing zeros trimmed."""
+    seconds, nanos = divmod(ts_ns, 1_000_000_000)
+    base = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    if not nanos:
+        return base + "Z"
+    return f"{base}.{nanos:09d}".rstrip("0") + "Z"
+
+
+@attrs.define(eq=False)
+class AlpacaConnectionRecord:
+    """What happened on one connection, for tests to inspect.
+
+    * ``received``: every decodable client message, in order (auth included;
+      the simulator never logs them).
+    * ``sent``: every frame sent, as the list of message dicts before
+      encoding (``t`` is a ``msgpack.Timestamp`` or an RFC 3339 string), up to
+      the recorder's ``max_frames``; ``frames_not_kept`` counts the rest.
+      Undecodable fault frames are not in here; ``faults`` lists every fault
+      that fired, in order.
+    * ``subscriptions``: the current subscription, as in the last reply.
+    * ``ended``: set once the server is done with the connection (its
+      connection-limit slot is free again).
+    """
+
+    number: int
+    path: str
+    msgpack: bool
+    headers: dict[str, str]
+    received: list[dict[str, Any]] = attrs.Factory(list)
+    sent: list[list[dict[str, Any]]] = attrs.Factory(list)
+    frames_not_kept: int = 0
+    subscriptions: dict[str, list[str]] = attrs.Factory(dict)
+    authenticated: bool = False
+    faults: list[FaultKind] = attrs.Factory(list)
+    ended: trio.Event = attrs.Factory(trio.Event)
+
+    def actions(self, action: str) -> list[dict[str, Any]]:
+        """The received client messages with this ``action``."""
+        return [m for m in self.received if m.get("action") == action]
+
+    def data_messages(self) -> list[dict[str, Any]]:
+        """Every kept market-data message sent (not control messages), in order."""
+        return [
+            m
+            for frame in self.sent
+            for m in frame
+            if m.get("T") not in ("success", "error", "subscription")
+        ]
+
+
+class AlpacaSimRecorder:
+    """Records every connection a :func:`serve_alpaca` server accepts.
+
+    ``max_frames`` bounds the frames kept per connection (100 000: minutes of
+    a test's traffic at the default rate; pass no recorder to benchmarks).
+    """
+
+    def __init__(self, *, max_frames: int = 100_000) -> None:
+        self.max_frames = max_frames
+        self.connections: list[AlpacaConnectionRecord] = []
+
+    @property
+    def accepted(self) -> int:
+        """How many WebSocket connections were accepted so far."""
+        return len(self.connections)
+
+
+def _decode_client(frame: str | bytes) -> dict[str, Any] | None:
+    """A client message (JSON text, JSON or msgpack binary) as a dict, or ``None`` if invalid."""
+    try:
+        if isinstance(frame, str) or frame[:1] == b"{":
+            # A top-level msgpack 0x7b is the integer 123, never a message.
+            obj = orjson.loads(frame)
+        else:
+            obj = msgpack.unpackb(frame)
+    except (ValueError, TypeError, msgpack.UnpackException):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+class _Server:
+    """Shared state of one :func:`serve_alpaca` server (configuration, counters)."""
+
+    def __init__(
+        self,
+        *,
+        model: MarketModel,
+        faults: FaultPlan,
+        rate: float | None,
+        batch: int,
+        key: str,
+        secret: str,
+        crypto: bool,
+        wall_clock: Callable[[], int],
+        recorder: AlpacaSimRecorder | None,
+        auth_timeout: float,
+        max_connections_per_key: int,
+    ) -> None:
+        self.model = model
+        self.faults = faults
+        self.rate = rate
+        self.batch = batch
+        self.key = key
+        self.secret = secret
+        self.crypto = crypto
+        self.wall_clock = wall_clock
+        self.recorder = recorder
+        self.auth_timeout = auth_timeout
+        self.max_connections_per_key = max_connections_per_key
+        self.channels = CRYPTO_CHANNELS if crypto else STOCK_CHANNELS
+        self.reply_keys = CRYPTO_CHANNELS if crypto else STOCK_CHANNELS + _IMPLICIT
+        self.symbol_pattern = _CRYPTO_SYMBOL if crypto else _STOCK_SYMBOL
+        self.accepted = 0
+        self.active: dict[str, int] = {}
+
+    async def handle_stream(self, stream: trio.SocketStream) -> None:
+        """Serve one TCP connection until either side ends it. Never raises on a disconnect."""
+        transport = PausableStream(stream)
+        number = 0
+        try:
+            async with trio.open_nursery() as nursery:  # trio-websocket's reader task
+                ws = None
+                with trio.move_on_after(HANDSHAKE_TIMEOUT):
+                    request = await wrap_server_stream(
+                        nursery, transport, max_message_size=MAX_CLIENT_MESSAGE
+                    )
+                    msgpack_mode, headers = _read_headers(request.headers)
+                    ws = await request.accept()
+                if ws is not None:
+                    self.accepted += 1
+                    number = self.accepted
+                    record = AlpacaConnectionRecord(number, request.path, msgpack_mode, headers)
+                    if self.recorder is not None:
+                        self.recorder.connections.append(record)
+                    await _Connection(self, ws, transport, record, msgpack_mode).run()
+                nursery.cancel_scope.cancel()
+        except* _DISCONNECTS as group:
+            logger.debug("alpaca sim: connection %d lost: %r", number, group.exceptions[0])
+        finally:
+            await trio.aclose_forcefully(transport)
+
+
+def _same(given: str, expected: str) -> bool:
+    """Constant-time comparison of credentials, non-ASCII ones included."""
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def _read_headers(raw: list[tuple[bytes, bytes]]) -> tuple[bool, dict[str, str]]:
+    """(msgpack wanted?, headers with secrets redacted) from the upgrade request."""
+    headers = {}
+    for name, value in raw:
+        key = name.decode("latin-1").lower()
+        headers[key] = "<redacted>" if key in _SECRET_HEADERS else value.decode("latin-1")
+    content_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    return content_type == "application/msgpack", headers
+
+
+class _Connection:
+    """One authenticated-or-not client session: protocol state and its three tasks."""
+
+    def __init__(
+        self,
+        server: _Server,
+        ws: WebSocketConnection,
+        transport: PausableStream,
+        record: AlpacaConnectionRecord,
+        msgpack_mode: bool,
+    ) -> None:
+        self._server = server
+        self._model = server.model
+        self._crypto = server.crypto
+        self._ws = ws
+        self._transport = transport
+        self._record = record
+        self._recorded = server.recorder is not None
+        self._max_frames = server.recorder.max_frames if server.recorder is not None else 0
+        self._faults = server.faults.for_connection(record.number)
+        self._packer = msgpack.Packer() if msgpack_mode else None
+        self._lock = trio.Lock()  # a state change and its reply, or a data frame, go out whole
+        self._nursery: trio.Nursery | None = None
+        self._ending: tuple[FaultKind | None, int, str] = (None, 1000, "")
+        self._authenticated = trio.Event()
+        self._key: str | None = None
+        self._changed = trio.Event()
+        self._subs: dict[str, dict[str, None]] = {ch: {} for ch in server.reply_keys}
+        self._delay = 0.0
+        self._slow_until = -math.inf
+        self._data_sent = 0
+        # Derived from the subscription (see _recompute); read on the hot path.
+        self._streaming = False
+        self._trade_from: tuple[str, ...] = ()
+        self._quote_from: tuple[str, ...] = ()
+        self._book_from: tuple[str, ...] = ()
+        self._trade_to: frozenset[str] = frozenset()
+        self._bar_symbols: frozenset[str] = frozenset()
+        self._book_seq: dict[str, int] = {}
+        self._bars: dict[str, list[float]] = {}
+        self._bar_minute: int | None = None
+        self._pending_bars: list[dict[str, Any]] = []
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve until the client leaves or a fault/timeout ends the connection."""
+        try:
+            await self._send_control({"T": "success", "msg": "connected"})
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._read_loop)
+                nursery.start_soon(self._auth_deadline)
+                nursery.start_soon(self._pump)
+            how, code, reason = self._ending
+            if how is FaultKind.DROP:
+                await self._transport.aclose()
+            else:
+                self._transport.resume()
+                with trio.move_on_after(CLOSE_TIMEOUT):
+                    await self._ws.aclose(code, reason)
+        finally:
+            if self._key is not None:
+                self._server.active[self._key] -= 1
+            self._record.ended.set()
+
+    def _end(self, how: FaultKind | None, code: int = 1000, reason: str = "") -> None:
+        """Stop the connection's tasks; ``run`` then closes (DROP: TCP only)."""
+        self._ending = (how, code, reason)
+        assert self._nursery is not None
+        self._nursery.cancel_scope.cancel()
+
+    async def _auth_deadline(self) -> None:
+        with trio.move_on_after(self._server.auth_timeout):
+            await self._authenticated.wait()
+            return
+        await self._send_error(404)
+        self._end(None, 1008, ERROR_MESSAGES[404])
+
+    # -- sending -----------------------------------------------------------
+
+    async def _send(self, frame: list[dict[str, Any]]) -> None:
+        """Encode and send one frame. Caller holds ``_lock``. A checkpoint."""
+        if self._delay and trio.current_time() < self._slow_until:
+            await trio.sleep(self._delay)
+        if self._packer is not None:
+            await self._ws.send_message(self._packer.pack(frame))
+        else:
+            await self._ws.send_message(orjson.dumps(frame).decode())
+        if self._recorded:
+            if len(self._record.sent) < self._max_frames:
+                self._record.sent.append(frame)
+            else:
+                self._record.frames_not_kept += 1
+
+    async def _send_control(self, message: dict[str, Any]) -> None:
+        async with self._lock:
+            await self._send([message])
+
+    async def _send_error(self, code: int) -> None:
+        await self._send_control({"T": "error", "code": code, "msg": ERROR_MESSAGES[code]})
+
+    def _stamp(self, ts_ns: int) -> msgpack.Timestamp | str:
+        if self._packer is not None:
+            return msgpack.Timestamp.from_unix_nano(ts_ns)
+        return rfc3339_ns(ts_ns)
+
+    # -- client messages ---------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        while True:
+            try:
+                frame = await self._ws.get_message()
+            except ConnectionClosed:
+                self._end(None)
+                return
+            message = _decode_client(frame)
+            if message is None:
+                await self._send_error(400)
+                continue
+            self._record.received.append(message)
+            action = message.get("action")
+            if action == "auth":
+                await self._on_auth(message)
+            elif action in ("subscribe", "unsubscribe"):
+                if self._authenticated.is_set():
+                    await self._on_subscription(message, add=action == "subscribe")
+                else:
+                    await self._send_error(401)
+            else:
+                await self._send_error(400)
+
+    async def _on_auth(self, message: dict[str, Any]) -> None:
+        if self._authenticated.is_set():
+            await self._send_error(403)
+            return
+        key, secret = message.get("key"), message.get("secret")
+        if not isinstance(key, str) or not isinstance(secret, str):
+            await self._send_error(400)
+            return
+        fault = self._faults.take_auth_fault()
+        if fault is not None:
+            self._record.faults.append(fault.kind)
+            code = 406 if fault.kind is FaultKind.CONNECTION_LIMIT else fault.code or 402
+            await self._send_control(
+                {"T": "error", "code": code, "msg": ERROR_MESSAGES.get(code, "auth failed")}
+            )
+            return
+        server = self._server
+        valid = _same(key, server.key) & _same(secret, server.secret)
+        if not valid:
+            await self._send_error(402)
+            return
+        if server.active.get(key, 0) >= server.max_connections_per_key:
+            await self._send_error(406)
+            return
+        server.active[key] = server.active.get(key, 0) + 1
+        self._key = key
+        self._record.authenticated = True
+        self._authenticated.set()
+        await self._send_control({"T": "success", "msg": "authenticated"})
+
+    async def _on_subscription(self, message: dict[str, Any], *, add: bool) -> None:
+        server = self._server
+        changes: list[tuple[str, list[str]]] = []
+        for channel, symbols in message.items():
+            if channel == "action":
+                continue
+            if channel not in server.channels:
+                await self._send_error(410 if channel in _OTHER_STREAM_CHANNELS else 400)
+                return
+            if not isinstance(symbols, list) or not all(
+                isinstance(s, str) and (s == "*" or server.symbol_pattern.fullmatch(s))
+                for s in symbols
+            ):
+                await self._send_error(400)
+                return
+            changes.append((channel, symbols))
+        async with self._lock:
+            for channel, symbols in changes:
+                targets = (
+                    [channel, *_IMPLICIT] if channel == "trades" and not self._crypto else [channel]
+                )
+                for target in targets:
+                    subscribed = self._subs[target]
+                    for symbol in symbols:
+                        if add:
+                            subscribed[symbol] = None
+                        else:
+                            subscribed.pop(symbol, None)
+                if add:
+                    self._model.add_symbols(s for s in symbols if s != "*")
+                elif channel == "orderbooks":
+                    for symbol in symbols:
+                        self._book_seq.pop(symbol, None)
+            self._recompute()
+            reply = {"T": "subscription", **{ch: list(s) for ch, s in self._subs.items()}}
+            self._record.subscriptions = {ch: list(s) for ch, s in self._subs.items()}
+            await self._send([reply])
+
+    def _recompute(self) -> None:
+        """Derive the hot-path views of the subscription and wake the pump."""
+
+        def expand(channel: str) -> tuple[str, ...]:
+            subscribed = self._subs.get(channel, {})
+            return self._model.symbols if "*" in subscribed else tuple(subscribed)
+
+        trades, bars = expand("trades"), expand("bars")
+        self._trade_to = frozenset(trades)
+        self._bar_symbols = frozenset(bars)
+        self._trade_from = tuple(dict.fromkeys(trades + bars))
+        self._quote_from = expand("quotes")
+        self._book_from = expand("orderbooks")
+        self._bars = {s: agg for s, agg in self._bars.items() if s in self._bar_symbols}
+        self._pending_bars = [b for b in self._pending_bars if b["S"] in self._bar_symbols]
+        self._streaming = bool(self._trade_from or self._quote_from or self._book_from)
+        self._changed.set()
+        self._changed = trio.Event()
+
+    # -- data --------------------------------------------------------------
+
+    async def _pump(self) -> None:
+        await self._authenticated.wait()
+        rate = self._server.rate
+        batch = self._server.batch
+        next_at = trio.current_time()
+        while True:
+            await self._wait_streaming()
+            for fault in self._faults.take_due(self._data_sent):
+                await self._apply(fault)
+            room = self._faults.room(self._data_sent)
+            count = batch if room is None else min(batch, room)
+            if rate:
+                next_at = max(next_at + count / rate, trio.current_time())
+                await trio.sleep_until(next_at)
+            else:
+                await trio.lowlevel.checkpoint()
+            async with self._lock:
+                frame = self._data_frame(count) if self._streaming else []
+                if frame:
+                    await self._send(frame)
+                    self._data_sent += len(frame)
+
+    async def _wait_streaming(self) -> None:
+        """Block until something is subscribed that produces data."""
+        while not self._streaming:
+            await self._changed.wait()
+
+    async def _apply(self, fault: Fault) -> None:
+        kind = fault.kind
+        self._record.faults.append(kind)
+        logger.debug("alpaca sim: connection %d: fault %s", self._record.number, kind)
+        if kind is FaultKind.DROP:
+            self._end(kind)
+            await trio.lowlevel.checkpoint()
+        elif kind is FaultKind.CLOSE:
+            self._end(kind, fault.code or 1011, "simulated fault")
+            await trio.lowlevel.checkpoint()
+        elif kind is FaultKind.SILENT:
+            if fault.duration is None:
+                await trio.sleep_forever()
+            await trio.sleep(fault.duration)
+        elif kind is FaultKind.MALFORMED:
+            payload = fault.payload
+            if payload is None:
+                payload = b"\x00garbage" if self._packer is not None else "\x00garbage"
+            async with self._lock:
+                await self._ws.send_message(payload)
+        elif kind is FaultKind.UNKNOWN_MESSAGE:
+            async with self._lock:
+                await self._send([{"T": "zz", "msg": "simulated unknown message type"}])
+        elif kind is FaultKind.SLOW:
+            self._delay = fault.delay
+            self._slow_until = (
+                math.inf if fault.duration is None else trio.current_time() + fault.duration
+            )
+        elif kind is FaultKind.IGNORE_PINGS:
+            self._transport.pause()
+            if fault.duration is not None:
+                assert self._nursery is not None
+                self._nursery.start_soon(self._resume_reading, fault.duration)
+
+    async def _resume_reading(self, after: float) -> None:
+        await trio.sleep(after)
+        self._transport.resume()
+
+    def _data_frame(self, count: int) -> list[dict[str, Any]]:
+        """Up to ``count`` data messages for the subscribed symbols (fewer if some ticks
+        only fed a bar). Hot path: no logging, one dict per message."""
+        now = self._server.wall_clock()
+        stamp = self._stamp(now)
+        frame: list[dict[str, Any]] = []
+        bar_symbols = self._bar_symbols
+        if bar_symbols:
+            self._roll_bars(now)
+            if self._pending_bars:
+                frame = self._pending_bars[:count]
+                del self._pending_bars[:count]
+        next_tick = self._model.next_tick
+        trade_from, quote_from, book_from = self._trade_from, self._quote_from, self._book_from
+        trade_to = self._trade_to
+        crypto = self._crypto
+        append = frame.append
+        for _ in range(count - len(frame)):
+            tick = next_tick(now, trades=trade_from, quotes=quote_from, books=book_from)
+            if type(tick) is SimTrade:
+                if tick.symbol in bar_symbols:
+                    self._add_to_bar(tick)
+                if tick.symbol in trade_to:
+                    append(_crypto_trade(tick, stamp) if crypto else _stock_trade(tick, stamp))
+            elif type(tick) is SimQuote:
+                append(_crypto_quote(tick, stamp) if crypto else _stock_quote(tick, stamp))
+            else:
+                assert type(tick) is SimBook
+                append(self._book_message(tick, stamp))
+        return frame
+
+    def _book_message(self, book: SimBook, stamp: msgpack.Timestamp | str) -> dict[str, Any]:
+        """An ``o`` message; a full ``r:true`` book first and whenever deltas were missed."""
+        symbol = book.symbol
+        last = self._book_seq.get(symbol)
+        reset = book.snapshot or last is None or book.seq != last + 1
+        if reset and not book.snapshot:
+            book = self._model.book_snapshot(symbol, book.ts_ns)
+        self._book_seq[symbol] = book.seq
+        message = {
+            "T": "o",
+            "S": symbol,
+            "t": stamp,
+            "b": [{"p": p, "s": s} for p, s in book.bids],
+            "a": [{"p": p, "s": s} for p, s in book.asks],
+        }
+        if reset:
+            message["r"] = True
+        return message
+
+    def _add_to_bar(self, trade: SimTrade) -> None:
+        price, size = trade.price, trade.size
+        agg = self._bars.get(trade.symbol)
+        if agg is None:
+            self._bars[trade.symbol] = [price, price, price, price, size, 1, price * size]
+            return
+        if price > agg[1]:
+            agg[1] = price
+        if price < agg[2]:
+            agg[2] = price
+        agg[3] = price
+        agg[4] += size
+        agg[5] += 1
+        agg[6] += price * size
+
+    def _roll_bars(self, now: int) -> None:
+        """At a new wall-clock minute, queue the previous minute's bars."""
+        minute = now // _NS_PER_MINUTE
+        if minute == self._bar_minute:
+            return
+        if self._bar_minute is not None and self._bars:
+            stamp = self._stamp(self._bar_minute * _NS_PER_MINUTE)
+            for symbol, (o, h, low, c, v, n, pv) in self._bars.items():
+                volume = v if self._crypto else int(v)
+                self._pending_bars.append(
+                    {
+                        "T": "b", "S": symbol, "o": o, "h": h, "l": low, "c": c, "v": volume,
+                        "t": stamp, "n": int(n), "vw": pv / v,
+                    }
+                )  # fmt: skip
+        self._bars = {}
+        self._bar_minute = minute
+
+
+def _stock_trade(t: SimTrade, stamp: msgpack.Timestamp | str) -> dict[str, Any]:
+    return {
+        "T": "t", "S": t.symbol, "i": t.trade_id, "x": t.exchange, "p": t.price, "s": t.size,
+        "c": t.conditions, "t": stamp, "z": t.tape,
+    }  # fmt: skip
+
+
+def _crypto_trade(t: SimTrade, stamp: msgpack.Timestamp | str) -> dict[str, Any]:
+    return {
+        "T": "t", "S": t.symbol, "p": t.price, "s": t.size, "t": stamp, "i": t.trade_id,
+        "tks": t.taker_side,
+    }  # fmt: skip
+
+
+def _stock_quote(q: SimQuote, stamp: msgpack.Timestamp | str) -> dict[str, Any]:
+    return {
+        "T": "q", "S": q.symbol, "bx": q.bid_exchange, "bp": q.bid,
+        "bs": int(q.bid_size) // ROUND_LOT, "ax": q.ask_exchange, "ap": q.ask,
+        "as": int(q.ask_size) // ROUND_LOT, "c": q.conditions, "t": stamp, "z": q.tape,
+    }  # fmt: skip
+
+
+def _crypto_quote(q: SimQuote, stamp: msgpack.Timestamp | str) -> dict[str, Any]:
+    return {
+        "T": "q", "S": q.symbol, "bp": q.bid, "bs": q.bid_size, "ap": q.ask, "as": q.ask_size,
+        "t": stamp,
+    }  # fmt: skip
+
+
+_DEFAULT_STOCKS = ("AAPL", "MSFT", "NVDA")
+_DEFAULT_CRYPTO = ("BTC/USD", "ETH/USD")
+
+
+async def serve_alpaca(
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    symbols: Sequence[str] | None = None,
+    model: MarketModel | None = None,
+    faults: FaultPlan | None = None,
+    rate: float | None = DEFAULT_RATE,
+    batch: int = 1,
+    key: str = DEFAULT_KEY,
+    secret: str = DEFAULT_SECRET,
+    crypto: bool | None = None,
+    seed: int = 0,
+    wall_clock: Callable[[], int] = time.time_ns,
+    recorder: AlpacaSimRecorder | None = None,
+    auth_timeout: float = AUTH_TIMEOUT,
+    max_connections_per_key: int = 1,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> NoReturn:
+    """Serve the Alpaca market-data stream on ``host:port`` until cancelled.
+
+    Start it with ``port = await nursery.start(partial(serve_alpaca, ...))``:
+    the bound port (``port=0``: any free one) is reported through
+    ``task_status``. Any request path is accepted (alpaca-py with
+    ``url_override`` asks for ``/``, our client for ``/v2/iex``).
+
+    * ``symbols`` / ``model``: the market. Without a model one is built from
+      ``symbols`` and ``seed``; with one, ``symbols`` are added to it. The
+      model is shared by all connections, so prices and trade ids carry on
+      across reconnects. Symbols a client subscribes to explicitly are added
+      on the fly.
+    * ``crypto``: crypto stream (``orderbooks``, fractional sizes) or stocks;
+      ``None`` decides from the symbols (crypto pairs contain ``/``).
+    * ``rate``: data messages per second per connection, sent in frames of
+      ``batch`` messages (``None`` or ``0``: as fast as possible, still a
+      checkpoint per frame).
+    * ``key`` / ``secret``: the accepted credentials;
+      ``max_connections_per_key`` authenticated connections may share a key
+      and the next gets ``406`` (default 1: Alpaca's limit on most plans).
+    * ``faults``: what to break (see :class:`~puffin_trio.sim.faults.FaultPlan`).
+    * ``wall_clock``: ns since the epoch for message timestamps and minute bars.
+    * ``recorder``: an :class:`AlpacaSimRecorder` to inspect from tests.
+
+    Raises ``ConfigurationError`` for a non-loopback ``host`` or bad settings.
+    Cancelling it stops the server and drops every connection (no close frames).
+    """
+    _check_settings(host=host, rate=rate, batch=batch, auth_timeout=auth_timeout,
+                    max_connections_per_key=max_connections_per_key)  # fmt: skip
+    if model is None:
+        if symbols is None:
+            symbols = _DEFAULT_CRYPTO if crypto else _DEFAULT_STOCKS
+        model = MarketModel(symbols, seed=seed)
+    elif symbols is not None:
+        model.add_symbols(symbols)
+    if crypto is None:
+        kinds = {"/" in s for s in model.symbols}
+        if len(kinds) > 1:
+            raise ConfigurationError(
+                "the symbols mix stocks and crypto pairs; an Alpaca stream carries one or the"
+                " other: pass crypto=True or crypto=False, or separate symbol lists"
+            )
+        crypto = kinds == {True}
+    server = _Server(
+        model=model,
+        faults=faults if faults is not None else FaultPlan(),
+        rate=rate,
+        batch=batch,
+        key=key,
+        secret=secret,
+        crypto=crypto,
+        wall_clock=wall_clock,
+        recorder=recorder,
+        auth_timeout=auth_timeout,
+        max_connections_per_key=max_connections_per_key,
+    )
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(
+            functools.partial(trio.serve_tcp, server.handle_stream, port, host=host)
+        )
+        bound_port: int = listeners[0].socket.getsockname()[1]
+        logger.debug("alpaca sim: listening on %s:%d", host, bound_port)
+        task_status.started(bound_port)
+        await trio.sleep_forever()
+
+
+def _check_settings(
+    *,
+    host: str,
+    rate: float | None,
+    batch: int,
+    auth_timeout: float,
+    max_connections_per_key: int,
+) -> None:
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ConfigurationError(
+            f"the simulator only listens on loopback (127.0.0.1, ::1, localhost), not {host!r}"
+        )
+    if rate is not None and rate < 0:
+        raise ConfigurationError(f"rate must be >= 0 messages/s (0 or None: unlimited), got {rate}")
+    if batch < 1:
+        raise ConfigurationError(f"batch must be at least 1 message per frame, got {batch}")
+    if auth_timeout <= 0:
+        raise ConfigurationError(f"auth_timeout must be > 0 seconds, got {auth_timeout}")
+    if max_connections_per_key < 1:
+        raise ConfigurationError(
+            f"max_connections_per_key must be at least 1, got {max_connections_per_key}"
+        )

@@ -1,0 +1,312 @@
+"""Declarative fault injection for the simulators, and the stream that makes pings go unanswered.
+
+This module owns:
+
+* :class:`Fault` / :class:`FaultKind` / :class:`FaultPlan`: *what* should go
+  wrong, on which connection, and when. A plan is a provider-neutral value
+  that a test builds up front (``FaultPlan.drop_after(5) +
+  FaultPlan.silent_after(3, connection=2)``) and hands to a simulator.
+* :class:`FaultSchedule`: one connection's view of a plan, which a simulator
+  consults as it sends data (which faults are due, how many messages may
+  still go out before the next one).
+* :class:`PausableStream`: a transport wrapper a simulator puts under its
+  WebSocket library so it can stop *reading* from the peer while the TCP
+  connection stays open. That is the only way to make a client's WebSocket
+  pings go unanswered: trio-websocket (like every WebSocket library) answers
+  pings from its reader task, whatever the application does.
+
+It must not know any provider's wire format: *how* a fault looks on the wire
+(which error code, which close code, what an "unknown message" is) is the
+simulator's business.
+
+Connections are numbered from 1 in the order the simulator accepts them;
+``connection=None`` applies a fault to every connection. Data-phase faults
+fire once the connection has sent ``after`` data messages (market data, not
+control messages); auth-phase faults fire on the connection's first
+authentication attempt. Each fault fires at most once per connection.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator
+
+import attrs
+import trio
+
+from puffin_trio.errors import ConfigurationError
+
+__all__ = [
+    "AUTH_FAULTS",
+    "Fault",
+    "FaultKind",
+    "FaultPlan",
+    "FaultSchedule",
+    "PausableStream",
+]
+
+
+class FaultKind(enum.StrEnum):
+    """What goes wrong. Parameters used by each kind are listed in brackets."""
+
+    #: The TCP connection is closed without a WebSocket close frame (the client
+    #: sees an abnormal closure, 1006).
+    DROP = "drop"
+    #: A WebSocket close frame with ``code`` is sent and the connection ends.
+    CLOSE = "close"
+    #: No more data for ``duration`` seconds (``None``: forever), while the
+    #: connection stays open, pings are answered and control messages are
+    #: still replied to: "connected but silent".
+    SILENT = "silent"
+    #: One frame that cannot be decoded (``payload``, else a provider default).
+    MALFORMED = "malformed"
+    #: One well-formed message of a type the protocol does not define.
+    UNKNOWN_MESSAGE = "unknown_message"
+    #: The authentication is refused with provider error ``code``.
+    REJECT_AUTH = "reject_auth"
+    #: The authentication is answered with the provider's connection-limit error.
+    CONNECTION_LIMIT = "connection_limit"
+    #: Every frame waits ``delay`` seconds first, for ``duration`` seconds
+    #: (``None``: for the rest of the connection).
+    SLOW = "slow"
+    #: The simulator stops reading from the socket for ``duration`` seconds
+    #: (``None``: forever), so pings (and everything else the client sends)
+    #: go unanswered while data keeps flowing and TCP stays open.
+    IGNORE_PINGS = "ignore_pings"
+
+
+#: Kinds that fire on the authentication message rather than after data.
+AUTH_FAULTS = frozenset({FaultKind.REJECT_AUTH, FaultKind.CONNECTION_LIMIT})
+
+
+@attrs.frozen
+class Fault:
+    """One fault: ``kind`` on ``connection`` (``None``: every one) after ``after`` data messages.
+
+    Only the parameters a kind uses (see :class:`FaultKind`) may be set.
+    Raises ``ConfigurationError`` for values that cannot work.
+    """
+
+    kind: FaultKind
+    after: int = 0
+    connection: int | None = 1
+    duration: float | None = None
+    delay: float = 0.0
+    code: int | None = None
+    payload: bytes | str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.kind, FaultKind):
+            raise ConfigurationError(f"kind must be a FaultKind, got {self.kind!r}")
+        if self.after < 0:
+            raise ConfigurationError(f"after must be >= 0 data messages, got {self.after}")
+        if self.kind in AUTH_FAULTS and self.after != 0:
+            raise ConfigurationError(f"{self.kind} fires on the auth message; `after` must be 0")
+        if self.connection is not None and self.connection < 1:
+            raise ConfigurationError(
+                f"connection numbers start at 1 (None: every connection), got {self.connection}"
+            )
+        if self.duration is not None and self.duration <= 0:
+            raise ConfigurationError(
+                f"duration must be > 0 seconds (None: forever), got {self.duration}"
+            )
+        if self.delay < 0:
+            raise ConfigurationError(f"delay must be >= 0 seconds, got {self.delay}")
+        if self.kind is FaultKind.SLOW and self.delay <= 0:
+            raise ConfigurationError("a slow fault needs a delay > 0 seconds")
+
+    def applies_to(self, connection: int) -> bool:
+        """Whether this fault is planned for connection number ``connection``."""
+        return self.connection is None or self.connection == connection
+
+
+@attrs.frozen
+class FaultPlan:
+    """An immutable list of faults. Combine plans with ``+``; ``FaultPlan()`` is no fault.
+
+    The constructors below cover every :class:`FaultKind`; ``connection`` is
+    the 1-based connection number (``None``: every connection).
+    """
+
+    faults: tuple[Fault, ...] = ()
+
+    def __add__(self, other: FaultPlan) -> FaultPlan:
+        return FaultPlan(self.faults + other.faults)
+
+    def __iter__(self) -> Iterator[Fault]:
+        return iter(self.faults)
+
+    def __len__(self) -> int:
+        return len(self.faults)
+
+    def for_connection(self, connection: int) -> FaultSchedule:
+        """A fresh schedule of the faults that apply to connection number ``connection``."""
+        return FaultSchedule(f for f in self.faults if f.applies_to(connection))
+
+    @classmethod
+    def drop_after(cls, after: int, *, connection: int | None = 1) -> FaultPlan:
+        """Close TCP without a WebSocket close frame after ``after`` data messages."""
+        return cls((Fault(FaultKind.DROP, after, connection),))
+
+    @classmethod
+    def close_after(cls, after: int, *, code: int = 1011, connection: int | None = 1) -> FaultPlan:
+        """Send a WebSocket close frame with ``code`` (default 1011, server error) and end."""
+        return cls((Fault(FaultKind.CLOSE, after, connection, code=code),))
+
+    @classmethod
+    def silent_after(
+        cls, after: int, *, duration: float | None = None, connection: int | None = 1
+    ) -> FaultPlan:
+        """Stop sending data for ``duration`` seconds (``None``: forever); pings still answered."""
+        return cls((Fault(FaultKind.SILENT, after, connection, duration=duration),))
+
+    @classmethod
+    def malformed_after(
+        cls, after: int, *, payload: bytes | str | None = None, connection: int | None = 1
+    ) -> FaultPlan:
+        """Send one undecodable frame (``bytes``: binary, ``str``: text; ``None``: default)."""
+        return cls((Fault(FaultKind.MALFORMED, after, connection, payload=payload),))
+
+    @classmethod
+    def unknown_message_after(cls, after: int, *, connection: int | None = 1) -> FaultPlan:
+        """Send one message of a type the protocol does not define."""
+        return cls((Fault(FaultKind.UNKNOWN_MESSAGE, after, connection),))
+
+    @classmethod
+    def reject_auth(cls, code: int, *, connection: int | None = 1) -> FaultPlan:
+        """Refuse the authentication with provider error ``code`` (e.g. Alpaca 402)."""
+        return cls((Fault(FaultKind.REJECT_AUTH, 0, connection, code=code),))
+
+    @classmethod
+    def connection_limit(cls, *, connection: int | None = 1) -> FaultPlan:
+        """Answer the authentication with the provider's connection-limit error."""
+        return cls((Fault(FaultKind.CONNECTION_LIMIT, 0, connection),))
+
+    @classmethod
+    def slow_after(
+        cls,
+        after: int,
+        *,
+        delay: float,
+        duration: float | None = None,
+        connection: int | None = 1,
+    ) -> FaultPlan:
+        """Wait ``delay`` seconds before every frame, for ``duration`` (``None``: for good)."""
+        return cls((Fault(FaultKind.SLOW, after, connection, duration=duration, delay=delay),))
+
+    @classmethod
+    def ignore_pings_after(
+        cls, after: int, *, duration: float | None = None, connection: int | None = 1
+    ) -> FaultPlan:
+        """Stop reading the socket (pings unanswered, data still sent) for ``duration``."""
+        return cls((Fault(FaultKind.IGNORE_PINGS, after, connection, duration=duration),))
+
+
+class FaultSchedule:
+    """The not-yet-fired faults of one connection, in firing order.
+
+    Not thread-safe; one per connection, used by that connection's tasks.
+    """
+
+    def __init__(self, faults: Iterator[Fault] | tuple[Fault, ...] = ()) -> None:
+        planned = list(faults)
+        # Stable sort: faults with the same `after` fire in plan order.
+        self._data = sorted((f for f in planned if f.kind not in AUTH_FAULTS), key=_after)
+        self._auth = [f for f in planned if f.kind in AUTH_FAULTS]
+
+    def take_auth_fault(self) -> Fault | None:
+        """The next auth-phase fault (consumed), or ``None``."""
+        return self._auth.pop(0) if self._auth else None
+
+    def take_due(self, sent: int) -> list[Fault]:
+        """Every data-phase fault due once ``sent`` data messages have gone out (consumed)."""
+        due = 0
+        while due < len(self._data) and self._data[due].after <= sent:
+            due += 1
+        taken, self._data = self._data[:due], self._data[due:]
+        return taken
+
+    def room(self, sent: int) -> int | None:
+        """How many more data messages may be sent before the next fault is due (``None``: any)."""
+        return self._data[0].after - sent if self._data else None
+
+
+def _after(fault: Fault) -> int:
+    return fault.after
+
+
+class PausableStream(trio.abc.Stream):
+    """A stream whose *receiving* side can be paused while sending goes on.
+
+    While paused, bytes from the peer are still read from the socket (so a
+    closed connection is noticed: :meth:`receive_some` then returns ``b""``)
+    but are held back, up to ``hold_limit`` bytes, after which reading stops
+    and TCP flow control pushes back on the peer. A WebSocket library reading
+    from this stream therefore never sees the peer's pings and never answers
+    them. :meth:`resume` hands the held bytes over at once.
+
+    ``hold_limit`` is 64 KiB: far more than the pings and control messages a
+    client sends while it waits for pongs, and small enough not to matter.
+    """
+
+    def __init__(self, transport: trio.abc.Stream, *, hold_limit: int = 64 * 1024) -> None:
+        self.transport = transport
+        self._hold_limit = hold_limit
+        self._held = bytearray()
+        self._resumed = trio.Event()
+        self._resumed.set()
+        self._read_scope: trio.CancelScope | None = None
+
+    @property
+    def paused(self) -> bool:
+        """Whether bytes from the peer are being held back."""
+        return not self._resumed.is_set()
+
+    def pause(self) -> None:
+        """Hold back everything the peer sends from now on (including bytes being read)."""
+        if not self.paused:
+            self._resumed = trio.Event()
+
+    def resume(self) -> None:
+        """Deliver the held bytes and pass new ones through again."""
+        self._resumed.set()
+        if self._read_scope is not None:
+            self._read_scope.cancel()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        """Receive bytes from the peer; blocks while paused (except on end of stream)."""
+        while True:
+            if self._resumed.is_set():
+                if self._held:
+                    count = len(self._held) if max_bytes is None else max_bytes
+                    chunk = bytes(self._held[:count])
+                    del self._held[:count]
+                    return chunk
+                data = await self.transport.receive_some(max_bytes)
+                if not data or self._resumed.is_set():
+                    return data
+                self._held += data  # paused while this read was in flight
+            elif len(self._held) >= self._hold_limit:
+                await self._resumed.wait()
+            else:
+                # resume() cancels this read, so held bytes go out without
+                # waiting for the peer to send more.
+                with trio.CancelScope() as self._read_scope:
+                    data = await self.transport.receive_some()
+                    if not data:
+                        return b""
+                    self._held += data
+                self._read_scope = None
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        """Send to the peer (never paused)."""
+        await self.transport.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        """See :meth:`trio.abc.SendStream.wait_send_all_might_not_block`."""
+        await self.transport.wait_send_all_might_not_block()
+
+    async def aclose(self) -> None:
+        """Close the transport (a plain TCP close: no WebSocket close frame)."""
+        self.resume()
+        await self.transport.aclose()
