@@ -3,6 +3,16 @@
 Public re-exports only; import from here, never from a private module.
 """
 
+from puffin_trio import codec, market_hours
+from puffin_trio.bars import BarAggregator, BarAggregatorStatistics
+from puffin_trio.book import BookState, OrderBook, OrderBookStatistics
+from puffin_trio.channels import (
+    ConsumerStatistics,
+    EventReceiver,
+    FanOut,
+    FanOutStatistics,
+    Overflow,
+)
 from puffin_trio.errors import (
     AuthenticationError,
     CodecError,
@@ -35,34 +45,61 @@ from puffin_trio.events import (
     TradeCorrection,
     TradingStatus,
 )
+from puffin_trio.guard import GuardMode, SequenceGuard, SequenceGuardStatistics
+from puffin_trio.market_hours import MarketSession
+from puffin_trio.session import ProviderSession, SessionStatistics, SessionTimeouts
+from puffin_trio.supervisor import RestartPolicy, Supervisor, SupervisorStatistics, open_feed
 
 __all__ = [
     "AuthenticationError",
     "Bar",
+    "BarAggregator",
+    "BarAggregatorStatistics",
+    "BookState",
     "CodecError",
     "ConfigurationError",
     "ConnectionLimitError",
     "ConnectionLost",
+    "ConsumerStatistics",
     "Event",
+    "EventReceiver",
+    "FanOut",
+    "FanOutStatistics",
     "FatalProviderError",
     "Gap",
     "GapReason",
+    "GuardMode",
     "HeartbeatTimeout",
     "LimitBands",
     "MarketEvent",
+    "MarketSession",
+    "OrderBook",
+    "OrderBookStatistics",
     "OrderBookUpdate",
+    "Overflow",
     "ProtocolError",
     "ProviderError",
+    "ProviderSession",
     "PuffinError",
     "Quote",
     "RestartBudgetExceeded",
+    "RestartPolicy",
+    "SequenceGuard",
+    "SequenceGuardStatistics",
     "SessionState",
+    "SessionStatistics",
+    "SessionTimeouts",
     "StaleFeedError",
     "Status",
     "SubscriptionError",
+    "Supervisor",
+    "SupervisorStatistics",
     "Trade",
     "TradeCancel",
     "TradeCorrection",
     "TradingStatus",
     "TransientProviderError",
+    "codec",
+    "market_hours",
+    "open_feed",
 ]

@@ -25,14 +25,14 @@ Overflow policies
        transport for frames.
     2. trio-websocket's message queue (``message_queue_size``, 1 message by
        default) fills; its background task then stops reading the socket, and
-       so stops answering the server's pings. Our own heartbeat's pong is not
-       read either, so a stall longer than the session's ``ping_timeout``
-       ends in a ``HeartbeatTimeout`` and a reconnect (announced by
-       ``Status`` and ``Gap(reason="reconnect")`` events).
-    3. The kernel's TCP receive buffer fills (Linux defaults: 128 KiB,
-       auto-tuned up to 6 MiB, i.e. a few seconds of a busy JSON feed at
-       1-2 MB/s), the advertised window drops to zero, and the server's send
-       buffer fills.
+       so stops answering the server's pings. The pong our own heartbeat
+       waits for is not read either, so a stall longer than the session's
+       ``ping_timeout`` ends in a ``HeartbeatTimeout`` and a reconnect
+       (announced by ``Status`` and ``Gap(reason="reconnect")`` events).
+    3. The kernel's TCP receive buffer fills (Linux: 128 KiB at first,
+       auto-tuned up to 6 MiB, so from a tenth of a second to a few seconds
+       of a busy JSON feed at 1-2 MB/s), the advertised window drops to zero,
+       and the server's send buffer fills.
     4. The server gives up on the client: Alpaca sends ``407 slow client``
        (which "may not arrive" before it disconnects); Polygon/Massive closes
        the connection (users see ``1011 keepalive ping timeout`` or an abrupt
@@ -55,14 +55,30 @@ Overflow policies
     symbol)``: later levels win per price, a snapshot replaces everything
     before it, and a delta after a snapshot is applied to that snapshot, so
     the merged update applied to a book gives the same book as applying each
-    update in turn. All other events (``Trade``, ``Bar``, ``Status``, ``Gap``,
-    ...) are never conflated and keep their order. When a new entry needs
-    room in a full buffer, the oldest non-conflatable event is dropped
-    (counting the incoming event, so a trade arriving at a buffer that holds
-    only quote/book slots is itself dropped); only when a *new* quote/book
-    slot arrives at a buffer that holds nothing but slots is the oldest slot
-    dropped. Use it for consumers that track state (top of book, order books)
-    and must not fall behind.
+    update in turn. (The merged update carries the latest update's
+    timestamps and ``seq``; its levels are not re-sorted.) All other events
+    (``Trade``, ``Bar``, ``Status``, ``Gap``, ...) are never conflated and
+    keep their order. When a new entry needs room in a full buffer, the
+    oldest non-conflatable event is dropped (counting the incoming event, so
+    a trade arriving at a buffer that holds only quote/book slots is itself
+    dropped); only when a *new* quote/book slot arrives at a buffer that
+    holds nothing but slots is the oldest slot dropped. Use it for consumers
+    that track state (top of book, order books) and must not fall behind.
+
+    Book updates that carry ``seq`` are merged so that a book following
+    :class:`~puffin_trio.book.OrderBook`'s rules ends in the same state from
+    the merged stream as from every update, whether it is live or still
+    buffering deltas for a snapshot. That takes two more rules. A delta whose
+    ``seq`` is not above the pending update's is ignored, as a live book
+    ignores a stale delta (one in flight when a newer snapshot was taken). A
+    snapshot older than an update already published for its book (a REST
+    snapshot that lags the stream) is queued on its own and merged with
+    nothing before or after it: a book that is waiting for it replays its
+    buffered newer deltas onto it, and merging would hide them. This assumes
+    deltas reach the fan-out in ``seq`` order (the ``SequenceGuard``'s job)
+    and that a snapshot is the book's state at its ``seq``. Barriers (below)
+    reset the per-book ``seq`` memory, since a new connection may restart
+    the numbering.
 
 Ordering and announcements
 --------------------------
@@ -83,9 +99,10 @@ overflow), the next thing it receives, before any further event, is one
 ``Gap(reason=GapReason.OVERFLOW, stream=<consumer name>, missing=<events
 dropped since the last announcement>, provider="puffin", symbol="")`` whose
 ``ts_event`` and ``ts_recv`` are the time of the first of those drops (from the
-:class:`FanOut`'s clock). Dropped events are always the oldest queued ones, so
-the announcement sits exactly where they were. The announcement is not counted
-in the capacity (it is one pending counter, not a queued event).
+:class:`FanOut`'s clock). Dropped events are the oldest queued ones (or, under
+"conflate", the incoming event in the case above), so the announcement comes
+where the loss was or before it, never after. It is not counted in the
+capacity (it is one pending counter, not a queued event).
 
 Memory
 ------
@@ -96,7 +113,8 @@ and strings, so the default 1024 entries is about 0.35 MiB per consumer. A
 merged book slot holds one level per distinct price touched since the consumer
 last took that symbol's book (deletions included, since the consumer's book may
 still hold those levels), so its size is bounded by the book's price range, not
-by ``capacity``.
+by ``capacity``; "conflate" also remembers one ``seq`` per book since the last
+barrier.
 
 Speed
 -----
@@ -186,7 +204,7 @@ class ConsumerStatistics:
     delivered: int
     #: Events lost to the overflow policy (always announced by a ``Gap``).
     dropped: int
-    #: Quotes/book updates absorbed into a newer pending value (not a loss).
+    #: Quotes/book updates absorbed into a pending slot (not a loss).
     conflated: int
     #: Overflow ``Gap`` events delivered.
     gaps: int

@@ -8,7 +8,8 @@ the current time; events come out in sequence order, with a
 It must not do I/O, read a clock, log, sleep or know about any provider: the
 session passes the time in (``now_ns``, integer nanoseconds from any
 monotonic clock, e.g. ``int(trio.current_time() * 1e9)``) and calls
-:meth:`SequenceGuard.poll` from a timer. Every method returns at once; none
+:meth:`SequenceGuard.poll` from a timer (sleeping until
+:meth:`SequenceGuard.next_deadline_ns`). Every method returns at once; none
 blocks, none is a checkpoint.
 
 Usage::
@@ -34,12 +35,14 @@ Modes:
   numbers (``expected`` = first missing, ``received`` = the number released
   next, ``missing`` = how many).
 * ``"monotonic"``: sequences increase but skip (Polygon's per-symbol ``q``).
-  A hole is normal, so nothing is buffered and no ``Gap`` is ever reported:
-  a message is delivered at once if its number is above every number
-  delivered so far, otherwise it is dropped as a duplicate or as late.
+  A hole is normal, so nothing is buffered (``max_delay_ns`` plays no part)
+  and no ``Gap`` is ever reported: a message is delivered at once if its
+  number is above every number delivered so far, otherwise it is dropped as
+  a duplicate or as late.
 * ``"none"``: pass-through (Alpaca and IB carry no sequence numbers).
 
-An event whose ``seq`` is ``None`` passes straight through in every mode.
+An event whose ``seq`` is ``None`` passes straight through in every mode (in strict
+mode, ahead of any messages its key is buffering).
 
 Semantics, per stream key:
 
@@ -57,11 +60,14 @@ Semantics, per stream key:
   taken back. To tell a duplicate from a late message the guard remembers
   the last ``window`` holes per key (strict) or the last ``window`` delivered
   numbers (monotonic); an old message beyond that memory counts as late.
-* *Giving up* (strict): when a key's buffer holds more than ``window``
-  messages, or its oldest buffered message has waited ``max_delay_ns`` or
-  more, the guard declares the lowest hole missing: a ``Gap`` followed by the
-  buffered messages it was holding back, in order. ``reset`` and
-  ``reset_all`` give up on every hole of the keys they flush.
+* *Giving up* (strict): when a message arrives that would make a key's
+  buffer hold more than ``window`` messages, or when the key's oldest
+  buffered message has waited ``max_delay_ns`` or more, the guard declares
+  the lowest hole missing: a ``Gap`` followed by the buffered messages it
+  was holding back, in order. ``reset`` and ``reset_all`` give up on every
+  hole of the keys they flush.
+* A provider that restarts its numbering without a reconnect makes every
+  later message late; whoever knows the numbering restarted calls ``reset``.
 
 Accounting (what the tests assert): every input message is exactly one of
 delivered, duplicate, late or buffered, so ``inputs == delivered +
@@ -397,7 +403,7 @@ class SequenceGuard(Generic[E]):
                 self._waiting[key] = stream
             pending[seq] = (now_ns, event)
             heapq.heappush(stream.order, seq)
-            if len(pending) > self.window + 1:
+            if len(pending) > self.window:
                 self._give_up(key, stream, now_ns, out)
         self._expire(key, stream, now_ns, out)
 

@@ -69,11 +69,10 @@ from puffin_trio.providers._base import (
     ProviderProtocol,
     SubscriptionAck,
     Topics,
+    Transport,
     UnknownMessage,
-    WebSocketProvider,
 )
 from puffin_trio.subscriptions import SubscriptionState, subtract_topics
-from puffin_trio.transports.ws import WebSocketTransport, open_ws_transport
 
 __all__ = ["ProviderSession", "SessionStatistics", "SessionTimeouts"]
 
@@ -175,7 +174,7 @@ class ProviderSession:
         self.heartbeat_rtt: float | None = None
         self._frames_before = 0
         self._bytes_before = 0
-        self._transport: WebSocketTransport | None = None
+        self._transport: Transport | None = None
         self._guard: SequenceGuard[Event] | None = None
         self._guard_totals = (0, 0, 0)  # gaps, duplicates, late of guards of past connections
         # liveness: event class -> symbol -> trio time of the last event
@@ -192,8 +191,6 @@ class ProviderSession:
         ``Gap(reason="reconnect")`` covering ``outage_start`` .. now is published.
         """
         provider = self.provider
-        if not isinstance(provider, WebSocketProvider):
-            raise TypeError(f"no transport for {provider.transport!r} providers yet")
         proto = provider.protocol()
         self.subscriptions.connection_lost()
         self._guard = SequenceGuard(proto.guard_mode) if proto.guard_mode != "none" else None
@@ -203,11 +200,7 @@ class ProviderSession:
         self._drop_queued_commands()
         await self._set_state(SessionState.CONNECTING, attempt=attempt)
         failure: list[BaseException] = []
-        async with open_ws_transport(
-            provider.url,
-            headers=provider.headers(),
-            max_message_size=provider.max_message_size,
-        ) as transport:
+        async with provider.open_transport() as transport:
             self._transport = transport
             self.connects += 1
             try:
@@ -350,7 +343,7 @@ class ProviderSession:
     async def _handshake(
         self,
         proto: ProviderProtocol,
-        transport: WebSocketTransport,
+        transport: Transport,
         attempt: int,
         outage_start: int | None,
     ) -> None:
@@ -421,7 +414,7 @@ class ProviderSession:
             )
         return out
 
-    async def _reader(self, proto: ProviderProtocol, transport: WebSocketTransport) -> None:
+    async def _reader(self, proto: ProviderProtocol, transport: Transport) -> None:
         """Receive -> decode -> guard -> publish, one frame at a time."""
         fanout = self._fanout
         guard = self._guard
@@ -518,7 +511,7 @@ class ProviderSession:
                 return item.error
         return None
 
-    async def _heartbeat(self, proto: ProviderProtocol, transport: WebSocketTransport) -> None:
+    async def _heartbeat(self, proto: ProviderProtocol, transport: Transport) -> None:
         interval = self.provider.ping_interval
         timeout = self.provider.ping_timeout
         while True:
@@ -554,7 +547,7 @@ class ProviderSession:
     def _market_open(self) -> bool:
         return self.provider.calendar.session_at(self._wall()) is not MarketSession.CLOSED
 
-    async def _health(self, proto: ProviderProtocol, transport: WebSocketTransport) -> None:
+    async def _health(self, proto: ProviderProtocol, transport: Transport) -> None:
         """Resubscribe silent subscriptions once; fail if they stay silent."""
         stale_after = self.provider.stale_after
         if not math.isfinite(stale_after) or stale_after <= 0:
@@ -599,7 +592,7 @@ class ProviderSession:
                 proto.subscribe(fresh)
                 await transport.send_all(proto.data_to_send())
 
-    async def _commander(self, proto: ProviderProtocol, transport: WebSocketTransport) -> None:
+    async def _commander(self, proto: ProviderProtocol, transport: Transport) -> None:
         """Send live subscribe/unsubscribe commands; the caller waits for the confirmation."""
         async for cmd in self._commands_recv:
             if cmd.action == "subscribe":

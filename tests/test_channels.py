@@ -916,8 +916,8 @@ class BookModel:
 @st.composite
 def sequenced_book_streams(draw: st.DrawFn) -> list[OrderBookUpdate | int]:
     """Deltas for books "A" and "B" in ``seq`` order; snapshots that are a book's true
-    state at a ``seq`` before, at or after the stream's position (lagging and leading
-    REST snapshots); and ints, which mean "receive up to this many events now"."""
+    state at a ``seq`` up to two before or after the stream's position (lagging and
+    leading REST snapshots); and ints, which mean "receive up to this many events now"."""
     deltas: dict[str, list[tuple[Levels, Levels]]] = {
         symbol: draw(st.lists(st.tuples(levels_st, levels_st), max_size=12)) for symbol in "AB"
     }
@@ -937,7 +937,8 @@ def sequenced_book_streams(draw: st.DrawFn) -> list[OrderBookUpdate | int]:
         if step == "receive":
             ops.append(draw(st.integers(1, 4)))
         elif step.startswith("snapshot"):
-            seq = draw(st.integers(0, len(deltas[symbol])))
+            here = position[symbol]
+            seq = draw(st.integers(max(0, here - 2), min(len(deltas[symbol]), here + 2)))
             bids, asks = truth[symbol][seq]
             ops.append(book(bids, asks, snapshot=True, symbol=symbol, seq=seq))
         elif position[symbol] < len(deltas[symbol]):

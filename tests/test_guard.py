@@ -30,11 +30,7 @@ from puffin_trio.guard import (
     SequenceGuard,
     SequenceGuardStatistics,
 )
-from puffin_trio.testing._sequences import (
-    SequenceStream,
-    bounded_reorderings,
-    sequence_streams,
-)
+from puffin_trio.testing import SequenceStream, bounded_reorderings, sequence_streams
 
 KEY = "sim:T:AAPL"
 MAX_DELAY = 100

@@ -29,8 +29,9 @@ The session drives a protocol like this::
 from __future__ import annotations
 
 import abc
-from collections.abc import Collection, Mapping
-from typing import TYPE_CHECKING, ClassVar, Literal
+from collections.abc import Collection, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, ClassVar, Literal, Protocol
 
 import attrs
 
@@ -54,6 +55,7 @@ __all__ = [
     "ProviderProtocol",
     "SubscriptionAck",
     "Topics",
+    "Transport",
     "UnknownMessage",
     "WebSocketProvider",
     "normalize_topics",
@@ -169,6 +171,32 @@ Control = (
     | Malformed
     | UnknownMessage
 )
+
+
+# --------------------------------------------------------------------------- transport
+
+
+class Transport(Protocol):
+    """What the session needs from a connection (WebSocket or framed TCP).
+
+    ``receive`` returns one message (a WebSocket message, or one de-framed
+    TCP payload) and raises :class:`~puffin_trio.errors.ConnectionLost` when
+    the connection ends. ``send`` writes a frame exactly as the protocol
+    produced it. ``ping`` is a transport-level heartbeat (WebSocket ping/pong);
+    transports without one raise :class:`~puffin_trio.errors.ProtocolError`
+    (their providers use an application-level heartbeat instead).
+    """
+
+    frames_received: int
+    bytes_received: int
+
+    async def send(self, frame: Frame) -> None: ...
+
+    async def send_all(self, frames: Sequence[Frame]) -> None: ...
+
+    async def receive(self) -> Frame: ...
+
+    async def ping(self) -> None: ...
 
 
 # --------------------------------------------------------------------------- protocol
@@ -308,6 +336,13 @@ class Provider(abc.ABC):
     def protocol(self) -> ProviderProtocol:
         """A fresh sans-IO protocol for a new connection."""
 
+    @abc.abstractmethod
+    def open_transport(self) -> AbstractAsyncContextManager[Transport]:
+        """Open a connection to the provider for the duration of an ``async with`` block.
+
+        Raises :class:`~puffin_trio.errors.ConnectionLost` if it cannot be opened.
+        """
+
     def normalize(self, topics: Topics) -> dict[str, frozenset[str]]:
         """Validate ``topics`` against this provider's channels."""
         return normalize_topics(topics, allowed=self.channels, provider=self.name)
@@ -329,3 +364,11 @@ class WebSocketProvider(Provider):
     def headers(self) -> list[tuple[str, str]]:
         """Extra HTTP headers for the upgrade request (e.g. Alpaca's Content-Type)."""
         return []
+
+    def open_transport(self) -> AbstractAsyncContextManager[Transport]:
+        """A tuned WebSocket connection to ``url`` (see :mod:`puffin_trio.transports.ws`)."""
+        from puffin_trio.transports.ws import open_ws_transport
+
+        return open_ws_transport(
+            self.url, headers=self.headers(), max_message_size=self.max_message_size
+        )

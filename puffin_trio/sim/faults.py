@@ -73,6 +73,20 @@ class FaultKind(enum.StrEnum):
     #: (``None``: forever), so pings (and everything else the client sends)
     #: go unanswered while data keeps flowing and TCP stays open.
     IGNORE_PINGS = "ignore_pings"
+    #: Skip ``count`` sequence numbers: the messages are generated (so the
+    #: market moves on) but never sent. Providers with sequence numbers only.
+    GAP = "gap"
+    #: Send the last ``count`` data messages again (same sequence numbers).
+    DUPLICATE = "duplicate"
+    #: Send the next ``count`` data messages (``count`` >= 2) in reverse order.
+    REORDER = "reorder"
+    #: IB: error 1100 (connectivity between IB and TWS lost), no data for
+    #: ``duration`` seconds, then ``code`` (1102: restored, data kept, the
+    #: default; 1101: restored, data lost).
+    CONNECTIVITY_LOSS = "connectivity_loss"
+    #: IB: one farm-status notice with ``code`` (2103 broken, 2104 OK, 2105,
+    #: 2106, 2107, 2108, 2158).
+    FARM_STATUS = "farm_status"
 
 
 #: Kinds that fire on the authentication message rather than after data.
@@ -94,6 +108,7 @@ class Fault:
     delay: float = 0.0
     code: int | None = None
     payload: bytes | str | None = None
+    count: int = 1
 
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.kind, FaultKind):
@@ -114,6 +129,10 @@ class Fault:
             raise ConfigurationError(f"delay must be >= 0 seconds, got {self.delay}")
         if self.kind is FaultKind.SLOW and self.delay <= 0:
             raise ConfigurationError("a slow fault needs a delay > 0 seconds")
+        if self.count < 1:
+            raise ConfigurationError(f"count must be >= 1, got {self.count}")
+        if self.kind is FaultKind.REORDER and self.count < 2:
+            raise ConfigurationError("reordering needs count >= 2 messages")
 
     def applies_to(self, connection: int) -> bool:
         """Whether this fault is planned for connection number ``connection``."""
@@ -200,6 +219,42 @@ class FaultPlan:
     ) -> FaultPlan:
         """Stop reading the socket (pings unanswered, data still sent) for ``duration``."""
         return cls((Fault(FaultKind.IGNORE_PINGS, after, connection, duration=duration),))
+
+    @classmethod
+    def gap_after(cls, after: int, *, count: int = 1, connection: int | None = 1) -> FaultPlan:
+        """Skip ``count`` sequence numbers after ``after`` data messages."""
+        return cls((Fault(FaultKind.GAP, after, connection, count=count),))
+
+    @classmethod
+    def duplicate_after(
+        cls, after: int, *, count: int = 1, connection: int | None = 1
+    ) -> FaultPlan:
+        """Re-send the last ``count`` data messages after ``after`` data messages."""
+        return cls((Fault(FaultKind.DUPLICATE, after, connection, count=count),))
+
+    @classmethod
+    def reorder_after(cls, after: int, *, count: int = 2, connection: int | None = 1) -> FaultPlan:
+        """Send the ``count`` data messages after ``after`` in reverse order."""
+        return cls((Fault(FaultKind.REORDER, after, connection, count=count),))
+
+    @classmethod
+    def connectivity_loss_after(
+        cls,
+        after: int,
+        *,
+        duration: float = 5.0,
+        code: int = 1102,
+        connection: int | None = 1,
+    ) -> FaultPlan:
+        """IB: 1100, ``duration`` seconds without data, then ``code`` (1101 or 1102)."""
+        return cls(
+            (Fault(FaultKind.CONNECTIVITY_LOSS, after, connection, duration=duration, code=code),)
+        )
+
+    @classmethod
+    def farm_status_after(cls, after: int, *, code: int, connection: int | None = 1) -> FaultPlan:
+        """IB: one farm-status notice ``code`` (e.g. 2103 broken, 2104 OK)."""
+        return cls((Fault(FaultKind.FARM_STATUS, after, connection, code=code),))
 
 
 class FaultSchedule:
