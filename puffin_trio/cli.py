@@ -42,6 +42,9 @@ DEMO_KEY = "demo-key"
 DEMO_SECRET = "demo-secret"  # the simulator's own credentials, not a real secret
 
 
+_INCIDENTS = frozenset({SessionState.RECONNECTING, SessionState.FAILED, SessionState.CLOSED})
+
+
 @attrs.define
 class _SymbolView:
     last: float | None = None
@@ -76,12 +79,16 @@ class DemoView:
             self._symbol(event.symbol).bar = event
         elif isinstance(event, Status):
             self.status[event.session] = event.state.value
-            if event.state is not SessionState.STREAMING or event.attempt:
+            if event.attempt or event.detail or event.state in _INCIDENTS:
                 detail = f" ({event.detail})" if event.detail else ""
                 self.log.append(f"{event.session}: {event.state.value}{detail}")
         elif isinstance(event, Gap):
             self.gaps += 1
-            self.log.append(f"gap on {event.stream}: {event.reason.value}, missing {event.missing}")
+            if event.window_start is not None and event.window_end is not None:
+                what = f"outage of {(event.window_end - event.window_start) / 1e6:.0f} ms"
+            else:
+                what = f"{event.missing} missing"
+            self.log.append(f"gap on {event.stream}: {event.reason.value}, {what}")
 
     def _symbol(self, symbol: str) -> _SymbolView:
         view = self.symbols.get(symbol)
@@ -97,8 +104,11 @@ class DemoView:
 
     def render(self, now: float) -> Group:
         table = Table(title="puffin_trio demo: Alpaca simulator -> supervisor -> you")
-        for col in ("symbol", "last", "bid", "ask", "spread", "bar (1 s) O/H/L/C", "vol", "msg/s"):
-            table.add_column(col, justify="right" if col != "symbol" else "left")
+        table.add_column("symbol")
+        for col in ("last", "bid", "ask", "spread", "1 s bar open", "high", "low", "close"):
+            table.add_column(col, justify="right")
+        for col in ("volume", "msg/s"):
+            table.add_column(col, justify="right")
         for symbol, v in sorted(self.symbols.items()):
             while v.arrivals and now - v.arrivals[0] > 1.0:
                 v.arrivals.popleft()
@@ -110,7 +120,11 @@ class DemoView:
                 _fmt(v.bid),
                 _fmt(v.ask),
                 _fmt(spread, 3),
-                f"{bar.open:.2f}/{bar.high:.2f}/{bar.low:.2f}/{bar.close:.2f}" if bar else "-",
+                *(
+                    (_fmt(bar.open), _fmt(bar.high), _fmt(bar.low), _fmt(bar.close))
+                    if bar
+                    else "----"
+                ),
                 f"{bar.volume:g}" if bar else "-",
                 str(len(v.arrivals)),
             )
@@ -141,7 +155,7 @@ async def run_demo(
     """
     from puffin_trio.sim import FaultPlan, serve_alpaca
 
-    console = console or Console()
+    console = console or Console(width=None if sys.stdout.isatty() else 120)
     live = console.is_terminal if live is None else live
     view = DemoView()
     faults = FaultPlan.drop_after(1500, connection=1) if chaos else FaultPlan()
@@ -172,7 +186,9 @@ async def run_demo(
                 deadline = math.inf if duration is None else trio.current_time() + duration
                 with trio.move_on_at(deadline):
                     if live:
-                        with Live(view.render(0.0), console=console, refresh_per_second=4) as screen:
+                        with Live(
+                            view.render(0.0), console=console, refresh_per_second=4
+                        ) as screen:
                             await _consume(events, view, bars, screen)
                     else:
                         await _consume(events, view, bars, None)
@@ -183,8 +199,9 @@ async def run_demo(
     return view
 
 
-async def _consume(events: trio.abc.ReceiveChannel[Event], view: DemoView, bars: BarAggregator,
-                   screen: Live | None) -> None:
+async def _consume(
+    events: trio.abc.ReceiveChannel[Event], view: DemoView, bars: BarAggregator, screen: Live | None
+) -> None:
     last_draw = 0.0
     last_flush = 0.0
     async for event in events:
@@ -211,8 +228,12 @@ def _print_summary(console: Console, view: DemoView, elapsed: float) -> None:
     )
 
 
-async def run_stream(provider: AlpacaProvider, symbols: Sequence[str], channels: Sequence[str],
-                     duration: float | None) -> None:
+async def run_stream(
+    provider: AlpacaProvider,
+    symbols: Sequence[str],
+    channels: Sequence[str],
+    duration: float | None,
+) -> None:
     """Stream real data as JSON lines (one event per line) on stdout."""
     topics = {channel: list(symbols) for channel in channels}
     async with Supervisor.open() as sup:

@@ -125,6 +125,10 @@ class SessionStatistics:
     late: int
     resubscribes: int
     heartbeat_rtt: float | None
+    #: ``ts_recv - ts_event`` of the last event, ns (includes clock skew with the provider).
+    lag_ns: int | None
+    #: The provider says data is not flowing right now (IB 1100, a data farm down).
+    stale: bool
     #: Seconds since the last event per ``"channel:symbol"`` subscription
     #: (``None``: nothing received on this connection yet).
     last_message_age: Mapping[str, float | None]
@@ -182,6 +186,11 @@ class ProviderSession:
         self._streaming_since = 0.0
         self._last_event_wall: int | None = None
         self._heartbeat_reply = trio.Event()
+        #: True while the provider says data is not flowing (IB 1100, farm down).
+        self.stale = False
+        #: ``ts_recv - ts_event`` of the last event received, in ns (provider-to-us lag).
+        self.lag_ns: int | None = None
+        self._notices: list[ProviderNotice] = []
 
     # ------------------------------------------------------------------ public
 
@@ -196,6 +205,7 @@ class ProviderSession:
         self._guard = SequenceGuard(proto.guard_mode) if proto.guard_mode != "none" else None
         self._authenticated = trio.Event()
         self._streaming = trio.Event()
+        self.stale = False
         self._until_streaming: tuple[dict[str, frozenset[str]], int, int | None] | None = None
         self._drop_queued_commands()
         await self._set_state(SessionState.CONNECTING, attempt=attempt)
@@ -280,6 +290,8 @@ class ProviderSession:
             late=late,
             resubscribes=self.resubscribes,
             heartbeat_rtt=self.heartbeat_rtt,
+            lag_ns=self.lag_ns,
+            stale=self.stale,
             last_message_age=ages,
             desired=dict(self.subscriptions.desired),
             confirmed=dict(self.subscriptions.confirmed),
@@ -456,10 +468,14 @@ class ProviderSession:
             if batch:
                 self.messages += len(batch)
                 self._last_event_wall = ts_recv
+                last = batch[-1]
+                self.lag_ns = ts_recv - last.ts_event
                 await fanout.publish_batch(batch)
                 batch.clear()
             if failure is not None:
                 raise failure
+            if self._notices:
+                await self._act_on_notices(proto, transport)
 
     def _control(
         self,
@@ -497,6 +513,11 @@ class ProviderSession:
                 logger.info("%s: ignoring unknown message type %r", self.name, item.kind)
         elif isinstance(item, ProviderNotice):
             logger.info("%s: notice %s: %s", self.name, item.code, item.message)
+            if item.stale is not None and item.stale != self.stale:
+                self.stale = item.stale
+                self._notices.append(item)
+            if item.resubscribe:
+                self._notices.append(item)
         elif isinstance(item, ProviderFailure):
             if item.symbol:
                 logger.warning(
@@ -510,6 +531,24 @@ class ProviderSession:
             else:
                 return item.error
         return None
+
+    async def _act_on_notices(self, proto: ProviderProtocol, transport: Transport) -> None:
+        """Announce staleness changes (a ``Status``) and resubscribe when the provider asks."""
+        notices, self._notices = self._notices, []
+        resubscribe = False
+        for notice in notices:
+            resubscribe = resubscribe or notice.resubscribe
+            if notice.stale is not None:
+                word = "stale" if notice.stale else "fresh"
+                await self._set_state(
+                    self.state, detail=f"data {word}: {notice.code} {notice.message}"
+                )
+        desired = dict(self.subscriptions.desired)
+        if resubscribe and desired:
+            self.resubscribes += 1
+            logger.warning("%s: provider asked for a resubscribe; re-sending everything", self.name)
+            proto.subscribe(desired)
+            await transport.send_all(proto.data_to_send())
 
     async def _heartbeat(self, proto: ProviderProtocol, transport: Transport) -> None:
         interval = self.provider.ping_interval
@@ -557,9 +596,14 @@ class ProviderSession:
         while True:
             await trio.sleep(period)
             now = trio.current_time()
-            if not self._market_open():
+            if self.stale or not self._market_open():
+                # Quiet while the market is closed is not dead; nor is it while the
+                # provider itself says data is not flowing (IB 1100): reconnecting to
+                # it would not help, and it tells us when data is back.
                 resubscribed_at.clear()
-                self._streaming_since = now  # quiet while closed is not dead
+                self._streaming_since = now
+                for seen in self._last_seen.values():
+                    seen.clear()
                 continue
             silent = self._silent(now, stale_after)
             fresh: dict[str, set[str]] = {}

@@ -1,0 +1,23 @@
+# Two commands for a fresh machine (see README.rst):
+#   make demo   set up a virtual environment and run the demo against the embedded simulators
+#   make test   set up a fresh virtual environment and run lint, type checks and the test suite
+PYTHON ?= python3
+VENV ?= .venv
+
+.PHONY: demo test bench
+
+$(VENV)/bin/puffin-trio: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+demo: $(VENV)/bin/puffin-trio
+	$(VENV)/bin/puffin-trio demo $(ARGS)
+
+test:
+	bash .ci/run
+
+bench: $(VENV)/bin/puffin-trio
+	$(VENV)/bin/python benchmarks/bench_core.py
+	$(VENV)/bin/python benchmarks/bench_e2e.py
