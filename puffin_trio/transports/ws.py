@@ -140,6 +140,15 @@ class WebSocketTransport:
             await self._ws.aclose(code, reason)
 
 
+def _describe_connect_error(exc: BaseException) -> str:
+    cause = exc.__cause__ if isinstance(exc, trio.BrokenResourceError) else exc
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return f"TLS certificate verification failed: {cause.verify_message} ({cause.reason})"
+    if isinstance(cause, ssl.SSLError):
+        return f"TLS handshake failed: {cause.reason or cause}"
+    return repr(cause)
+
+
 @asynccontextmanager
 async def open_ws_transport(
     url: str,
@@ -155,31 +164,78 @@ async def open_ws_transport(
     """Open a WebSocket connection for the duration of the block.
 
     Raises :class:`ConfigurationError` for a bad URL (before connecting) and
-    :class:`ConnectionLost` if the connection cannot be opened (refused,
-    timed out, rejected by the server's HTTP reply). Closing is bounded by
-    :data:`DEFAULT_DISCONNECT_TIMEOUT`.
+    :class:`ConnectionLost` if the connection cannot be opened: refused,
+    timed out, TLS verification failed, or the server's HTTP reply rejected
+    the upgrade. Closing is bounded by :data:`DEFAULT_DISCONNECT_TIMEOUT`.
+
+    TCP and TLS are set up here rather than by trio-websocket, which turns a
+    failed certificate check into a 10 s ``ConnectionTimeout`` that hides the
+    cause (python-trio/trio-websocket#199).
     """
     check_ws_url(url, allow_insecure=allow_insecure)
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    secure = parts.scheme == "wss"
+    port = parts.port or (443 if secure else 80)
+    resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    host_header = host if port in (80, 443) else f"{host}:{port}"
     extra = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
-    cm = trio_websocket.open_websocket_url(
-        url,
-        ssl_context=ssl_context,
-        extra_headers=extra,
-        message_queue_size=message_queue_size,
-        max_message_size=max_message_size,
-        receive_buffer_size=receive_buffer_size,
-        connect_timeout=connect_timeout,
-        disconnect_timeout=DEFAULT_DISCONNECT_TIMEOUT,
-    )
+    # Errors are raised after the nursery has closed, so they are not wrapped in a group.
+    failure: BaseException | None = None
     try:
-        async with cm as ws:
-            yield WebSocketTransport(ws)
-    except trio_websocket.DisconnectionTimeout:
-        pass  # we were closing anyway; the reader task has been cancelled
-    except trio_websocket.ConnectionRejected as exc:
-        raise ConnectionLost(
-            f"server rejected the WebSocket upgrade: HTTP {exc.status_code}"
-        ) from None
-    except trio_websocket.HandshakeError as exc:
-        cause = exc.__cause__ or exc
-        raise ConnectionLost(f"could not connect to {urlsplit(url).netloc}: {cause!r}") from None
+        async with trio.open_nursery() as nursery:  # hosts trio-websocket's reader task
+            try:
+                with trio.fail_after(connect_timeout):
+                    stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]
+                    stream = await trio.open_tcp_stream(host, port)
+                    if secure:
+                        stream = trio.SSLStream(
+                            stream,
+                            ssl_context or ssl.create_default_context(),
+                            server_hostname=host,
+                            https_compatible=True,
+                        )
+                        await stream.do_handshake()
+                    ws = await trio_websocket.wrap_client_stream(
+                        nursery,
+                        stream,
+                        host_header,
+                        resource,
+                        extra_headers=extra,
+                        message_queue_size=message_queue_size,
+                        max_message_size=max_message_size,
+                        receive_buffer_size=receive_buffer_size,
+                    )
+            except trio.TooSlowError:
+                failure = ConnectionLost(
+                    f"could not connect to {parts.netloc} within {connect_timeout} s"
+                )
+                nursery.cancel_scope.cancel()
+            except (OSError, trio.BrokenResourceError) as exc:
+                failure = ConnectionLost(
+                    f"could not connect to {parts.netloc}: {_describe_connect_error(exc)}"
+                )
+                nursery.cancel_scope.cancel()
+            else:
+                try:
+                    yield WebSocketTransport(ws)
+                except BaseException as exc:
+                    failure = exc
+                finally:
+                    with (
+                        trio.CancelScope(shield=True),
+                        trio.move_on_after(DEFAULT_DISCONNECT_TIMEOUT),
+                    ):
+                        await ws.aclose()
+                    nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        rejected = group.subgroup(trio_websocket.ConnectionRejected)
+        if rejected is not None:
+            first = rejected.exceptions[0]
+            assert isinstance(first, trio_websocket.ConnectionRejected)
+            raise ConnectionLost(
+                f"server rejected the WebSocket upgrade: HTTP {first.status_code}"
+            ) from None
+        raise
+    if failure is not None:
+        raise failure
