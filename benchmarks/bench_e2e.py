@@ -1,0 +1,886 @@
+"""End-to-end benchmark: simulator -> supervisor -> consumer, against a bare client.
+
+Run: ``python benchmarks/bench_e2e.py [--quick] [--only SECTION] [--profile]``.
+Prints one table per section and a summary of the targets:
+
+1. **throughput**: events/s through ``Supervisor`` -> ``sup.events()`` from a
+   blast server in another process (handshake, then pre-encoded frames as
+   fast as the socket takes them), next to the *ceiling* measured in the same
+   run on the same server and frames: a trio-websocket client tuned like
+   :mod:`puffin_trio.transports.ws` that only parses each frame. Each row is
+   the best of several interleaved runs. Target: pipeline >= 75 % of the
+   ceiling at 20 messages per frame.
+2. **decode**: µs per message of the provider codec (``protocol().receive``)
+   on 20-message frames, against the bare parse of the same frame. Target:
+   <= 1.5 µs per Alpaca trade.
+3. **latency**: the package's own simulator (5 000 msg/s, one message per
+   frame, timestamps = wall clock at generation) -> consumer; p50/p99/max of
+   consumer time - ``ts_event``, split into network + decode (``ts_recv -
+   ts_event``) and fan-out (consumer - ``ts_recv``). Target: p99 <= 1 ms.
+4. **rss**: peak memory growth of a client whose consumer is 10x slower than
+   the feed, per overflow policy, each in a fresh process. Target: <= 20 MB.
+
+Speed is judged by ratios to baselines measured in the same run: on a noisy
+2-core machine, only those travel. Servers run in child processes (this same
+script with an internal ``--serve*`` flag) so they use the other core; a child
+exits when its stdin closes, and on its own after ``--max-seconds``.
+
+``--profile`` profiles the throughput path instead (20-message JSON frames)
+and prints the costs by pipeline stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import gc
+import io
+import json
+import math
+import os
+import platform
+import pstats
+import select
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import attrs
+import trio
+from _blast import CASES, Case, pack_chunks
+
+from puffin_trio import Gap, SequenceGuard, Status, Supervisor, Trade
+from puffin_trio.channels import DEFAULT_CAPACITY, OVERFLOW_POLICIES, Overflow
+
+SCRIPT = os.path.abspath(__file__)
+#: Events that are not market data: counted apart from the data everywhere.
+CONTROL_TYPES: frozenset[type] = frozenset({Status, Gap})
+
+#: Targets from the issue.
+THROUGHPUT_TARGET = 0.75  # pipeline / ceiling at 20 messages per frame
+DECODE_TARGET_US = 1.5  # per Alpaca trade in a 20-message frame
+LATENCY_TARGET_US = 1000.0  # p99, consumer - ts_event
+RSS_TARGET_MB = 20.0  # peak growth with a 10x slower consumer
+
+#: Seconds a child server has to print its port.
+CHILD_STARTUP_TIMEOUT = 30.0
+#: Seconds a child gets to exit after its stdin closes, before it is killed.
+CHILD_EXIT_TIMEOUT = 5.0
+#: A child server stops by itself after this long, whatever happens to us.
+CHILD_MAX_SECONDS = 1800.0
+#: One throughput run (connect, stream N messages, close) must end within this.
+RUN_TIMEOUT = 120.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Sizes of every section, full or ``--quick``."""
+
+    repeats: int
+    #: Messages per throughput run, by messages per frame: a few seconds each.
+    throughput_n: dict[int, int]
+    #: Messages in the blast server's pre-encoded pool (cycled).
+    pool: int
+    decode_seconds: float
+    decode_repeats: int
+    latency_seconds: float
+    latency_warmup: float
+    rss_seconds: float
+    rss_warmup: float
+
+
+FULL = Settings(
+    repeats=3,
+    throughput_n={1: 100_000, 20: 300_000},
+    pool=20_000,
+    decode_seconds=0.3,
+    decode_repeats=5,
+    latency_seconds=10.0,
+    latency_warmup=1.0,
+    rss_seconds=60.0,
+    rss_warmup=1.0,
+)
+QUICK = Settings(
+    repeats=1,
+    throughput_n={1: 20_000, 20: 60_000},
+    pool=4_000,
+    decode_seconds=0.1,
+    decode_repeats=3,
+    latency_seconds=2.0,
+    latency_warmup=0.5,
+    rss_seconds=10.0,
+    rss_warmup=1.0,
+)
+
+#: Section 3/4 feed: the package simulator's rate (messages/s).
+SIM_RATE = 5000.0
+#: Section 4: the consumer handles this many events/s (exactly 10x slower).
+RSS_CONSUMER_RATE = SIM_RATE / 10
+#: Section 4 frames carry 10 messages: the simulator paces frames with trio
+#: timers, whose epoll wake-ups have millisecond resolution, so 500 frames/s
+#: (2 ms apart) keep 5 000 msg/s exactly; one message per frame would not.
+RSS_SIM_BATCH = 10
+
+
+# --------------------------------------------------------------------------- output
+
+
+def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """A plain fixed-width table: first column left-aligned, the rest right-aligned."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: Sequence[str]) -> str:
+        parts = [f"{cells[0]:<{widths[0]}}"]
+        parts += [f"{c:>{w}}" for c, w in zip(cells[1:], widths[1:], strict=True)]
+        return "  ".join(parts)
+
+    print(f"\n## {title}\n")
+    print(line(header))
+    print("-" * (sum(widths) + 2 * (len(widths) - 1)))
+    for row in rows:
+        print(line(row))
+    sys.stdout.flush()
+
+
+def versions() -> str:
+    from importlib.metadata import version
+
+    names = ("trio", "trio-websocket", "wsproto", "orjson", "msgpack", "attrs")
+    return ", ".join(f"{n} {version(n)}" for n in names)
+
+
+def print_header(args: argparse.Namespace) -> None:
+    load = os.getloadavg()
+    print("# puffin_trio end-to-end benchmark" + (" (--quick)" if args.quick else ""))
+    print(f"date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}")
+    print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print(f"python {platform.python_version()} ({platform.python_implementation()}); {versions()}")
+    sys.stdout.flush()
+
+
+def fmt_rate(rate: float) -> str:
+    return f"{rate:,.0f}"
+
+
+# --------------------------------------------------------------------------- child processes
+
+
+@contextlib.contextmanager
+def child(arguments: Sequence[str]) -> Iterator[subprocess.Popen[str]]:
+    """Run this script with ``arguments`` for the block; stop it (bounded) on leaving."""
+    proc = subprocess.Popen(
+        [sys.executable, SCRIPT, *arguments],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        yield proc
+    finally:
+        stop_child(proc)
+
+
+def stop_child(proc: subprocess.Popen[str]) -> None:
+    """Close the child's stdin (it exits on EOF); kill it if it does not within a few seconds."""
+    if proc.stdin is not None:
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
+    try:
+        proc.wait(timeout=CHILD_EXIT_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=CHILD_EXIT_TIMEOUT)
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+def read_line(proc: subprocess.Popen[str], timeout: float) -> str:
+    """The child's next stdout line, waiting at most ``timeout`` seconds."""
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    line = proc.stdout.readline() if ready else ""
+    if not line:
+        raise RuntimeError(f"child {proc.args!r} printed nothing within {timeout} s")
+    return line.strip()
+
+
+@contextlib.contextmanager
+def server(arguments: Sequence[str]) -> Iterator[int]:
+    """A child server; yields the loopback port it printed."""
+    with child(arguments) as proc:
+        yield int(read_line(proc, CHILD_STARTUP_TIMEOUT))
+
+
+async def run_until_stdin_closes(
+    serve: Callable[[trio.TaskStatus[int]], Any], max_seconds: float, precise: bool = False
+) -> None:
+    """Child side: start ``serve``, print its port, run until stdin closes or time is up.
+
+    ``precise``: keep the event loop spinning so trio's timers fire on time
+    (epoll rounds every timeout up to a whole millisecond, so a server pacing
+    frames 0.2 ms apart otherwise falls behind). It costs this process a core.
+    """
+    with trio.move_on_after(max_seconds):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(serve)
+            print(port, flush=True)
+            if precise:
+                nursery.start_soon(spin)
+            stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
+            while await stdin.receive_some():
+                pass
+            nursery.cancel_scope.cancel()
+
+
+async def spin() -> None:
+    while True:
+        await trio.lowlevel.checkpoint()
+
+
+async def serve_blast(
+    case: Case,
+    batch: int,
+    pool: int,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Child side: the case's blast server on a free loopback port."""
+    chunks = {v: pack_chunks(case.wire(v, batch, pool)) for v in case.variants}
+
+    async def handle(stream: trio.SocketStream) -> None:
+        try:
+            await case.serve(stream, chunks)
+        except Exception as exc:  # one bad connection must not end the server
+            print(f"blast server: connection failed: {exc!r}", file=sys.stderr)
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port: int = listeners[0].socket.getsockname()[1]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trio.serve_listeners, handle, listeners)
+        task_status.started(port)
+
+
+# --------------------------------------------------------------------------- 1. throughput
+
+
+async def pipeline_throughput(case: Case, port: int, variant: str, n: int) -> tuple[int, float]:
+    """Supervisor + one "block" consumer; (market events, seconds) from the first to n more."""
+    with trio.fail_after(RUN_TIMEOUT):
+        async with Supervisor.open() as sup:
+            sup.add(case.provider(port, variant), **case.topics)
+            async with sup.events(capacity=DEFAULT_CAPACITY, overflow="block") as events:
+                control = CONTROL_TYPES
+                start = 0.0
+                got = -1
+                async for ev in events:
+                    if type(ev) in control:
+                        continue
+                    got += 1
+                    if got == 0:
+                        start = time.perf_counter()
+                    elif got >= n:
+                        break
+                return got, time.perf_counter() - start
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def measure(fn: Callable[..., Any], *args: Any) -> float:
+    """Run one throughput measurement in a fresh trio run; messages per second."""
+    gc.collect()
+    got, seconds = trio.run(fn, *args)
+    return float(got / seconds)
+
+
+@dataclass
+class ThroughputRow:
+    case: str
+    variant: str
+    batch: int
+    n: int
+    ceiling: list[float]
+    pipeline: list[float]
+
+    @property
+    def ratio(self) -> float:
+        return max(self.pipeline) / max(self.ceiling)
+
+
+def section_throughput(cases: Sequence[Case], s: Settings) -> list[ThroughputRow]:
+    rows: list[ThroughputRow] = []
+    for case in cases:
+        for batch in (1, 20):
+            n = s.throughput_n[batch]
+            with server(["--serve", case.name, "--batch", str(batch), "--pool", str(s.pool)]) as p:
+                for variant in case.variants:
+                    row = ThroughputRow(case.name, variant, batch, n, [], [])
+                    # Interleaved, so a burst of machine noise hits both columns alike.
+                    for _ in range(s.repeats):
+                        row.ceiling.append(measure(case.ceiling, p, variant, n))
+                        row.pipeline.append(measure(pipeline_throughput, case, p, variant, n))
+                    rows.append(row)
+
+    def spread(values: list[float]) -> str:
+        return f"{(max(values) - min(values)) / max(values):.0%}" if len(values) > 1 else "-"
+
+    print_table(
+        "1. Throughput: blast server (child process) -> consumer, best of "
+        f"{s.repeats} (msg/s; ratio = pipeline / ceiling)",
+        ["provider", "enc", "B", "N", "ceiling", "spread", "pipeline", "spread", "µs/msg", "ratio"],
+        [
+            [
+                r.case, r.variant, str(r.batch), f"{r.n:,}",
+                fmt_rate(max(r.ceiling)), spread(r.ceiling),
+                fmt_rate(max(r.pipeline)), spread(r.pipeline),
+                f"{1e6 / max(r.pipeline):.2f}", f"{r.ratio:.0%}",
+            ]
+            for r in rows
+        ],
+    )  # fmt: skip
+    print(
+        "ceiling: trio-websocket (receive_buffer_size 64 KiB, message_queue_size 256) + "
+        "orjson.loads / msgpack.unpackb(timestamp=2) per frame, counting messages.\n"
+        "pipeline: Supervisor -> sup.events(capacity=1024, overflow='block') -> async for; "
+        "spread = (best - worst) / best over the runs."
+    )
+    return rows
+
+
+# --------------------------------------------------------------------------- 2. decode
+
+
+def per_call_seconds(fn: Callable[[], object], seconds: float, repeats: int) -> float:
+    """Best seconds per call of ``fn`` over ``repeats`` batches of about ``seconds`` each."""
+    loops = 1
+    while True:  # calibrate
+        start = time.perf_counter()
+        for _ in range(loops):
+            fn()
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds / 4:
+            break
+        loops *= 2
+    loops = max(1, int(loops * seconds / max(elapsed, 1e-9)))
+    best = math.inf
+    for _ in range(repeats):
+        gc.collect()
+        start = time.perf_counter()
+        for _ in range(loops):
+            fn()
+        best = min(best, (time.perf_counter() - start) / loops)
+    return best
+
+
+@dataclass
+class DecodeRow:
+    label: str
+    baseline_label: str
+    baseline_us: float
+    receive_us: float
+    guarded_us: float
+    events: int
+
+
+def section_decode(cases: Sequence[Case], s: Settings) -> tuple[list[DecodeRow], float]:
+    rows: list[DecodeRow] = []
+    ts = time.time_ns()
+    strict_us = math.nan
+    for case in cases:
+        for sample in case.decode_samples():
+            variant = "msgpack" if isinstance(sample.frame, bytes) else "json"
+            receive = case.protocol(variant).receive
+            frame, baseline, m = sample.frame, sample.baseline, sample.messages
+            events = [e for e in receive(frame, ts) if type(e) not in CONTROL_TYPES]
+            if len(events) != m:
+                raise RuntimeError(f"{sample.label}: decoded {len(events)} events, expected {m}")
+            guard: SequenceGuard[Any] = SequenceGuard("none")
+
+            def guarded(
+                receive: Any = receive, frame: Any = frame, feed: Any = guard.feed, out: Any = []
+            ) -> None:
+                for item in receive(frame, ts):
+                    feed("k", item, 0, out)
+                out.clear()
+
+            base = per_call_seconds(partial(baseline, frame), s.decode_seconds, s.decode_repeats)
+            dec = per_call_seconds(partial(receive, frame, ts), s.decode_seconds, s.decode_repeats)
+            grd = per_call_seconds(guarded, s.decode_seconds, s.decode_repeats)
+            rows.append(
+                DecodeRow(sample.label, sample.baseline_label, base, dec, grd, len(events))
+            )
+            if isinstance(events[0], Trade) and math.isnan(strict_us):
+                strict_us = strict_guard_us(events, s)
+    print_table(
+        "2. Decode + normalise (+ guard), 20-message frames, best of "
+        f"{s.decode_repeats} (µs per message)",
+        ["frame", "baseline", "base µs", "receive µs", "x base", "+guard(none) µs"],
+        [
+            [
+                r.label, r.baseline_label, f"{r.baseline_us * 1e6 / r.events:.3f}",
+                f"{r.receive_us * 1e6 / r.events:.3f}", f"{r.receive_us / r.baseline_us:.2f}x",
+                f"{r.guarded_us * 1e6 / r.events:.3f}",
+            ]
+            for r in rows
+        ],
+    )  # fmt: skip
+    print(
+        "receive = provider.protocol().receive(frame, ts_recv): parse, normalise, build events.\n"
+        "+guard(none): the same plus SequenceGuard('none').feed per event (a pass-through;\n"
+        "the session skips the guard entirely for providers without sequence numbers).\n"
+        f"reference: SequenceGuard('strict').feed on seq-numbered trades, in order: "
+        f"{strict_us:.3f} µs per event (guard only)."
+    )
+    return rows, strict_us
+
+
+def strict_guard_us(template: Sequence[Trade], s: Settings) -> float:
+    """µs per event of a strict guard fed in-order, seq-numbered trades of several streams."""
+    count = 100_000
+    events = [
+        attrs.evolve(template[i % len(template)], seq=i // len(template) + 1) for i in range(count)
+    ]
+    keys = [f"Trade:{e.symbol}:{i % len(template)}" for i, e in enumerate(events)]
+    pairs = list(zip(keys, events, strict=True))
+
+    def run() -> None:
+        guard: SequenceGuard[Trade] = SequenceGuard("strict")
+        out: list[Any] = []
+        feed = guard.feed
+        for key, event in pairs:
+            feed(key, event, 0, out)
+            out.clear()
+
+    return per_call_seconds(run, s.decode_seconds, s.decode_repeats) * 1e6 / count
+
+
+# --------------------------------------------------------------------------- 3. latency
+
+
+@dataclass
+class LatencyRow:
+    case: str
+    variant: str
+    rate: float
+    total: list[int]
+    network: list[int]
+    fanout: list[int]
+
+
+def pct(values: list[int], q: float) -> float:
+    """The q-quantile (nearest rank) of sorted ``values``, in µs."""
+    if not values:
+        return math.nan
+    return values[min(len(values) - 1, int(q * len(values)))] / 1000
+
+
+async def latency_run(
+    case: Case, port: int, variant: str, seconds: float, warmup: float
+) -> tuple[float, list[int], list[int], list[int]]:
+    """Consume for ``warmup`` + ``seconds``; per event (ns): total, network+decode, fan-out."""
+    total: list[int] = []
+    network: list[int] = []
+    fanout: list[int] = []
+    control = CONTROL_TYPES
+    with trio.fail_after(RUN_TIMEOUT + seconds):
+        async with Supervisor.open() as sup:
+            sup.add(case.provider(port, variant), **case.topics)
+            async with sup.events(capacity=DEFAULT_CAPACITY, overflow="block") as events:
+                first = 0
+                start = end = 0
+                async for ev in events:
+                    now = time.time_ns()
+                    if type(ev) in control:
+                        continue
+                    if not first:
+                        first = now
+                        start = now + int(warmup * 1e9)
+                        end = start + int(seconds * 1e9)
+                    if now < start:
+                        continue
+                    if now >= end:
+                        break
+                    total.append(now - ev.ts_event)
+                    network.append(ev.ts_recv - ev.ts_event)
+                    fanout.append(now - ev.ts_recv)
+    rate = len(total) / seconds
+    return rate, sorted(total), sorted(network), sorted(fanout)
+
+
+def section_latency(cases: Sequence[Case], s: Settings, precise: bool) -> list[LatencyRow]:
+    rows: list[LatencyRow] = []
+    for case in cases:
+        arguments = ["--serve-sim", case.name, "--rate", str(SIM_RATE), "--batch", "1"]
+        with server(arguments + (["--precise"] if precise else [])) as port:
+            for variant in case.variants:
+                gc.collect()
+                rate, total, network, fanout = trio.run(
+                    latency_run, case, port, variant, s.latency_seconds, s.latency_warmup
+                )
+                rows.append(LatencyRow(case.name, variant, rate, total, network, fanout))
+
+    def cells(values: list[int]) -> list[str]:
+        return [f"{pct(values, 0.5):.0f}", f"{pct(values, 0.99):.0f}", f"{values[-1] / 1000:.0f}"]
+
+    print_table(
+        f"3. Latency: simulator (child, rate {SIM_RATE:,.0f}/s, 1 msg/frame"
+        f"{', precise pacing' if precise else ''}) -> consumer, {s.latency_seconds:g} s (µs)",
+        ["provider", "enc", "msg/s", "events",
+         "p50", "p99", "max", "net p50", "net p99", "net max", "fan p50", "fan p99", "fan max"],
+        [
+            [r.case, r.variant, fmt_rate(r.rate), f"{len(r.total):,}",
+             *cells(r.total), *cells(r.network), *cells(r.fanout)]
+            for r in rows
+        ],
+    )  # fmt: skip
+    print(
+        "p50/p99/max: time.time_ns() in the consumer - ts_event (the simulator's wall clock when\n"
+        "it built the frame); net = ts_recv - ts_event (server send, loopback, trio-websocket,\n"
+        f"until the reader stamps it); fan = consumer - ts_recv (decode, fan-out, consumer "
+        f"wake-up). First {s.latency_warmup:g} s dropped as warm-up."
+    )
+    return rows
+
+
+# --------------------------------------------------------------------------- 4. rss
+
+
+def rss_kib() -> tuple[int, int]:
+    """(VmRSS, VmHWM) of this process in KiB."""
+    values = {}
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                key, value, _ = line.split()
+                values[key] = int(value)
+    return values["VmRSS:"], values["VmHWM:"]
+
+
+async def rss_child(
+    case: Case, port: int, variant: str, policy: Overflow, seconds: float, warmup: float
+) -> dict[str, Any]:
+    """Child side: a consumer at exactly RSS_CONSUMER_RATE events/s; memory and counters."""
+    before, _ = rss_kib()
+    peak = 0
+    start_rss = 0
+    result: dict[str, Any] = {}
+
+    async def sample() -> None:
+        nonlocal peak
+        while True:
+            peak = max(peak, rss_kib()[0])
+            await trio.sleep(0.1)
+
+    async with Supervisor.open() as sup:
+        sup.add(case.provider(port, variant), **case.topics)
+        async with sup.events(capacity=DEFAULT_CAPACITY, overflow=policy, name="slow") as events:
+            handled = 0
+            began = 0.0
+            with trio.move_on_after(RUN_TIMEOUT + seconds):
+                async for ev in events:
+                    if type(ev) not in CONTROL_TYPES:
+                        began = trio.current_time()
+                        break
+                with trio.move_on_after(warmup):
+                    async for _ in events:
+                        handled += 1
+                        await trio.sleep_until(began + handled / RSS_CONSUMER_RATE)
+                start_rss, _ = rss_kib()
+                peak = start_rss
+                timed_from = trio.current_time()
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(sample)
+                    with trio.move_on_after(seconds):
+                        async for _ in events:
+                            handled += 1
+                            await trio.sleep_until(began + handled / RSS_CONSUMER_RATE)
+                    nursery.cancel_scope.cancel()
+                elapsed = trio.current_time() - began
+                measured = trio.current_time() - timed_from
+            stats = sup.statistics()
+            consumer = stats.consumers["slow"]
+            session = stats.sessions[case.name]
+            end_rss, hwm = rss_kib()
+            result = {
+                "policy": policy,
+                "before_kib": before,
+                "start_kib": start_rss,
+                "peak_kib": max(peak, end_rss),
+                "hwm_kib": hwm,
+                "end_kib": end_rss,
+                "seconds": measured,
+                "feed_rate": session.messages / elapsed if elapsed else 0.0,
+                "handled_rate": handled / elapsed if elapsed else 0.0,
+                "published": consumer.published,
+                "delivered": consumer.delivered,
+                "dropped": consumer.dropped,
+                "conflated": consumer.conflated,
+                "max_queued": consumer.max_queued,
+                "reconnects": session.reconnects,
+            }
+    return result
+
+
+def section_rss(cases: Sequence[Case], s: Settings) -> list[dict[str, Any]]:
+    results: list[dict[str, Any]] = []
+    for case in cases:
+        variant = case.variants[-1]
+        sim = ["--serve-sim", case.name, "--rate", str(SIM_RATE), "--batch", str(RSS_SIM_BATCH)]
+        with contextlib.ExitStack() as stack:
+            # One server and one fresh client process per policy, all at once: each
+            # pair needs a small fraction of a core, and memory does not mind company.
+            clients = []
+            for policy in OVERFLOW_POLICIES:
+                port = stack.enter_context(server(sim))
+                arguments = [
+                    "--rss-child", case.name, "--port", str(port), "--variant", variant,
+                    "--policy", policy, "--seconds", str(s.rss_seconds),
+                    "--warmup", str(s.rss_warmup),
+                ]  # fmt: skip
+                clients.append(stack.enter_context(child(arguments)))
+            for proc in clients:
+                line = read_line(proc, RUN_TIMEOUT + s.rss_seconds + s.rss_warmup)
+                results.append({"case": case.name, "variant": variant, **json.loads(line)})
+
+    def mb(kib: float) -> str:
+        return f"{kib / 1024:.1f}"
+
+    print_table(
+        f"4. Peak RSS, consumer 10x slower than the feed ({RSS_CONSUMER_RATE:,.0f} vs "
+        f"{SIM_RATE:,.0f} msg/s), {s.rss_seconds:g} s, fresh process per policy (MB)",
+        ["provider", "enc", "policy", "before", "start", "peak", "growth", "feed/s", "handled/s",
+         "delivered", "dropped", "conflated", "max queued", "reconnects"],
+        [
+            [r["case"], r["variant"], r["policy"], mb(r["before_kib"]), mb(r["start_kib"]),
+             mb(r["peak_kib"]), mb(r["peak_kib"] - r["start_kib"]), fmt_rate(r["feed_rate"]),
+             fmt_rate(r["handled_rate"]), f"{r['delivered']:,}", f"{r['dropped']:,}",
+             f"{r['conflated']:,}", f"{r['max_queued']:,}", str(r["reconnects"])]
+            for r in results
+        ],
+    )  # fmt: skip
+    print(
+        f"before: after imports; start: after {s.rss_warmup:g} s of streaming (buffers full);\n"
+        "peak: highest VmRSS sampled every 0.1 s (VmHWM agrees within a page or two);\n"
+        "growth = peak - start. feed/s: events the session published (under 'block' the\n"
+        f"feed slows to the consumer's pace: backpressure). Simulator frames carry "
+        f"{RSS_SIM_BATCH} messages."
+    )
+    return results
+
+
+# --------------------------------------------------------------------------- profile
+
+
+#: Pipeline stage of a profiled function, by where it lives (first match wins).
+STAGES: tuple[tuple[str, str], ...] = (
+    ("providers/", "decode: provider codec"),
+    ("orjson", "decode: orjson/msgpack parse"),
+    ("msgpack", "decode: orjson/msgpack parse"),
+    ("<string>", "event construction (_slot_builder)"),
+    ("puffin_trio/channels.py", "fan-out (channels.py)"),
+    ("puffin_trio/session.py", "session reader (session.py)"),
+    ("puffin_trio/transports/", "transport wrapper (ws.py)"),
+    ("trio_websocket", "trio-websocket"),
+    ("wsproto", "wsproto (frame parsing)"),
+    ("recv", "socket syscalls"),
+    ("'send'", "socket syscalls"),
+    ("epoll", "trio: waiting in epoll (idle)"),
+    ("trio/_core", "trio core (scheduler, checkpoints)"),
+    ("trio/", "trio (other)"),
+    ("bench_e2e.py", "consumer loop (benchmark)"),
+    ("logging", "logging (isEnabledFor checks)"),
+)
+
+
+def stage_of(filename: str, name: str) -> str:
+    text = f"{filename}:{name}"
+    for needle, stage in STAGES:
+        if needle in text:
+            return stage
+    return "other"
+
+
+def profile(cases: Sequence[Case], s: Settings, tool: str) -> None:
+    case = cases[0]
+    variant = case.variants[0]
+    n = s.throughput_n[20]
+    arguments = ["--serve", case.name, "--batch", "20", "--pool", str(s.pool)]
+    with server(arguments) as port:
+        measure(pipeline_throughput, case, port, variant, n // 10)  # warm up
+        if tool == "pyinstrument":
+            from pyinstrument import Profiler
+
+            profiler = Profiler(interval=0.0005, async_mode="disabled")
+            profiler.start()
+            rate = measure(pipeline_throughput, case, port, variant, n)
+            profiler.stop()
+            print(f"\n## Profile (pyinstrument): {case.name} {variant} B=20, {rate:,.0f} msg/s\n")
+            print(profiler.output_text(unicode=True, color=False, show_all=False))
+            return
+        prof = cProfile.Profile()
+        prof.enable()
+        rate = measure(pipeline_throughput, case, port, variant, n)
+        prof.disable()
+    stats = pstats.Stats(prof, stream=io.StringIO())
+    by_stage: dict[str, float] = {}
+    total = 0.0
+    for (filename, _line, name), (_cc, _nc, tottime, _ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+        stage = stage_of(filename, name)
+        by_stage[stage] = by_stage.get(stage, 0.0) + tottime
+        total += tottime
+    print_table(
+        f"Profile (cProfile, self time by stage): {case.name} {variant} B=20, "
+        f"{n:,} msgs at {rate:,.0f} msg/s under the profiler",
+        ["stage", "self s", "share", "µs/msg"],
+        [
+            [stage, f"{t:.2f}", f"{t / total:.0%}", f"{t * 1e6 / n:.2f}"]
+            for stage, t in sorted(by_stage.items(), key=lambda kv: -kv[1])
+        ],
+    )
+    out = io.StringIO()
+    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(25)
+    print("\nTop 25 functions by self time:\n")
+    print("\n".join(out.getvalue().splitlines()[6:]))
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def summary(
+    throughput: list[ThroughputRow] | None,
+    decode: tuple[list[DecodeRow], float] | None,
+    latency: list[LatencyRow] | None,
+    rss: list[dict[str, Any]] | None,
+) -> None:
+    print("\n## Targets\n")
+
+    def verdict(ok: bool) -> str:
+        return "met    " if ok else "NOT MET"
+
+    if throughput:
+        for r in throughput:
+            if r.batch == 20:
+                print(
+                    f"{verdict(r.ratio >= THROUGHPUT_TARGET)}  throughput {r.case} {r.variant} "
+                    f"B=20: {r.ratio:.0%} of the ceiling (target >= {THROUGHPUT_TARGET:.0%})"
+                )
+    if decode:
+        for d in decode[0]:
+            if "trade" in d.label:
+                us = d.receive_us * 1e6 / d.events
+                print(
+                    f"{verdict(us <= DECODE_TARGET_US)}  decode {d.label} in a 20-message frame: "
+                    f"{us:.2f} µs (target <= {DECODE_TARGET_US} µs)"
+                )
+    if latency:
+        for r in latency:
+            p99 = pct(r.total, 0.99)
+            print(
+                f"{verdict(p99 <= LATENCY_TARGET_US)}  latency {r.case} {r.variant} p99 at "
+                f"{r.rate:,.0f} msg/s: {p99:,.0f} µs (target <= {LATENCY_TARGET_US:,.0f} µs)"
+            )
+    if rss:
+        for x in rss:
+            growth = (x["peak_kib"] - x["start_kib"]) / 1024
+            print(
+                f"{verdict(growth <= RSS_TARGET_MB)}  memory {x['case']} {x['policy']}: "
+                f"+{growth:.1f} MB in {x['seconds']:.0f} s (target <= {RSS_TARGET_MB:g} MB)"
+            )
+
+
+# --------------------------------------------------------------------------- main
+
+
+SECTIONS = ("throughput", "decode", "latency", "rss")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small runs (< 60 s): a smoke test")
+    parser.add_argument("--only", choices=SECTIONS, help="run one section")
+    parser.add_argument(
+        "--case", choices=sorted(CASES), action="append", help="provider(s) to run (default: all)"
+    )
+    parser.add_argument(
+        "--profile",
+        nargs="?",
+        const="cprofile",
+        choices=("cprofile", "pyinstrument"),
+        help="profile the 20-message JSON throughput path instead of benchmarking",
+    )
+    parser.add_argument(
+        "--imprecise",
+        action="store_true",
+        help="latency: let the simulator pace frames with plain trio timers (see --precise)",
+    )
+    # Internal: the child processes.
+    hidden = argparse.SUPPRESS
+    parser.add_argument("--serve", choices=sorted(CASES), help=hidden)
+    parser.add_argument("--serve-sim", choices=sorted(CASES), help=hidden)
+    parser.add_argument("--rss-child", choices=sorted(CASES), help=hidden)
+    parser.add_argument("--batch", type=int, default=20, help=hidden)
+    parser.add_argument("--pool", type=int, default=FULL.pool, help=hidden)
+    parser.add_argument("--rate", type=float, default=SIM_RATE, help=hidden)
+    parser.add_argument("--precise", action="store_true", help=hidden)
+    parser.add_argument("--port", type=int, help=hidden)
+    parser.add_argument("--variant", help=hidden)
+    parser.add_argument("--policy", choices=OVERFLOW_POLICIES, help=hidden)
+    parser.add_argument("--seconds", type=float, help=hidden)
+    parser.add_argument("--warmup", type=float, help=hidden)
+    parser.add_argument("--max-seconds", type=float, default=CHILD_MAX_SECONDS, help=hidden)
+    return parser.parse_args(argv)
+
+
+def run_child(args: argparse.Namespace) -> bool:
+    """Run the child role ``args`` asks for, if any; True if this process was a child."""
+    if args.serve:
+        case = CASES[args.serve]
+        serve: Any = partial(serve_blast, case, args.batch, args.pool)
+        trio.run(run_until_stdin_closes, serve, args.max_seconds)
+        return True
+    if args.serve_sim:
+        case = CASES[args.serve_sim]
+        serve = partial(case.sim, args.rate, args.batch)
+        trio.run(run_until_stdin_closes, serve, args.max_seconds, args.precise)
+        return True
+    if args.rss_child:
+        case = CASES[args.rss_child]
+        result = trio.run(
+            rss_child, case, args.port, args.variant, args.policy, args.seconds, args.warmup
+        )
+        print(json.dumps(result), flush=True)
+        return True
+    return False
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    if run_child(args):
+        return
+    s = QUICK if args.quick else FULL
+    cases = [CASES[name] for name in args.case or sorted(CASES)]
+    print_header(args)
+    if args.profile:
+        profile(cases, s, args.profile)
+        return
+    started = time.perf_counter()
+    wanted = [args.only] if args.only else list(SECTIONS)
+    throughput = section_throughput(cases, s) if "throughput" in wanted else None
+    decode = section_decode(cases, s) if "decode" in wanted else None
+    latency = section_latency(cases, s, not args.imprecise) if "latency" in wanted else None
+    rss = section_rss(cases, s) if "rss" in wanted else None
+    summary(throughput, decode, latency, rss)
+    load = os.getloadavg()
+    print(
+        f"\ntotal {time.perf_counter() - started:.0f} s; load average at end: "
+        f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
