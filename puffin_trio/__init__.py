@@ -5,7 +5,7 @@ Public re-exports only; import from here, never from a private module.
 
 from puffin_trio import codec, market_hours
 from puffin_trio.bars import BarAggregator, BarAggregatorStatistics
-from puffin_trio.book import BookState, OrderBook, OrderBookStatistics
+from puffin_trio.book import BookState, OrderBook, OrderBooks, OrderBookStatistics
 from puffin_trio.channels import (
     ConsumerStatistics,
     EventReceiver,
@@ -76,6 +76,7 @@ __all__ = [
     "OrderBook",
     "OrderBookStatistics",
     "OrderBookUpdate",
+    "OrderBooks",
     "Overflow",
     "ProtocolError",
     "ProviderError",

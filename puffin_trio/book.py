@@ -7,12 +7,17 @@ can be trusted. Books go wrong at the seams (the first snapshot, a reconnect,
 a crossed book), so the state machine is the point of the module, not an
 extra.
 
+It also owns :class:`OrderBooks`, which keeps one book per symbol from a
+consumer's event stream and marks books for resync when the stream announces
+a reconnect, a sequence gap or an overflow.
+
 It is sans-IO and must not do I/O, log, request snapshots or look for gaps in
-the stream: the :class:`SequenceGuard` upstream detects gaps, and the session
-reacts by calling :meth:`OrderBook.mark_resync` and asking the provider for a
-snapshot. It does not validate updates either (that is the provider codecs'
-job at the trust boundary): prices must not be NaN, and an update must belong
-to this book's symbol.
+the stream: the :class:`SequenceGuard` upstream detects gaps and the session
+announces them as ``Gap`` events; :class:`OrderBooks` reacts with
+:meth:`OrderBook.mark_resync`, and the consumer asks for fresh snapshots with
+``await sup.resync(name, books=[...])``. It does not validate updates either
+(that is the provider codecs' job at the trust boundary): prices must not
+be NaN, and an update must belong to this book's symbol.
 
 Every method is synchronous, never blocks and is not a trio checkpoint.
 """
@@ -21,7 +26,7 @@ from __future__ import annotations
 
 import enum
 import operator
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
 from typing import Any
 
@@ -29,9 +34,9 @@ import attrs
 from sortedcontainers import SortedDict
 
 from puffin_trio.errors import ConfigurationError
-from puffin_trio.events import OrderBookUpdate
+from puffin_trio.events import Gap, GapReason, OrderBookUpdate
 
-__all__ = ["DEFAULT_MAX_PENDING", "BookState", "OrderBook", "OrderBookStatistics"]
+__all__ = ["DEFAULT_MAX_PENDING", "BookState", "OrderBook", "OrderBookStatistics", "OrderBooks"]
 
 #: How many deltas a book buffers while it waits for a snapshot. Binance's
 #: "manage a local order book" procedure (buffer the stream, fetch a REST
@@ -424,3 +429,80 @@ def _format_level(level: _Level | None) -> str:
         return "-"
     price, size = level
     return f"{size}@{price}"
+
+
+class OrderBooks:
+    """One :class:`OrderBook` per ``(provider, symbol)``, fed from an event stream.
+
+    Feed it every event a consumer receives (``books.apply(event)``): it routes
+    each :class:`~puffin_trio.events.OrderBookUpdate` to its book and turns
+    the stream's announcements into trust decisions, so a book is never
+    silently wrong:
+
+    * ``Gap(reason="reconnect")``: every book of that provider may have missed
+      deltas; they become ``RESYNC_NEEDED`` until the snapshot the provider
+      sends after the resubscribe (Alpaca's ``r: true``, Polygon's XL2, IB's
+      depth reset).
+    * ``Gap(reason="sequence")`` for a symbol: that symbol's book.
+    * ``Gap(reason="overflow")``: this consumer dropped events it cannot name,
+      so every book it holds.
+
+    :meth:`needing_resync` lists the books waiting for a snapshot, ready for
+    ``await sup.resync(name, books=[...])``. Sans-IO; never blocks.
+    """
+
+    def __init__(self, *, max_pending: int = DEFAULT_MAX_PENDING) -> None:
+        self.max_pending = max_pending
+        self._books: dict[tuple[str, str], OrderBook] = {}
+
+    def apply(self, event: object) -> OrderBook | None:
+        """Take one event; return the book it changed, if it was a book update."""
+        if isinstance(event, OrderBookUpdate):
+            key = (event.provider, event.symbol)
+            book = self._books.get(key)
+            if book is None:
+                book = self._books[key] = OrderBook(
+                    event.symbol, event.provider, max_pending=self.max_pending
+                )
+            book.apply(event)
+            return book
+        if isinstance(event, Gap):
+            self._on_gap(event)
+        return None
+
+    def _on_gap(self, gap: Gap) -> None:
+        reason = gap.reason
+        if reason is GapReason.RECONNECT:
+            why = f"reconnect of {gap.stream}"
+            targets = [b for (p, _), b in self._books.items() if p == gap.provider]
+        elif reason is GapReason.SEQUENCE:
+            why = f"sequence gap on {gap.stream} ({gap.missing} missing)"
+            targets = [
+                b for (p, s), b in self._books.items() if p == gap.provider and s == gap.symbol
+            ]
+        else:
+            why = f"{gap.missing} events dropped by overflow on {gap.stream}"
+            targets = list(self._books.values())
+        for book in targets:
+            book.mark_resync(why)
+
+    def get(self, symbol: str, provider: str | None = None) -> OrderBook | None:
+        """The book of ``symbol`` (of ``provider``, or of any provider if there is one)."""
+        if provider is not None:
+            return self._books.get((provider, symbol))
+        found = [b for (_, s), b in self._books.items() if s == symbol]
+        return found[0] if len(found) == 1 else None
+
+    def __iter__(self) -> Iterator[OrderBook]:
+        return iter(self._books.values())
+
+    def __len__(self) -> int:
+        return len(self._books)
+
+    def needing_resync(self) -> dict[str, list[str]]:
+        """Symbols per provider whose book waits for a snapshot (not ``LIVE``)."""
+        out: dict[str, list[str]] = {}
+        for (provider, symbol), book in sorted(self._books.items()):
+            if book.state is not BookState.LIVE:
+                out.setdefault(provider, []).append(symbol)
+        return out

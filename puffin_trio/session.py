@@ -139,7 +139,9 @@ class SessionStatistics:
 class _Command:
     __slots__ = ("action", "done", "topics")
 
-    def __init__(self, action: Literal["subscribe", "unsubscribe"], topics: Topics) -> None:
+    def __init__(
+        self, action: Literal["subscribe", "unsubscribe", "resync"], topics: Topics
+    ) -> None:
         self.action = action
         self.topics = topics
         self.done = trio.Event()
@@ -260,6 +262,20 @@ class ProviderSession:
         self.subscriptions.unwant(topics)
         return await self._command("unsubscribe", topics)
 
+    async def resync(self, topics: Mapping[str, frozenset[str]]) -> bool:
+        """Unsubscribe and resubscribe ``topics`` so the provider sends fresh snapshots.
+
+        For books that went ``RESYNC_NEEDED`` (see :class:`~puffin_trio.book.OrderBooks`).
+        Only topics that are subscribed are touched. Returns True once the
+        provider confirmed the new subscription.
+        """
+        wanted = {c: s & self.subscriptions.desired.get(c, frozenset()) for c, s in topics.items()}
+        wanted = {c: s for c, s in wanted.items() if s}
+        if not wanted:
+            await trio.lowlevel.checkpoint()
+            return False
+        return await self._command("resync", wanted)
+
     def statistics(self) -> SessionStatistics:
         """Counters and state; cheap, never blocks."""
         gaps, dups, late = self._guard_totals
@@ -332,7 +348,9 @@ class ProviderSession:
         )
         await self._fanout.publish(status)
 
-    async def _command(self, action: Literal["subscribe", "unsubscribe"], topics: Topics) -> bool:
+    async def _command(
+        self, action: Literal["subscribe", "unsubscribe", "resync"], topics: Topics
+    ) -> bool:
         if self.state is not SessionState.STREAMING:
             await trio.lowlevel.checkpoint()
             return False
@@ -639,10 +657,14 @@ class ProviderSession:
     async def _commander(self, proto: ProviderProtocol, transport: Transport) -> None:
         """Send live subscribe/unsubscribe commands; the caller waits for the confirmation."""
         async for cmd in self._commands_recv:
-            if cmd.action == "subscribe":
-                proto.subscribe(cmd.topics)
-            else:
+            if cmd.action == "unsubscribe":
                 proto.unsubscribe(cmd.topics)
+            elif cmd.action == "resync":
+                proto.unsubscribe(cmd.topics)
+                proto.subscribe(cmd.topics)
+                self.subscriptions.unconfirm(cmd.topics)
+            else:
+                proto.subscribe(cmd.topics)
             await transport.send_all(proto.data_to_send())
             if not proto.confirms_subscriptions:
                 self.subscriptions.confirm(self.subscriptions.desired, complete=True)

@@ -71,6 +71,11 @@ class SubscriptionState:
         self.confirmed = subtract_topics(self.confirmed, topics)
         self._wake()
 
+    def unconfirm(self, topics: Topics) -> None:
+        """Forget confirmations of ``topics`` (they were re-sent and await a new one)."""
+        self.confirmed = subtract_topics(self.confirmed, topics)
+        self._wake()
+
     def connection_lost(self) -> None:
         """A new connection starts with nothing confirmed."""
         self.confirmed = {}

@@ -233,6 +233,15 @@ class Supervisor:
         session = self.session(name)
         return await session.unsubscribe(session.provider.normalize(topics))
 
+    async def resync(self, name: str, **topics: Collection[str]) -> bool:
+        """Re-request ``topics`` of session ``name`` so the provider sends fresh snapshots.
+
+        Use it for the books :meth:`OrderBooks.needing_resync` lists. Returns
+        True once the provider confirmed the renewed subscription.
+        """
+        session = self.session(name)
+        return await session.resync(session.provider.normalize(topics))
+
     # ------------------------------------------------------------------ consumers
 
     def events(
