@@ -399,21 +399,11 @@ def section_decode(cases: Sequence[Case], s: Settings) -> tuple[list[DecodeRow],
             events = [e for e in receive(frame, ts) if type(e) not in CONTROL_TYPES]
             if len(events) != m:
                 raise RuntimeError(f"{sample.label}: decoded {len(events)} events, expected {m}")
-            guard: SequenceGuard[Any] = SequenceGuard("none")
-
-            def guarded(
-                receive: Any = receive, frame: Any = frame, feed: Any = guard.feed, out: Any = []
-            ) -> None:
-                for item in receive(frame, ts):
-                    feed("k", item, 0, out)
-                out.clear()
-
+            guarded = decode_and_guard(receive, frame, ts, SequenceGuard("none"))
             base = per_call_seconds(partial(baseline, frame), s.decode_seconds, s.decode_repeats)
             dec = per_call_seconds(partial(receive, frame, ts), s.decode_seconds, s.decode_repeats)
             grd = per_call_seconds(guarded, s.decode_seconds, s.decode_repeats)
-            rows.append(
-                DecodeRow(sample.label, sample.baseline_label, base, dec, grd, len(events))
-            )
+            rows.append(DecodeRow(sample.label, sample.baseline_label, base, dec, grd, len(events)))
             if isinstance(events[0], Trade) and math.isnan(strict_us):
                 strict_us = strict_guard_us(events, s)
     print_table(
@@ -437,6 +427,21 @@ def section_decode(cases: Sequence[Case], s: Settings) -> tuple[list[DecodeRow],
         f"{strict_us:.3f} µs per event (guard only)."
     )
     return rows, strict_us
+
+
+def decode_and_guard(
+    receive: Callable[[Any, int], list[Any]], frame: object, ts: int, guard: SequenceGuard[Any]
+) -> Callable[[], None]:
+    """A call that decodes ``frame`` and feeds each item to ``guard``, as a reader would."""
+    feed = guard.feed
+    out: list[Any] = []
+
+    def run() -> None:
+        for item in receive(frame, ts):
+            feed("k", item, 0, out)
+        out.clear()
+
+    return run
 
 
 def strict_guard_us(template: Sequence[Trade], s: Settings) -> float:
