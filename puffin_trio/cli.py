@@ -4,11 +4,11 @@ This module owns argument parsing and the terminal view. It must not contain
 protocol or pipeline logic: every command is a thin composition of public
 pieces (``Supervisor``, providers, ``puffin_trio.sim``, ``BarAggregator``).
 
-* ``puffin-trio demo``: starts the Alpaca simulator in-process and streams
-  through the full supervised pipeline into a live terminal view. No keys.
-* ``puffin-trio stream alpaca --symbols AAPL,MSFT``: real data (needs keys),
-  one JSON line per event on stdout.
-* ``puffin-trio sim alpaca --port 8765``: run the simulator on its own.
+* ``puffin-trio demo``: starts the Alpaca and Polygon simulators in-process
+  and streams both through one supervisor into a live terminal view. No keys.
+* ``puffin-trio stream alpaca|polygon --symbols AAPL,MSFT``: real data (needs
+  keys), one JSON line per event on stdout.
+* ``puffin-trio sim alpaca|polygon --port 8765``: run a simulator on its own.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Sequence
+from functools import partial
 
 import attrs
 import trio
@@ -32,7 +33,7 @@ from puffin_trio import codec
 from puffin_trio.bars import BarAggregator
 from puffin_trio.errors import ConfigurationError, PuffinError
 from puffin_trio.events import Bar, Event, Gap, Quote, SessionState, Status, Trade
-from puffin_trio.providers.alpaca import AlpacaProvider
+from puffin_trio.providers import AlpacaProvider, PolygonProvider, Provider
 from puffin_trio.supervisor import RestartPolicy, Supervisor
 
 __all__ = ["main"]
@@ -59,7 +60,7 @@ class _SymbolView:
 class DemoView:
     """What the live view shows, updated by the consumer task (one event at a time)."""
 
-    symbols: dict[str, _SymbolView] = attrs.Factory(dict)
+    symbols: dict[tuple[str, str], _SymbolView] = attrs.Factory(dict)
     status: dict[str, str] = attrs.Factory(dict)
     events: int = 0
     gaps: int = 0
@@ -68,15 +69,15 @@ class DemoView:
     def apply(self, event: Event, now: float) -> None:
         self.events += 1
         if isinstance(event, Trade):
-            view = self._symbol(event.symbol)
+            view = self._symbol(event.provider, event.symbol)
             view.last, view.last_size = event.price, event.size
             self._arrive(view, now)
         elif isinstance(event, Quote):
-            view = self._symbol(event.symbol)
+            view = self._symbol(event.provider, event.symbol)
             view.bid, view.ask = event.bid, event.ask
             self._arrive(view, now)
         elif isinstance(event, Bar):
-            self._symbol(event.symbol).bar = event
+            self._symbol(event.provider, event.symbol).bar = event
         elif isinstance(event, Status):
             self.status[event.session] = event.state.value
             if event.attempt or event.detail or event.state in _INCIDENTS:
@@ -90,10 +91,10 @@ class DemoView:
                 what = f"{event.missing} missing"
             self.log.append(f"gap on {event.stream}: {event.reason.value}, {what}")
 
-    def _symbol(self, symbol: str) -> _SymbolView:
-        view = self.symbols.get(symbol)
+    def _symbol(self, provider: str, symbol: str) -> _SymbolView:
+        view = self.symbols.get((provider, symbol))
         if view is None:
-            view = self.symbols[symbol] = _SymbolView()
+            view = self.symbols[(provider, symbol)] = _SymbolView()
         return view
 
     @staticmethod
@@ -103,18 +104,20 @@ class DemoView:
             view.arrivals.popleft()
 
     def render(self, now: float) -> Group:
-        table = Table(title="puffin_trio demo: Alpaca simulator -> supervisor -> you")
+        table = Table(title="puffin_trio demo: simulators -> one supervisor -> you")
+        table.add_column("provider")
         table.add_column("symbol")
         for col in ("last", "bid", "ask", "spread", "1 s bar open", "high", "low", "close"):
             table.add_column(col, justify="right")
         for col in ("volume", "msg/s"):
             table.add_column(col, justify="right")
-        for symbol, v in sorted(self.symbols.items()):
+        for (provider, symbol), v in sorted(self.symbols.items()):
             while v.arrivals and now - v.arrivals[0] > 1.0:
                 v.arrivals.popleft()
             spread = v.ask - v.bid if v.bid and v.ask else None
             bar = v.bar
             table.add_row(
+                provider,
                 symbol,
                 _fmt(v.last),
                 _fmt(v.bid),
@@ -153,34 +156,39 @@ async def run_demo(
     messages, so the demo shows a reconnect, a resubscribe and the
     ``Gap(reason="reconnect")`` that announces it.
     """
-    from puffin_trio.sim import FaultPlan, serve_alpaca
+    from puffin_trio.sim import FaultPlan, serve_alpaca, serve_polygon
 
     console = console or Console(width=None if sys.stdout.isatty() else 120)
     live = console.is_terminal if live is None else live
     view = DemoView()
     faults = FaultPlan.drop_after(1500, connection=1) if chaos else FaultPlan()
-    bars = BarAggregator(1)
+    bars: dict[str, BarAggregator] = {}
     async with trio.open_nursery() as nursery:
-        port = await nursery.start(
-            lambda task_status: serve_alpaca(
+        alpaca_port = await nursery.start(
+            partial(
+                serve_alpaca,
                 symbols=list(symbols),
                 rate=rate,
                 batch=4,
                 key=DEMO_KEY,
                 secret=DEMO_SECRET,
                 faults=faults,
-                task_status=task_status,
             )
         )
-        provider = AlpacaProvider(
+        polygon_port = await nursery.start(
+            partial(serve_polygon, symbols=list(symbols), rate=rate, batch=4, key=DEMO_KEY)
+        )
+        alpaca = AlpacaProvider(
             feed="iex",
             key=DEMO_KEY,
             secret=DEMO_SECRET,
-            url=f"ws://127.0.0.1:{port}/v2/iex",
+            url=f"ws://127.0.0.1:{alpaca_port}/v2/iex",
         )
+        polygon = PolygonProvider(key=DEMO_KEY, url=f"ws://127.0.0.1:{polygon_port}/stocks")
         restart = RestartPolicy(initial=0.5, max_delay=5.0)
         async with Supervisor.open(restart=restart) as sup:
-            sup.add(provider, trades=list(symbols), quotes=list(symbols))
+            sup.add(alpaca, trades=list(symbols), quotes=list(symbols))
+            sup.add(polygon, trades=list(symbols), quotes=list(symbols))
             async with sup.events(capacity=4096, overflow="conflate", name="view") as events:
                 started = time.monotonic()
                 deadline = math.inf if duration is None else trio.current_time() + duration
@@ -193,14 +201,22 @@ async def run_demo(
                     else:
                         await _consume(events, view, bars, None)
                 elapsed = time.monotonic() - started
+                final = view.render(time.monotonic())
         nursery.cancel_scope.cancel()
     if not live:
-        _print_summary(console, view, elapsed)
+        console.print(final)
+        console.print(
+            f"streamed {view.events} events in {elapsed:.1f} s "
+            f"({view.events / max(elapsed, 1e-9):.0f} events/s); gaps announced: {view.gaps}"
+        )
     return view
 
 
 async def _consume(
-    events: trio.abc.ReceiveChannel[Event], view: DemoView, bars: BarAggregator, screen: Live | None
+    events: trio.abc.ReceiveChannel[Event],
+    view: DemoView,
+    bars: dict[str, BarAggregator],
+    screen: Live | None,
 ) -> None:
     last_draw = 0.0
     last_flush = 0.0
@@ -208,28 +224,24 @@ async def _consume(
         now = time.monotonic()
         view.apply(event, now)
         if isinstance(event, Trade):
-            bar = bars.add(event)
+            aggregator = bars.get(event.provider)
+            if aggregator is None:
+                aggregator = bars[event.provider] = BarAggregator(1, provider=event.provider)
+            bar = aggregator.add(event)
             if bar is not None:
                 view.apply(bar, now)
         if now - last_flush >= 0.25:
             last_flush = now
-            for bar in bars.flush(time.time_ns()):
-                view.apply(bar, now)
+            for aggregator in bars.values():
+                for bar in aggregator.flush(time.time_ns()):
+                    view.apply(bar, now)
         if screen is not None and now - last_draw >= 0.25:
             last_draw = now
             screen.update(view.render(now))
 
 
-def _print_summary(console: Console, view: DemoView, elapsed: float) -> None:
-    console.print(view.render(time.monotonic()))
-    console.print(
-        f"streamed {view.events} events in {elapsed:.1f} s "
-        f"({view.events / max(elapsed, 1e-9):.0f} events/s); gaps announced: {view.gaps}"
-    )
-
-
 async def run_stream(
-    provider: AlpacaProvider,
+    provider: Provider,
     symbols: Sequence[str],
     channels: Sequence[str],
     duration: float | None,
@@ -246,21 +258,29 @@ async def run_stream(
                     out.flush()
 
 
-async def run_sim(port: int, symbols: Sequence[str], rate: float) -> None:
-    """Run the Alpaca simulator until Ctrl-C."""
-    from puffin_trio.sim import serve_alpaca
+async def run_sim(provider: str, port: int, symbols: Sequence[str], rate: float) -> None:
+    """Run one provider simulator until Ctrl-C."""
+    from puffin_trio.sim import serve_alpaca, serve_polygon
 
     async with trio.open_nursery() as nursery:
-        bound = await nursery.start(
-            lambda task_status: serve_alpaca(
-                port=port, symbols=list(symbols), rate=rate, task_status=task_status
+        if provider == "alpaca":
+            bound = await nursery.start(
+                partial(
+                    serve_alpaca,
+                    port=port,
+                    symbols=list(symbols),
+                    rate=rate,
+                    key=DEMO_KEY,
+                    secret=DEMO_SECRET,
+                )
             )
-        )
-        print(
-            f"Alpaca simulator on ws://127.0.0.1:{bound}/v2/iex  (key={DEMO_KEY!r}, "
-            f"secret={DEMO_SECRET!r}); Ctrl-C to stop",
-            flush=True,
-        )
+            where = f"ws://127.0.0.1:{bound}/v2/iex  (key={DEMO_KEY!r}, secret={DEMO_SECRET!r})"
+        else:
+            bound = await nursery.start(
+                partial(serve_polygon, port=port, symbols=list(symbols), rate=rate, key=DEMO_KEY)
+            )
+            where = f"ws://127.0.0.1:{bound}/stocks and /crypto  (key={DEMO_KEY!r})"
+        print(f"{provider} simulator on {where}; Ctrl-C to stop", flush=True)
 
 
 def _symbols(text: str) -> list[str]:
@@ -279,15 +299,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-chaos", action="store_true", help="do not inject a dropped connection")
 
     stream = sub.add_parser("stream", help="stream real data as JSON lines")
-    stream.add_argument("provider", choices=["alpaca"])
+    stream.add_argument("provider", choices=["alpaca", "polygon"])
     stream.add_argument("--symbols", type=_symbols, required=True)
     stream.add_argument("--channels", type=_symbols, default=["trades", "quotes"])
-    stream.add_argument("--feed", default="iex")
+    stream.add_argument("--feed", default="iex", help="alpaca: iex, sip, delayed_sip, test, crypto")
+    stream.add_argument("--market", default="stocks", help="polygon: stocks or crypto")
+    stream.add_argument(
+        "--delayed", action="store_true", help="polygon: the 15-minute delayed feed"
+    )
     stream.add_argument("--url", default=None, help="override the WebSocket URL")
     stream.add_argument("--duration", type=float, default=None)
 
     sim = sub.add_parser("sim", help="run a provider simulator on 127.0.0.1")
-    sim.add_argument("provider", choices=["alpaca"])
+    sim.add_argument("provider", choices=["alpaca", "polygon"])
     sim.add_argument("--port", type=int, default=8765)
     sim.add_argument("--symbols", type=_symbols, default=list(DEMO_SYMBOLS))
     sim.add_argument("--rate", type=float, default=200.0)
@@ -312,10 +336,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             )
         elif args.command == "stream":
-            provider = AlpacaProvider(feed=args.feed, url=args.url)
+            provider: Provider
+            if args.provider == "alpaca":
+                provider = AlpacaProvider(feed=args.feed, url=args.url)
+            else:
+                provider = PolygonProvider(market=args.market, delayed=args.delayed, url=args.url)
             trio.run(run_stream, provider, args.symbols, args.channels, args.duration)
         elif args.command == "sim":
-            trio.run(run_sim, args.port, args.symbols, args.rate)
+            trio.run(run_sim, args.provider, args.port, args.symbols, args.rate)
     except KeyboardInterrupt:
         return 130
     except ConfigurationError as exc:

@@ -208,7 +208,7 @@ class ProviderSession:
         self._authenticated = trio.Event()
         self._streaming = trio.Event()
         self.stale = False
-        self._until_streaming: tuple[dict[str, frozenset[str]], int, int | None] | None = None
+        self._until_streaming: tuple[dict[str, frozenset[str]], int] | None = None
         self._drop_queued_commands()
         await self._set_state(SessionState.CONNECTING, attempt=attempt)
         failure: list[BaseException] = []
@@ -386,12 +386,39 @@ class ProviderSession:
                 f"no authentication reply within {self.timeouts.handshake} s",
                 provider=self.provider.name,
             )
-        await self._set_state(SessionState.SUBSCRIBING, attempt=attempt)
+        # The outage ends here: announce it before anything the new connection
+        # delivers (data may flow before every subscription frame is confirmed).
+        self.state = SessionState.SUBSCRIBING
+        now = self._wall()
+        announce: list[Event] = [
+            Status(
+                provider=self.provider.name,
+                session=self.name,
+                state=SessionState.SUBSCRIBING,
+                attempt=attempt,
+                ts_event=now,
+                ts_recv=now,
+            )
+        ]
+        if attempt > 0:
+            announce.append(
+                Gap(
+                    provider=self.provider.name,
+                    symbol="",
+                    ts_event=now,
+                    ts_recv=now,
+                    stream=self.name,
+                    reason=GapReason.RECONNECT,
+                    window_start=outage_start,
+                    window_end=now,
+                )
+            )
+        await self._fanout.publish_batch(announce)
         desired = dict(self.subscriptions.desired)
         if desired and proto.confirms_subscriptions:
             # The reader announces STREAMING in order with the data, right after
             # the confirmation that completes this set (see _reader).
-            self._until_streaming = (desired, attempt, outage_start)
+            self._until_streaming = (desired, attempt)
             proto.subscribe(desired)
             await transport.send_all(proto.data_to_send())
             with trio.move_on_after(self.timeouts.subscribe) as scope:
@@ -408,10 +435,10 @@ class ProviderSession:
             proto.subscribe(desired)
             await transport.send_all(proto.data_to_send())
             self.subscriptions.confirm(desired, complete=True)
-        await self._fanout.publish_batch(self._start_streaming(attempt, outage_start))
+        await self._fanout.publish_batch(self._start_streaming(attempt))
 
-    def _start_streaming(self, attempt: int, outage_start: int | None) -> list[Event]:
-        """Enter STREAMING: the Status (and, after a reconnect, the Gap) to publish now."""
+    def _start_streaming(self, attempt: int) -> list[Event]:
+        """Enter STREAMING: the Status to publish now."""
         self._until_streaming = None
         self._streaming.set()
         self.state = SessionState.STREAMING
@@ -429,19 +456,6 @@ class ProviderSession:
                 ts_recv=now,
             )
         ]
-        if attempt > 0:
-            out.append(
-                Gap(
-                    provider=self.provider.name,
-                    symbol="",
-                    ts_event=now,
-                    ts_recv=now,
-                    stream=self.name,
-                    reason=GapReason.RECONNECT,
-                    window_start=outage_start,
-                    window_end=now,
-                )
-            )
         return out
 
     async def _reader(self, proto: ProviderProtocol, transport: Transport) -> None:
@@ -480,9 +494,9 @@ class ProviderSession:
                     if error is not None:
                         failure = error
                     elif self._until_streaming is not None:
-                        desired, attempt, outage_start = self._until_streaming
+                        desired, attempt = self._until_streaming
                         if self.subscriptions.is_confirmed(desired):
-                            batch.extend(self._start_streaming(attempt, outage_start))
+                            batch.extend(self._start_streaming(attempt))
             if batch:
                 self.messages += len(batch)
                 self._last_event_wall = ts_recv

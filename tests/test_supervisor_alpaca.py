@@ -153,9 +153,12 @@ async def test_abrupt_close_reconnects_resubscribes_and_announces_the_gap(
     assert gap.reason is GapReason.RECONNECT
     assert gap.window_start is not None and gap.window_end is not None
     assert gap.window_start < gap.window_end
-    # The gap sits right after the STREAMING status of the reconnect, before its data.
+    # The gap sits right after the reconnect's SUBSCRIBING status, before any of its data.
     index = seen.index(gap)
-    assert isinstance(seen[index - 1], Status) and seen[index - 1].attempt == 1
+    before = seen[index - 1]
+    assert isinstance(before, Status)
+    assert (before.state, before.attempt) == (SessionState.SUBSCRIBING, 1)
+    assert not any(isinstance(e, Trade | Quote) for e in seen[seen.index(before) : index])
     assert stats.connects == 2 and stats.reconnects == 1
 
 
@@ -503,9 +506,12 @@ async def test_clean_shutdown_leaves_no_task_behind(autojump_clock: MockClock) -
             async with sup.events() as events:
                 await collect_until(events, lambda s: len(s) >= 50)
             during = task_tree()
+            closing = trio.current_time()
+        shutdown = trio.current_time() - closing
         after = task_tree()
         assert sup.statistics().sessions["alpaca"].state is SessionState.CLOSED
     assert any(name.startswith("alpaca:") for name in during)  # the session's sibling tasks
+    assert shutdown < 0.1, "shutdown must not sit out a close-handshake timeout"
     # Only the simulator's own handler for the closed connection may still be winding down.
     assert [name for name in after if not name.endswith("_run_handler")] == before
 

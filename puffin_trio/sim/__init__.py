@@ -15,6 +15,7 @@ other.
 from puffin_trio.sim.alpaca import AlpacaConnectionRecord, AlpacaSimRecorder, serve_alpaca
 from puffin_trio.sim.faults import Fault, FaultKind, FaultPlan, FaultSchedule, PausableStream
 from puffin_trio.sim.market import MarketModel, SimBook, SimQuote, SimTick, SimTrade
+from puffin_trio.sim.polygon import PolygonConnectionRecord, PolygonSimRecorder, serve_polygon
 
 __all__ = [
     "AlpacaConnectionRecord",
@@ -25,9 +26,12 @@ __all__ = [
     "FaultSchedule",
     "MarketModel",
     "PausableStream",
+    "PolygonConnectionRecord",
+    "PolygonSimRecorder",
     "SimBook",
     "SimQuote",
     "SimTick",
     "SimTrade",
     "serve_alpaca",
+    "serve_polygon",
 ]

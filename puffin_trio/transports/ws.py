@@ -31,6 +31,7 @@ provider would send the API key in clear.
 from __future__ import annotations
 
 import ipaddress
+import math
 import ssl
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -222,11 +223,18 @@ async def open_ws_transport(
                 except BaseException as exc:
                     failure = exc
                 finally:
-                    with (
-                        trio.CancelScope(shield=True),
-                        trio.move_on_after(DEFAULT_DISCONNECT_TIMEOUT),
-                    ):
-                        await ws.aclose()
+                    if trio.current_effective_deadline() == -math.inf:
+                        # We are being cancelled, and so is trio-websocket's reader
+                        # task: nobody would read the server's close reply, and a
+                        # close handshake would just sit out its timeout. Close TCP
+                        # (a FIN, so the server frees our connection slot at once).
+                        await trio.aclose_forcefully(stream)
+                    else:
+                        with (
+                            trio.CancelScope(shield=True),
+                            trio.move_on_after(DEFAULT_DISCONNECT_TIMEOUT),
+                        ):
+                            await ws.aclose()
                     nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         rejected = group.subgroup(trio_websocket.ConnectionRejected)

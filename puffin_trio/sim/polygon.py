@@ -1,0 +1,921 @@
+"""A protocol-faithful local Polygon.io / Massive WebSocket server.
+
+This module owns the *server* side of the Polygon/Massive stream protocol
+(``/work/shared/protocols.md`` section 2), written independently of the client
+codec in :mod:`puffin_trio.providers.polygon` (which it must not import) so the
+two cross-check each other; the official ``massive`` SDK is also tested
+against it. It speaks:
+
+* two clusters on one port, chosen by the request path: ``/stocks`` and
+  ``/crypto`` (anything else is refused with HTTP 404), as in
+  ``wss://socket.massive.com/stocks``;
+* ``[{"ev":"status","status":"connected","message":"Connected Successfully"}]``
+  on connect; ``{"action":"auth","params":KEY}`` answered with
+  ``auth_success`` or ``auth_failed`` (the connection stays open), and
+  ``auth_timeout`` plus close 1008 when no auth comes within ``auth_timeout``;
+* ``subscribe``/``unsubscribe`` with comma-separated topics (trimmed,
+  ``T.*`` wildcards), one ``success`` status frame per topic
+  (``subscribed to: T.AAPL`` / ``unsubscribed to: T.AAPL``), all of one
+  request sent before any data that follows it; a topic whose event type is
+  not in ``entitlements`` is answered ``error``/``not authorized`` instead;
+* the connection limit (``max_connections_per_key`` authenticated
+  connections per key): by default the *oldest* connection is evicted with a
+  ``max_connections`` status and close 1008 (what Massive is reported to do);
+  with ``on_connection_limit="reject_new"`` the new one gets that instead;
+* data from a :class:`~puffin_trio.sim.market.MarketModel`, as JSON arrays of
+  events, for subscribed symbols only: stocks ``T``, ``Q`` (sizes in round
+  lots), ``A`` (per second) and ``AM`` (per minute, both aggregated from the
+  connection's simulated trades and sent when the wall-clock window closes);
+  crypto ``XT``, ``XQ``, ``XL2`` (every message the full book, see below),
+  ``XAS`` and ``XA``. ``LULD``, ``FMV`` and ``NOI`` topics are confirmed but
+  never generated. Timestamps are Unix milliseconds from ``wall_clock``.
+
+Symbols: the model spells crypto pairs ``BTC/USD`` (its own convention), the
+wire ``BTC-USD``; stock tickers are the same on both.
+
+Sequence numbers ``q`` are on stock ``T`` and ``Q`` only, per connection and
+per event type and symbol: ``sequence="contiguous"`` counts 1, 2, 3, ... (so a
+client can detect every hole exactly); ``sequence="polygon"`` increases with
+random holes, as Polygon's do ("1, 2, 6, 9, 10, 11").
+
+XL2 semantics: Polygon does not document whether an ``XL2`` message is a
+snapshot or a diff; its reference calls each side "an array of bid prices
+... with a maximum depth of 100". The simulator sends the whole (top-``depth``)
+book in every ``XL2`` message: a client must treat each one as a snapshot.
+
+Faults of a :class:`~puffin_trio.sim.faults.FaultPlan` look like this on the
+Polygon wire:
+
+* ``DROP``: TCP closed, no close frame; ``CLOSE``: close frame with the code
+  (1000 makes the massive SDK stop, 1008/1011 make it reconnect);
+* ``SILENT``: no data, while pings and subscribe/auth messages are answered;
+* ``MALFORMED``: one frame of the payload (default ``\\x00garbage`` as text);
+* ``UNKNOWN_MESSAGE``: ``[{"ev":"ZZ","message":"simulated unknown message type"}]``;
+* ``REJECT_AUTH``: ``auth_failed`` instead of ``auth_success``;
+  ``CONNECTION_LIMIT``: ``max_connections`` then close 1008;
+* ``GAP``: the next ``count`` data messages are generated (the market and
+  the sequence numbers move on) but never sent; they are kept in the
+  connection record's ``skipped``;
+* ``DUPLICATE``: the last ``count`` data messages are sent again, as one frame;
+* ``REORDER``: the next ``count`` data messages are sent in reverse order, as
+  one frame;
+* ``SLOW``: a delay before every frame; ``IGNORE_PINGS``: the server stops
+  reading the socket (see :class:`~puffin_trio.sim.faults.PausableStream`).
+
+It must not listen on anything but loopback, log per message, or log keys.
+
+Every connection runs in its own tasks (a reader for client messages, a data
+pump, an auth deadline); a client that goes away only ends its own
+connection. Timing uses trio's clock, so tests under
+``MockClock(autojump_threshold=0)`` run instantly.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Collection, Sequence
+from typing import Any, Literal, NoReturn
+
+import attrs
+import orjson
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_stream
+
+from puffin_trio.errors import ConfigurationError
+from puffin_trio.sim.alpaca import (
+    _DISCONNECTS,
+    CLOSE_TIMEOUT,
+    HANDSHAKE_TIMEOUT,
+    MAX_CLIENT_MESSAGE,
+    _check_settings,
+    _same,
+)
+from puffin_trio.sim.faults import Fault, FaultKind, FaultPlan, PausableStream
+from puffin_trio.sim.market import (
+    ROUND_LOT,
+    MarketModel,
+    SimBook,
+    SimQuote,
+    SimTrade,
+    is_crypto_symbol,
+)
+
+__all__ = [
+    "AUTH_TIMEOUT",
+    "DEFAULT_KEY",
+    "DEFAULT_RATE",
+    "NOT_AUTHORIZED",
+    "STATUS_MESSAGES",
+    "PolygonConnectionRecord",
+    "PolygonSimRecorder",
+    "serve_polygon",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The key the simulator accepts unless told otherwise.
+DEFAULT_KEY = "sim-key"
+#: Data messages per second per connection by default: about one active
+#: stock's trades and quotes, lively enough for a demo and easy on a laptop.
+DEFAULT_RATE = 50.0
+#: Seconds a client has to authenticate. Polygon does not document its
+#: ``auth_timeout``; 10 s is Alpaca's documented value, and the massive SDK
+#: authenticates within milliseconds of ``connected``.
+AUTH_TIMEOUT = 10.0
+
+#: ``message`` text of each status the simulator sends, as the real server
+#: words them (protocols.md 2.3).
+STATUS_MESSAGES: dict[str, str] = {
+    "connected": "Connected Successfully",
+    "auth_success": "authenticated",
+    "auth_failed": "authentication failed",
+    "auth_timeout": "No authentication request received.",
+    "max_connections": (
+        "Maximum number of websocket connections exceeded. You have reached the connection "
+        "limit for your account. Please contact support to increase your limit."
+    ),
+}
+#: ``message`` of the ``error`` status for a topic the plan does not include.
+NOT_AUTHORIZED = "not authorized"
+#: Close code after ``max_connections`` and ``auth_timeout`` (policy violation;
+#: the code reported for ``max_connections``).
+_POLICY_CLOSE = 1008
+
+#: Event types the simulator generates, per cluster, and the bar interval of
+#: the aggregates among them.
+_STOCK_BARS: dict[str, int] = {"A": 1, "AM": 60}
+_CRYPTO_BARS: dict[str, int] = {"XAS": 1, "XA": 60}
+#: Polygon's exchange ids of the model's exchange letters (IEX 15, Nasdaq 12,
+#: NYSE 10, NYSE Arca 11, Cboe EDGX 8, Cboe BZX 19), and tape letters -> ids.
+_EXCHANGE_IDS: dict[str, int] = {"V": 15, "Q": 12, "N": 10, "P": 11, "K": 8, "Z": 19}
+_TAPE_IDS: dict[str, int] = {"A": 1, "B": 2, "C": 3}
+#: Trade condition letters -> Polygon condition codes (a regular sale has no
+#: code and the field is omitted, as on the wire): odd lot 37.
+_TRADE_CONDITIONS: dict[str, int] = {"I": 37}
+#: Quote condition letter -> Polygon's single condition code.
+_QUOTE_CONDITIONS: dict[str, int] = {"R": 1}
+#: The crypto exchange every simulated crypto event comes from.
+_CRYPTO_EXCHANGE = 1
+#: ``sequence="polygon"``: the chance that a number is followed by a hole, and
+#: the largest hole. Real ``q`` values skip often and by a few numbers.
+_HOLE_CHANCE = 0.3
+_MAX_HOLE = 8
+#: Ticks a GAP or REORDER fault may draw while collecting its messages before
+#: it settles for fewer (only trades feeding bars produce no message).
+_MAX_DRAWS = 1000
+_EVICTED = "evicted"
+_NS_PER_MS = 1_000_000
+
+
+@attrs.define(eq=False)
+class PolygonConnectionRecord:
+    """What happened on one connection, for tests to inspect.
+
+    * ``received``: every decodable client message, in order (auth included;
+      the simulator never logs them).
+    * ``sent``: every frame sent, as the list of message dicts before encoding,
+      up to the recorder's ``max_frames``; ``frames_not_kept`` counts the rest.
+      Undecodable fault frames are not in here; ``faults`` lists every fault
+      that fired, in order.
+    * ``skipped``: data messages a ``GAP`` fault generated and never sent.
+    * ``topics``: the current subscription, in subscription order.
+    * ``close_code``: the close code the server sent (``None``: it did not
+      send one, e.g. ``DROP`` or the client closed first).
+    * ``ended``: set once the server is done with the connection (its
+      connection-limit slot is free again).
+    """
+
+    number: int
+    path: str
+    market: str
+    received: list[dict[str, Any]] = attrs.Factory(list)
+    sent: list[list[dict[str, Any]]] = attrs.Factory(list)
+    frames_not_kept: int = 0
+    skipped: list[dict[str, Any]] = attrs.Factory(list)
+    topics: list[str] = attrs.Factory(list)
+    authenticated: bool = False
+    faults: list[FaultKind] = attrs.Factory(list)
+    close_code: int | None = None
+    ended: trio.Event = attrs.Factory(trio.Event)
+
+    def actions(self, action: str) -> list[dict[str, Any]]:
+        """The received client messages with this ``action``."""
+        return [m for m in self.received if m.get("action") == action]
+
+    def statuses(self) -> list[dict[str, Any]]:
+        """Every status message sent, in order."""
+        return [m for frame in self.sent for m in frame if m.get("ev") == "status"]
+
+    def data_messages(self) -> list[dict[str, Any]]:
+        """Every kept market-data message sent (not statuses), in order."""
+        return [m for frame in self.sent for m in frame if m.get("ev") != "status"]
+
+
+class PolygonSimRecorder:
+    """Records every connection a :func:`serve_polygon` server accepts.
+
+    ``max_frames`` bounds the frames kept per connection (100 000: minutes of
+    a test's traffic at the default rate; pass no recorder to benchmarks).
+    """
+
+    def __init__(self, *, max_frames: int = 100_000) -> None:
+        self.max_frames = max_frames
+        self.connections: list[PolygonConnectionRecord] = []
+
+    @property
+    def accepted(self) -> int:
+        """How many WebSocket connections were accepted so far."""
+        return len(self.connections)
+
+
+def _status(status: str, message: str) -> dict[str, Any]:
+    return {"ev": "status", "status": status, "message": message}
+
+
+def _known_status(status: str) -> dict[str, Any]:
+    return _status(status, STATUS_MESSAGES[status])
+
+
+class _Server:
+    """Shared state of one :func:`serve_polygon` server (configuration, connection slots)."""
+
+    def __init__(
+        self,
+        *,
+        model: MarketModel,
+        faults: FaultPlan,
+        rate: float | None,
+        batch: int,
+        key: str,
+        sequence: Literal["contiguous", "polygon"],
+        seed: int,
+        entitlements: frozenset[str] | None,
+        wall_clock: Callable[[], int],
+        recorder: PolygonSimRecorder | None,
+        auth_timeout: float,
+        max_connections_per_key: int,
+        on_connection_limit: Literal["evict_oldest", "reject_new"],
+    ) -> None:
+        self.model = model
+        self.faults = faults
+        self.rate = rate
+        self.batch = batch
+        self.key = key
+        self.sequence = sequence
+        self.seed = seed
+        self.entitlements = entitlements
+        self.wall_clock = wall_clock
+        self.recorder = recorder
+        self.auth_timeout = auth_timeout
+        self.max_connections_per_key = max_connections_per_key
+        self.on_connection_limit = on_connection_limit
+        self.accepted = 0
+        #: Authenticated connections per key, oldest first.
+        self.active: dict[str, list[_Connection]] = {}
+
+    async def handle_stream(self, stream: trio.SocketStream) -> None:
+        """Serve one TCP connection until either side ends it. Never raises on a disconnect."""
+        transport = PausableStream(stream)
+        number = 0
+        try:
+            async with trio.open_nursery() as nursery:  # trio-websocket's reader task
+                ws = None
+                with trio.move_on_after(HANDSHAKE_TIMEOUT):
+                    request = await wrap_server_stream(
+                        nursery, transport, max_message_size=MAX_CLIENT_MESSAGE
+                    )
+                    path = request.path.split("?", 1)[0]
+                    market = path.strip("/")
+                    if market in ("stocks", "crypto"):
+                        ws = await request.accept()
+                    else:
+                        await request.reject(404, body=b"unknown cluster: use /stocks or /crypto")
+                if ws is not None:
+                    self.accepted += 1
+                    number = self.accepted
+                    record = PolygonConnectionRecord(number, request.path, market)
+                    if self.recorder is not None:
+                        self.recorder.connections.append(record)
+                    await _Connection(self, ws, transport, record).run()
+                nursery.cancel_scope.cancel()
+        except* _DISCONNECTS as group:
+            logger.debug("polygon sim: connection %d lost: %r", number, group.exceptions[0])
+        finally:
+            await trio.aclose_forcefully(transport)
+
+
+class _Bars:
+    """Per-symbol OHLCV of the open window of one aggregate event type (``A``, ``XA``, ...)."""
+
+    __slots__ = ("event", "interval_ns", "open", "symbols", "window")
+
+    def __init__(self, event: str, interval_s: int) -> None:
+        self.event = event
+        self.interval_ns = interval_s * 1_000_000_000
+        self.symbols: frozenset[str] = frozenset()  # model symbols subscribed
+        #: symbol -> [open, high, low, close, volume, count, price * volume]
+        self.open: dict[str, list[float]] = {}
+        self.window: int | None = None
+
+    def add(self, trade: SimTrade) -> None:
+        price, size = trade.price, trade.size
+        agg = self.open.get(trade.symbol)
+        if agg is None:
+            self.open[trade.symbol] = [price, price, price, price, size, 1, price * size]
+            return
+        if price > agg[1]:
+            agg[1] = price
+        if price < agg[2]:
+            agg[2] = price
+        agg[3] = price
+        agg[4] += size
+        agg[5] += 1
+        agg[6] += price * size
+
+
+class _Connection:
+    """One client session on one cluster: protocol state and its three tasks."""
+
+    def __init__(
+        self,
+        server: _Server,
+        ws: WebSocketConnection,
+        transport: PausableStream,
+        record: PolygonConnectionRecord,
+    ) -> None:
+        self._server = server
+        self._model = server.model
+        self._crypto = record.market == "crypto"
+        self._ws = ws
+        self._transport = transport
+        self._record = record
+        self._recorded = server.recorder is not None
+        self._max_frames = server.recorder.max_frames if server.recorder is not None else 0
+        self._faults = server.faults.for_connection(record.number)
+        duplicate = [
+            f.count
+            for f in server.faults
+            if f.kind is FaultKind.DUPLICATE and f.applies_to(record.number)
+        ]
+        self._history: deque[dict[str, Any]] | None = (
+            deque(maxlen=max(duplicate)) if duplicate else None
+        )
+        self._lock = trio.Lock()  # a state change and its replies, or a data frame, go out whole
+        self._nursery: trio.Nursery | None = None
+        self._ending: tuple[FaultKind | str | None, int, str] = (None, 1000, "")
+        self._authenticated = trio.Event()
+        self._key: str | None = None
+        self._changed = trio.Event()
+        self._topics: dict[str, dict[str, None]] = {}
+        self._delay = 0.0
+        self._slow_until = -math.inf
+        self._data_sent = 0
+        self._holes = random.Random(f"{server.seed}:{record.number}").random
+        self._trade_seq: dict[str, int] = {}
+        self._quote_seq: dict[str, int] = {}
+        self._polygon_sequence = server.sequence == "polygon"
+        self._wire: dict[str, str] = {}  # model symbol -> wire spelling
+        self._bars = [
+            _Bars(event, interval)
+            for event, interval in (_CRYPTO_BARS if self._crypto else _STOCK_BARS).items()
+        ]
+        #: symbol -> [day's open, volume, price * volume] (A/AM ``op``, ``av``, ``a``).
+        self._day: dict[str, list[float]] = {}
+        self._pending_bars: list[tuple[str, dict[str, Any]]] = []  # (model symbol, message)
+        # Derived from the subscription (see _recompute); read on the hot path.
+        self._streaming = False
+        self._emits_ticks = False
+        self._trade_from: tuple[str, ...] = ()
+        self._quote_from: tuple[str, ...] = ()
+        self._book_from: tuple[str, ...] = ()
+        self._trade_to: frozenset[str] = frozenset()
+        self._bar_symbols: frozenset[str] = frozenset()
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve until the client leaves or a fault/timeout/eviction ends the connection."""
+        try:
+            await self._send_control(_known_status("connected"))
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._read_loop)
+                nursery.start_soon(self._auth_deadline)
+                nursery.start_soon(self._pump)
+            how, code, reason = self._ending
+            if how is FaultKind.DROP:
+                await self._transport.aclose()
+            else:
+                self._transport.resume()
+                with trio.move_on_after(CLOSE_TIMEOUT):
+                    if how == _EVICTED:
+                        await self._send_control(_known_status("max_connections"))
+                    if self._ws.closed is None:  # else the client closed first
+                        self._record.close_code = code
+                    await self._ws.aclose(code, reason)
+        finally:
+            self._release_slot()
+            self._record.ended.set()
+
+    def _end(self, how: FaultKind | str | None, code: int = 1000, reason: str = "") -> None:
+        """Stop the connection's tasks; ``run`` then closes (DROP: TCP only)."""
+        self._ending = (how, code, reason)
+        assert self._nursery is not None
+        self._nursery.cancel_scope.cancel()
+
+    def evict(self) -> None:
+        """Another connection took this one's slot: ``max_connections``, then close 1008."""
+        self._release_slot()
+        self._end(_EVICTED, _POLICY_CLOSE, "max connections")
+
+    def _release_slot(self) -> None:
+        if self._key is not None:
+            active = self._server.active.get(self._key, [])
+            if self in active:
+                active.remove(self)
+            self._key = None
+
+    async def _auth_deadline(self) -> None:
+        with trio.move_on_after(self._server.auth_timeout):
+            await self._authenticated.wait()
+            return
+        await self._send_control(_known_status("auth_timeout"))
+        self._end(None, _POLICY_CLOSE, "auth timeout")
+
+    # -- sending -----------------------------------------------------------
+
+    async def _send(self, frame: list[dict[str, Any]]) -> None:
+        """Encode and send one frame. Caller holds ``_lock``. A checkpoint."""
+        if self._delay and trio.current_time() < self._slow_until:
+            await trio.sleep(self._delay)
+        await self._ws.send_message(orjson.dumps(frame).decode())
+        if self._recorded:
+            if len(self._record.sent) < self._max_frames:
+                self._record.sent.append(frame)
+            else:
+                self._record.frames_not_kept += 1
+
+    async def _send_control(self, message: dict[str, Any]) -> None:
+        async with self._lock:
+            await self._send([message])
+
+    async def _send_data(self, frame: list[dict[str, Any]]) -> None:
+        """Send data messages (caller holds ``_lock``) and count them."""
+        await self._send(frame)
+        self._data_sent += len(frame)
+        if self._history is not None:
+            self._history.extend(frame)
+
+    # -- client messages ---------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        while True:
+            try:
+                frame = await self._ws.get_message()
+            except ConnectionClosed:
+                self._end(None)
+                return
+            try:
+                message = orjson.loads(frame)
+            except orjson.JSONDecodeError:
+                message = None
+            if not isinstance(message, dict):
+                await self._send_control(_status("error", "invalid message"))
+                continue
+            self._record.received.append(message)
+            action = message.get("action")
+            if action == "auth":
+                await self._on_auth(message.get("params"))
+            elif action in ("subscribe", "unsubscribe"):
+                if self._authenticated.is_set():
+                    await self._on_topics(message.get("params"), add=action == "subscribe")
+                else:
+                    await self._send_control(_status("error", "not authenticated"))
+            else:
+                await self._send_control(_status("error", f"unknown action: {action!r}"))
+
+    async def _on_auth(self, key: object) -> None:
+        if self._authenticated.is_set():
+            await self._send_control(_known_status("auth_success"))
+            return
+        fault = self._faults.take_auth_fault()
+        if fault is not None:
+            self._record.faults.append(fault.kind)
+            if fault.kind is FaultKind.CONNECTION_LIMIT:
+                await self._reject_over_limit()
+            else:
+                await self._send_control(_known_status("auth_failed"))
+            return
+        server = self._server
+        if not isinstance(key, str) or not _same(key, server.key):
+            await self._send_control(_known_status("auth_failed"))
+            return
+        active = server.active.setdefault(key, [])
+        if len(active) >= server.max_connections_per_key:
+            if server.on_connection_limit == "reject_new":
+                await self._reject_over_limit()
+                return
+            active[0].evict()
+        active.append(self)
+        self._key = key
+        self._record.authenticated = True
+        self._authenticated.set()
+        await self._send_control(_known_status("auth_success"))
+
+    async def _reject_over_limit(self) -> None:
+        await self._send_control(_known_status("max_connections"))
+        self._end(None, _POLICY_CLOSE, "max connections")
+
+    async def _on_topics(self, params: object, *, add: bool) -> None:
+        if not isinstance(params, str):
+            await self._send_control(_status("error", "params must be a string of topics"))
+            return
+        topics = [t.strip() for t in params.split(",")]
+        entitlements = self._server.entitlements
+        verb = "subscribed to: " if add else "unsubscribed to: "
+        async with self._lock:
+            for topic in topics:
+                if not topic:
+                    continue
+                event, _, symbol = topic.partition(".")
+                if add and entitlements is not None and event not in entitlements:
+                    await self._send([_status("error", NOT_AUTHORIZED)])
+                    continue
+                subscribed = self._topics.setdefault(event, {})
+                if add:
+                    subscribed[symbol] = None
+                    if symbol and symbol != "*":
+                        self._model.add_symbols([self._model_symbol(symbol)])
+                else:
+                    subscribed.pop(symbol, None)
+                await self._send([_status("success", verb + topic)])
+            self._record.topics = [
+                f"{e}.{s}" for e, symbols in self._topics.items() for s in symbols
+            ]
+            self._recompute()
+
+    def _model_symbol(self, wire: str) -> str:
+        return wire.replace("-", "/", 1) if self._crypto else wire
+
+    def _wire_symbol(self, symbol: str) -> str:
+        wire = self._wire.get(symbol)
+        if wire is None:
+            wire = self._wire[symbol] = symbol.replace("/", "-") if self._crypto else symbol
+        return wire
+
+    def _recompute(self) -> None:
+        """Derive the hot-path views of the subscription and wake the pump."""
+        crypto = self._crypto
+
+        def expand(event: str) -> tuple[str, ...]:
+            subscribed = self._topics.get(event, {})
+            if "*" in subscribed:
+                return tuple(s for s in self._model.symbols if is_crypto_symbol(s) == crypto)
+            return tuple(self._model_symbol(s) for s in subscribed if s)
+
+        trades = expand("XT" if crypto else "T")
+        bar_symbols: tuple[str, ...] = ()
+        for bars in self._bars:
+            symbols = expand(bars.event)
+            bars.symbols = frozenset(symbols)
+            bars.open = {s: agg for s, agg in bars.open.items() if s in bars.symbols}
+            bar_symbols += symbols
+        self._trade_to = frozenset(trades)
+        self._bar_symbols = frozenset(bar_symbols)
+        self._trade_from = tuple(dict.fromkeys(trades + bar_symbols))
+        self._quote_from = expand("XQ" if crypto else "Q")
+        self._book_from = expand("XL2") if crypto else ()
+        self._pending_bars = [b for b in self._pending_bars if b[0] in self._bar_symbols]
+        self._emits_ticks = bool(self._trade_to or self._quote_from or self._book_from)
+        self._streaming = bool(self._trade_from or self._quote_from or self._book_from)
+        self._changed.set()
+        self._changed = trio.Event()
+
+    # -- data --------------------------------------------------------------
+
+    async def _pump(self) -> None:
+        await self._authenticated.wait()
+        rate = self._server.rate
+        batch = self._server.batch
+        next_at = trio.current_time()
+        while True:
+            await self._wait_streaming()
+            while due := self._faults.take_due(self._data_sent):
+                for fault in due:
+                    await self._apply(fault)
+            room = self._faults.room(self._data_sent)
+            count = batch if room is None else min(batch, room)
+            if rate:
+                next_at = max(next_at + count / rate, trio.current_time())
+                await trio.sleep_until(next_at)
+            else:
+                await trio.lowlevel.checkpoint()
+            async with self._lock:
+                frame = self._data_frame(count) if self._streaming else []
+                if frame:
+                    await self._send_data(frame)
+
+    async def _wait_streaming(self) -> None:
+        """Block until something is subscribed that produces data."""
+        while not self._streaming:
+            await self._changed.wait()
+
+    async def _apply(self, fault: Fault) -> None:
+        kind = fault.kind
+        self._record.faults.append(kind)
+        logger.debug("polygon sim: connection %d: fault %s", self._record.number, kind)
+        if kind is FaultKind.DROP:
+            self._end(kind)
+            await trio.lowlevel.checkpoint()
+        elif kind is FaultKind.CLOSE:
+            self._end(kind, fault.code or 1011, "simulated fault")
+            await trio.lowlevel.checkpoint()
+        elif kind is FaultKind.SILENT:
+            if fault.duration is None:
+                await trio.sleep_forever()
+            await trio.sleep(fault.duration)
+        elif kind is FaultKind.MALFORMED:
+            payload = "\x00garbage" if fault.payload is None else fault.payload
+            async with self._lock:
+                await self._ws.send_message(payload)
+        elif kind is FaultKind.UNKNOWN_MESSAGE:
+            async with self._lock:
+                await self._send([{"ev": "ZZ", "message": "simulated unknown message type"}])
+        elif kind is FaultKind.GAP:
+            async with self._lock:
+                self._record.skipped.extend(self._draw(fault.count))
+        elif kind is FaultKind.DUPLICATE:
+            async with self._lock:
+                assert self._history is not None
+                again = list(self._history)[-fault.count :]
+                if again:
+                    await self._send_data(again)
+        elif kind is FaultKind.REORDER:
+            async with self._lock:
+                reordered = self._draw(fault.count)[::-1]
+                if reordered:
+                    await self._send_data(reordered)
+        elif kind is FaultKind.SLOW:
+            self._delay = fault.delay
+            self._slow_until = (
+                math.inf if fault.duration is None else trio.current_time() + fault.duration
+            )
+        elif kind is FaultKind.IGNORE_PINGS:
+            self._transport.pause()
+            if fault.duration is not None:
+                assert self._nursery is not None
+                self._nursery.start_soon(self._resume_reading, fault.duration)
+
+    async def _resume_reading(self, after: float) -> None:
+        await trio.sleep(after)
+        self._transport.resume()
+
+    def _draw(self, count: int) -> list[dict[str, Any]]:
+        """The next ``count`` tick messages (fewer only if the subscription yields none)."""
+        messages: list[dict[str, Any]] = []
+        draws = 0
+        while self._emits_ticks and len(messages) < count and draws < _MAX_DRAWS:
+            messages.extend(self._ticks(1))
+            draws += 1
+        return messages
+
+    def _data_frame(self, count: int) -> list[dict[str, Any]]:
+        """Up to ``count`` data messages: closed bars first, then ticks."""
+        frame: list[dict[str, Any]] = []
+        if self._bar_symbols:
+            self._roll_bars(self._server.wall_clock())
+            if self._pending_bars:
+                frame = [message for _, message in self._pending_bars[:count]]
+                del self._pending_bars[:count]
+        if len(frame) < count:
+            frame += self._ticks(count - len(frame))
+        return frame
+
+    def _ticks(self, count: int) -> list[dict[str, Any]]:
+        """Step the market ``count`` times; the messages for subscribed symbols (fewer if
+        some ticks only fed a bar). Hot path: no logging, one dict per message."""
+        now = self._server.wall_clock()
+        ms = now // _NS_PER_MS
+        out: list[dict[str, Any]] = []
+        if not self._streaming:
+            return out
+        next_tick = self._model.next_tick
+        trade_from, quote_from, book_from = self._trade_from, self._quote_from, self._book_from
+        trade_to, bar_symbols = self._trade_to, self._bar_symbols
+        crypto = self._crypto
+        append = out.append
+        for _ in range(count):
+            tick = next_tick(now, trades=trade_from, quotes=quote_from, books=book_from)
+            if type(tick) is SimTrade:
+                if tick.symbol in bar_symbols:
+                    self._add_to_bars(tick)
+                if tick.symbol in trade_to:
+                    append(self._crypto_trade(tick, ms) if crypto else self._stock_trade(tick, ms))
+            elif type(tick) is SimQuote:
+                append(self._crypto_quote(tick, ms) if crypto else self._stock_quote(tick, ms))
+            else:
+                assert type(tick) is SimBook
+                append(self._book(tick.symbol, now, ms))
+        return out
+
+    def _next_seq(self, counters: dict[str, int], symbol: str) -> int:
+        seq = counters.get(symbol, 0) + 1
+        if self._polygon_sequence and self._holes() < _HOLE_CHANCE:
+            seq += 1 + int(self._holes() * _MAX_HOLE)
+        counters[symbol] = seq
+        return seq
+
+    def _stock_trade(self, t: SimTrade, ms: int) -> dict[str, Any]:
+        message = {
+            "ev": "T", "sym": t.symbol, "i": str(t.trade_id), "x": _EXCHANGE_IDS[t.exchange],
+            "p": t.price, "s": int(t.size), "t": ms, "q": self._next_seq(self._trade_seq, t.symbol),
+            "z": _TAPE_IDS[t.tape],
+        }  # fmt: skip
+        codes = [_TRADE_CONDITIONS[c] for c in t.conditions if c in _TRADE_CONDITIONS]
+        if codes:
+            message["c"] = codes
+        return message
+
+    def _stock_quote(self, q: SimQuote, ms: int) -> dict[str, Any]:
+        return {
+            "ev": "Q", "sym": q.symbol, "bx": _EXCHANGE_IDS[q.bid_exchange], "bp": q.bid,
+            "bs": int(q.bid_size) // ROUND_LOT, "ax": _EXCHANGE_IDS[q.ask_exchange], "ap": q.ask,
+            "as": int(q.ask_size) // ROUND_LOT, "c": _QUOTE_CONDITIONS[q.conditions[0]], "t": ms,
+            "q": self._next_seq(self._quote_seq, q.symbol), "z": _TAPE_IDS[q.tape],
+        }  # fmt: skip
+
+    def _crypto_trade(self, t: SimTrade, ms: int) -> dict[str, Any]:
+        return {
+            "ev": "XT", "pair": self._wire_symbol(t.symbol), "p": t.price, "s": t.size, "t": ms,
+            "c": [2 if t.taker_side == "B" else 1], "i": str(t.trade_id), "x": _CRYPTO_EXCHANGE,
+            "r": ms,
+        }  # fmt: skip
+
+    def _crypto_quote(self, q: SimQuote, ms: int) -> dict[str, Any]:
+        return {
+            "ev": "XQ", "pair": self._wire_symbol(q.symbol), "bp": q.bid, "bs": q.bid_size,
+            "ap": q.ask, "as": q.ask_size, "t": ms, "x": _CRYPTO_EXCHANGE, "r": ms,
+        }  # fmt: skip
+
+    def _book(self, symbol: str, now: int, ms: int) -> dict[str, Any]:
+        """An ``XL2`` message: the whole book after the tick (every XL2 is a snapshot)."""
+        book = self._model.book_snapshot(symbol, now)
+        return {
+            "ev": "XL2", "pair": self._wire_symbol(symbol),
+            "b": [[p, s] for p, s in book.bids], "a": [[p, s] for p, s in book.asks],
+            "t": ms, "x": _CRYPTO_EXCHANGE, "r": ms,
+        }  # fmt: skip
+
+    def _add_to_bars(self, trade: SimTrade) -> None:
+        for bars in self._bars:
+            if trade.symbol in bars.symbols:
+                bars.add(trade)
+        day = self._day.get(trade.symbol)
+        if day is None:
+            self._day[trade.symbol] = [trade.price, trade.size, trade.price * trade.size]
+        else:
+            day[1] += trade.size
+            day[2] += trade.price * trade.size
+
+    def _roll_bars(self, now: int) -> None:
+        """When a wall-clock window closes, queue its bars."""
+        for bars in self._bars:
+            window = now // bars.interval_ns
+            if window == bars.window:
+                continue
+            if bars.window is not None:
+                start = bars.window * bars.interval_ns // _NS_PER_MS
+                end = start + bars.interval_ns // _NS_PER_MS
+                for symbol, agg in bars.open.items():
+                    self._pending_bars.append(
+                        (symbol, self._bar(bars.event, symbol, agg, start, end))
+                    )
+            bars.open = {}
+            bars.window = window
+
+    def _bar(
+        self, event: str, symbol: str, agg: list[float], start: int, end: int
+    ) -> dict[str, Any]:
+        o, h, low, c, v, n, pv = agg
+        if self._crypto:
+            return {
+                "ev": event, "pair": self._wire_symbol(symbol), "o": o, "c": c, "h": h, "l": low,
+                "v": v, "vw": pv / v, "s": start, "e": end, "z": v / n,
+            }  # fmt: skip
+        day_open, day_volume, day_pv = self._day[symbol]
+        return {
+            "ev": event, "sym": symbol, "v": int(v), "av": int(day_volume), "op": day_open,
+            "vw": round(pv / v, 4), "o": o, "c": c, "h": h, "l": low,
+            "a": round(day_pv / day_volume, 4), "z": int(v // n), "s": start, "e": end,
+        }  # fmt: skip
+
+
+_DEFAULT_SYMBOLS = ("AAPL", "MSFT", "NVDA", "BTC-USD", "ETH-USD")
+
+
+def _model_symbols(symbols: Sequence[str]) -> list[str]:
+    """Wire spelling -> the model's: ``BTC-USD`` -> ``BTC/USD``; tickers unchanged."""
+    return [s.replace("-", "/", 1) if isinstance(s, str) else s for s in symbols]
+
+
+async def serve_polygon(
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    symbols: Sequence[str] | None = None,
+    model: MarketModel | None = None,
+    faults: FaultPlan | None = None,
+    rate: float | None = DEFAULT_RATE,
+    batch: int = 1,
+    key: str = DEFAULT_KEY,
+    sequence: Literal["contiguous", "polygon"] = "contiguous",
+    entitlements: Collection[str] | None = None,
+    seed: int = 0,
+    wall_clock: Callable[[], int] = time.time_ns,
+    recorder: PolygonSimRecorder | None = None,
+    auth_timeout: float = AUTH_TIMEOUT,
+    max_connections_per_key: int = 1,
+    on_connection_limit: Literal["evict_oldest", "reject_new"] = "evict_oldest",
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> NoReturn:
+    """Serve the Polygon/Massive stream (``/stocks`` and ``/crypto``) on ``host:port``.
+
+    Start it with ``port = await nursery.start(partial(serve_polygon, ...))``:
+    the bound port (``port=0``: any free one) is reported through
+    ``task_status``. Runs until cancelled.
+
+    * ``symbols`` / ``model``: the market. Without a model one is built from
+      ``symbols`` (wire spelling: ``"AAPL"``, ``"BTC-USD"``; a symbol with
+      ``-`` or ``/`` is a crypto pair) and ``seed``; with one, ``symbols`` are
+      added to it. The model is shared by all connections, so prices and trade
+      ids carry on across reconnects. Symbols a client subscribes to
+      explicitly are added on the fly; ``T.*`` means every stock of the model.
+    * ``rate``: data messages per second per connection, sent in frames of
+      ``batch`` messages (``None`` or ``0``: as fast as possible, still a
+      checkpoint per frame).
+    * ``key``: the accepted API key. ``max_connections_per_key`` authenticated
+      connections may share it (default 1: Massive's one per cluster per
+      account); the next one evicts the oldest (``on_connection_limit=
+      "evict_oldest"``) or is refused (``"reject_new"``), either way with a
+      ``max_connections`` status and close 1008.
+    * ``sequence``: ``"contiguous"`` or ``"polygon"`` (holes), see the module
+      docstring.
+    * ``entitlements``: the event types the key's plan includes (``None``:
+      all); subscribing to another is answered ``error``/``not authorized``.
+    * ``faults``: what to break (see :class:`~puffin_trio.sim.faults.FaultPlan`).
+    * ``wall_clock``: ns since the epoch for message timestamps and bar windows.
+    * ``recorder``: a :class:`PolygonSimRecorder` to inspect from tests.
+
+    Raises ``ConfigurationError`` for a non-loopback ``host`` or bad settings.
+    Cancelling it stops the server and drops every connection (no close frames).
+    """
+    _check_settings(host=host, rate=rate, batch=batch, auth_timeout=auth_timeout,
+                    max_connections_per_key=max_connections_per_key)  # fmt: skip
+    if sequence not in ("contiguous", "polygon"):
+        raise ConfigurationError(
+            f"sequence must be 'contiguous' or 'polygon' (increasing with holes), not {sequence!r}"
+        )
+    if on_connection_limit not in ("evict_oldest", "reject_new"):
+        raise ConfigurationError(
+            "on_connection_limit must be 'evict_oldest' or 'reject_new', "
+            f"not {on_connection_limit!r}"
+        )
+    if isinstance(entitlements, str):
+        raise ConfigurationError(
+            f"entitlements takes a collection of event types, not the string {entitlements!r}"
+        )
+    if isinstance(symbols, str):
+        raise ConfigurationError(f"symbols takes a list of symbols, not the string {symbols!r}")
+    if model is None:
+        model = MarketModel(_model_symbols(_DEFAULT_SYMBOLS if symbols is None else symbols),
+                            seed=seed)  # fmt: skip
+    elif symbols is not None:
+        model.add_symbols(_model_symbols(symbols))
+    server = _Server(
+        model=model,
+        faults=faults if faults is not None else FaultPlan(),
+        rate=rate,
+        batch=batch,
+        key=key,
+        sequence=sequence,
+        seed=seed,
+        entitlements=None if entitlements is None else frozenset(entitlements),
+        wall_clock=wall_clock,
+        recorder=recorder,
+        auth_timeout=auth_timeout,
+        max_connections_per_key=max_connections_per_key,
+        on_connection_limit=on_connection_limit,
+    )
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(
+            functools.partial(trio.serve_tcp, server.handle_stream, port, host=host)
+        )
+        bound_port: int = listeners[0].socket.getsockname()[1]
+        logger.debug("polygon sim: listening on %s:%d", host, bound_port)
+        task_status.started(bound_port)
+        await trio.sleep_forever()
