@@ -16,8 +16,9 @@ here; IB's length prefix for an IB case), so the send loop is one
 
 Adding a provider (Polygon, IB) is adding one :class:`Case` and registering
 it in :data:`CASES`: a provider factory for a port, the data frames, a
-connection handler (handshake, then :func:`blast`), a bare "ceiling" client,
-a simulator launcher, and decode samples.
+connection handler (handshake, then :func:`blast`), a bare client (the
+throughput ceiling and latency floor), a simulator launcher, and decode
+samples.
 
 It must not time anything or print tables.
 """
@@ -26,9 +27,10 @@ from __future__ import annotations
 
 import struct
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import msgpack
 import orjson
@@ -36,17 +38,19 @@ import trio
 import trio_websocket
 
 from puffin_trio.providers._base import Frame, Provider, ProviderProtocol
-from puffin_trio.providers.alpaca import DEFAULT_MAX_MESSAGE_SIZE, AlpacaProvider
+from puffin_trio.providers.alpaca import DEFAULT_MAX_MESSAGE_SIZE, AlpacaProvider, rfc3339_to_ns
 from puffin_trio.sim import MarketModel, SimQuote, SimTrade, serve_alpaca
 from puffin_trio.sim.alpaca import rfc3339_ns
 from puffin_trio.transports.ws import DEFAULT_MESSAGE_QUEUE_SIZE, DEFAULT_RECEIVE_BUFFER_SIZE
 
 __all__ = [
     "CASES",
+    "BareClient",
     "Case",
     "DecodeSample",
     "SharedSendStream",
     "blast",
+    "open_bare_ws",
     "pack_chunks",
     "ws_frame",
 ]
@@ -156,9 +160,10 @@ class Case:
       of ``batch``, each already transport-framed, ready for :func:`pack_chunks`.
     * ``serve(stream, chunks)``: one blast connection: handshake, then
       :func:`blast` the chunks of the variant the client asked for.
-    * ``ceiling(port, variant, n)``: the bare client (tuned transport + parse
-      of each frame, no events); returns (messages counted, seconds) from the
-      first data frame to the ``n``-th message after it.
+    * ``bare(port, variant)``: an async context manager yielding a
+      :class:`BareClient` that has done the handshake: the transport tuned as
+      the package tunes it, and nothing else (the throughput ceiling and the
+      latency floor).
     * ``sim(rate, batch, task_status)``: the package's own simulator on a free
       loopback port, reporting the port (for latency and memory runs).
     * ``decode_samples()``: frames for the decode section.
@@ -170,7 +175,7 @@ class Case:
     provider: Callable[[int, str], Provider]
     wire: Callable[[str, int, int], list[bytes]]
     serve: Callable[[trio.SocketStream, Mapping[str, Sequence[bytes]]], Awaitable[None]]
-    ceiling: Callable[[int, str, int], Awaitable[tuple[int, float]]]
+    bare: Callable[[int, str], AbstractAsyncContextManager[BareClient]]
     sim: Callable[..., Awaitable[Any]]
     decode_samples: Callable[[], list[DecodeSample]]
 
@@ -179,15 +184,27 @@ class Case:
         return self.provider(1, variant).protocol()
 
 
-async def ws_ceiling(
+class BareClient(Protocol):
+    """A connected, subscribed client with no pipeline: frames in, a parse, nothing built."""
+
+    async def receive(self) -> Frame:
+        """The next data frame (a checkpoint)."""
+
+    def count(self, frame: Frame) -> int:
+        """Parse ``frame``; the number of data messages in it."""
+
+    def stamps(self, frame: Frame) -> list[int]:
+        """Parse ``frame``; the event time (ns since the epoch) of each data message."""
+
+
+@asynccontextmanager
+async def open_bare_ws(
     url: str,
     *,
     headers: Sequence[tuple[str, str]],
     handshake: Callable[[trio_websocket.WebSocketConnection], Awaitable[None]],
-    count: Callable[[Frame], int],
-    n: int,
-) -> tuple[int, float]:
-    """The bare WebSocket client: tuned like :mod:`puffin_trio.transports.ws`, parse only."""
+) -> AsyncIterator[trio_websocket.WebSocketConnection]:
+    """trio-websocket tuned like :mod:`puffin_trio.transports.ws`, after ``handshake``."""
     async with trio_websocket.open_websocket_url(
         url,
         extra_headers=[(k.encode(), v.encode()) for k, v in headers],
@@ -197,12 +214,7 @@ async def ws_ceiling(
     ) as ws:
         with trio.fail_after(HANDSHAKE_TIMEOUT):
             await handshake(ws)
-            await ws.get_message()  # the first data frame starts the clock
-        start = time.perf_counter()
-        got = 0
-        while got < n:
-            got += count(await ws.get_message())
-        return got, time.perf_counter() - start
+        yield ws
 
 
 # --------------------------------------------------------------------------- Alpaca
@@ -333,7 +345,30 @@ async def _alpaca_serve(stream: trio.SocketStream, chunks: Mapping[str, Sequence
         nursery.cancel_scope.cancel()
 
 
-async def _alpaca_ceiling(port: int, variant: str, n: int) -> tuple[int, float]:
+class _AlpacaBare:
+    """The bare Alpaca client: orjson.loads / msgpack.unpackb(timestamp=2) of each frame."""
+
+    def __init__(self, ws: trio_websocket.WebSocketConnection, variant: str) -> None:
+        self.receive = ws.get_message
+        self._binary = variant == "msgpack"
+
+    def _parse(self, frame: Frame) -> list[dict[str, Any]]:
+        if self._binary:
+            parsed: list[dict[str, Any]] = msgpack.unpackb(frame, timestamp=2)
+            return parsed
+        return orjson.loads(frame)  # type: ignore[no-any-return]
+
+    def count(self, frame: Frame) -> int:
+        return len(self._parse(frame))
+
+    def stamps(self, frame: Frame) -> list[int]:
+        if self._binary:
+            return [m["t"] for m in self._parse(frame)]
+        return [rfc3339_to_ns(m["t"]) for m in self._parse(frame)]
+
+
+@asynccontextmanager
+async def _alpaca_bare(port: int, variant: str) -> AsyncIterator[BareClient]:
     binary = variant == "msgpack"
 
     def send(message: dict[str, Any]) -> Frame:
@@ -347,22 +382,12 @@ async def _alpaca_ceiling(port: int, variant: str, n: int) -> tuple[int, float]:
         await ws.send_message(send({"action": "subscribe", **_ALPACA_WIRE_TOPICS}))
         await ws.get_message()  # subscription
 
-    if binary:
-
-        def count(frame: Frame) -> int:
-            return len(msgpack.unpackb(frame, timestamp=2))
-    else:
-
-        def count(frame: Frame) -> int:
-            return len(orjson.loads(frame))
-
-    return await ws_ceiling(
+    async with open_bare_ws(
         f"ws://127.0.0.1:{port}/v2/iex",
         headers=[("Content-Type", f"application/{variant}")],
         handshake=handshake,
-        count=count,
-        n=n,
-    )
+    ) as ws:
+        yield _AlpacaBare(ws, variant)
 
 
 async def _alpaca_sim(
@@ -412,7 +437,7 @@ ALPACA = Case(
     provider=_alpaca_provider,
     wire=_alpaca_wire,
     serve=_alpaca_serve,
-    ceiling=_alpaca_ceiling,
+    bare=_alpaca_bare,
     sim=_alpaca_sim,
     decode_samples=_alpaca_decode_samples,
 )

@@ -282,8 +282,9 @@ class Status(_Timestamped):
 class Gap(_Timestamped):
     """Something is missing from a stream, and this says what.
 
-    * ``stream``: the stream key (e.g. ``"polygon:T:AAPL"``, or a session name
-      for a reconnect gap, or a consumer name for an overflow gap).
+    * ``stream``: which stream: the sequence key for a sequence gap (e.g.
+      ``"T:AAPL"``, with ``provider``/``symbol`` saying whose), the session
+      name for a reconnect gap, the consumer name for an overflow gap.
     * ``expected``/``received``: the sequence number we expected and the one
       that arrived instead (``None`` where the stream has no sequence).
     * ``missing``: how many messages are known to be missing (``0`` when
