@@ -39,12 +39,12 @@ from puffin_trio.sim import (
     PausableStream,
     serve_alpaca,
 )
+from puffin_trio.sim._common import HANDSHAKE_TIMEOUT
 from puffin_trio.sim.alpaca import (
     CRYPTO_CHANNELS,
     DEFAULT_KEY,
     DEFAULT_SECRET,
     ERROR_MESSAGES,
-    HANDSHAKE_TIMEOUT,
     rfc3339_ns,
 )
 

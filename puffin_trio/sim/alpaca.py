@@ -49,8 +49,6 @@ from ``wall_clock``.
 from __future__ import annotations
 
 import functools
-import hmac
-import ipaddress
 import logging
 import math
 import re
@@ -62,10 +60,17 @@ import attrs
 import msgpack
 import orjson
 import trio
-import wsproto.utilities
 from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_stream
 
 from puffin_trio.errors import ConfigurationError
+from puffin_trio.sim._common import (
+    CLOSE_TIMEOUT,
+    DISCONNECTS,
+    HANDSHAKE_TIMEOUT,
+    MAX_CLIENT_MESSAGE,
+    check_settings,
+    same_secret,
+)
 from puffin_trio.sim.faults import Fault, FaultKind, FaultPlan, PausableStream
 from puffin_trio.sim.market import ROUND_LOT, MarketModel, SimBook, SimQuote, SimTrade
 
@@ -93,16 +98,6 @@ DEFAULT_SECRET = "sim-secret"
 DEFAULT_RATE = 50.0
 #: Seconds a client has to authenticate; Alpaca documents "10 seconds".
 AUTH_TIMEOUT = 10.0
-#: Seconds a TCP client has to complete the WebSocket upgrade: a peer that
-#: connects and says nothing must not hold a task forever. 10 s is the
-#: ``open_timeout`` default of the websockets library alpaca-py uses.
-HANDSHAKE_TIMEOUT = 10.0
-#: Seconds to wait for the client's reply to our close frame before dropping
-#: TCP. Half of websockets' ``close_timeout``; no test peer needs longer.
-CLOSE_TIMEOUT = 5.0
-#: Largest client message accepted. trio-websocket's default (1 MiB) matches
-#: the limit alpaca-py's websockets client applies in the other direction.
-MAX_CLIENT_MESSAGE = 2**20
 
 #: Channels a client may subscribe to, in the order of the ``subscription``
 #: reply (which also lists the implicit ``corrections``/``cancelErrors``).
@@ -134,12 +129,6 @@ _SECRET_HEADERS = frozenset({"authorization", "apca-api-secret-key"})
 #: Peer-went-away exceptions: logged at debug, never fatal to the server.
 #: (LocalProtocolError: sending a frame while wsproto is already handling the
 #: peer's close frame, before trio-websocket marks the connection closed.)
-_DISCONNECTS = (
-    ConnectionClosed,
-    trio.BrokenResourceError,
-    trio.ClosedResourceError,
-    wsproto.utilities.LocalProtocolError,
-)
 _NS_PER_MINUTE = 60_000_000_000
 
 
@@ -280,15 +269,10 @@ class _Server:
                         self.recorder.connections.append(record)
                     await _Connection(self, ws, transport, record, msgpack_mode).run()
                 nursery.cancel_scope.cancel()
-        except* _DISCONNECTS as group:
+        except* DISCONNECTS as group:
             logger.debug("alpaca sim: connection %d lost: %r", number, group.exceptions[0])
         finally:
             await trio.aclose_forcefully(transport)
-
-
-def _same(given: str, expected: str) -> bool:
-    """Constant-time comparison of credentials, non-ASCII ones included."""
-    return hmac.compare_digest(given.encode(), expected.encode())
 
 
 def _read_headers(raw: list[tuple[bytes, bytes]]) -> tuple[bool, dict[str, str]]:
@@ -450,7 +434,7 @@ class _Connection:
             )
             return
         server = self._server
-        valid = _same(key, server.key) & _same(secret, server.secret)
+        valid = same_secret(key, server.key) & same_secret(secret, server.secret)
         if not valid:
             await self._send_error(402)
             return
@@ -750,7 +734,7 @@ async def serve_alpaca(
     Raises ``ConfigurationError`` for a non-loopback ``host`` or bad settings.
     Cancelling it stops the server and drops every connection (no close frames).
     """
-    _check_settings(host=host, rate=rate, batch=batch, auth_timeout=auth_timeout,
+    check_settings(host=host, rate=rate, batch=batch, auth_timeout=auth_timeout,
                     max_connections_per_key=max_connections_per_key)  # fmt: skip
     if model is None:
         if symbols is None:
@@ -787,31 +771,3 @@ async def serve_alpaca(
         logger.debug("alpaca sim: listening on %s:%d", host, bound_port)
         task_status.started(bound_port)
         await trio.sleep_forever()
-
-
-def _check_settings(
-    *,
-    host: str,
-    rate: float | None,
-    batch: int,
-    auth_timeout: float,
-    max_connections_per_key: int,
-) -> None:
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
-        raise ConfigurationError(
-            f"the simulator only listens on loopback (127.0.0.1, ::1, localhost), not {host!r}"
-        )
-    if rate is not None and rate < 0:
-        raise ConfigurationError(f"rate must be >= 0 messages/s (0 or None: unlimited), got {rate}")
-    if batch < 1:
-        raise ConfigurationError(f"batch must be at least 1 message per frame, got {batch}")
-    if auth_timeout <= 0:
-        raise ConfigurationError(f"auth_timeout must be > 0 seconds, got {auth_timeout}")
-    if max_connections_per_key < 1:
-        raise ConfigurationError(
-            f"max_connections_per_key must be at least 1, got {max_connections_per_key}"
-        )

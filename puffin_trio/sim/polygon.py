@@ -87,13 +87,13 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_stream
 
 from puffin_trio.errors import ConfigurationError
-from puffin_trio.sim.alpaca import (
-    _DISCONNECTS,
+from puffin_trio.sim._common import (
     CLOSE_TIMEOUT,
+    DISCONNECTS,
     HANDSHAKE_TIMEOUT,
     MAX_CLIENT_MESSAGE,
-    _check_settings,
-    _same,
+    check_settings,
+    same_secret,
 )
 from puffin_trio.sim.faults import Fault, FaultKind, FaultPlan, PausableStream
 from puffin_trio.sim.market import (
@@ -303,7 +303,7 @@ class _Server:
                         self.recorder.connections.append(record)
                     await _Connection(self, ws, transport, record).run()
                 nursery.cancel_scope.cancel()
-        except* _DISCONNECTS as group:
+        except* DISCONNECTS as group:
             logger.debug("polygon sim: connection %d lost: %r", number, group.exceptions[0])
         finally:
             await trio.aclose_forcefully(transport)
@@ -512,7 +512,7 @@ class _Connection:
                 await self._send_control(_known_status("auth_failed"))
             return
         server = self._server
-        if not isinstance(key, str) or not _same(key, server.key):
+        if not isinstance(key, str) or not same_secret(key, server.key):
             await self._send_control(_known_status("auth_failed"))
             return
         active = server.active.setdefault(key, [])
@@ -874,7 +874,7 @@ async def serve_polygon(
     Raises ``ConfigurationError`` for a non-loopback ``host`` or bad settings.
     Cancelling it stops the server and drops every connection (no close frames).
     """
-    _check_settings(host=host, rate=rate, batch=batch, auth_timeout=auth_timeout,
+    check_settings(host=host, rate=rate, batch=batch, auth_timeout=auth_timeout,
                     max_connections_per_key=max_connections_per_key)  # fmt: skip
     if sequence not in ("contiguous", "polygon"):
         raise ConfigurationError(
