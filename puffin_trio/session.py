@@ -192,7 +192,8 @@ class ProviderSession:
         self.stale = False
         #: ``ts_recv - ts_event`` of the last event received, in ns (provider-to-us lag).
         self.lag_ns: int | None = None
-        self._notices: list[ProviderNotice] = []
+        #: Notices to act on after the current frame: (notice, staleness changed).
+        self._notices: list[tuple[ProviderNotice, bool]] = []
 
     # ------------------------------------------------------------------ public
 
@@ -545,11 +546,11 @@ class ProviderSession:
                 logger.info("%s: ignoring unknown message type %r", self.name, item.kind)
         elif isinstance(item, ProviderNotice):
             logger.info("%s: notice %s: %s", self.name, item.code, item.message)
-            if item.stale is not None and item.stale != self.stale:
-                self.stale = item.stale
-                self._notices.append(item)
-            if item.resubscribe:
-                self._notices.append(item)
+            changed = item.stale is not None and item.stale != self.stale
+            if changed:
+                self.stale = bool(item.stale)
+            if changed or item.resubscribe:
+                self._notices.append((item, changed))
         elif isinstance(item, ProviderFailure):
             if item.symbol:
                 logger.warning(
@@ -568,9 +569,9 @@ class ProviderSession:
         """Announce staleness changes (a ``Status``) and resubscribe when the provider asks."""
         notices, self._notices = self._notices, []
         resubscribe = False
-        for notice in notices:
+        for notice, changed in notices:
             resubscribe = resubscribe or notice.resubscribe
-            if notice.stale is not None:
+            if changed:
                 word = "stale" if notice.stale else "fresh"
                 await self._set_state(
                     self.state, detail=f"data {word}: {notice.code} {notice.message}"

@@ -14,6 +14,7 @@ other.
 
 from puffin_trio.sim.alpaca import AlpacaConnectionRecord, AlpacaSimRecorder, serve_alpaca
 from puffin_trio.sim.faults import Fault, FaultKind, FaultPlan, FaultSchedule, PausableStream
+from puffin_trio.sim.ib import IBConnectionRecord, IBSimRecorder, serve_ib
 from puffin_trio.sim.market import MarketModel, SimBook, SimQuote, SimTick, SimTrade
 from puffin_trio.sim.polygon import PolygonConnectionRecord, PolygonSimRecorder, serve_polygon
 
@@ -24,6 +25,8 @@ __all__ = [
     "FaultKind",
     "FaultPlan",
     "FaultSchedule",
+    "IBConnectionRecord",
+    "IBSimRecorder",
     "MarketModel",
     "PausableStream",
     "PolygonConnectionRecord",
@@ -33,5 +36,6 @@ __all__ = [
     "SimTick",
     "SimTrade",
     "serve_alpaca",
+    "serve_ib",
     "serve_polygon",
 ]
