@@ -234,7 +234,7 @@ def _alpaca_provider(port: int, variant: str) -> AlpacaProvider:
         key=ALPACA_KEY,
         secret=ALPACA_SECRET,
         url=f"ws://127.0.0.1:{port}/v2/iex",
-        encoding=variant,  # type: ignore[arg-type]
+        encoding="msgpack" if variant == "msgpack" else "json",
     )
 
 

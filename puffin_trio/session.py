@@ -560,7 +560,9 @@ class ProviderSession:
                     item.symbol,
                     item.error,
                 )
-                self.subscriptions.unwant({item.channel: {item.symbol}})
+                failed = {item.channel: {item.symbol}}
+                self.subscriptions.unwant(failed)
+                self.subscriptions.unconfirm(failed)
             else:
                 return item.error
         return None

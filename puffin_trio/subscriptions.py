@@ -66,10 +66,8 @@ class SubscriptionState:
         self.desired = merge_topics(self.desired, topics)
 
     def unwant(self, topics: Topics) -> None:
-        """Remove from the desired (and confirmed) set."""
+        """Remove from the desired set. The confirmed set changes when the server says so."""
         self.desired = subtract_topics(self.desired, topics)
-        self.confirmed = subtract_topics(self.confirmed, topics)
-        self._wake()
 
     def unconfirm(self, topics: Topics) -> None:
         """Forget confirmations of ``topics`` (they were re-sent and await a new one)."""
