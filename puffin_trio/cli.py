@@ -4,11 +4,12 @@ This module owns argument parsing and the terminal view. It must not contain
 protocol or pipeline logic: every command is a thin composition of public
 pieces (``Supervisor``, providers, ``puffin_trio.sim``, ``BarAggregator``).
 
-* ``puffin-trio demo``: starts the Alpaca and Polygon simulators in-process
-  and streams both through one supervisor into a live terminal view. No keys.
-* ``puffin-trio stream alpaca|polygon --symbols AAPL,MSFT``: real data (needs
-  keys), one JSON line per event on stdout.
-* ``puffin-trio sim alpaca|polygon --port 8765``: run a simulator on its own.
+* ``puffin-trio demo``: starts the Alpaca, Polygon and IB simulators
+  in-process and streams all three through one supervisor into a live
+  terminal view. No keys.
+* ``puffin-trio stream alpaca|polygon|ib --symbols AAPL,MSFT``: real data
+  (keys, or a running TWS/Gateway), one JSON line per event on stdout.
+* ``puffin-trio sim alpaca|polygon|ib --port 8765``: run a simulator on its own.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from puffin_trio import codec
 from puffin_trio.bars import BarAggregator
 from puffin_trio.errors import ConfigurationError, PuffinError
 from puffin_trio.events import Bar, Event, Gap, Quote, SessionState, Status, Trade
-from puffin_trio.providers import AlpacaProvider, PolygonProvider, Provider
+from puffin_trio.providers import AlpacaProvider, IBProvider, PolygonProvider, Provider
 from puffin_trio.supervisor import RestartPolicy, Supervisor
 
 __all__ = ["main"]
@@ -152,16 +153,16 @@ async def run_demo(
 ) -> DemoView:
     """Simulator + supervisor + live view; returns the final view (for tests).
 
-    With ``chaos`` the simulator drops the first connection after 1,500
+    With ``chaos`` the Alpaca simulator drops the first connection after 600
     messages, so the demo shows a reconnect, a resubscribe and the
     ``Gap(reason="reconnect")`` that announces it.
     """
-    from puffin_trio.sim import FaultPlan, serve_alpaca, serve_polygon
+    from puffin_trio.sim import FaultPlan, serve_alpaca, serve_ib, serve_polygon
 
     console = console or Console(width=None if sys.stdout.isatty() else 120)
     live = console.is_terminal if live is None else live
     view = DemoView()
-    faults = FaultPlan.drop_after(1500, connection=1) if chaos else FaultPlan()
+    faults = FaultPlan.drop_after(600, connection=1) if chaos else FaultPlan()
     bars: dict[str, BarAggregator] = {}
     async with trio.open_nursery() as nursery:
         alpaca_port = await nursery.start(
@@ -178,6 +179,7 @@ async def run_demo(
         polygon_port = await nursery.start(
             partial(serve_polygon, symbols=list(symbols), rate=rate, batch=4, key=DEMO_KEY)
         )
+        ib_port = await nursery.start(partial(serve_ib, symbols=list(symbols), rate=rate))
         alpaca = AlpacaProvider(
             feed="iex",
             key=DEMO_KEY,
@@ -185,10 +187,12 @@ async def run_demo(
             url=f"ws://127.0.0.1:{alpaca_port}/v2/iex",
         )
         polygon = PolygonProvider(key=DEMO_KEY, url=f"ws://127.0.0.1:{polygon_port}/stocks")
+        ib = IBProvider(host="127.0.0.1", port=ib_port, client_id=1)
         restart = RestartPolicy(initial=0.5, max_delay=5.0)
         async with Supervisor.open(restart=restart) as sup:
             sup.add(alpaca, trades=list(symbols), quotes=list(symbols))
             sup.add(polygon, trades=list(symbols), quotes=list(symbols))
+            sup.add(ib, trades=list(symbols), quotes=list(symbols))
             async with sup.events(capacity=4096, overflow="conflate", name="view") as events:
                 started = time.monotonic()
                 deadline = math.inf if duration is None else trio.current_time() + duration
@@ -260,7 +264,7 @@ async def run_stream(
 
 async def run_sim(provider: str, port: int, symbols: Sequence[str], rate: float) -> None:
     """Run one provider simulator until Ctrl-C."""
-    from puffin_trio.sim import serve_alpaca, serve_polygon
+    from puffin_trio.sim import serve_alpaca, serve_ib, serve_polygon
 
     async with trio.open_nursery() as nursery:
         if provider == "alpaca":
@@ -275,11 +279,16 @@ async def run_sim(provider: str, port: int, symbols: Sequence[str], rate: float)
                 )
             )
             where = f"ws://127.0.0.1:{bound}/v2/iex  (key={DEMO_KEY!r}, secret={DEMO_SECRET!r})"
-        else:
+        elif provider == "polygon":
             bound = await nursery.start(
                 partial(serve_polygon, port=port, symbols=list(symbols), rate=rate, key=DEMO_KEY)
             )
             where = f"ws://127.0.0.1:{bound}/stocks and /crypto  (key={DEMO_KEY!r})"
+        else:
+            bound = await nursery.start(
+                partial(serve_ib, port=port, symbols=list(symbols), rate=rate)
+            )
+            where = f"127.0.0.1:{bound} (TWS API; any client id)"
         print(f"{provider} simulator on {where}; Ctrl-C to stop", flush=True)
 
 
@@ -299,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-chaos", action="store_true", help="do not inject a dropped connection")
 
     stream = sub.add_parser("stream", help="stream real data as JSON lines")
-    stream.add_argument("provider", choices=["alpaca", "polygon"])
+    stream.add_argument("provider", choices=["alpaca", "polygon", "ib"])
     stream.add_argument("--symbols", type=_symbols, required=True)
     stream.add_argument("--channels", type=_symbols, default=["trades", "quotes"])
     stream.add_argument("--feed", default="iex", help="alpaca: iex, sip, delayed_sip, test, crypto")
@@ -311,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("--duration", type=float, default=None)
 
     sim = sub.add_parser("sim", help="run a provider simulator on 127.0.0.1")
-    sim.add_argument("provider", choices=["alpaca", "polygon"])
+    sim.add_argument("provider", choices=["alpaca", "polygon", "ib"])
     sim.add_argument("--port", type=int, default=8765)
     sim.add_argument("--symbols", type=_symbols, default=list(DEMO_SYMBOLS))
     sim.add_argument("--rate", type=float, default=200.0)
@@ -339,8 +348,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             provider: Provider
             if args.provider == "alpaca":
                 provider = AlpacaProvider(feed=args.feed, url=args.url)
-            else:
+            elif args.provider == "polygon":
                 provider = PolygonProvider(market=args.market, delayed=args.delayed, url=args.url)
+            else:
+                provider = IBProvider(host=args.host, port=args.port, client_id=args.client_id)
             trio.run(run_stream, provider, args.symbols, args.channels, args.duration)
         elif args.command == "sim":
             trio.run(run_sim, args.provider, args.port, args.symbols, args.rate)

@@ -26,11 +26,11 @@ def run_cli(
 
 
 def test_demo_streams_through_the_pipeline_and_shows_the_reconnect() -> None:
-    """A short demo run (no TTY): both providers' symbols, a reconnect and its gap."""
+    """A short demo run (no TTY): all three providers' symbols, a reconnect and its gap."""
     result = run_cli("demo", "--duration", "6", "--rate", "600")
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    for name in ("alpaca", "polygon", "AAPL", "MSFT", "NVDA", "AMZN", "TSLA"):
+    for name in ("alpaca", "polygon", "ib", "AAPL", "MSFT", "NVDA", "AMZN", "TSLA"):
         assert name in out
     assert "reconnecting" in out
     assert "gap on alpaca: reconnect" in out
@@ -47,13 +47,15 @@ async def test_demo_view_receives_trades_quotes_and_bars() -> None:
         live=False,
     )
     assert set(view.symbols) == {
-        (provider, symbol) for provider in ("alpaca", "polygon") for symbol in ("AAPL", "MSFT")
+        (provider, symbol)
+        for provider in ("alpaca", "polygon", "ib")
+        for symbol in ("AAPL", "MSFT")
     }
     for symbol in view.symbols.values():
         assert symbol.last is not None and symbol.bid is not None and symbol.ask is not None
         assert symbol.bid < symbol.ask
         assert symbol.bar is not None
-    assert view.status == {"alpaca": "streaming", "polygon": "streaming"}
+    assert view.status == {"alpaca": "streaming", "polygon": "streaming", "ib": "streaming"}
     assert view.gaps == 0
 
 
