@@ -981,9 +981,14 @@ def summary(
             if lr.client != "pipeline":
                 continue
             p99 = pct(lr.total, 0.99)
+            # The target is stated at SIM_RATE; a feed far slower than that does not check it.
+            at_rate = lr.rate >= 0.9 * SIM_RATE
             print(
-                f"{verdict(p99 <= LATENCY_TARGET_US)}  latency {lr.case} {lr.variant} p99 at "
-                f"{lr.rate:,.0f} msg/s: {p99:,.0f} µs (target <= {LATENCY_TARGET_US:,.0f} µs)"
+                f"{verdict(p99 <= LATENCY_TARGET_US) if at_rate else 'n/a    '}  latency "
+                f"{lr.case} {lr.variant} p99 at {lr.rate:,.0f} msg/s: {p99:,.0f} µs (target <= "
+                f"{LATENCY_TARGET_US:,.0f} µs at {SIM_RATE:,.0f} msg/s"
+                + ("" if at_rate else "; the simulator did not reach that rate, see section 3")
+                + ")"
             )
     if rss:
         for x in rss:
