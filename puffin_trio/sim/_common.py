@@ -21,6 +21,7 @@ __all__ = [
     "DISCONNECTS",
     "HANDSHAKE_TIMEOUT",
     "MAX_CLIENT_MESSAGE",
+    "MAX_PACING_LAG",
     "check_settings",
     "same_secret",
 ]
@@ -35,6 +36,14 @@ CLOSE_TIMEOUT = 5.0
 #: Largest client message accepted. trio-websocket's default (1 MiB) matches
 #: the limit alpaca-py's websockets client applies in the other direction.
 MAX_CLIENT_MESSAGE = 2**20
+
+#: How far behind schedule a rate-paced sender may be before it stops catching
+#: up (seconds). Timers wake late (epoll rounds waits up to the next
+#: millisecond), so pacing from the *ideal* send time keeps the average rate
+#: (5,000 msg/s, not the ~1,800 that "now + 1/rate" gives); the bound keeps a
+#: sender that was stalled (silence fault, slow client) from bursting more
+#: than 0.1 s of backlog at once.
+MAX_PACING_LAG = 0.1
 
 #: What a peer that went away looks like from the server side.
 DISCONNECTS = (

@@ -75,6 +75,7 @@ import attrs
 import trio
 
 from puffin_trio.errors import ConfigurationError
+from puffin_trio.sim._common import MAX_PACING_LAG
 from puffin_trio.sim.faults import Fault, FaultKind, FaultPlan, PausableStream
 from puffin_trio.sim.market import MarketModel, SimBook, SimQuote, SimTrade
 
@@ -708,7 +709,7 @@ class _Connection:
             for fault in self._faults.take_due(self._data_sent):
                 await self._apply(fault)
             if rate:
-                next_at = max(next_at + 1 / rate, trio.current_time())
+                next_at = max(next_at + 1 / rate, trio.current_time() - MAX_PACING_LAG)
                 await trio.sleep_until(next_at)
             else:
                 await trio.lowlevel.checkpoint()

@@ -92,6 +92,7 @@ from puffin_trio.sim._common import (
     DISCONNECTS,
     HANDSHAKE_TIMEOUT,
     MAX_CLIENT_MESSAGE,
+    MAX_PACING_LAG,
     check_settings,
     same_secret,
 )
@@ -611,7 +612,7 @@ class _Connection:
             room = self._faults.room(self._data_sent)
             count = batch if room is None else min(batch, room)
             if rate:
-                next_at = max(next_at + count / rate, trio.current_time())
+                next_at = max(next_at + count / rate, trio.current_time() - MAX_PACING_LAG)
                 await trio.sleep_until(next_at)
             else:
                 await trio.lowlevel.checkpoint()
