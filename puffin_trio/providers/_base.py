@@ -58,8 +58,10 @@ __all__ = [
     "Transport",
     "UnknownMessage",
     "WebSocketProvider",
+    "malformed_message",
     "normalize_topics",
     "truncate_sample",
+    "unhandled_message",
 ]
 
 #: A WebSocket message (text or binary) or one length-prefixed TCP payload.
@@ -78,6 +80,33 @@ def truncate_sample(frame: Frame, limit: int = SAMPLE_LIMIT) -> str:
     """A printable, bounded sample of a frame for logs (never the whole thing)."""
     text = frame if isinstance(frame, str) else repr(frame)
     return text if len(text) <= limit else text[:limit] + f"... ({len(text)} chars)"
+
+
+def unhandled_message(message: object, type_field: str, what: str) -> Malformed | UnknownMessage:
+    """What to report for a message no handler takes: not a map, no usable type, or unknown.
+
+    ``type_field`` is the key holding the message type (Alpaca ``"T"``,
+    Polygon ``"ev"``); ``what`` names it in the reason (``"type"``).
+    """
+    sample = truncate_sample(repr(message))
+    if type(message) is not dict:
+        return Malformed("message is not a map", sample)
+    kind = message.get(type_field)
+    if kind is None:
+        return Malformed(f"message has no {type_field!r} ({what}) field", sample)
+    if type(kind) is not str:
+        return Malformed(f"{what} {type_field!r} is not a string", sample)
+    return UnknownMessage(kind)
+
+
+def malformed_message(message: Mapping[str, object], exc: Exception, type_field: str) -> Malformed:
+    """A data message whose fields did not parse (``exc`` from the handler)."""
+    kind = message[type_field]
+    if isinstance(exc, KeyError):
+        reason = f"{kind!r} message lacks field {exc}"
+    else:
+        reason = f"{kind!r} message has a bad field: {exc}"
+    return Malformed(reason, truncate_sample(repr(message)))
 
 
 # --------------------------------------------------------------------------- control items

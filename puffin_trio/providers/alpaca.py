@@ -67,10 +67,11 @@ from puffin_trio.providers._base import (
     ProviderProtocol,
     SubscriptionAck,
     Topics,
-    UnknownMessage,
     WebSocketProvider,
+    malformed_message,
     normalize_topics,
     truncate_sample,
+    unhandled_message,
 )
 from puffin_trio.transports.ws import check_ws_url
 
@@ -545,12 +546,12 @@ class AlpacaProtocol(ProviderProtocol):
             try:
                 handler = handlers[message["T"]]
             except (KeyError, TypeError):
-                append(_unhandled(message))
+                append(unhandled_message(message, "T", "type"))
                 continue
             try:
                 append(handler(message, ts_recv))
             except _MESSAGE_ERRORS as exc:
-                append(_malformed(message, exc))
+                append(malformed_message(message, exc, "T"))
         return out
 
     # ------------------------------------------------------------------ control messages
@@ -727,28 +728,6 @@ class AlpacaProtocol(ProviderProtocol):
             indicator=m.get("i", ""),
             tape=m.get("z", ""),
         )
-
-
-def _unhandled(message: object) -> Malformed | UnknownMessage:
-    """A message no handler takes: not a map, no usable ``T``, or a type we do not know."""
-    sample = truncate_sample(repr(message))
-    if type(message) is not dict:
-        return Malformed("message is not a map", sample)
-    kind = message.get("T")
-    if kind is None:
-        return Malformed("message has no 'T' (type) field", sample)
-    if type(kind) is not str:
-        return Malformed("message type 'T' is not a string", sample)
-    return UnknownMessage(kind)
-
-
-def _malformed(message: _Message, exc: Exception) -> Malformed:
-    kind = message["T"]
-    if isinstance(exc, KeyError):
-        reason = f"{kind!r} message lacks field {exc}"
-    else:
-        reason = f"{kind!r} message has a bad field: {exc}"
-    return Malformed(reason, truncate_sample(repr(message)))
 
 
 def _normalize(topics: Topics, *, crypto: bool) -> dict[str, frozenset[str]]:

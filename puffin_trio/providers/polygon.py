@@ -77,10 +77,11 @@ from puffin_trio.providers._base import (
     ProviderProtocol,
     SubscriptionAck,
     Topics,
-    UnknownMessage,
     WebSocketProvider,
+    malformed_message,
     normalize_topics,
     truncate_sample,
+    unhandled_message,
 )
 from puffin_trio.providers.alpaca import _slot_builder
 from puffin_trio.transports.ws import check_ws_url
@@ -546,12 +547,12 @@ class PolygonProtocol(ProviderProtocol):
             try:
                 handler = handlers[message["ev"]]
             except (KeyError, TypeError):
-                append(_unhandled(message))
+                append(unhandled_message(message, "ev", "event type"))
                 continue
             try:
                 append(handler(message, ts_recv))
             except _MESSAGE_ERRORS as exc:
-                append(_malformed(message, exc))
+                append(malformed_message(message, exc, "ev"))
         return out
 
     # ------------------------------------------------------------------ statuses
@@ -736,28 +737,6 @@ class StrictPolygonProtocol(PolygonProtocol):
 
 def _action_frame(action: str, topics: list[str]) -> str:
     return orjson.dumps({"action": action, "params": ",".join(topics)}).decode()
-
-
-def _unhandled(message: object) -> Malformed | UnknownMessage:
-    """A message no handler takes: not a map, no usable ``ev``, or a type we do not know."""
-    sample = truncate_sample(repr(message))
-    if type(message) is not dict:
-        return Malformed("message is not a map", sample)
-    kind = message.get("ev")
-    if kind is None:
-        return Malformed("message has no 'ev' (event type) field", sample)
-    if type(kind) is not str:
-        return Malformed("event type 'ev' is not a string", sample)
-    return UnknownMessage(kind)
-
-
-def _malformed(message: _Message, exc: Exception) -> Malformed:
-    kind = message["ev"]
-    if isinstance(exc, KeyError):
-        reason = f"{kind!r} message lacks field {exc}"
-    else:
-        reason = f"{kind!r} message has a bad field: {exc}"
-    return Malformed(reason, truncate_sample(repr(message)))
 
 
 def _normalize(topics: Topics, *, crypto: bool) -> dict[str, frozenset[str]]:
