@@ -9,7 +9,7 @@ VENV ?= .venv
 $(VENV)/bin/puffin-trio: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)/bin/python -m pip install --quiet -e '.[test]'
+	$(VENV)/bin/python -m pip install --quiet -e .
 	touch $@
 
 demo: $(VENV)/bin/puffin-trio

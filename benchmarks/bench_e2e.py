@@ -68,13 +68,18 @@ DECODE_TARGET_US = 1.5  # per Alpaca trade in a 20-message frame
 LATENCY_TARGET_US = 1000.0  # p99, consumer - ts_event
 RSS_TARGET_MB = 20.0  # peak growth with a 10x slower consumer
 
-#: Seconds a child server has to print its port.
+#: Seconds a child server has to print its port: imports and the pre-encoded
+#: frame pool take ~2 s here; 30 s covers a heavily loaded machine.
 CHILD_STARTUP_TIMEOUT = 30.0
-#: Seconds a child gets to exit after its stdin closes, before it is killed.
+#: Seconds a child gets to exit after its stdin closes, before it is killed:
+#: a clean exit takes well under a second.
 CHILD_EXIT_TIMEOUT = 5.0
-#: A child server stops by itself after this long, whatever happens to us.
+#: A child server stops by itself after this long, whatever happens to us:
+#: several times the full run (~4 min), so it never cuts a run short, yet an
+#: orphan cannot outlive a session.
 CHILD_MAX_SECONDS = 1800.0
-#: One throughput run (connect, stream N messages, close) must end within this.
+#: One measurement (connect, stream, close) must end within this: each takes
+#: seconds, so two minutes means something hangs.
 RUN_TIMEOUT = 120.0
 
 
@@ -824,11 +829,12 @@ def section_rss(cases: Sequence[Case], s: Settings) -> list[dict[str, Any]]:
     print_table(
         f"4. Peak RSS, consumer 10x slower than the feed ({RSS_CONSUMER_RATE:,.0f} vs "
         f"{SIM_RATE:,.0f} msg/s), {s.rss_seconds:g} s, fresh process per policy (MB)",
-        ["provider", "enc", "policy", "before", "start", "peak", "growth", "feed/s", "handled/s",
-         "delivered", "dropped", "conflated", "gaps", "max queued", "reconnects"],
+        ["provider", "enc", "policy", "before", "start", "peak", "VmHWM", "growth", "feed/s",
+         "handled/s", "delivered", "dropped", "conflated", "gaps", "max queued", "reconnects"],
         [
             [r["case"], r["variant"], r["policy"], mb(r["before_kib"]), mb(r["start_kib"]),
-             mb(r["peak_kib"]), mb(r["peak_kib"] - r["start_kib"]), fmt_rate(r["feed_rate"]),
+             mb(r["peak_kib"]), mb(r["hwm_kib"]), mb(r["peak_kib"] - r["start_kib"]),
+             fmt_rate(r["feed_rate"]),
              fmt_rate(r["handled_rate"]), f"{r['delivered']:,}", f"{r['dropped']:,}",
              f"{r['conflated']:,}", f"{r['gaps']:,}", f"{r['max_queued']:,}",
              str(r["reconnects"])]
@@ -840,10 +846,12 @@ def section_rss(cases: Sequence[Case], s: Settings) -> list[dict[str, Any]]:
             print(f"{r['case']} {r['policy']}: {line}")
     print(
         f"before: after imports; start: after {s.rss_warmup:g} s of streaming (buffers full);\n"
-        "peak: highest VmRSS sampled every 0.1 s (VmHWM agrees within a page or two);\n"
-        "growth = peak - start. feed/s: events the session published (under 'block' the\n"
-        f"feed slows to the consumer's pace: backpressure). Simulator frames carry "
-        f"{RSS_SIM_BATCH} messages."
+        "peak: highest VmRSS sampled every 0.1 s after start; VmHWM: the kernel's high-water\n"
+        "mark for the whole process life; growth = peak - start.\n"
+        "feed/s: events the session published (under 'block' the feed slows to the consumer's\n"
+        "pace: backpressure, and the stalled socket may cost a heartbeat timeout and a\n"
+        "reconnect, as puffin_trio.channels documents); handled/s: market events the consumer\n"
+        f"took (Status/Gap take no time). Simulator frames carry {RSS_SIM_BATCH} messages."
     )
     return results
 
