@@ -229,12 +229,12 @@ class ProviderSession:
                         await self._handshake(proto, transport, attempt, outage_start)
                     except Exception as exc:
                         fail(exc)
-                        return
-                    self._spawn(nursery, fail, self._heartbeat, proto, transport)
-                    self._spawn(nursery, fail, self._health, proto, transport)
-                    self._spawn(nursery, fail, self._commander, proto, transport)
-                    if self._guard is not None:
-                        self._spawn(nursery, fail, self._guard_timer)
+                    else:
+                        self._spawn(nursery, fail, self._heartbeat, proto, transport)
+                        self._spawn(nursery, fail, self._health, proto, transport)
+                        self._spawn(nursery, fail, self._commander, proto, transport)
+                        if self._guard is not None:
+                            self._spawn(nursery, fail, self._guard_timer)
             finally:
                 self._frames_before += transport.frames_received
                 self._bytes_before += transport.bytes_received

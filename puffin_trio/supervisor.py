@@ -44,6 +44,7 @@ from puffin_trio.errors import (
     ConfigurationError,
     ConnectionLimitError,
     FatalProviderError,
+    ProtocolError,
     RestartBudgetExceeded,
 )
 from puffin_trio.events import SessionState, Status
@@ -282,8 +283,12 @@ class Supervisor:
                     return
                 except Exception as exc:
                     error = exc
-                else:  # pragma: no cover - run() only returns by raising
-                    continue
+                else:
+                    # run() ends only by raising; should it ever return, restart it
+                    # like any failure (with backoff), never in a tight loop.
+                    error = ProtocolError(
+                        "the session ended without an error", provider=session.provider.name
+                    )
                 outage_start = session.last_event_wall or self._wall()
                 now = trio.current_time()
                 if now - started >= policy.stable_after:

@@ -9,6 +9,7 @@ minutes take milliseconds.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 import trio
 from trio.testing import MockClock
+from trio_websocket import ConnectionClosed, WebSocketRequest, serve_websocket
 
 from puffin_trio import (
     AuthenticationError,
@@ -31,6 +33,7 @@ from puffin_trio import (
     RestartBudgetExceeded,
     RestartPolicy,
     SessionState,
+    SessionTimeouts,
     Status,
     Supervisor,
     Trade,
@@ -534,3 +537,38 @@ async def test_secrets_never_appear_in_repr_logs_or_exceptions(
         texts += [r.getMessage() for r in caplog.records]
         texts += [str(r.args) for r in caplog.records]
     assert not [t for t in texts if SECRET in t]
+
+
+async def test_a_server_that_never_authenticates_is_retried_with_backoff(
+    autojump_clock: MockClock,
+) -> None:
+    """Handshake deadlines are failures like any other: Status, backoff, reconnect."""
+    connections = 0
+
+    async def mute(request: WebSocketRequest) -> None:
+        nonlocal connections
+        connections += 1
+        ws = await request.accept()
+        await ws.send_message('[{"T":"success","msg":"connected"}]')
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                await ws.get_message()  # the auth message, never answered
+
+    policy = RestartPolicy(initial=1.0, factor=2.0, jitter=0.0, intensity=10)
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(partial(serve_websocket, mute, "127.0.0.1", 0, None))
+        url = f"ws://127.0.0.1:{server.port}/v2/iex"
+        async with Supervisor.open(restart=policy, timeouts=SessionTimeouts(handshake=5.0)) as sup:
+            sup.add(provider(url), quotes=["AAPL"])
+            async with sup.events() as events:
+                seen = await collect_until(
+                    events, lambda s: (SessionState.AUTHENTICATING, 3) in states(s)
+                )
+        nursery.cancel_scope.cancel()
+    reconnecting = [
+        e for e in seen if isinstance(e, Status) and e.state is SessionState.RECONNECTING
+    ]
+    assert [e.attempt for e in reconnecting] == [1, 2, 3]
+    assert all("no authentication reply within 5.0 s" in e.detail for e in reconnecting)
+    assert [e.detail.rsplit("retry in ", 1)[1] for e in reconnecting] == ["1.0 s", "2.0 s", "4.0 s"]
+    assert connections == 4
