@@ -28,7 +28,6 @@ under ``MockClock``; ``wall_clock`` (injectable, default ``time.time_ns``) for
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
@@ -183,6 +182,8 @@ class ProviderSession:
         self._transport: Transport | None = None
         self._guard: SequenceGuard[Event] | None = None
         self._guard_totals = (0, 0, 0)  # gaps, duplicates, late of guards of past connections
+        #: Events a past connection's guard still held, published when the next one starts.
+        self._carry: list[Event | Gap] = []
         # liveness: event class -> symbol -> trio time of the last event
         self._last_seen: dict[type, dict[str, float]] = {cls: {} for cls in _LIVENESS_CHANNELS}
         self._streaming_since = 0.0
@@ -211,6 +212,9 @@ class ProviderSession:
         self.stale = False
         self._until_streaming: tuple[dict[str, frozenset[str]], int] | None = None
         self._drop_queued_commands()
+        if self._carry:
+            carry, self._carry = self._carry, []
+            await self._fanout.publish_batch(carry)
         await self._set_state(SessionState.CONNECTING, attempt=attempt)
         failure: list[BaseException] = []
         async with provider.open_transport() as transport:
@@ -708,11 +712,10 @@ class ProviderSession:
         guard = self._guard
         if guard is None:
             return
-        out = guard.reset_all(int(trio.current_time() * 1e9))
-        # Best effort: the connection is gone and we may be cancelled, so no waiting.
-        with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError):
-            for event in out:
-                self._fanout.publish_nowait(event)
+        # What it still held (and the holes behind it) is published first thing on
+        # the next connection: the connection is gone and we may be cancelled here,
+        # so there is no waiting for a full consumer now.
+        self._carry.extend(guard.reset_all(int(trio.current_time() * 1e9)))
         g = guard.statistics()
         gaps, dups, late = self._guard_totals
         self._guard_totals = (gaps + g.gaps, dups + g.duplicates, late + g.late)
