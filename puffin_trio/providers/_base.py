@@ -225,6 +225,10 @@ class Transport(Protocol):
 
     async def receive(self) -> Frame: ...
 
+    def receive_nowait(self) -> Frame | None:
+        """A message that has already arrived, or ``None``; never blocks, not a checkpoint."""
+        ...
+
     async def ping(self) -> None: ...
 
 

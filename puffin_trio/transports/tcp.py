@@ -284,6 +284,13 @@ class TcpTransport:
         self.frames_received += 1
         return ready.popleft()
 
+    def receive_nowait(self) -> bytes | None:
+        """A payload already de-framed from an earlier read, or ``None``. Not a checkpoint."""
+        if not self._ready:
+            return None
+        self.frames_received += 1
+        return self._ready.popleft()
+
     async def ping(self) -> None:
         """Always raises :class:`ProtocolError`: plain TCP has no ping.
 

@@ -124,6 +124,22 @@ class WebSocketTransport:
         self.bytes_received += len(frame)
         return frame
 
+    def receive_nowait(self) -> str | bytes | None:
+        """A message trio-websocket has already queued, or ``None``. Not a checkpoint.
+
+        trio-websocket has no public non-blocking get; its queue is a trio
+        memory channel, which has one. Should that internal change, this
+        returns ``None`` and the reader simply waits for each message.
+        """
+        channel = getattr(self._ws, "_recv_channel", None)
+        try:
+            frame: str | bytes = channel.receive_nowait()  # type: ignore[union-attr]
+        except (AttributeError, trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+            return None
+        self.frames_received += 1
+        self.bytes_received += len(frame)
+        return frame
+
     async def ping(self) -> None:
         """Send a WebSocket ping and wait for its pong (no deadline: the caller sets one)."""
         try:
