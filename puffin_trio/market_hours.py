@@ -191,10 +191,17 @@ class USEquityCalendar:
         self._exceptions: _Exceptions | None = None
         self._schedule = functools.lru_cache(maxsize=cache_days)(self._compute_schedule)
 
+    @property
+    def loaded(self) -> bool:
+        """Whether the holiday tables are built (so no question will block)."""
+        return self._exceptions is not None
+
     def load(self) -> None:
         """Import ``exchange_calendars`` and build the holiday tables now (blocking, up to ~1 s).
 
         Optional: the first question about a date in range does it otherwise.
+        Sessions call it in a worker thread before connecting, so the event loop
+        never stalls on it.
         """
         self._tables()
 

@@ -56,7 +56,7 @@ from puffin_trio.events import (
     Trade,
 )
 from puffin_trio.guard import SequenceGuard
-from puffin_trio.market_hours import MarketSession
+from puffin_trio.market_hours import MarketSession, USEquityCalendar
 from puffin_trio.providers._base import (
     Authenticated,
     Connected,
@@ -209,6 +209,12 @@ class ProviderSession:
         ``Gap(reason="reconnect")`` covering ``outage_start`` .. now is published.
         """
         provider = self.provider
+        calendar = provider.calendar
+        if isinstance(calendar, USEquityCalendar) and not calendar.loaded:
+            # ~1 s and ~60 MB (exchange_calendars + pandas) once per process: in a
+            # worker thread, so the health-checker's first look at the market
+            # hours does not stall every task in the program.
+            await trio.to_thread.run_sync(calendar.load)
         proto = provider.protocol()
         self.subscriptions.connection_lost()
         self._guard = SequenceGuard(proto.guard_mode) if proto.guard_mode != "none" else None
