@@ -204,9 +204,11 @@ class ProviderSession:
     # ------------------------------------------------------------------ public
 
     async def run(self, *, attempt: int = 0, outage_start: int | None = None) -> None:
-        """Connect and stream until failure; raises the first error (never returns normally
-        unless cancelled). ``attempt`` > 0 marks a reconnect: once resubscribed, a
-        ``Gap(reason="reconnect")`` covering ``outage_start`` .. now is published.
+        """Connect and stream until failure; raises the first error (it never returns
+        normally; cancellation ends it). ``attempt`` > 0 marks a reconnect: once
+        authenticated again, right after the ``subscribing`` status and before any
+        data of the new connection, a ``Gap(reason="reconnect")`` covering
+        ``outage_start`` .. now is published.
         """
         provider = self.provider
         calendar = provider.calendar
