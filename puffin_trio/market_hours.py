@@ -200,7 +200,7 @@ class USEquityCalendar:
         """Import ``exchange_calendars`` and build the holiday tables now (blocking, up to ~1 s).
 
         Optional: the first question about a date in range does it otherwise.
-        Sessions call it in a worker thread before connecting, so the event loop
+        ``Supervisor.add`` calls it before anything streams, so a live session
         never stalls on it.
         """
         self._tables()

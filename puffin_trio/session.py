@@ -56,7 +56,7 @@ from puffin_trio.events import (
     Trade,
 )
 from puffin_trio.guard import SequenceGuard
-from puffin_trio.market_hours import MarketSession, USEquityCalendar
+from puffin_trio.market_hours import MarketSession
 from puffin_trio.providers._base import (
     Authenticated,
     Connected,
@@ -211,12 +211,6 @@ class ProviderSession:
         ``outage_start`` .. now is published.
         """
         provider = self.provider
-        calendar = provider.calendar
-        if isinstance(calendar, USEquityCalendar) and not calendar.loaded:
-            # ~1 s and ~60 MB (exchange_calendars + pandas) once per process: in a
-            # worker thread, so the health-checker's first look at the market
-            # hours does not stall every task in the program.
-            await trio.to_thread.run_sync(calendar.load)
         proto = provider.protocol()
         self.subscriptions.connection_lost()
         self._guard = SequenceGuard(proto.guard_mode) if proto.guard_mode != "none" else None
@@ -258,6 +252,10 @@ class ProviderSession:
                 self._transport = None
                 self._retire_guard()
         if failure:
+            if self._carry:
+                # Before the supervisor announces the reconnect: these arrived first.
+                carry, self._carry = self._carry, []
+                await self._fanout.publish_batch(carry)
             raise failure[0]
 
     async def subscribe(self, topics: Mapping[str, frozenset[str]]) -> bool:
@@ -511,7 +509,7 @@ class ProviderSession:
                             guard.feed(
                                 proto.stream_key(item),  # type: ignore[arg-type]
                                 item,  # type: ignore[arg-type]
-                                int(now * 1e9),
+                                ts_recv,
                                 batch,
                             )
                     else:
@@ -715,6 +713,12 @@ class ProviderSession:
             cmd.done.set()
 
     async def _guard_timer(self) -> None:
+        """Release what the guard has held for its time bound.
+
+        The guard runs on the wall clock (``ts_recv``), so the ``Gap`` events it
+        makes carry a real receive time; a wall-clock step backwards only makes a
+        hole wait longer (the guard's count bound still applies).
+        """
         guard = self._guard
         assert guard is not None
         out: list[Event | Gap] = []
@@ -723,8 +727,8 @@ class ProviderSession:
             if deadline is None:
                 await trio.sleep(guard.max_delay_ns / 1e9)
                 continue
-            await trio.sleep_until(deadline / 1e9)
-            guard.poll(int(trio.current_time() * 1e9), out)
+            await trio.sleep(max(0.0, (deadline - self._wall()) / 1e9))
+            guard.poll(self._wall(), out)
             if out:
                 self.messages += len(out)
                 await self._fanout.publish_batch(out)
@@ -738,7 +742,7 @@ class ProviderSession:
         # What it still held (and the holes behind it) is published first thing on
         # the next connection: the connection is gone and we may be cancelled here,
         # so there is no waiting for a full consumer now.
-        self._carry.extend(guard.reset_all(int(trio.current_time() * 1e9)))
+        self._carry.extend(guard.reset_all(self._wall()))
         g = guard.statistics()
         gaps, dups, late = self._guard_totals
         self._guard_totals = (gaps + g.gaps, dups + g.duplicates, late + g.late)

@@ -48,6 +48,7 @@ from puffin_trio.errors import (
     RestartBudgetExceeded,
 )
 from puffin_trio.events import SessionState, Status
+from puffin_trio.market_hours import USEquityCalendar
 from puffin_trio.providers._base import Provider
 from puffin_trio.session import ProviderSession, SessionStatistics, SessionTimeouts
 
@@ -191,8 +192,17 @@ class Supervisor:
         Validates before connecting: raises :class:`ConfigurationError` for
         missing credentials, unknown channels, bad symbols or a duplicate
         session name. The session starts at the supervisor's next checkpoint.
+        Not a checkpoint; the first call in a process for a US-equity provider
+        blocks ~1 s loading the exchange calendar.
         """
         provider.check()
+        calendar = provider.calendar
+        if isinstance(calendar, USEquityCalendar) and not calendar.loaded:
+            # Once per process: exchange_calendars + pandas (~1 s, ~60 MB). Here, before
+            # anything streams, rather than at a session's first market-hours check,
+            # where it would stall every task mid-stream. (Not in a worker thread:
+            # under a MockClock a thread wait lets the clock run to any deadline.)
+            calendar.load()
         asked = {"trades": trades, "quotes": quotes, "books": books, "bars": bars, **channels}
         topics = provider.normalize({c: s for c, s in asked.items() if len(s)})
         name = name or provider.session_name

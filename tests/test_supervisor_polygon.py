@@ -536,3 +536,34 @@ async def test_one_provider_restarting_costs_the_other_no_event(
         assert [(e.symbol, e.seq) for e in data] == [(m["sym"], m["q"]) for m in sent[: len(data)]]
         for numbers in sequenced(seen).values():
             assert numbers == list(range(1, len(numbers) + 1))
+
+
+async def test_what_the_guard_holds_when_the_connection_drops_is_delivered_not_lost(
+    autojump_clock: MockClock,
+) -> None:
+    """A hole, then the connection drops while the guard still holds what came after it:
+    every message sent on the first connection is delivered or announced missing, in
+    order, before the reconnect begins."""
+    faults = FaultPlan.gap_after(30, count=3) + FaultPlan.drop_after(33)
+    async with polygon_sim(faults=faults, sequence="contiguous") as (url, rec, wall):
+        async with Supervisor.open(wall_clock=wall, restart=FAST_RESTART) as sup:
+            sup.add(provider(url, sequence="strict"), trades=["AAPL"], quotes=["AAPL"])
+            async with sup.events() as events:
+                seen = await collect_until(events, streaming_again)
+    reconnect_at = seen.index(next(e for e in seen if isinstance(e, Status) and e.attempt == 1))
+    first = seen[:reconnect_at]
+    sent: dict[str, list[int]] = {}
+    for m in rec.connections[0].data_messages():
+        sent.setdefault(f"{m['ev']}:{m['sym']}", []).append(m["q"])
+    skipped = {f"{m['ev']}:{m['sym']}": m["q"] for m in rec.connections[0].skipped}
+    assert skipped, "the fault skipped sequence numbers"
+    assert sequenced(first) == sent  # every message sent before the drop, in order
+    announced = {
+        (g.stream, q)
+        for g in first
+        if isinstance(g, Gap) and g.reason is GapReason.SEQUENCE
+        for q in range(g.expected or 0, g.received or 0)
+    }
+    assert announced == {
+        (s, q) for s, q in ((f"{m['ev']}:{m['sym']}", m["q"]) for m in rec.connections[0].skipped)
+    }
