@@ -42,6 +42,8 @@ from puffin_trio.sim import AlpacaSimRecorder, FaultPlan, MarketModel, serve_alp
 from puffin_trio.sim.polygon import PolygonSimRecorder, serve_polygon
 from puffin_trio.testing import mock_wall_clock
 
+from .test_supervisor_alpaca import collect_until as _collect_until
+
 KEY = "pk-do-not-leak"
 
 #: Tuesday 2026-11-24 15:00 UTC = 10:00 New York: regular session.
@@ -74,22 +76,8 @@ def provider(url: str, **kwargs: Any) -> PolygonProvider:
     return PolygonProvider(key=KEY, url=url, **kwargs)
 
 
-async def collect_until(
-    events: trio.abc.ReceiveChannel[Event],
-    done: Callable[[list[Event]], bool],
-    *,
-    limit: int = 50_000,
-    seconds: float = 600.0,
-) -> list[Event]:
-    """Receive until ``done(seen)``; fail after ``limit`` events or ``seconds`` (mock time)."""
-    seen: list[Event] = []
-    with trio.fail_after(seconds):
-        async for event in events:
-            seen.append(event)
-            if done(seen):
-                return seen
-            assert len(seen) < limit, "condition not reached within the event budget"
-    raise AssertionError("event channel ended before the condition was reached")
+#: The Alpaca suite's helper, with a larger event budget (Polygon runs carry more events).
+collect_until = partial(_collect_until, limit=50_000)
 
 
 def states(seen: list[Event], session: str = "polygon") -> list[tuple[SessionState, int]]:
