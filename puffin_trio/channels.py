@@ -732,10 +732,10 @@ class EventReceiver(trio.abc.ReceiveChannel[Event]):
         """
         await trio.lowlevel.checkpoint_if_cancelled()
         try:
-            event = self.receive_nowait()
+            ready: Event | None = self.receive_nowait()
         except trio.WouldBlock:
-            pass
-        else:
+            ready = None
+        if ready is not None:
             # Queued events are handed out without a trip through the scheduler,
             # but at least every _SCHEDULE_EVERY events we yield, so a consumer
             # that never waits still lets the publisher and everyone else run.
@@ -743,7 +743,7 @@ class EventReceiver(trio.abc.ReceiveChannel[Event]):
             if self._unyielded >= _SCHEDULE_EVERY:
                 self._unyielded = 0
                 await trio.lowlevel.cancel_shielded_checkpoint()
-            return event
+            return ready
         buffer = self._buffer
         while True:
             buffer.receivers_waiting += 1
