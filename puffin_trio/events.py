@@ -56,6 +56,12 @@ def ns_to_datetime(ts_ns: int) -> datetime:
     return datetime.fromtimestamp(seconds, UTC).replace(microsecond=ns // 1000)
 
 
+# Every event class is ``attrs.frozen(kw_only=True, weakref_slot=False)``.
+# No ``__weakref__`` slot (events are values; nothing holds them weakly): that
+# keeps the layout that lets the decoders build events fast
+# (:func:`~puffin_trio.providers._base.event_builder`).
+
+
 class _Timestamped:
     """Mixin for the ``.timestamp`` convenience property."""
 
@@ -68,7 +74,7 @@ class _Timestamped:
         return ns_to_datetime(self.ts_event)
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, weakref_slot=False)
 class Trade(_Timestamped):
     """One execution."""
 
@@ -95,7 +101,7 @@ class Trade(_Timestamped):
         return self.price * self.size
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, weakref_slot=False)
 class Quote(_Timestamped):
     """Top of book (L1). A price of 0 means there is no bid or ask on that side."""
 
@@ -128,7 +134,7 @@ class Quote(_Timestamped):
         return self.ask - self.bid
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, weakref_slot=False)
 class OrderBookUpdate(_Timestamped):
     """L2 book change. ``bids``/``asks`` are ``(price, size)`` pairs; size 0 deletes a level.
 
@@ -145,7 +151,7 @@ class OrderBookUpdate(_Timestamped):
     seq: int | None = None
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, weakref_slot=False)
 class Bar(_Timestamped):
     """OHLCV bar; ``ts_event`` is the bar's open time, ``interval_s`` its length.
 
@@ -174,7 +180,7 @@ class Bar(_Timestamped):
         return self.ts_event + self.interval_s * 1_000_000_000
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, weakref_slot=False)
 class TradeCorrection(_Timestamped):
     """A correction of an earlier trade (Alpaca ``c``): the original and corrected values."""
 
@@ -195,7 +201,7 @@ class TradeCorrection(_Timestamped):
     seq: int | None = None
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, weakref_slot=False)
 class TradeCancel(_Timestamped):
     """An earlier trade was cancelled (``is_error=False``) or was an error (Alpaca ``x``)."""
 
@@ -212,7 +218,7 @@ class TradeCancel(_Timestamped):
     seq: int | None = None
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, weakref_slot=False)
 class TradingStatus(_Timestamped):
     """Halt / resume / pause of one instrument (Alpaca ``s``)."""
 
@@ -228,7 +234,7 @@ class TradingStatus(_Timestamped):
     seq: int | None = None
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, weakref_slot=False)
 class LimitBands(_Timestamped):
     """Limit-up / limit-down price bands (Alpaca ``l``, Polygon ``LULD``)."""
 
@@ -263,7 +269,7 @@ class GapReason(enum.StrEnum):
     OVERFLOW = "overflow"  #: a consumer's overflow policy dropped events
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, weakref_slot=False)
 class Status(_Timestamped):
     """A provider session changed state. ``symbol`` is ``""``; ``session`` names the session."""
 
@@ -278,7 +284,7 @@ class Status(_Timestamped):
     seq: int | None = None
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, weakref_slot=False)
 class Gap(_Timestamped):
     """Something is missing from a stream, and this says what.
 

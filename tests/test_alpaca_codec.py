@@ -50,6 +50,7 @@ from puffin_trio.providers._base import (
     ProviderNotice,
     SubscriptionAck,
     UnknownMessage,
+    event_builder,
 )
 from puffin_trio.providers.alpaca import (
     DEFAULT_MAX_FRAME_BYTES,
@@ -900,12 +901,12 @@ def test_slot_builders_build_what_the_constructor_builds(
     assert attrs.asdict(built) == attrs.asdict(cls(**values))
 
 
-def test_slot_builder_refuses_classes_it_cannot_build_faithfully() -> None:
-    @attrs.frozen
+def test_event_builder_refuses_classes_it_cannot_build_faithfully() -> None:
+    @attrs.frozen(weakref_slot=False)
     class Validated:
         x: int = attrs.field(validator=attrs.validators.instance_of(int))
 
-    @attrs.frozen
+    @attrs.frozen(weakref_slot=False)
     class Factoried:
         x: int
         y: list[int] = attrs.Factory(list)
@@ -914,13 +915,42 @@ def test_slot_builder_refuses_classes_it_cannot_build_faithfully() -> None:
     class Unslotted:
         x: int
 
-    for cls in (Validated, Unslotted):
-        with pytest.raises(TypeError):
-            alpaca._slot_builder(cls, "x")
+    @attrs.frozen
+    class WeaklyReferable:
+        x: int
+
+    with pytest.raises(TypeError, match="validator"):
+        event_builder(Validated, "x")
+    with pytest.raises(TypeError, match="not a slotted class"):
+        event_builder(Unslotted, "x")
+    with pytest.raises(TypeError, match="weakref_slot=False"):
+        event_builder(WeaklyReferable, "x")
     with pytest.raises(TypeError, match="plain default"):
-        alpaca._slot_builder(Factoried, "x")
+        event_builder(Factoried, "x")
     with pytest.raises(TypeError, match="no field"):
-        alpaca._slot_builder(Trade, "price", "colour")
+        event_builder(Trade, "price", "colour")
+
+
+def test_built_events_are_frozen_and_behave_like_constructed_ones() -> None:
+    built = alpaca._new_trade("alpaca", "AAPL", 1, 2, 3.0, 4.0, "V", "5", ("@",), "C")
+    made = Trade(
+        provider="alpaca",
+        symbol="AAPL",
+        ts_event=1,
+        ts_recv=2,
+        price=3.0,
+        size=4.0,
+        exchange="V",
+        trade_id="5",
+        conditions=("@",),
+        tape="C",
+    )
+    assert type(built) is Trade
+    assert built == made and hash(built) == hash(made) and repr(built) == repr(made)
+    assert attrs.evolve(built, price=5.0) == attrs.evolve(made, price=5.0)
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        built.price = 5.0  # type: ignore[misc]
+    assert built.seq is None and built.notional == 12.0
 
 
 # --------------------------------------------------------------------------- subscribing

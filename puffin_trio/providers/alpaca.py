@@ -14,7 +14,7 @@ or put a credential anywhere but the auth frame: keys are left out of every
 Decoding is the hot path: one dict of ``T`` -> bound method per connection,
 no per-message string formatting, timestamps parsed without ``datetime`` (see
 :func:`rfc3339_to_ns`), and events built straight into their slots (see
-:func:`_slot_builder`). Required fields are checked by the conversions
+:func:`~puffin_trio.providers._base.event_builder`). Required fields are checked by the conversions
 themselves (``float()`` of a missing or non-numeric price raises); a message
 that fails becomes :class:`~puffin_trio.providers._base.Malformed` and the
 rest of its frame still decodes. Optional text fields (exchange, tape,
@@ -26,15 +26,13 @@ from __future__ import annotations
 import calendar as _calendar
 import math
 import os
-import types
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import attrs
 import msgpack
 import orjson
-from attrs import AttrsInstance
 
 from puffin_trio.errors import (
     AuthenticationError,
@@ -68,6 +66,7 @@ from puffin_trio.providers._base import (
     SubscriptionAck,
     Topics,
     WebSocketProvider,
+    event_builder,
     malformed_message,
     normalize_topics,
     truncate_sample,
@@ -222,52 +221,8 @@ def _msgpack_ts(value: object) -> int:
 
 # --------------------------------------------------------------------------- event builders
 
-_E = TypeVar("_E", bound=AttrsInstance)
-#: The class of ``attrs.Factory(...)`` defaults (typed as a function in attrs' stubs).
-_FACTORY: type = type(attrs.Factory(list))
-
-
-def _slot_builder(cls: type[_E], *names: str) -> Callable[..., _E]:
-    """A positional constructor for a frozen, slotted attrs event class (hot path only).
-
-    A frozen attrs ``__init__`` sets every field through ``object.__setattr__``,
-    which is most of the cost of decoding a trade; the generated function
-    (``build(v0, v1, ...)``, values in the order of ``names``, every other
-    field its default) writes the slots directly and takes about half the time.
-    It is built once, at import, the way attrs builds ``__init__``. It refuses a
-    class that is not slotted, or whose fields have validators, converters or
-    factory defaults, so it can never build something ``cls(...)`` would not;
-    the tests compare the two for every builder.
-    """
-    fields = attrs.fields(cls)
-    field_names = {f.name for f in fields}
-    if not set(names) <= field_names:
-        raise TypeError(f"{cls.__name__} has no field(s) {sorted(set(names) - field_names)}")
-    namespace: dict[str, Any] = {"new": object.__new__, "cls": cls}
-    lines = [f"def build({', '.join(f'v{i}' for i in range(len(names)))}):", "    obj = new(cls)"]
-    for index, field in enumerate(fields):
-        slot = getattr(cls, field.name, None)
-        if not isinstance(slot, types.MemberDescriptorType):
-            raise TypeError(f"{cls.__name__}.{field.name} is not a slot")
-        if field.validator is not None or field.converter is not None:
-            raise TypeError(f"{cls.__name__}.{field.name} has a validator or converter")
-        namespace[f"set{index}"] = slot.__set__
-        if field.name in names:
-            value = f"v{names.index(field.name)}"
-        elif field.default is attrs.NOTHING or isinstance(field.default, _FACTORY):
-            raise TypeError(f"{cls.__name__}.{field.name} needs a value or a plain default")
-        else:
-            value = f"default{index}"
-            namespace[value] = field.default
-        lines.append(f"    set{index}(obj, {value})")
-    lines.append("    return obj")
-    exec("\n".join(lines), namespace)
-    build: Callable[..., _E] = namespace["build"]
-    return build
-
-
 #: Trade(provider, symbol, ts_event, ts_recv, price, size, exchange, trade_id, conditions, tape)
-_new_trade = _slot_builder(
+_new_trade = event_builder(
     Trade,
     "provider",
     "symbol",
@@ -282,7 +237,7 @@ _new_trade = _slot_builder(
 )
 #: Quote(provider, symbol, ts_event, ts_recv, bid, ask, bid_size, ask_size,
 #: bid_exchange, ask_exchange, conditions, tape)
-_new_quote = _slot_builder(
+_new_quote = event_builder(
     Quote,
     "provider",
     "symbol",
@@ -298,7 +253,7 @@ _new_quote = _slot_builder(
     "tape",
 )
 #: OrderBookUpdate(provider, symbol, ts_event, ts_recv, bids, asks, snapshot)
-_new_book = _slot_builder(
+_new_book = event_builder(
     OrderBookUpdate, "provider", "symbol", "ts_event", "ts_recv", "bids", "asks", "snapshot"
 )
 

@@ -54,7 +54,7 @@ when that flag changes, so the many "farm OK" notices at connect are quiet.
 Hot path: messages are split on NUL as ``bytes`` and dispatched on the raw id
 field; numbers are parsed straight from bytes; per-request state is found by
 the raw request-id field, with no int conversion; events are built into their
-slots (:func:`~puffin_trio.providers.alpaca._slot_builder`). A message that
+slots (:func:`~puffin_trio.providers._base.event_builder`). A message that
 fails to parse becomes :class:`Malformed`; a data message for a request that
 is no longer open (in flight while we cancelled it) is dropped silently.
 """
@@ -92,10 +92,10 @@ from puffin_trio.providers._base import (
     Topics,
     Transport,
     UnknownMessage,
+    event_builder,
     normalize_topics,
     truncate_sample,
 )
-from puffin_trio.providers.alpaca import _slot_builder
 from puffin_trio.transports.tcp import DEFAULT_MAX_FRAME_SIZE, encode_frame, open_tcp_transport
 
 if TYPE_CHECKING:
@@ -421,15 +421,15 @@ _DEPTH_RESET = 317
 # --------------------------------------------------------------------------- protocol
 
 #: Quote(provider, symbol, ts_event, ts_recv, bid, ask, bid_size, ask_size)
-_new_quote = _slot_builder(
+_new_quote = event_builder(
     Quote, "provider", "symbol", "ts_event", "ts_recv", "bid", "ask", "bid_size", "ask_size"
 )
 #: Trade(provider, symbol, ts_event, ts_recv, price, size, exchange, conditions)
-_new_trade = _slot_builder(
+_new_trade = event_builder(
     Trade, "provider", "symbol", "ts_event", "ts_recv", "price", "size", "exchange", "conditions"
 )
 #: OrderBookUpdate(provider, symbol, ts_event, ts_recv, bids, asks, snapshot)
-_new_book = _slot_builder(
+_new_book = event_builder(
     OrderBookUpdate, "provider", "symbol", "ts_event", "ts_recv", "bids", "asks", "snapshot"
 )
 

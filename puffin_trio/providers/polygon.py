@@ -15,8 +15,8 @@ or put the API key anywhere but the auth frame: the key is left out of every
 Decoding is the hot path: one dict of ``ev`` -> bound method per connection,
 timestamps converted with one multiplication (Polygon sends Unix
 milliseconds), small integer codes turned into text through a table, and
-events built straight into their slots (``_slot_builder``, shared with the
-Alpaca codec). Required fields are checked by the conversions themselves; a
+events built straight into their slots (``event_builder``, shared by
+every codec). Required fields are checked by the conversions themselves; a
 message that fails becomes :class:`~puffin_trio.providers._base.Malformed`
 and the rest of its frame still decodes.
 
@@ -78,12 +78,12 @@ from puffin_trio.providers._base import (
     SubscriptionAck,
     Topics,
     WebSocketProvider,
+    event_builder,
     malformed_message,
     normalize_topics,
     truncate_sample,
     unhandled_message,
 )
-from puffin_trio.providers.alpaca import _slot_builder
 from puffin_trio.transports.ws import check_ws_url
 
 if TYPE_CHECKING:
@@ -160,7 +160,7 @@ _NS_PER_MS = 1_000_000
 
 #: Trade(provider, symbol, ts_event, ts_recv, price, size, exchange, trade_id,
 #: conditions, tape, seq)
-_new_trade = _slot_builder(
+_new_trade = event_builder(
     Trade,
     "provider",
     "symbol",
@@ -176,7 +176,7 @@ _new_trade = _slot_builder(
 )
 #: Quote(provider, symbol, ts_event, ts_recv, bid, ask, bid_size, ask_size,
 #: bid_exchange, ask_exchange, conditions, tape, seq)
-_new_quote = _slot_builder(
+_new_quote = event_builder(
     Quote,
     "provider",
     "symbol",
@@ -193,12 +193,12 @@ _new_quote = _slot_builder(
     "seq",
 )
 #: OrderBookUpdate(provider, symbol, ts_event, ts_recv, bids, asks, snapshot)
-_new_book = _slot_builder(
+_new_book = event_builder(
     OrderBookUpdate, "provider", "symbol", "ts_event", "ts_recv", "bids", "asks", "snapshot"
 )
 #: Bar(provider, symbol, ts_event, ts_recv, open, high, low, close, volume,
 #: interval_s, vwap)
-_new_bar = _slot_builder(
+_new_bar = event_builder(
     Bar,
     "provider",
     "symbol",
