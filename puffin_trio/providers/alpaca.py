@@ -157,10 +157,11 @@ _CHANNEL_OVERHEAD = 5
 
 #: ``10 ** (9 - n)`` for a fraction of ``n`` digits (index 0 unused).
 _FRACTION_SCALE: tuple[int, ...] = tuple(10 ** (9 - n) for n in range(10))
-#: Seconds part (``"2023-04-06T11:54:26"``) -> ns since the epoch. Consecutive
-#: messages share their second, so a hit is the common case. Bounded at 4096
-#: entries (~0.5 MB; over an hour of distinct live seconds) and cleared
-#: wholesale when full: O(1), and a miss costs only ~1 µs.
+#: Seconds part (``"2023-04-06T11:54:26"``) -> ns since the epoch, and the same
+#: with the fraction's dot (``"2023-04-06T11:54:26."``), the fast path's key.
+#: Consecutive messages share their second, so a hit is the common case.
+#: Bounded at 4096 entries (~0.5 MB; half an hour of distinct live seconds) and
+#: cleared wholesale when full: O(1), and a miss costs only ~1 µs.
 _SECONDS_CACHE: dict[str, int] = {}
 _SECONDS_CACHE_SIZE = 4096
 
@@ -177,6 +178,7 @@ def _seconds_to_ns(head: str) -> int:
     if len(_SECONDS_CACHE) >= _SECONDS_CACHE_SIZE:
         _SECONDS_CACHE.clear()
     _SECONDS_CACHE[head] = value
+    _SECONDS_CACHE[head + "."] = value
     return value
 
 
@@ -189,11 +191,27 @@ def rfc3339_to_ns(text: str) -> int:
     ``datetime`` (which keeps only microseconds). Raises ``ValueError`` for
     any other string and ``TypeError`` for a non-string.
     """
+    # Fast path (~0.35 µs): a known second with its dot, then 1-9 ASCII digits
+    # and "Z". isascii(): isdigit() also accepts other scripts' digits, which
+    # int() would read. Everything else takes the checked path below.
+    base = _SECONDS_CACHE.get(text[:20])
+    if base is not None:
+        fraction = text[20:-1]
+        if fraction.isdigit() and fraction.isascii() and text[-1] == "Z":
+            digits = len(fraction)
+            if digits == 9:
+                return base + int(fraction)
+            if digits < 9:
+                return base + int(fraction) * _FRACTION_SCALE[digits]
+    return _rfc3339_checked(text)
+
+
+def _rfc3339_checked(text: str) -> int:
+    """:func:`rfc3339_to_ns` for whatever its fast path did not take."""
     base = _SECONDS_CACHE.get(text[:19])
     if base is None:
         base = _seconds_to_ns(text[:19])
     fraction = text[20:-1]
-    # isascii(): isdigit() also accepts other scripts' digits, which int() would read.
     if (
         text[19:20] == "."
         and text[-1] == "Z"
