@@ -32,7 +32,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping
-from typing import Literal
+from typing import Final, Literal
 
 import attrs
 import trio
@@ -86,6 +86,16 @@ _LIVENESS_CHANNELS: Mapping[type, str] = {
     OrderBookUpdate: "books",
 }
 _EVENT_CLASSES = frozenset(EVENT_TYPES)
+
+
+class _Untracked(dict[str, float]):
+    """Liveness of a channel whose silence proves nothing (bars, statuses): not kept."""
+
+    def __setitem__(self, key: str, value: float) -> None:
+        pass
+
+
+_UNTRACKED: Final = _Untracked()
 #: Most events the reader decodes from already-arrived frames before publishing:
 #: enough to amortise the publish checkpoint (~4 µs) over many events, few
 #: enough (a few hundred µs of decoding) that consumers see data promptly.
@@ -484,9 +494,14 @@ class ProviderSession:
         """
         fanout = self._fanout
         guard = self._guard
-        event_classes = _EVENT_CLASSES
-        last_seen = self._last_seen
+        feed = None if guard is None else guard.feed
+        stream_key = proto.stream_key
+        # Event class -> where its symbols' liveness goes; a control item's class
+        # is not in it. One lookup per item tells events from controls.
+        tracked: dict[type, dict[str, float]] = dict.fromkeys(_EVENT_CLASSES, _UNTRACKED)
+        tracked.update(self._last_seen)
         batch: list[Event] = []
+        append = batch.append
         failure: ProviderError | None = None
         while True:
             frame: Frame | None = await transport.receive()
@@ -498,20 +513,13 @@ class ProviderSession:
                 if outgoing:
                     await transport.send_all(outgoing)
                 for item in items:
-                    cls = type(item)
-                    if cls in event_classes:
-                        seen = last_seen.get(cls)
-                        if seen is not None:
-                            seen[item.symbol] = now  # type: ignore[union-attr]
-                        if guard is None:
-                            batch.append(item)  # type: ignore[arg-type]
+                    seen = tracked.get(type(item))
+                    if seen is not None:
+                        seen[item.symbol] = now  # type: ignore[union-attr]
+                        if feed is None:
+                            append(item)  # type: ignore[arg-type]
                         else:
-                            guard.feed(
-                                proto.stream_key(item),  # type: ignore[arg-type]
-                                item,  # type: ignore[arg-type]
-                                ts_recv,
-                                batch,
-                            )
+                            feed(stream_key(item), item, ts_recv, batch)  # type: ignore[arg-type]
                     else:
                         error = self._control(item)  # type: ignore[arg-type]
                         if error is not None:
