@@ -47,8 +47,8 @@ import orjson
 import trio
 import trio_websocket
 
-from puffin_trio.events import EVENT_TYPES, Gap, Status
-from puffin_trio.providers._base import Frame, Provider, ProviderProtocol
+from puffin_trio.events import EVENT_TYPES, Gap, Quote, Status, Trade
+from puffin_trio.providers._base import Frame, Provider, ProviderProtocol, event_builder
 from puffin_trio.providers.alpaca import DEFAULT_MAX_MESSAGE_SIZE, AlpacaProvider, rfc3339_to_ns
 from puffin_trio.providers.ib import IBProvider
 from puffin_trio.providers.polygon import PolygonProvider
@@ -62,6 +62,7 @@ __all__ = [
     "BareClient",
     "Case",
     "DecodeSample",
+    "FloorClient",
     "SharedSendStream",
     "StampingClient",
     "blast",
@@ -274,6 +275,8 @@ class Case:
     no_sim: str = ""
     cycles: bool = True
     stamp_resolution_ns: int = 1
+    #: Whether the bare client is a :class:`FloorClient` (the throughput floor column).
+    floor: bool = False
 
 
 class BareClient(Protocol):
@@ -284,6 +287,24 @@ class BareClient(Protocol):
 
     def count(self, frame: Frame) -> int:
         """Parse ``frame``; the number of data messages in it."""
+
+
+@runtime_checkable
+class FloorClient(BareClient, Protocol):
+    """A bare client that can also build the events (the throughput floor)."""
+
+    def build(self, frame: Frame) -> int:
+        """Parse ``frame`` and build one event per data message, with no checks; the count."""
+
+
+#: The events a floor client builds: every field positional, the way the decoders
+#: build them (event_builder), values taken from the message as they are.
+_FLOOR_TRADE = event_builder(
+    Trade, "provider", "symbol", "ts_event", "ts_recv", "price", "size", "conditions"
+)
+_FLOOR_QUOTE = event_builder(
+    Quote, "provider", "symbol", "ts_event", "ts_recv", "bid", "ask", "bid_size", "ask_size"
+)
 
 
 @runtime_checkable
@@ -477,6 +498,16 @@ class _AlpacaBare:
     def count(self, frame: Frame) -> int:
         return len(self._parse(frame))
 
+    def build(self, frame: Frame) -> int:
+        ts = (lambda t: t) if self._binary else rfc3339_to_ns
+        events = [
+            _FLOOR_TRADE("alpaca", m["S"], ts(m["t"]), 0, m["p"], m["s"], m.get("c"))
+            if m["T"] == "t"
+            else _FLOOR_QUOTE("alpaca", m["S"], ts(m["t"]), 0, m["bp"], m["ap"], m["bs"], m["as"])
+            for m in self._parse(frame)
+        ]
+        return len(events)
+
     def stamps(self, frame: Frame) -> list[int]:
         if self._binary:
             return [m["t"] for m in self._parse(frame)]
@@ -560,6 +591,7 @@ ALPACA = Case(
     ceiling=_WS_CEILING.format(parse="orjson.loads / msgpack.unpackb(timestamp=2)"),
     decode_samples=_alpaca_decode_samples,
     sim=_alpaca_sim,
+    floor=True,
 )
 
 
@@ -656,6 +688,17 @@ class _PolygonBare:
     def count(self, frame: Frame) -> int:
         return len(orjson.loads(frame))
 
+    def build(self, frame: Frame) -> int:
+        events = [
+            _FLOOR_TRADE("polygon", m["sym"], m["t"] * 1_000_000, 0, m["p"], m["s"], m.get("c"))
+            if m["ev"] == "T"
+            else _FLOOR_QUOTE(
+                "polygon", m["sym"], m["t"] * 1_000_000, 0, m["bp"], m["ap"], m["bs"], m["as"]
+            )
+            for m in orjson.loads(frame)
+        ]
+        return len(events)
+
     def stamps(self, frame: Frame) -> list[int]:
         return [m["t"] * 1_000_000 for m in orjson.loads(frame)]
 
@@ -722,6 +765,7 @@ POLYGON = Case(
     sim=_polygon_sim,
     cycles=False,
     stamp_resolution_ns=1_000_000,
+    floor=True,
 )
 
 
