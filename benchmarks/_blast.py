@@ -232,6 +232,8 @@ class DecodeSample:
     #: The bare parse of the same bytes (``orjson.loads``, a NUL split, ...).
     baseline: Callable[[], object]
     baseline_label: str
+    #: The bare parse plus one event built per message, unchecked (see FloorClient).
+    floor: Callable[[], object] | None = None
 
 
 @dataclass(frozen=True)
@@ -482,6 +484,21 @@ async def _alpaca_serve(stream: trio.SocketStream, pools: Mapping[str, Any]) -> 
         nursery.cancel_scope.cancel()
 
 
+def _alpaca_floor(messages: list[dict[str, Any]], binary: bool) -> list[Trade | Quote]:
+    """One event per parsed Alpaca trade/quote message, built unchecked (the floor)."""
+    ts: Callable[[Any], int] = _same if binary else rfc3339_to_ns
+    return [
+        _FLOOR_TRADE("alpaca", m["S"], ts(m["t"]), 0, m["p"], m["s"], m.get("c"))
+        if m["T"] == "t"
+        else _FLOOR_QUOTE("alpaca", m["S"], ts(m["t"]), 0, m["bp"], m["ap"], m["bs"], m["as"])
+        for m in messages
+    ]
+
+
+def _same(value: int) -> int:
+    return value
+
+
 class _AlpacaBare:
     """The bare Alpaca client: orjson.loads / msgpack.unpackb(timestamp=2) of each frame."""
 
@@ -499,14 +516,7 @@ class _AlpacaBare:
         return len(self._parse(frame))
 
     def build(self, frame: Frame) -> int:
-        ts = (lambda t: t) if self._binary else rfc3339_to_ns
-        events = [
-            _FLOOR_TRADE("alpaca", m["S"], ts(m["t"]), 0, m["p"], m["s"], m.get("c"))
-            if m["T"] == "t"
-            else _FLOOR_QUOTE("alpaca", m["S"], ts(m["t"]), 0, m["bp"], m["ap"], m["bs"], m["as"])
-            for m in self._parse(frame)
-        ]
-        return len(events)
+        return len(_alpaca_floor(self._parse(frame), self._binary))
 
     def stamps(self, frame: Frame) -> list[int]:
         if self._binary:
@@ -564,6 +574,12 @@ def _alpaca_decode_samples() -> list[DecodeSample]:
                 baseline_label = "msgpack.unpackb(timestamp=2)"
             else:
                 baseline, baseline_label = partial(orjson.loads, frame), "orjson.loads"
+
+            def floor(
+                parse: Callable[[], Any] = baseline, binary: bool = variant == "msgpack"
+            ) -> object:
+                return _alpaca_floor(parse(), binary)
+
             protocol = _alpaca_provider(1, variant).protocol()
             samples.append(
                 DecodeSample(
@@ -573,6 +589,7 @@ def _alpaca_decode_samples() -> list[DecodeSample]:
                     protocol,
                     baseline,
                     baseline_label,
+                    floor,
                 )
             )
     return samples
