@@ -1,20 +1,30 @@
-"""What the WebSocket simulators (Alpaca, Polygon) share: limits, checks, disconnects.
+"""What the WebSocket simulators (Alpaca, Polygon) share: limits, checks, the connection skeleton.
 
 This module owns the server-side constants and small helpers common to
-:mod:`puffin_trio.sim.alpaca` and :mod:`puffin_trio.sim.polygon`. It must not
-know either provider's protocol.
+:mod:`puffin_trio.sim.alpaca` and :mod:`puffin_trio.sim.polygon`, and
+:class:`WsSimConnection`, the base of their per-connection classes: the task
+layout of a session (reader, auth deadline, data pump), how it ends (TCP
+abort or close frame), framing with the ``SLOW`` delay and the recorder, rate
+pacing, and the provider-neutral faults. It must not know either provider's
+protocol: hello, replies, encodings, data messages and the provider-specific
+faults are the subclasses' hooks.
 """
 
 from __future__ import annotations
 
+import abc
 import hmac
 import ipaddress
+import logging
+import math
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import trio
 import wsproto.utilities
-from trio_websocket import ConnectionClosed
+from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from puffin_trio.errors import ConfigurationError
+from puffin_trio.sim.faults import Fault, FaultKind, FaultPlan, PausableStream
 
 __all__ = [
     "CLOSE_TIMEOUT",
@@ -22,6 +32,9 @@ __all__ = [
     "HANDSHAKE_TIMEOUT",
     "MAX_CLIENT_MESSAGE",
     "MAX_PACING_LAG",
+    "SimRecord",
+    "SimSettings",
+    "WsSimConnection",
     "check_settings",
     "same_secret",
 ]
@@ -85,3 +98,268 @@ def check_settings(
         raise ConfigurationError(
             f"max_connections_per_key must be at least 1, got {max_connections_per_key}"
         )
+
+
+class SimRecord(Protocol):
+    """The part of a simulator's connection record that :class:`WsSimConnection` fills in."""
+
+    number: int
+    sent: list[list[dict[str, Any]]]
+    frames_not_kept: int
+    faults: list[FaultKind]
+    ended: trio.Event
+
+
+class _Recorder(Protocol):
+    @property
+    def max_frames(self) -> int: ...
+
+
+class SimSettings(Protocol):
+    """The part of a simulator's server configuration a :class:`WsSimConnection` reads."""
+
+    faults: FaultPlan
+    rate: float | None
+    batch: int
+    auth_timeout: float
+
+    @property
+    def recorder(self) -> _Recorder | None: ...
+
+
+RecordT = TypeVar("RecordT", bound=SimRecord)
+
+
+class WsSimConnection(abc.ABC, Generic[RecordT]):
+    """One simulated WebSocket session: its three tasks, its framing, its generic faults.
+
+    :meth:`run` sends :meth:`_hello`, then runs :meth:`_read_loop` (client
+    messages, handed to :meth:`_on_message`), :meth:`_auth_deadline` and
+    :meth:`_pump` (rate-paced data frames from :meth:`_data_frame`, with the
+    due faults applied before each frame) until one of them calls
+    :meth:`_end`. Subclasses supply the protocol through the abstract hooks
+    and may extend :meth:`_before_close`, :meth:`_send_data` and
+    :meth:`_inject` (falling back to this class for the faults it knows).
+
+    Every send goes through :meth:`_send` under ``_lock``, so a state change
+    and its replies, or a data frame, go out whole.
+    """
+
+    #: The provider module's logger and the prefix of its fault notices.
+    _logger: ClassVar[logging.Logger]
+    _log_prefix: ClassVar[str]
+
+    def __init__(
+        self,
+        settings: SimSettings,
+        ws: WebSocketConnection,
+        transport: PausableStream,
+        record: RecordT,
+    ) -> None:
+        self._ws = ws
+        self._transport = transport
+        self._record = record
+        recorder = settings.recorder
+        self._recorded = recorder is not None
+        self._max_frames = recorder.max_frames if recorder is not None else 0
+        self._faults = settings.faults.for_connection(record.number)
+        self._rate = settings.rate
+        self._batch = settings.batch
+        self._auth_timeout = settings.auth_timeout
+        self._lock = trio.Lock()
+        self._nursery: trio.Nursery | None = None
+        #: How the session ends: DROP, CLOSE, a subclass's own marker or None
+        #: (a plain close), with the close code and reason.
+        self._ending: tuple[FaultKind | str | None, int, str] = (None, 1000, "")
+        self._authenticated = trio.Event()
+        self._changed = trio.Event()
+        #: Whether the subscription produces data; a subclass keeps it current
+        #: and sets (then replaces) ``_changed`` to wake the pump.
+        self._streaming = False
+        self._delay = 0.0
+        self._slow_until = -math.inf
+        self._data_sent = 0
+
+    # -- hooks -------------------------------------------------------------
+
+    @abc.abstractmethod
+    def _hello(self) -> dict[str, Any]:
+        """The message sent as soon as the WebSocket is open."""
+
+    @abc.abstractmethod
+    def _encode(self, frame: list[dict[str, Any]]) -> str | bytes:
+        """One frame on the wire (a text or a binary WebSocket message). Hot path."""
+
+    @abc.abstractmethod
+    async def _on_message(self, frame: str | bytes) -> None:
+        """Decode, record and answer one client message."""
+
+    @abc.abstractmethod
+    async def _on_auth_timeout(self) -> None:
+        """Tell the client it did not authenticate in time, and :meth:`_end`."""
+
+    @abc.abstractmethod
+    def _data_frame(self, count: int) -> list[dict[str, Any]]:
+        """Up to ``count`` data messages for the subscription. Caller holds ``_lock``. Hot path."""
+
+    @abc.abstractmethod
+    def _unknown_message(self) -> dict[str, Any]:
+        """A fresh well-formed message of a type the protocol does not define."""
+
+    @abc.abstractmethod
+    def _malformed_default(self) -> str | bytes:
+        """The ``MALFORMED`` frame when the fault names no payload."""
+
+    @abc.abstractmethod
+    def _release(self) -> None:
+        """Free whatever the session holds on the server (its connection-limit slot)."""
+
+    async def _before_close(self, how: FaultKind | str | None, code: int) -> None:
+        """Runs just before the close frame ``code``, within ``CLOSE_TIMEOUT``. Default: nothing."""
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve until the client leaves or a fault/timeout ends the connection.
+
+        Blocks for the whole session. Then ``DROP`` aborts TCP; anything else
+        sends a close frame and waits up to ``CLOSE_TIMEOUT`` for the reply.
+        Disconnect errors (:data:`DISCONNECTS`) propagate to the caller;
+        ``ended`` on the record is set however it returns.
+        """
+        try:
+            await self._send_control(self._hello())
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._read_loop)
+                nursery.start_soon(self._auth_deadline)
+                nursery.start_soon(self._pump)
+            how, code, reason = self._ending
+            if how is FaultKind.DROP:
+                await self._transport.aclose()
+            else:
+                self._transport.resume()
+                with trio.move_on_after(CLOSE_TIMEOUT):
+                    await self._before_close(how, code)
+                    await self._ws.aclose(code, reason)
+        finally:
+            self._release()
+            self._record.ended.set()
+
+    def _end(self, how: FaultKind | str | None, code: int = 1000, reason: str = "") -> None:
+        """Stop the connection's tasks; ``run`` then closes (DROP: TCP only)."""
+        self._ending = (how, code, reason)
+        assert self._nursery is not None
+        self._nursery.cancel_scope.cancel()
+
+    async def _read_loop(self) -> None:
+        while True:
+            try:
+                frame = await self._ws.get_message()
+            except ConnectionClosed:
+                self._end(None)
+                return
+            await self._on_message(frame)
+
+    async def _auth_deadline(self) -> None:
+        with trio.move_on_after(self._auth_timeout):
+            await self._authenticated.wait()
+            return
+        await self._on_auth_timeout()
+
+    # -- sending -----------------------------------------------------------
+
+    async def _send(self, frame: list[dict[str, Any]]) -> None:
+        """Encode and send one frame. Caller holds ``_lock``. A checkpoint."""
+        if self._delay and trio.current_time() < self._slow_until:
+            await trio.sleep(self._delay)
+        await self._ws.send_message(self._encode(frame))
+        if self._recorded:
+            if len(self._record.sent) < self._max_frames:
+                self._record.sent.append(frame)
+            else:
+                self._record.frames_not_kept += 1
+
+    async def _send_control(self, message: dict[str, Any]) -> None:
+        async with self._lock:
+            await self._send([message])
+
+    async def _send_data(self, frame: list[dict[str, Any]]) -> None:
+        """Send data messages (caller holds ``_lock``) and count them."""
+        await self._send(frame)
+        self._data_sent += len(frame)
+
+    # -- data --------------------------------------------------------------
+
+    async def _pump(self) -> None:
+        await self._authenticated.wait()
+        rate = self._rate
+        batch = self._batch
+        next_at = trio.current_time()
+        while True:
+            await self._wait_streaming()
+            # A fault may send data (and so make the next one due): apply until none is.
+            while due := self._faults.take_due(self._data_sent):
+                for fault in due:
+                    await self._apply(fault)
+            room = self._faults.room(self._data_sent)
+            count = batch if room is None else min(batch, room)
+            if rate:
+                next_at = max(next_at + count / rate, trio.current_time() - MAX_PACING_LAG)
+                await trio.sleep_until(next_at)
+            else:
+                await trio.lowlevel.checkpoint()
+            async with self._lock:
+                frame = self._data_frame(count) if self._streaming else []
+                if frame:
+                    await self._send_data(frame)
+
+    async def _wait_streaming(self) -> None:
+        """Block until something is subscribed that produces data."""
+        while not self._streaming:
+            await self._changed.wait()
+
+    # -- faults ------------------------------------------------------------
+
+    async def _apply(self, fault: Fault) -> None:
+        """Record and log ``fault``, then :meth:`_inject` it."""
+        self._record.faults.append(fault.kind)
+        self._logger.debug(
+            "%s: connection %d: fault %s", self._log_prefix, self._record.number, fault.kind
+        )
+        await self._inject(fault)
+
+    async def _inject(self, fault: Fault) -> None:
+        """Put a provider-neutral fault on the wire; other kinds are left to subclasses."""
+        kind = fault.kind
+        if kind is FaultKind.DROP:
+            self._end(kind)
+            await trio.lowlevel.checkpoint()
+        elif kind is FaultKind.CLOSE:
+            self._end(kind, fault.code or 1011, "simulated fault")
+            await trio.lowlevel.checkpoint()
+        elif kind is FaultKind.SILENT:
+            if fault.duration is None:
+                await trio.sleep_forever()
+            await trio.sleep(fault.duration)
+        elif kind is FaultKind.MALFORMED:
+            payload = self._malformed_default() if fault.payload is None else fault.payload
+            async with self._lock:
+                await self._ws.send_message(payload)
+        elif kind is FaultKind.UNKNOWN_MESSAGE:
+            async with self._lock:
+                await self._send([self._unknown_message()])
+        elif kind is FaultKind.SLOW:
+            self._delay = fault.delay
+            self._slow_until = (
+                math.inf if fault.duration is None else trio.current_time() + fault.duration
+            )
+        elif kind is FaultKind.IGNORE_PINGS:
+            self._transport.pause()
+            if fault.duration is not None:
+                assert self._nursery is not None
+                self._nursery.start_soon(self._resume_reading, fault.duration)
+
+    async def _resume_reading(self, after: float) -> None:
+        await trio.sleep(after)
+        self._transport.resume()

@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -60,19 +59,18 @@ import attrs
 import msgpack
 import orjson
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_stream
+from trio_websocket import WebSocketConnection, wrap_server_stream
 
 from puffin_trio.errors import ConfigurationError
 from puffin_trio.sim._common import (
-    CLOSE_TIMEOUT,
     DISCONNECTS,
     HANDSHAKE_TIMEOUT,
     MAX_CLIENT_MESSAGE,
-    MAX_PACING_LAG,
+    WsSimConnection,
     check_settings,
     same_secret,
 )
-from puffin_trio.sim.faults import Fault, FaultKind, FaultPlan, PausableStream
+from puffin_trio.sim.faults import FaultKind, FaultPlan, PausableStream
 from puffin_trio.sim.market import ROUND_LOT, MarketModel, SimBook, SimQuote, SimTrade
 
 __all__ = [
@@ -286,8 +284,11 @@ def _read_headers(raw: list[tuple[bytes, bytes]]) -> tuple[bool, dict[str, str]]
     return content_type == "application/msgpack", headers
 
 
-class _Connection:
-    """One authenticated-or-not client session: protocol state and its three tasks."""
+class _Connection(WsSimConnection[AlpacaConnectionRecord]):
+    """One authenticated-or-not client session: the Alpaca protocol on :class:`WsSimConnection`."""
+
+    _logger = logger
+    _log_prefix = "alpaca sim"
 
     def __init__(
         self,
@@ -297,28 +298,14 @@ class _Connection:
         record: AlpacaConnectionRecord,
         msgpack_mode: bool,
     ) -> None:
+        super().__init__(server, ws, transport, record)
         self._server = server
         self._model = server.model
         self._crypto = server.crypto
-        self._ws = ws
-        self._transport = transport
-        self._record = record
-        self._recorded = server.recorder is not None
-        self._max_frames = server.recorder.max_frames if server.recorder is not None else 0
-        self._faults = server.faults.for_connection(record.number)
         self._packer = msgpack.Packer() if msgpack_mode else None
-        self._lock = trio.Lock()  # a state change and its reply, or a data frame, go out whole
-        self._nursery: trio.Nursery | None = None
-        self._ending: tuple[FaultKind | None, int, str] = (None, 1000, "")
-        self._authenticated = trio.Event()
         self._key: str | None = None
-        self._changed = trio.Event()
         self._subs: dict[str, dict[str, None]] = {ch: {} for ch in server.reply_keys}
-        self._delay = 0.0
-        self._slow_until = -math.inf
-        self._data_sent = 0
         # Derived from the subscription (see _recompute); read on the hot path.
-        self._streaming = False
         self._trade_from: tuple[str, ...] = ()
         self._quote_from: tuple[str, ...] = ()
         self._book_from: tuple[str, ...] = ()
@@ -329,61 +316,34 @@ class _Connection:
         self._bar_minute: int | None = None
         self._pending_bars: list[dict[str, Any]] = []
 
-    # -- lifecycle ---------------------------------------------------------
+    # -- WsSimConnection hooks ---------------------------------------------
 
-    async def run(self) -> None:
-        """Serve until the client leaves or a fault/timeout ends the connection."""
-        try:
-            await self._send_control({"T": "success", "msg": "connected"})
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                nursery.start_soon(self._read_loop)
-                nursery.start_soon(self._auth_deadline)
-                nursery.start_soon(self._pump)
-            how, code, reason = self._ending
-            if how is FaultKind.DROP:
-                await self._transport.aclose()
-            else:
-                self._transport.resume()
-                with trio.move_on_after(CLOSE_TIMEOUT):
-                    await self._ws.aclose(code, reason)
-        finally:
-            if self._key is not None:
-                self._server.active[self._key] -= 1
-            self._record.ended.set()
+    def _hello(self) -> dict[str, Any]:
+        return {"T": "success", "msg": "connected"}
 
-    def _end(self, how: FaultKind | None, code: int = 1000, reason: str = "") -> None:
-        """Stop the connection's tasks; ``run`` then closes (DROP: TCP only)."""
-        self._ending = (how, code, reason)
-        assert self._nursery is not None
-        self._nursery.cancel_scope.cancel()
+    def _encode(self, frame: list[dict[str, Any]]) -> str | bytes:
+        """msgpack binary if the upgrade request asked for it, else JSON text."""
+        if self._packer is not None:
+            packed: bytes = self._packer.pack(frame)
+            return packed
+        return orjson.dumps(frame).decode()
 
-    async def _auth_deadline(self) -> None:
-        with trio.move_on_after(self._server.auth_timeout):
-            await self._authenticated.wait()
-            return
+    async def _on_auth_timeout(self) -> None:
         await self._send_error(404)
         self._end(None, 1008, ERROR_MESSAGES[404])
 
+    def _unknown_message(self) -> dict[str, Any]:
+        return {"T": "zz", "msg": "simulated unknown message type"}
+
+    def _malformed_default(self) -> str | bytes:
+        """``\\x00garbage`` in the connection's frame type (binary for msgpack clients)."""
+        return b"\x00garbage" if self._packer is not None else "\x00garbage"
+
+    def _release(self) -> None:
+        if self._key is not None:
+            self._server.active[self._key] -= 1
+
     # -- sending -----------------------------------------------------------
-
-    async def _send(self, frame: list[dict[str, Any]]) -> None:
-        """Encode and send one frame. Caller holds ``_lock``. A checkpoint."""
-        if self._delay and trio.current_time() < self._slow_until:
-            await trio.sleep(self._delay)
-        if self._packer is not None:
-            await self._ws.send_message(self._packer.pack(frame))
-        else:
-            await self._ws.send_message(orjson.dumps(frame).decode())
-        if self._recorded:
-            if len(self._record.sent) < self._max_frames:
-                self._record.sent.append(frame)
-            else:
-                self._record.frames_not_kept += 1
-
-    async def _send_control(self, message: dict[str, Any]) -> None:
-        async with self._lock:
-            await self._send([message])
 
     async def _send_error(self, code: int) -> None:
         await self._send_control({"T": "error", "code": code, "msg": ERROR_MESSAGES[code]})
@@ -395,28 +355,22 @@ class _Connection:
 
     # -- client messages ---------------------------------------------------
 
-    async def _read_loop(self) -> None:
-        while True:
-            try:
-                frame = await self._ws.get_message()
-            except ConnectionClosed:
-                self._end(None)
-                return
-            message = _decode_client(frame)
-            if message is None:
-                await self._send_error(400)
-                continue
-            self._record.received.append(message)
-            action = message.get("action")
-            if action == "auth":
-                await self._on_auth(message)
-            elif action in ("subscribe", "unsubscribe"):
-                if self._authenticated.is_set():
-                    await self._on_subscription(message, add=action == "subscribe")
-                else:
-                    await self._send_error(401)
+    async def _on_message(self, frame: str | bytes) -> None:
+        message = _decode_client(frame)
+        if message is None:
+            await self._send_error(400)
+            return
+        self._record.received.append(message)
+        action = message.get("action")
+        if action == "auth":
+            await self._on_auth(message)
+        elif action in ("subscribe", "unsubscribe"):
+            if self._authenticated.is_set():
+                await self._on_subscription(message, add=action == "subscribe")
             else:
-                await self._send_error(400)
+                await self._send_error(401)
+        else:
+            await self._send_error(400)
 
     async def _on_auth(self, message: dict[str, Any]) -> None:
         if self._authenticated.is_set():
@@ -506,71 +460,6 @@ class _Connection:
         self._changed = trio.Event()
 
     # -- data --------------------------------------------------------------
-
-    async def _pump(self) -> None:
-        await self._authenticated.wait()
-        rate = self._server.rate
-        batch = self._server.batch
-        next_at = trio.current_time()
-        while True:
-            await self._wait_streaming()
-            for fault in self._faults.take_due(self._data_sent):
-                await self._apply(fault)
-            room = self._faults.room(self._data_sent)
-            count = batch if room is None else min(batch, room)
-            if rate:
-                next_at = max(next_at + count / rate, trio.current_time() - MAX_PACING_LAG)
-                await trio.sleep_until(next_at)
-            else:
-                await trio.lowlevel.checkpoint()
-            async with self._lock:
-                frame = self._data_frame(count) if self._streaming else []
-                if frame:
-                    await self._send(frame)
-                    self._data_sent += len(frame)
-
-    async def _wait_streaming(self) -> None:
-        """Block until something is subscribed that produces data."""
-        while not self._streaming:
-            await self._changed.wait()
-
-    async def _apply(self, fault: Fault) -> None:
-        kind = fault.kind
-        self._record.faults.append(kind)
-        logger.debug("alpaca sim: connection %d: fault %s", self._record.number, kind)
-        if kind is FaultKind.DROP:
-            self._end(kind)
-            await trio.lowlevel.checkpoint()
-        elif kind is FaultKind.CLOSE:
-            self._end(kind, fault.code or 1011, "simulated fault")
-            await trio.lowlevel.checkpoint()
-        elif kind is FaultKind.SILENT:
-            if fault.duration is None:
-                await trio.sleep_forever()
-            await trio.sleep(fault.duration)
-        elif kind is FaultKind.MALFORMED:
-            payload = fault.payload
-            if payload is None:
-                payload = b"\x00garbage" if self._packer is not None else "\x00garbage"
-            async with self._lock:
-                await self._ws.send_message(payload)
-        elif kind is FaultKind.UNKNOWN_MESSAGE:
-            async with self._lock:
-                await self._send([{"T": "zz", "msg": "simulated unknown message type"}])
-        elif kind is FaultKind.SLOW:
-            self._delay = fault.delay
-            self._slow_until = (
-                math.inf if fault.duration is None else trio.current_time() + fault.duration
-            )
-        elif kind is FaultKind.IGNORE_PINGS:
-            self._transport.pause()
-            if fault.duration is not None:
-                assert self._nursery is not None
-                self._nursery.start_soon(self._resume_reading, fault.duration)
-
-    async def _resume_reading(self, after: float) -> None:
-        await trio.sleep(after)
-        self._transport.resume()
 
     def _data_frame(self, count: int) -> list[dict[str, Any]]:
         """Up to ``count`` data messages for the subscribed symbols (fewer if some ticks

@@ -74,7 +74,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import random
 import time
 from collections import deque
@@ -84,15 +83,14 @@ from typing import Any, Literal, NoReturn
 import attrs
 import orjson
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_stream
+from trio_websocket import WebSocketConnection, wrap_server_stream
 
 from puffin_trio.errors import ConfigurationError
 from puffin_trio.sim._common import (
-    CLOSE_TIMEOUT,
     DISCONNECTS,
     HANDSHAKE_TIMEOUT,
     MAX_CLIENT_MESSAGE,
-    MAX_PACING_LAG,
+    WsSimConnection,
     check_settings,
     same_secret,
 )
@@ -339,8 +337,11 @@ class _Bars:
         agg[6] += price * size
 
 
-class _Connection:
-    """One client session on one cluster: protocol state and its three tasks."""
+class _Connection(WsSimConnection[PolygonConnectionRecord]):
+    """One client session on one cluster: the Polygon protocol on :class:`WsSimConnection`."""
+
+    _logger = logger
+    _log_prefix = "polygon sim"
 
     def __init__(
         self,
@@ -349,15 +350,10 @@ class _Connection:
         transport: PausableStream,
         record: PolygonConnectionRecord,
     ) -> None:
+        super().__init__(server, ws, transport, record)
         self._server = server
         self._model = server.model
         self._crypto = record.market == "crypto"
-        self._ws = ws
-        self._transport = transport
-        self._record = record
-        self._recorded = server.recorder is not None
-        self._max_frames = server.recorder.max_frames if server.recorder is not None else 0
-        self._faults = server.faults.for_connection(record.number)
         duplicate = [
             f.count
             for f in server.faults
@@ -366,16 +362,8 @@ class _Connection:
         self._history: deque[dict[str, Any]] | None = (
             deque(maxlen=max(duplicate)) if duplicate else None
         )
-        self._lock = trio.Lock()  # a state change and its replies, or a data frame, go out whole
-        self._nursery: trio.Nursery | None = None
-        self._ending: tuple[FaultKind | str | None, int, str] = (None, 1000, "")
-        self._authenticated = trio.Event()
         self._key: str | None = None
-        self._changed = trio.Event()
         self._topics: dict[str, dict[str, None]] = {}
-        self._delay = 0.0
-        self._slow_until = -math.inf
-        self._data_sent = 0
         self._holes = random.Random(f"{server.seed}:{record.number}").random
         self._trade_seq: dict[str, int] = {}
         self._quote_seq: dict[str, int] = {}
@@ -389,7 +377,6 @@ class _Connection:
         self._day: dict[str, list[float]] = {}
         self._pending_bars: list[tuple[str, dict[str, Any]]] = []  # (model symbol, message)
         # Derived from the subscription (see _recompute); read on the hot path.
-        self._streaming = False
         self._emits_ticks = False
         self._trade_from: tuple[str, ...] = ()
         self._quote_from: tuple[str, ...] = ()
@@ -397,37 +384,61 @@ class _Connection:
         self._trade_to: frozenset[str] = frozenset()
         self._bar_symbols: frozenset[str] = frozenset()
 
+    # -- WsSimConnection hooks ---------------------------------------------
+
+    def _hello(self) -> dict[str, Any]:
+        return _known_status("connected")
+
+    def _encode(self, frame: list[dict[str, Any]]) -> str | bytes:
+        return orjson.dumps(frame).decode()
+
+    async def _on_auth_timeout(self) -> None:
+        await self._send_control(_known_status("auth_timeout"))
+        self._end(None, _POLICY_CLOSE, "auth timeout")
+
+    def _unknown_message(self) -> dict[str, Any]:
+        return {"ev": "ZZ", "message": "simulated unknown message type"}
+
+    def _malformed_default(self) -> str | bytes:
+        return "\x00garbage"
+
+    def _release(self) -> None:
+        self._release_slot()
+
+    async def _before_close(self, how: FaultKind | str | None, code: int) -> None:
+        """An evicted connection gets ``max_connections`` first; record the close code sent."""
+        if how == _EVICTED:
+            await self._send_control(_known_status("max_connections"))
+        if self._ws.closed is None:  # else the client closed first
+            self._record.close_code = code
+
+    async def _send_data(self, frame: list[dict[str, Any]]) -> None:
+        """Send and count data messages (caller holds ``_lock``); keep them for DUPLICATE."""
+        await super()._send_data(frame)
+        if self._history is not None:
+            self._history.extend(frame)
+
+    async def _inject(self, fault: Fault) -> None:
+        """GAP, DUPLICATE and REORDER here; the provider-neutral faults in the base class."""
+        kind = fault.kind
+        if kind is FaultKind.GAP:
+            async with self._lock:
+                self._record.skipped.extend(self._draw(fault.count))
+        elif kind is FaultKind.DUPLICATE:
+            async with self._lock:
+                assert self._history is not None
+                again = list(self._history)[-fault.count :]
+                if again:
+                    await self._send_data(again)
+        elif kind is FaultKind.REORDER:
+            async with self._lock:
+                reordered = self._draw(fault.count)[::-1]
+                if reordered:
+                    await self._send_data(reordered)
+        else:
+            await super()._inject(fault)
+
     # -- lifecycle ---------------------------------------------------------
-
-    async def run(self) -> None:
-        """Serve until the client leaves or a fault/timeout/eviction ends the connection."""
-        try:
-            await self._send_control(_known_status("connected"))
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                nursery.start_soon(self._read_loop)
-                nursery.start_soon(self._auth_deadline)
-                nursery.start_soon(self._pump)
-            how, code, reason = self._ending
-            if how is FaultKind.DROP:
-                await self._transport.aclose()
-            else:
-                self._transport.resume()
-                with trio.move_on_after(CLOSE_TIMEOUT):
-                    if how == _EVICTED:
-                        await self._send_control(_known_status("max_connections"))
-                    if self._ws.closed is None:  # else the client closed first
-                        self._record.close_code = code
-                    await self._ws.aclose(code, reason)
-        finally:
-            self._release_slot()
-            self._record.ended.set()
-
-    def _end(self, how: FaultKind | str | None, code: int = 1000, reason: str = "") -> None:
-        """Stop the connection's tasks; ``run`` then closes (DROP: TCP only)."""
-        self._ending = (how, code, reason)
-        assert self._nursery is not None
-        self._nursery.cancel_scope.cancel()
 
     def evict(self) -> None:
         """Another connection took this one's slot: ``max_connections``, then close 1008."""
@@ -441,64 +452,27 @@ class _Connection:
                 active.remove(self)
             self._key = None
 
-    async def _auth_deadline(self) -> None:
-        with trio.move_on_after(self._server.auth_timeout):
-            await self._authenticated.wait()
-            return
-        await self._send_control(_known_status("auth_timeout"))
-        self._end(None, _POLICY_CLOSE, "auth timeout")
-
-    # -- sending -----------------------------------------------------------
-
-    async def _send(self, frame: list[dict[str, Any]]) -> None:
-        """Encode and send one frame. Caller holds ``_lock``. A checkpoint."""
-        if self._delay and trio.current_time() < self._slow_until:
-            await trio.sleep(self._delay)
-        await self._ws.send_message(orjson.dumps(frame).decode())
-        if self._recorded:
-            if len(self._record.sent) < self._max_frames:
-                self._record.sent.append(frame)
-            else:
-                self._record.frames_not_kept += 1
-
-    async def _send_control(self, message: dict[str, Any]) -> None:
-        async with self._lock:
-            await self._send([message])
-
-    async def _send_data(self, frame: list[dict[str, Any]]) -> None:
-        """Send data messages (caller holds ``_lock``) and count them."""
-        await self._send(frame)
-        self._data_sent += len(frame)
-        if self._history is not None:
-            self._history.extend(frame)
-
     # -- client messages ---------------------------------------------------
 
-    async def _read_loop(self) -> None:
-        while True:
-            try:
-                frame = await self._ws.get_message()
-            except ConnectionClosed:
-                self._end(None)
-                return
-            try:
-                message = orjson.loads(frame)
-            except orjson.JSONDecodeError:
-                message = None
-            if not isinstance(message, dict):
-                await self._send_control(_status("error", "invalid message"))
-                continue
-            self._record.received.append(message)
-            action = message.get("action")
-            if action == "auth":
-                await self._on_auth(message.get("params"))
-            elif action in ("subscribe", "unsubscribe"):
-                if self._authenticated.is_set():
-                    await self._on_topics(message.get("params"), add=action == "subscribe")
-                else:
-                    await self._send_control(_status("error", "not authenticated"))
+    async def _on_message(self, frame: str | bytes) -> None:
+        try:
+            message = orjson.loads(frame)
+        except orjson.JSONDecodeError:
+            message = None
+        if not isinstance(message, dict):
+            await self._send_control(_status("error", "invalid message"))
+            return
+        self._record.received.append(message)
+        action = message.get("action")
+        if action == "auth":
+            await self._on_auth(message.get("params"))
+        elif action in ("subscribe", "unsubscribe"):
+            if self._authenticated.is_set():
+                await self._on_topics(message.get("params"), add=action == "subscribe")
             else:
-                await self._send_control(_status("error", f"unknown action: {action!r}"))
+                await self._send_control(_status("error", "not authenticated"))
+        else:
+            await self._send_control(_status("error", f"unknown action: {action!r}"))
 
     async def _on_auth(self, key: object) -> None:
         if self._authenticated.is_set():
@@ -598,83 +572,6 @@ class _Connection:
         self._changed = trio.Event()
 
     # -- data --------------------------------------------------------------
-
-    async def _pump(self) -> None:
-        await self._authenticated.wait()
-        rate = self._server.rate
-        batch = self._server.batch
-        next_at = trio.current_time()
-        while True:
-            await self._wait_streaming()
-            while due := self._faults.take_due(self._data_sent):
-                for fault in due:
-                    await self._apply(fault)
-            room = self._faults.room(self._data_sent)
-            count = batch if room is None else min(batch, room)
-            if rate:
-                next_at = max(next_at + count / rate, trio.current_time() - MAX_PACING_LAG)
-                await trio.sleep_until(next_at)
-            else:
-                await trio.lowlevel.checkpoint()
-            async with self._lock:
-                frame = self._data_frame(count) if self._streaming else []
-                if frame:
-                    await self._send_data(frame)
-
-    async def _wait_streaming(self) -> None:
-        """Block until something is subscribed that produces data."""
-        while not self._streaming:
-            await self._changed.wait()
-
-    async def _apply(self, fault: Fault) -> None:
-        kind = fault.kind
-        self._record.faults.append(kind)
-        logger.debug("polygon sim: connection %d: fault %s", self._record.number, kind)
-        if kind is FaultKind.DROP:
-            self._end(kind)
-            await trio.lowlevel.checkpoint()
-        elif kind is FaultKind.CLOSE:
-            self._end(kind, fault.code or 1011, "simulated fault")
-            await trio.lowlevel.checkpoint()
-        elif kind is FaultKind.SILENT:
-            if fault.duration is None:
-                await trio.sleep_forever()
-            await trio.sleep(fault.duration)
-        elif kind is FaultKind.MALFORMED:
-            payload = "\x00garbage" if fault.payload is None else fault.payload
-            async with self._lock:
-                await self._ws.send_message(payload)
-        elif kind is FaultKind.UNKNOWN_MESSAGE:
-            async with self._lock:
-                await self._send([{"ev": "ZZ", "message": "simulated unknown message type"}])
-        elif kind is FaultKind.GAP:
-            async with self._lock:
-                self._record.skipped.extend(self._draw(fault.count))
-        elif kind is FaultKind.DUPLICATE:
-            async with self._lock:
-                assert self._history is not None
-                again = list(self._history)[-fault.count :]
-                if again:
-                    await self._send_data(again)
-        elif kind is FaultKind.REORDER:
-            async with self._lock:
-                reordered = self._draw(fault.count)[::-1]
-                if reordered:
-                    await self._send_data(reordered)
-        elif kind is FaultKind.SLOW:
-            self._delay = fault.delay
-            self._slow_until = (
-                math.inf if fault.duration is None else trio.current_time() + fault.duration
-            )
-        elif kind is FaultKind.IGNORE_PINGS:
-            self._transport.pause()
-            if fault.duration is not None:
-                assert self._nursery is not None
-                self._nursery.start_soon(self._resume_reading, fault.duration)
-
-    async def _resume_reading(self, after: float) -> None:
-        await trio.sleep(after)
-        self._transport.resume()
 
     def _draw(self, count: int) -> list[dict[str, Any]]:
         """The next ``count`` tick messages (fewer only if the subscription yields none)."""
