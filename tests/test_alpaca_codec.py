@@ -919,12 +919,18 @@ def test_event_builder_refuses_classes_it_cannot_build_faithfully() -> None:
     class WeaklyReferable:
         x: int
 
+    @attrs.frozen(weakref_slot=False, cache_hash=True)
+    class HashCached:
+        x: int
+
     with pytest.raises(TypeError, match="validator"):
         event_builder(Validated, "x")
     with pytest.raises(TypeError, match="not a slotted class"):
         event_builder(Unslotted, "x")
     with pytest.raises(TypeError, match="weakref_slot=False"):
         event_builder(WeaklyReferable, "x")
+    with pytest.raises(TypeError, match="not fields"):
+        event_builder(HashCached, "x")
     with pytest.raises(TypeError, match="plain default"):
         event_builder(Factoried, "x")
     with pytest.raises(TypeError, match="no field"):

@@ -107,6 +107,10 @@ def event_builder(cls: type[_E], *names: str) -> Callable[..., _E]:
     slots = tuple(cls.__dict__["__slots__"])
     if "__weakref__" in slots:
         raise TypeError(f"{cls.__name__} has a __weakref__ slot; declare it weakref_slot=False")
+    if set(slots) != field_names:  # e.g. cache_hash's hidden slot, which would stay unset
+        raise TypeError(
+            f"{cls.__name__} has slots that are not fields: {sorted(set(slots) - field_names)}"
+        )
     twin = type(f"_{cls.__name__}Twin", cls.__bases__, {"__slots__": slots})
     namespace: dict[str, Any] = {"new": object.__new__, "cls": cls, "twin": twin}
     params = ", ".join(f"v{i}" for i in range(len(names)))
