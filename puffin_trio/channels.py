@@ -690,9 +690,10 @@ class EventReceiver(trio.abc.ReceiveChannel[Event]):
         self._unyielded = 0
         #: The FIFO policies' queue, for the fast path of ``receive``/``__anext__``
         #: (``None`` for "conflate", whose buffer always takes the general path).
-        self._queue: deque[Event] | None = (
-            buffer.queue if isinstance(buffer, _FifoBuffer) else None
-        )
+        self._queue: deque[Event] | None = buffer.queue if isinstance(buffer, _FifoBuffer) else None
+        #: With a publisher parked, the fast path may take while more than this
+        #: many events are queued: ``take`` wakes it at half capacity, not before.
+        self._wake_above = (buffer.capacity >> 1) + 1
 
     @property
     def name(self) -> str:
@@ -732,8 +733,9 @@ class EventReceiver(trio.abc.ReceiveChannel[Event]):
         """The fast path: the next queued event with no trio call at all, when allowed.
 
         Allowed for a FIFO policy with an event queued, nothing lost since
-        the last announcement, no publisher waiting for room (``take`` would
-        wake it), and fewer than ``_SCHEDULE_EVERY - 1`` events handed out
+        the last announcement, no publisher waiting for room unless the
+        buffer stays above half full after this take (else ``take`` wakes
+        it), and fewer than ``_SCHEDULE_EVERY - 1`` events handed out
         since the last checkpoint. A closed receiver's queue is empty, so it
         never gets here. Everything else returns ``None`` and takes the
         general path, which does the checkpointing.
@@ -741,7 +743,9 @@ class EventReceiver(trio.abc.ReceiveChannel[Event]):
         queue = self._queue
         if queue and self._unyielded < _SCHEDULE_EVERY - 1:
             buffer = self._buffer
-            if not (buffer.missing or buffer.publishers_waiting):
+            if not buffer.missing and (
+                not buffer.publishers_waiting or len(queue) > self._wake_above
+            ):
                 self._unyielded += 1
                 buffer.delivered += 1
                 return queue.popleft()

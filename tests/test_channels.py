@@ -487,6 +487,25 @@ async def test_publish_batch_waits_for_room_event_by_event() -> None:
     assert fanout.statistics().consumers[events.name].max_queued <= 3
 
 
+@fails_on_deadlock
+async def test_a_parked_publisher_is_woken_when_the_consumer_is_down_to_half() -> None:
+    """Not before (the two would ping-pong one event at a time) and not later,
+    whether the consumer calls receive() or iterates."""
+    for iterate in (False, True):
+        fanout = FanOut()
+        events = fanout.open_consumer(capacity=8)
+        next_event = aiter(events).__anext__ if iterate else events.receive
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(fanout.publish_batch, [trade(n) for n in range(9)])
+            await trio.testing.wait_all_tasks_blocked()
+            for n in range(4):  # 8 queued -> 4 queued: the 4th take reaches half
+                assert fanout.statistics().publishers_waiting == 1
+                assert await next_event() == trade(n)
+            await trio.testing.wait_all_tasks_blocked()
+            assert fanout.statistics().publishers_waiting == 0
+        assert drain(events) == [trade(n) for n in range(4, 9)]
+
+
 # --- receiving ----------------------------------------------------------------------------
 
 
