@@ -7,7 +7,9 @@ simulator, so the two cross-check each other.
 
 from __future__ import annotations
 
+import copy
 import math
+import pickle
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -957,6 +959,8 @@ def test_built_events_are_frozen_and_behave_like_constructed_ones() -> None:
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         built.price = 5.0  # type: ignore[misc]
     assert built.seq is None and built.notional == 12.0
+    for copied in (pickle.loads(pickle.dumps(built)), copy.copy(built), copy.deepcopy(built)):
+        assert type(copied) is Trade and copied == made
 
 
 # --------------------------------------------------------------------------- subscribing
