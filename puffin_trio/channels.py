@@ -341,11 +341,13 @@ class _Buffer(abc.ABC):
 class _FifoBuffer(_Buffer):
     """A plain FIFO of events ("block" and "drop_oldest")."""
 
-    __slots__ = ("queue",)
+    __slots__ = ("queue", "wake_at")
 
     def __init__(self, capacity: int, clock: Callable[[], int]) -> None:
         super().__init__(capacity, clock)
         self.queue: deque[Event] = deque()
+        #: A parked publisher is woken once no more than this many are queued.
+        self.wake_at = capacity >> 1
 
     def _queued(self, count: int) -> None:
         """Bookkeeping after ``count`` events were appended."""
@@ -364,7 +366,7 @@ class _FifoBuffer(_Buffer):
         # room for a real batch (half the capacity), not after every event. Waking
         # it on every take made the two tasks ping-pong one event at a time: 1.3
         # park/unpark pairs per message and 40 % of the CPU in a full pipeline.
-        if self.publishers_waiting and len(self.queue) <= self.capacity >> 1:
+        if self.publishers_waiting and len(self.queue) <= self.wake_at:
             self.space.unpark_all()
         return event
 
@@ -688,12 +690,9 @@ class EventReceiver(trio.abc.ReceiveChannel[Event]):
         self._published_base = fanout._published
         self._published_end: int | None = None
         self._unyielded = 0
-        #: The FIFO policies' queue, for the fast path of ``receive``/``__anext__``
+        #: The FIFO policies' buffer, for the fast path of ``receive``/``__anext__``
         #: (``None`` for "conflate", whose buffer always takes the general path).
-        self._queue: deque[Event] | None = buffer.queue if isinstance(buffer, _FifoBuffer) else None
-        #: With a publisher parked, the fast path may take while more than this
-        #: many events are queued: ``take`` wakes it at half capacity, not before.
-        self._wake_above = (buffer.capacity >> 1) + 1
+        self._fifo = buffer if isinstance(buffer, _FifoBuffer) else None
 
     @property
     def name(self) -> str:
@@ -740,14 +739,14 @@ class EventReceiver(trio.abc.ReceiveChannel[Event]):
         never gets here. Everything else returns ``None`` and takes the
         general path, which does the checkpointing.
         """
-        queue = self._queue
-        if queue and self._unyielded < _SCHEDULE_EVERY - 1:
-            buffer = self._buffer
-            if not buffer.missing and (
-                not buffer.publishers_waiting or len(queue) > self._wake_above
-            ):
+        fifo = self._fifo
+        if fifo is not None and fifo.queue and self._unyielded < _SCHEDULE_EVERY - 1:
+            queue = fifo.queue
+            # With a publisher parked, take only while this take leaves the queue
+            # above the point where ``take`` would wake it.
+            if not fifo.missing and (not fifo.publishers_waiting or len(queue) > fifo.wake_at + 1):
                 self._unyielded += 1
-                buffer.delivered += 1
+                fifo.delivered += 1
                 return queue.popleft()
         return None
 

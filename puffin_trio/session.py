@@ -92,7 +92,7 @@ class _Untracked(dict[str, float]):
     """Liveness of a channel whose silence proves nothing (bars, statuses): not kept."""
 
     def __setitem__(self, key: str, value: float) -> None:
-        pass
+        """Drop it: liveness is kept only for trades, quotes and books."""
 
 
 _UNTRACKED: Final = _Untracked()
