@@ -16,7 +16,7 @@ the stream: the :class:`SequenceGuard` upstream detects gaps and the session
 announces them as ``Gap`` events; :class:`OrderBooks` reacts with
 :meth:`OrderBook.mark_resync`, and the consumer asks for fresh snapshots with
 ``await sup.resync(name, books=[...])``. It does not validate updates either
-(that is the provider codecs' job at the trust boundary): prices must not
+(that is the provider protocols' job at the trust boundary): prices must not
 be NaN, and an update must belong to this book's symbol.
 
 Every method is synchronous, never blocks and is not a trio checkpoint.

@@ -1,7 +1,7 @@
 """Sequence-gap detection: duplicates, reordering and holes in per-stream sequence numbers.
 
 This module owns :class:`SequenceGuard`, a sans-IO state machine that sits
-between a provider codec and the fan-out. Events go in with a stream key and
+between a provider protocol and the fan-out. Events go in with a stream key and
 the current time; events come out in sequence order, with a
 :class:`~puffin_trio.events.Gap` exactly where something is missing.
 

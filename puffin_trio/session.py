@@ -5,7 +5,7 @@ is one connection: connect, authenticate, (re)subscribe everything desired,
 then stream until something fails. Streaming runs in the session's own
 nursery with sibling tasks:
 
-* **reader**: frame -> provider codec -> sequence guard -> fan-out. It never
+* **reader**: frame -> provider protocol -> sequence guard -> fan-out. It never
   waits on processing beyond the consumers' declared overflow policies.
 * **heartbeat**: a WebSocket ping (or the provider's application request,
   e.g. IB's ``reqCurrentTime``) every ``ping_interval`` seconds, whose answer
@@ -69,10 +69,10 @@ from puffin_trio.providers._base import (
     ProviderProtocol,
     SubscriptionAck,
     Topics,
-    Transport,
     UnknownMessage,
 )
 from puffin_trio.subscriptions import SubscriptionState, subtract_topics
+from puffin_trio.transports import Transport
 
 __all__ = ["ProviderSession", "SessionStatistics", "SessionTimeouts"]
 

@@ -643,7 +643,7 @@ def test_provider_defaults_follow_the_documented_ports_and_knobs(
         monkeypatch.delenv(name, raising=False)
     provider = IBProvider()
     assert (provider.host, provider.port, provider.client_id) == ("127.0.0.1", 7497, 1)
-    assert provider.transport == "tcp" and provider.name == "ib"
+    assert provider.name == "ib"
     assert provider.channels == {"trades", "quotes", "books", "bars"}
     assert (provider.ping_interval, provider.ping_timeout) == (10.0, 10.0)
     assert provider.max_messages_per_second == 45

@@ -1,11 +1,12 @@
-"""Alpaca market data stream v2: provider configuration and the sans-IO codec.
+"""Alpaca market data stream v2: provider configuration and the sans-IO protocol.
 
 This module owns :class:`AlpacaProvider` (feeds, URLs, credentials, timing
 knobs, channel names) and :class:`AlpacaProtocol` (one connection's wire
 protocol: the ``connected``/``auth`` handshake, subscribe frames split under a
 size limit, and decoding JSON text or msgpack binary frames into normalised
-events and control items). The wire protocol is described in
-``shared/protocols.md`` section 1.
+events and control items). The wire protocol is Alpaca's, as its market data
+stream documentation describes it
+(https://docs.alpaca.markets/docs/streaming-market-data).
 
 It must not do I/O, read a clock (``ts_recv`` is passed in), log per message,
 or put a credential anywhere but the auth frame: keys are left out of every
@@ -14,18 +15,17 @@ or put a credential anywhere but the auth frame: keys are left out of every
 Decoding is the hot path: one dict of ``T`` -> bound method per connection,
 no per-message string formatting, timestamps parsed without ``datetime`` (see
 :func:`rfc3339_to_ns`), and events built straight into their slots (see
-:func:`~puffin_trio.providers._base.event_builder`). Required fields are checked by the conversions
-themselves (``float()`` of a missing or non-numeric price raises); a message
-that fails becomes :class:`~puffin_trio.providers._base.Malformed` and the
-rest of its frame still decodes. Optional text fields (exchange, tape,
+:func:`~puffin_trio._event_builder.event_builder`). Required fields are
+checked by the conversions themselves (``float()`` of a missing or
+non-numeric price raises); a message that fails becomes
+:class:`~puffin_trio.providers._base.Malformed` and the rest of its frame
+still decodes. Optional text fields (exchange, tape,
 indicator) are passed through as sent.
 """
 
 from __future__ import annotations
 
 import calendar as _calendar
-import math
-import os
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -34,6 +34,7 @@ import attrs
 import msgpack
 import orjson
 
+from puffin_trio._event_builder import event_builder
 from puffin_trio.errors import (
     AuthenticationError,
     ConfigurationError,
@@ -54,6 +55,8 @@ from puffin_trio.events import (
     TradeCorrection,
     TradingStatus,
 )
+from puffin_trio.guard import GuardMode
+from puffin_trio.providers import _config
 from puffin_trio.providers._base import (
     Authenticated,
     Connected,
@@ -66,13 +69,11 @@ from puffin_trio.providers._base import (
     SubscriptionAck,
     Topics,
     WebSocketProvider,
-    event_builder,
     malformed_message,
     normalize_topics,
     truncate_sample,
     unhandled_message,
 )
-from puffin_trio.transports.ws import check_ws_url
 
 if TYPE_CHECKING:
     from puffin_trio.market_hours import TradingCalendar
@@ -383,7 +384,7 @@ class AlpacaProtocol(ProviderProtocol):
     as their only condition, as Polygon does with its buy/sell-side codes.
     """
 
-    guard_mode: ClassVar[Literal["strict", "monotonic", "none"]] = "none"
+    guard_mode: ClassVar[GuardMode] = "none"
     __slots__ = (
         "_channels",
         "_encoding",
@@ -742,32 +743,6 @@ _STALE_AFTER: Mapping[str, float] = {
 _MIN_MESSAGE_SIZE = 64 * 1024
 
 
-def _positive(name: str, value: object, *, allow_inf: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigurationError(f"{PROVIDER}: {name} must be a number of seconds, not {value!r}")
-    if not value > 0 or (math.isinf(value) and not allow_inf):
-        limit = "a positive number" if allow_inf else "a positive, finite number"
-        raise ConfigurationError(f"{PROVIDER}: {name} must be {limit} of seconds, not {value!r}")
-    return float(value)
-
-
-def _size(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigurationError(
-            f"{PROVIDER}: {name} must be an integer number of bytes >= {minimum}, not {value!r}"
-        )
-    return value
-
-
-def _credential(value: object, env: str, argument: str) -> str | None:
-    if value is None:
-        value = os.environ.get(env) or None
-    if value is not None and (not isinstance(value, str) or not value):
-        # Never echo the value: it may be a secret passed in the wrong place.
-        raise ConfigurationError(f"{PROVIDER}: {argument}= must be a non-empty string")
-    return value
-
-
 @attrs.frozen(init=False)
 class AlpacaProvider(WebSocketProvider):
     """Alpaca's market data stream (stocks or crypto), ready for ``sup.add``.
@@ -860,31 +835,30 @@ class AlpacaProvider(WebSocketProvider):
             host = _SANDBOX_HOST if sandbox else _HOST
             path = FEEDS[feed] + (crypto_location if feed == "crypto" else "")
             url = f"wss://{host}{path}"
-        elif isinstance(url, str):
-            check_ws_url(url)
-        else:
-            raise ConfigurationError(f"{PROVIDER}: url must be a string, not {url!r}")
-        if not isinstance(name, str) or not name:
-            raise ConfigurationError(f"{PROVIDER}: name must be a non-empty string")
         self.__attrs_init__(
             feed=feed,
-            url=url,
+            url=_config.websocket_url(PROVIDER, url),
             encoding=encoding,
             crypto_location=crypto_location,
             sandbox=sandbox,
-            ping_interval=_positive("ping_interval", ping_interval),
-            ping_timeout=_positive("ping_timeout", ping_timeout),
-            stale_after=_positive(
+            ping_interval=_config.seconds(PROVIDER, "ping_interval", ping_interval),
+            ping_timeout=_config.seconds(PROVIDER, "ping_timeout", ping_timeout),
+            stale_after=_config.seconds(
+                PROVIDER,
                 "stale_after",
                 _STALE_AFTER[feed] if stale_after is None else stale_after,
                 allow_inf=True,
             ),
-            limit_cooldown=_positive("limit_cooldown", limit_cooldown),
-            max_message_size=_size("max_message_size", max_message_size, _MIN_MESSAGE_SIZE),
-            max_frame_bytes=_size("max_frame_bytes", max_frame_bytes, _MIN_FRAME_BYTES),
-            session_name=name,
-            key=_credential(key, _KEY_ENV, "key"),
-            secret=_credential(secret, _SECRET_ENV, "secret"),
+            limit_cooldown=_config.seconds(PROVIDER, "limit_cooldown", limit_cooldown),
+            max_message_size=_config.byte_size(
+                PROVIDER, "max_message_size", max_message_size, _MIN_MESSAGE_SIZE
+            ),
+            max_frame_bytes=_config.byte_size(
+                PROVIDER, "max_frame_bytes", max_frame_bytes, _MIN_FRAME_BYTES
+            ),
+            session_name=_config.session_name(PROVIDER, name),
+            key=_config.credential(PROVIDER, key, (_KEY_ENV,), "key"),
+            secret=_config.credential(PROVIDER, secret, (_SECRET_ENV,), "secret"),
         )
 
     @property

@@ -1,12 +1,13 @@
-"""Polygon.io / Massive WebSocket: provider configuration and the sans-IO codec.
+"""Polygon.io / Massive WebSocket: provider configuration and the sans-IO protocol.
 
 This module owns :class:`PolygonProvider` (cluster, real-time or delayed
 host, credentials, timing knobs, channel names) and :class:`PolygonProtocol`
 (one connection's wire protocol: the ``connected``/``auth`` handshake, topic
 subscriptions split under a size limit, per-topic confirmations folded into
 subscription acks, and decoding JSON frames into normalised events and
-control items). The wire protocol is described in ``shared/protocols.md``
-section 2; Polygon rebranded as Massive, and the protocol did not change.
+control items). The wire protocol is Polygon's, as its WebSocket
+documentation describes it (https://polygon.io/docs/stocks/ws_getting-started);
+Polygon rebranded as Massive, and the protocol did not change.
 
 It must not do I/O, read a clock (``ts_recv`` is passed in), log per message,
 or put the API key anywhere but the auth frame: the key is left out of every
@@ -16,7 +17,7 @@ Decoding is the hot path: one dict of ``ev`` -> bound method per connection,
 timestamps converted with one multiplication (Polygon sends Unix
 milliseconds), small integer codes turned into text through a table, and
 events built straight into their slots (``event_builder``, shared by
-every codec). Required fields are checked by the conversions themselves; a
+every provider protocol). Required fields are checked by the conversions themselves; a
 message that fails becomes :class:`~puffin_trio.providers._base.Malformed`
 and the rest of its frame still decodes.
 
@@ -37,7 +38,7 @@ Normalisation choices (Polygon's wire values -> the event model):
   are contiguous per stream, like our simulator's ``sequence="contiguous"``.
 * ``XL2`` (crypto L2) is decoded as a **snapshot** of the top levels
   (``OrderBookUpdate(snapshot=True)``). Polygon does not document whether a
-  message is a snapshot or a diff (protocols.md, "Uncertain" 12), but its
+  message is a snapshot or a diff, but its
   reference describes ``b``/``a`` as "an array of bid [ask] prices ... with a
   maximum depth of 100", which is a bounded top-of-book picture, not a list
   of changed levels. Reading a diff as a snapshot would drop levels until the
@@ -49,14 +50,13 @@ Normalisation choices (Polygon's wire values -> the event model):
 
 from __future__ import annotations
 
-import math
-import os
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import attrs
 import orjson
 
+from puffin_trio._event_builder import event_builder
 from puffin_trio.errors import (
     AuthenticationError,
     ConfigurationError,
@@ -66,6 +66,8 @@ from puffin_trio.errors import (
     TransientProviderError,
 )
 from puffin_trio.events import Bar, Event, LimitBands, OrderBookUpdate, Quote, Trade
+from puffin_trio.guard import GuardMode
+from puffin_trio.providers import _config
 from puffin_trio.providers._base import (
     Authenticated,
     Connected,
@@ -78,13 +80,11 @@ from puffin_trio.providers._base import (
     SubscriptionAck,
     Topics,
     WebSocketProvider,
-    event_builder,
     malformed_message,
     normalize_topics,
     truncate_sample,
     unhandled_message,
 )
-from puffin_trio.transports.ws import check_ws_url
 
 if TYPE_CHECKING:
     from puffin_trio.market_hours import TradingCalendar
@@ -133,20 +133,19 @@ _KEY_ENVS = ("MASSIVE_API_KEY", "POLYGON_API_KEY")
 
 #: Default ``max_message_size``: 16 MiB. The massive SDK runs with websockets'
 #: 1 MiB, but Polygon batches events into arrays and there is no documented
-#: maximum batch (protocols.md 2.6): the frames we most need to accept are the
+#: maximum batch: the frames we most need to accept are the
 #: catch-up frames of a ``T.*`` subscription after a stall (a trade is ~150
 #: bytes of JSON, so 1 MiB is only ~7 000 events). A frame over the limit closes
 #: the connection (1009) and the reconnect loses far more than the frame, so
 #: the limit is 16 times the SDK's while one frame still cannot take unbounded
 #: memory. The same reasoning and value as the Alpaca provider.
 DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
-#: Default ``max_frame_bytes`` (outgoing subscribe/unsubscribe): 4 KiB. Polygon
-#: documents no limit on the topics of one subscribe for stocks (protocols.md,
-#: "Uncertain" 18), but a stream server with a small read limit has existed (a
-#: ~8 KiB Alpaca subscribe drew close code 1009), and the options cluster
-#: refuses a whole frame past its subscription limit. 4 KiB holds ~500 stock
-#: topics, so 10 000 symbols take ~20 frames; splitting costs nothing, because
-#: Polygon confirms every topic with its own status message anyway.
+#: Default ``max_frame_bytes`` (outgoing subscribe/unsubscribe): 4 KiB. Polygon documents no limit
+#: on the topics of one subscribe for stocks, but a stream server with a small read limit has
+#: existed (a ~8 KiB Alpaca subscribe drew close code 1009), and the options cluster refuses a whole
+#: frame past its subscription limit. 4 KiB holds ~500 stock topics, so 10 000 symbols take ~20
+#: frames; splitting costs nothing, because Polygon confirms every topic with its own status message
+#: anyway.
 DEFAULT_MAX_FRAME_BYTES = 4 * 1024
 #: Smallest accepted ``max_frame_bytes``: the frame's own overhead plus a few topics.
 _MIN_FRAME_BYTES = 64
@@ -402,7 +401,7 @@ class PolygonProtocol(ProviderProtocol):
     ``"LULD:AAPL"``), because trades and quotes are numbered separately.
     """
 
-    guard_mode: ClassVar[Literal["strict", "monotonic", "none"]] = "monotonic"
+    guard_mode: ClassVar[GuardMode] = "monotonic"
     __slots__ = (
         "_channels",
         "_confirmed",
@@ -732,7 +731,8 @@ class StrictPolygonProtocol(PolygonProtocol):
     exactly, as ``Gap(reason="sequence")``.
     """
 
-    guard_mode: ClassVar[Literal["strict", "monotonic", "none"]] = "strict"
+    __slots__ = ()
+    guard_mode: ClassVar[GuardMode] = "strict"
 
 
 def _action_frame(action: str, topics: list[str]) -> str:
@@ -761,35 +761,6 @@ def _normalize(topics: Topics, *, crypto: bool) -> dict[str, frozenset[str]]:
 
 
 # --------------------------------------------------------------------------- provider
-
-
-def _seconds(name: str, value: object, *, allow_inf: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigurationError(f"{PROVIDER}: {name} must be a number of seconds, not {value!r}")
-    if not value > 0 or (math.isinf(value) and not allow_inf):
-        limit = "a positive number" if allow_inf else "a positive, finite number"
-        raise ConfigurationError(f"{PROVIDER}: {name} must be {limit} of seconds, not {value!r}")
-    return float(value)
-
-
-def _size(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigurationError(
-            f"{PROVIDER}: {name} must be an integer number of bytes >= {minimum}, not {value!r}"
-        )
-    return value
-
-
-def _api_key(value: object) -> str | None:
-    if value is None:
-        for env in _KEY_ENVS:
-            value = os.environ.get(env) or None
-            if value is not None:
-                break
-    if value is not None and (not isinstance(value, str) or not value):
-        # Never echo the value: it may be a secret passed in the wrong place.
-        raise ConfigurationError(f"{PROVIDER}: key= must be a non-empty string")
-    return value
 
 
 @attrs.frozen(init=False)
@@ -882,25 +853,23 @@ class PolygonProvider(WebSocketProvider):
             )
         if url is None:
             url = f"wss://{HOSTS['delayed' if delayed else 'realtime']}/{market}"
-        elif isinstance(url, str):
-            check_ws_url(url)
-        else:
-            raise ConfigurationError(f"{PROVIDER}: url must be a string, not {url!r}")
-        if not isinstance(name, str) or not name:
-            raise ConfigurationError(f"{PROVIDER}: name must be a non-empty string")
         self.__attrs_init__(
             market=market,
             delayed=delayed,
-            url=url,
+            url=_config.websocket_url(PROVIDER, url),
             sequence=sequence,
-            ping_interval=_seconds("ping_interval", ping_interval),
-            ping_timeout=_seconds("ping_timeout", ping_timeout),
-            stale_after=_seconds("stale_after", stale_after, allow_inf=True),
-            limit_cooldown=_seconds("limit_cooldown", limit_cooldown),
-            max_message_size=_size("max_message_size", max_message_size, _MIN_MESSAGE_SIZE),
-            max_frame_bytes=_size("max_frame_bytes", max_frame_bytes, _MIN_FRAME_BYTES),
-            session_name=name,
-            key=_api_key(key),
+            ping_interval=_config.seconds(PROVIDER, "ping_interval", ping_interval),
+            ping_timeout=_config.seconds(PROVIDER, "ping_timeout", ping_timeout),
+            stale_after=_config.seconds(PROVIDER, "stale_after", stale_after, allow_inf=True),
+            limit_cooldown=_config.seconds(PROVIDER, "limit_cooldown", limit_cooldown),
+            max_message_size=_config.byte_size(
+                PROVIDER, "max_message_size", max_message_size, _MIN_MESSAGE_SIZE
+            ),
+            max_frame_bytes=_config.byte_size(
+                PROVIDER, "max_frame_bytes", max_frame_bytes, _MIN_FRAME_BYTES
+            ),
+            session_name=_config.session_name(PROVIDER, name),
+            key=_config.credential(PROVIDER, key, _KEY_ENVS, "key"),
         )
 
     @property

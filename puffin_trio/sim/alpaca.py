@@ -1,10 +1,10 @@
 """A protocol-faithful local Alpaca market-data v2 WebSocket server.
 
-This module owns the *server* side of the Alpaca stream protocol
-(``/work/shared/protocols.md`` section 1), written independently of the
-client codec in :mod:`puffin_trio.providers.alpaca` (which it must not
-import) so the two cross-check each other; alpaca-py itself is also tested
-against it. It speaks:
+This module owns the *server* side of the Alpaca stream protocol (as Alpaca
+documents it, https://docs.alpaca.markets/docs/streaming-market-data),
+written independently of the client protocol in
+:mod:`puffin_trio.providers.alpaca` (which it must not import) so the two
+cross-check each other; alpaca-py itself is also tested against it. It speaks:
 
 * ``[{"T":"success","msg":"connected"}]`` on connect, then ``auth`` within
   ``auth_timeout`` (``404 auth timeout`` and close otherwise); errors 400,

@@ -1,9 +1,10 @@
 """A protocol-faithful local Polygon.io / Massive WebSocket server.
 
-This module owns the *server* side of the Polygon/Massive stream protocol
-(``/work/shared/protocols.md`` section 2), written independently of the client
-codec in :mod:`puffin_trio.providers.polygon` (which it must not import) so the
-two cross-check each other; the official ``massive`` SDK is also tested
+This module owns the *server* side of the Polygon/Massive stream protocol (as
+Polygon's WebSocket documentation describes it,
+https://polygon.io/docs/stocks/ws_getting-started), written independently of
+the client protocol in :mod:`puffin_trio.providers.polygon` (which it must not
+import) so the two cross-check each other; the official ``massive`` SDK is also tested
 against it. It speaks:
 
 * two clusters on one port, chosen by the request path: ``/stocks`` and
@@ -128,7 +129,7 @@ DEFAULT_RATE = 50.0
 AUTH_TIMEOUT = 10.0
 
 #: ``message`` text of each status the simulator sends, as the real server
-#: words them (protocols.md 2.3).
+#: words them.
 STATUS_MESSAGES: dict[str, str] = {
     "connected": "Connected Successfully",
     "auth_success": "authenticated",
