@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import abc
 import hmac
-import ipaddress
 import logging
 import math
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
@@ -24,6 +23,7 @@ import wsproto.utilities
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from puffin_trio.errors import ConfigurationError
+from puffin_trio.sim._server import check_host
 from puffin_trio.sim.faults import Fault, FaultKind, FaultPlan, PausableStream
 
 __all__ = [
@@ -80,14 +80,8 @@ def check_settings(
     auth_timeout: float,
     max_connections_per_key: int,
 ) -> None:
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
-        raise ConfigurationError(
-            f"the simulator only listens on loopback (127.0.0.1, ::1, localhost), not {host!r}"
-        )
+    """Raise :class:`ConfigurationError` for a setting no WebSocket simulator can serve."""
+    check_host(host)
     if rate is not None and rate < 0:
         raise ConfigurationError(f"rate must be >= 0 messages/s (0 or None: unlimited), got {rate}")
     if batch < 1:

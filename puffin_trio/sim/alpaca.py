@@ -48,7 +48,6 @@ from ``wall_clock``.
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
 import time
@@ -70,6 +69,7 @@ from puffin_trio.sim._common import (
     check_settings,
     same_secret,
 )
+from puffin_trio.sim._server import SimRecorder, listen
 from puffin_trio.sim.faults import FaultKind, FaultPlan, PausableStream
 from puffin_trio.sim.market import ROUND_LOT, MarketModel, SimBook, SimQuote, SimTrade
 
@@ -182,21 +182,12 @@ class AlpacaConnectionRecord:
         ]
 
 
-class AlpacaSimRecorder:
+class AlpacaSimRecorder(SimRecorder[AlpacaConnectionRecord]):
     """Records every connection a :func:`serve_alpaca` server accepts.
 
     ``max_frames`` bounds the frames kept per connection (100 000: minutes of
     a test's traffic at the default rate; pass no recorder to benchmarks).
     """
-
-    def __init__(self, *, max_frames: int = 100_000) -> None:
-        self.max_frames = max_frames
-        self.connections: list[AlpacaConnectionRecord] = []
-
-    @property
-    def accepted(self) -> int:
-        """How many WebSocket connections were accepted so far."""
-        return len(self.connections)
 
 
 def _decode_client(frame: str | bytes) -> dict[str, Any] | None:
@@ -653,11 +644,11 @@ async def serve_alpaca(
         auth_timeout=auth_timeout,
         max_connections_per_key=max_connections_per_key,
     )
-    async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(
-            functools.partial(trio.serve_tcp, server.handle_stream, port, host=host)
-        )
-        bound_port: int = listeners[0].socket.getsockname()[1]
-        logger.debug("alpaca sim: listening on %s:%d", host, bound_port)
-        task_status.started(bound_port)
-        await trio.sleep_forever()
+    await listen(
+        server.handle_stream,
+        host=host,
+        port=port,
+        logger=logger,
+        label="alpaca sim",
+        task_status=task_status,
+    )

@@ -73,7 +73,6 @@ connection. Timing uses trio's clock, so tests under
 
 from __future__ import annotations
 
-import functools
 import logging
 import random
 import time
@@ -95,6 +94,7 @@ from puffin_trio.sim._common import (
     check_settings,
     same_secret,
 )
+from puffin_trio.sim._server import SimRecorder, listen
 from puffin_trio.sim.faults import Fault, FaultKind, FaultPlan, PausableStream
 from puffin_trio.sim.market import (
     ROUND_LOT,
@@ -216,21 +216,12 @@ class PolygonConnectionRecord:
         return [m for frame in self.sent for m in frame if m.get("ev") != "status"]
 
 
-class PolygonSimRecorder:
+class PolygonSimRecorder(SimRecorder[PolygonConnectionRecord]):
     """Records every connection a :func:`serve_polygon` server accepts.
 
     ``max_frames`` bounds the frames kept per connection (100 000: minutes of
     a test's traffic at the default rate; pass no recorder to benchmarks).
     """
-
-    def __init__(self, *, max_frames: int = 100_000) -> None:
-        self.max_frames = max_frames
-        self.connections: list[PolygonConnectionRecord] = []
-
-    @property
-    def accepted(self) -> int:
-        """How many WebSocket connections were accepted so far."""
-        return len(self.connections)
 
 
 def _status(status: str, message: str) -> dict[str, Any]:
@@ -810,11 +801,11 @@ async def serve_polygon(
         max_connections_per_key=max_connections_per_key,
         on_connection_limit=on_connection_limit,
     )
-    async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(
-            functools.partial(trio.serve_tcp, server.handle_stream, port, host=host)
-        )
-        bound_port: int = listeners[0].socket.getsockname()[1]
-        logger.debug("polygon sim: listening on %s:%d", host, bound_port)
-        task_status.started(bound_port)
-        await trio.sleep_forever()
+    await listen(
+        server.handle_stream,
+        host=host,
+        port=port,
+        logger=logger,
+        label="polygon sim",
+        task_status=task_status,
+    )

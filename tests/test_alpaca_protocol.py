@@ -1,4 +1,4 @@
-"""Alpaca provider configuration and sans-IO codec (puffin_trio.providers.alpaca).
+"""Alpaca provider configuration and sans-IO protocol (puffin_trio.providers.alpaca).
 
 The server side is written here by hand (a tiny encoder from plain dicts with
 integer-ns timestamps to Alpaca JSON or msgpack frames), independently of the

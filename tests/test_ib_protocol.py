@@ -1,6 +1,6 @@
-"""The IB TWS API codec: exact request bytes, every incoming layout, every error path.
+"""The IB TWS API protocol: exact request bytes, every incoming layout, every error path.
 
-Layouts are those of ``shared/protocols.md`` section 3 at server version 176;
+Layouts are those of the TWS API at server version 176;
 where ib_async is installed, requests are also compared byte for byte with
 what ib_async 2.1.0's own client encodes.
 """
@@ -148,7 +148,7 @@ def test_an_unusable_handshake_reply_fails_the_connection(
 # --------------------------------------------------------------------------- requests
 
 
-def test_requests_are_encoded_exactly_per_protocols_md() -> None:
+def test_requests_are_encoded_exactly_per_the_tws_api_layouts() -> None:
     proto = started(
         4,
         contracts={"AAPL": AAPL, "IBM": IBContract("IBM", con_id=8314)},
