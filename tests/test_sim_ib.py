@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from functools import partial
 from typing import Any
 
 import pytest
@@ -26,6 +25,8 @@ from puffin_trio.sim.ib import DEFAULT_ACCOUNT, FIRST_CON_ID, IBSimRecorder, ser
 from puffin_trio.sim.ib._requests import row_operations
 from puffin_trio.testing import mock_wall_clock
 from puffin_trio.transports.tcp import TcpTransport, encode_frame, open_tcp_transport
+
+from ._support import serving
 
 WALL_NS = int(datetime(2026, 11, 24, 15, 0, tzinfo=UTC).timestamp() * 1e9)
 STOCK = ["0", "AAPL", "STK", "", "0.0", "", "", "SMART", "", "USD", "", ""]
@@ -64,12 +65,10 @@ async def ib_sim(**kwargs: Any) -> AsyncIterator[tuple[int, IBSimRecorder]]:
     recorder = IBSimRecorder()
     kwargs.setdefault("symbols", ["AAPL", "MSFT"])
     kwargs.setdefault("rate", 100.0)
-    async with trio.open_nursery() as nursery:
-        port = await nursery.start(
-            partial(serve_ib, recorder=recorder, wall_clock=mock_wall_clock(WALL_NS), **kwargs)
-        )
+    async with serving(
+        serve_ib, recorder=recorder, wall_clock=mock_wall_clock(WALL_NS), **kwargs
+    ) as port:
         yield port, recorder
-        nursery.cancel_scope.cancel()
 
 
 @asynccontextmanager

@@ -1,15 +1,12 @@
 """IB end to end: fake TWS -> framed TCP -> IBProtocol -> session -> supervisor -> consumers.
 
 Every test runs over real loopback TCP against ``serve_ib`` on trio's
-autojump ``MockClock`` (see tests/test_supervisor_alpaca.py for why that is
+autojump ``MockClock`` (see tests/_support.py for why that is
 sound), through ``Supervisor.add(IBProvider(host=..., port=..., client_id=...))``.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from functools import partial
 from typing import Any
 
 import pytest
@@ -30,29 +27,9 @@ from puffin_trio import (
 )
 from puffin_trio.providers.ib import IBProvider
 from puffin_trio.sim import FaultPlan
-from puffin_trio.sim.ib import IBConnectionRecord, IBSimRecorder, serve_ib
-from puffin_trio.testing import mock_wall_clock
+from puffin_trio.sim.ib import IBConnectionRecord
 
-from .test_supervisor_alpaca import (
-    FAST_RESTART,
-    MARKET_OPEN_NS,
-    collect_until,
-    states,
-    streaming_again,
-)
-
-
-@asynccontextmanager
-async def ib_sim(**kwargs: Any) -> AsyncIterator[tuple[int, IBSimRecorder, Callable[[], int]]]:
-    """Run ``serve_ib`` for the block; yields (port, recorder, wall clock)."""
-    recorder = IBSimRecorder()
-    wall = mock_wall_clock(MARKET_OPEN_NS)
-    kwargs.setdefault("symbols", ["AAPL", "MSFT"])
-    kwargs.setdefault("rate", 100.0)
-    async with trio.open_nursery() as nursery:
-        port = await nursery.start(partial(serve_ib, recorder=recorder, wall_clock=wall, **kwargs))
-        yield port, recorder, wall
-        nursery.cancel_scope.cancel()
+from ._support import FAST_RESTART, collect_until, ib_sim, states, streaming_again
 
 
 def ib(port: int, **kwargs: Any) -> IBProvider:
