@@ -704,7 +704,9 @@ def test_a_contract_that_cannot_travel_on_the_wire_is_refused(kwargs: dict[str, 
         IBContract(**kwargs)
 
 
-def test_request_ids_are_never_reused_across_a_providers_connections() -> None:
+def test_each_connection_numbers_its_requests_from_one() -> None:
+    """The request-id counter belongs to the protocol, one per connection (as ib_async's
+    does), not to the frozen provider: two connections of one provider share nothing."""
     provider = IBProvider(port=7497)
     ids = []
     for _ in range(2):
@@ -715,4 +717,5 @@ def test_request_ids_are_never_reused_across_a_providers_connections() -> None:
         ids += [
             int(f[2]) if f[0] == "1" else int(f[1]) for f in fields_of(proto.data_to_send()[2:])
         ]
-    assert ids == [1, 2, 3, 4]
+    assert ids == [1, 2, 1, 2]
+    assert provider == IBProvider(port=7497), "making protocols leaves the provider as it was"

@@ -102,8 +102,10 @@ class WebSocketTransport:
         """A message trio-websocket has already queued, or ``None``. Not a checkpoint.
 
         trio-websocket has no public non-blocking get; its queue is a trio
-        memory channel, which has one. Should that internal change, this
-        returns ``None`` and the reader simply waits for each message.
+        memory channel (the private ``_recv_channel``), which has one. Should
+        that internal change, this returns ``None`` and the reader waits for
+        each message; ``tests/test_transport_ws.py`` pins the internal so such
+        a change fails the suite instead.
         """
         channel = getattr(self._ws, "_recv_channel", None)
         try:

@@ -140,9 +140,11 @@ class IBProtocol(ProviderProtocol):
     ``startApi`` (71) with the client id; ``nextValidId`` (9) gives
     :class:`Authenticated` (``managedAccounts`` (15) is kept in
     :attr:`accounts`). Then :meth:`subscribe` queues one request per channel
-    and symbol (see the module docstring) with request ids drawn from
-    ``request_ids``; subscribing a topic that is already open cancels the old
-    request and opens a new one (that is what a resubscription is).
+    and symbol (see the package docstring) with request ids drawn from
+    ``request_ids`` (default: 1, 2, 3, ... for this connection, as ib_async
+    numbers them; the protocol owns its counter, the frozen provider holds
+    none); subscribing a topic that is already open cancels the old request
+    and opens a new one (that is what a resubscription is).
     :meth:`heartbeat` queues ``reqCurrentTime`` (49), answered by
     :class:`HeartbeatReply`.
 

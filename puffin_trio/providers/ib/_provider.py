@@ -9,9 +9,8 @@ connection is opened.
 
 from __future__ import annotations
 
-import itertools
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 import attrs
@@ -137,9 +136,6 @@ class IBProvider(Provider):
     max_frame_size: int
     max_messages_per_second: int
     session_name: str
-    #: Request ids, shared by every connection of this provider: ids are never
-    #: reused, so a reconnect's requests are told apart from the last one's.
-    _request_ids: Iterator[int] = attrs.field(repr=False, eq=False)
 
     def __init__(
         self,
@@ -213,7 +209,6 @@ class IBProvider(Provider):
                 _MAX_MESSAGES_PER_SECOND,
             ),
             session_name=_config.session_name(PROVIDER, name),
-            request_ids=itertools.count(1),
         )
 
     @property
@@ -237,7 +232,7 @@ class IBProvider(Provider):
         when the provider was made."""
 
     def protocol(self) -> IBProtocol:
-        """A fresh :class:`IBProtocol` for a new connection (request ids carry on)."""
+        """A fresh :class:`IBProtocol` for a new connection (its request ids start at 1)."""
         return IBProtocol(
             client_id=self.client_id,
             contracts=self.contracts,
@@ -245,7 +240,6 @@ class IBProvider(Provider):
             quotes_via=self.quotes_via,
             depth_rows=self.depth_rows,
             market_data_type=self.market_data_type,
-            request_ids=self._request_ids,
         )
 
     def open_transport(self) -> AbstractAsyncContextManager[Transport]:
