@@ -65,6 +65,7 @@ from puffin_trio.market_hours import MarketSession, preload
 from puffin_trio.providers._base import (
     Authenticated,
     Connected,
+    Control,
     Frame,
     HeartbeatReply,
     Malformed,
@@ -579,17 +580,7 @@ class ProviderSession:
             if self._notices:
                 await self._act_on_notices(proto, transport)
 
-    def _control(
-        self,
-        item: Connected
-        | Authenticated
-        | SubscriptionAck
-        | HeartbeatReply
-        | ProviderNotice
-        | ProviderFailure
-        | Malformed
-        | UnknownMessage,
-    ) -> ProviderError | None:
+    def _control(self, item: Control) -> ProviderError | None:
         """Act on a control item; return a provider error that must end the connection."""
         if isinstance(item, SubscriptionAck):
             self.subscriptions.confirm(item.topics, complete=item.complete)

@@ -3,24 +3,25 @@
 This module owns the pieces :func:`~puffin_trio.sim.serve_alpaca`,
 :func:`~puffin_trio.sim.serve_polygon` and :func:`~puffin_trio.sim.serve_ib`
 have in common: :func:`check_host` (a simulator listens on loopback only),
-:class:`SimRecorder` (the per-connection records tests inspect) and
-:func:`listen` (bind, report the port to ``nursery.start``, serve until
-cancelled). It must not know any provider's protocol.
+:func:`market` (the model a call asked for), :class:`SimRecorder` (the
+per-connection records tests inspect) and :func:`listen` (bind, report the
+port to ``nursery.start``, serve until cancelled). It must not know any provider's protocol.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, NoReturn, TypeVar
 
 import trio
 
 from puffin_trio._loopback import is_loopback
 from puffin_trio.errors import ConfigurationError
+from puffin_trio.sim.market import MarketModel
 
-__all__ = ["DEFAULT_MAX_FRAMES", "SimRecorder", "check_host", "listen"]
+__all__ = ["DEFAULT_MAX_FRAMES", "SimRecorder", "check_host", "listen", "market"]
 
 #: Frames (or TWS messages) a recorder keeps per connection: minutes of a
 #: test's traffic at the simulators' default rates, and a bound on the memory
@@ -36,6 +37,21 @@ def check_host(host: str) -> None:
         raise ConfigurationError(
             f"the simulator only listens on loopback (127.0.0.1, ::1, localhost), not {host!r}"
         )
+
+
+def market(
+    model: MarketModel | None, symbols: Sequence[str] | None, default: Sequence[str], seed: int
+) -> MarketModel:
+    """The market a ``serve_*`` call asked for.
+
+    Without a model, one is built from ``symbols`` (``default`` if none) and
+    ``seed``; with one, ``symbols`` are added to it.
+    """
+    if model is None:
+        return MarketModel(default if symbols is None else symbols, seed=seed)
+    if symbols is not None:
+        model.add_symbols(symbols)
+    return model
 
 
 class SimRecorder(Generic[RecordT]):

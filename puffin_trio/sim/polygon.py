@@ -83,18 +83,16 @@ from typing import Any, Literal, NoReturn
 import attrs
 import orjson
 import trio
-from trio_websocket import WebSocketConnection, wrap_server_stream
+from trio_websocket import WebSocketConnection, WebSocketRequest
 
 from puffin_trio.errors import ConfigurationError
 from puffin_trio.sim._common import (
-    DISCONNECTS,
-    HANDSHAKE_TIMEOUT,
-    MAX_CLIENT_MESSAGE,
     WsSimConnection,
+    WsSimServer,
     check_settings,
     same_secret,
 )
-from puffin_trio.sim._server import SimRecorder, listen
+from puffin_trio.sim._server import SimRecorder, listen, market
 from puffin_trio.sim.faults import Fault, FaultKind, FaultPlan, PausableStream
 from puffin_trio.sim.market import (
     ROUND_LOT,
@@ -102,6 +100,7 @@ from puffin_trio.sim.market import (
     SimBook,
     SimQuote,
     SimTrade,
+    fold_trade,
     is_crypto_symbol,
 )
 
@@ -232,72 +231,40 @@ def _known_status(status: str) -> dict[str, Any]:
     return _status(status, STATUS_MESSAGES[status])
 
 
-class _Server:
+@attrs.define(eq=False, kw_only=True)
+class _Server(WsSimServer[PolygonConnectionRecord]):
     """Shared state of one :func:`serve_polygon` server (configuration, connection slots)."""
 
-    def __init__(
-        self,
-        *,
-        model: MarketModel,
-        faults: FaultPlan,
-        rate: float | None,
-        batch: int,
-        key: str,
-        sequence: Literal["contiguous", "polygon"],
-        seed: int,
-        entitlements: frozenset[str] | None,
-        wall_clock: Callable[[], int],
-        recorder: PolygonSimRecorder | None,
-        auth_timeout: float,
-        max_connections_per_key: int,
-        on_connection_limit: Literal["evict_oldest", "reject_new"],
-    ) -> None:
-        self.model = model
-        self.faults = faults
-        self.rate = rate
-        self.batch = batch
-        self.key = key
-        self.sequence = sequence
-        self.seed = seed
-        self.entitlements = entitlements
-        self.wall_clock = wall_clock
-        self.recorder = recorder
-        self.auth_timeout = auth_timeout
-        self.max_connections_per_key = max_connections_per_key
-        self.on_connection_limit = on_connection_limit
-        self.accepted = 0
-        #: Authenticated connections per key, oldest first.
-        self.active: dict[str, list[_Connection]] = {}
+    logger = logger
+    log_prefix = "polygon sim"
 
-    async def handle_stream(self, stream: trio.SocketStream) -> None:
-        """Serve one TCP connection until either side ends it. Never raises on a disconnect."""
-        transport = PausableStream(stream)
-        number = 0
-        try:
-            async with trio.open_nursery() as nursery:  # trio-websocket's reader task
-                ws = None
-                with trio.move_on_after(HANDSHAKE_TIMEOUT):
-                    request = await wrap_server_stream(
-                        nursery, transport, max_message_size=MAX_CLIENT_MESSAGE
-                    )
-                    path = request.path.split("?", 1)[0]
-                    market = path.strip("/")
-                    if market in ("stocks", "crypto"):
-                        ws = await request.accept()
-                    else:
-                        await request.reject(404, body=b"unknown cluster: use /stocks or /crypto")
-                if ws is not None:
-                    self.accepted += 1
-                    number = self.accepted
-                    record = PolygonConnectionRecord(number, request.path, market)
-                    if self.recorder is not None:
-                        self.recorder.connections.append(record)
-                    await _Connection(self, ws, transport, record).run()
-                nursery.cancel_scope.cancel()
-        except* DISCONNECTS as group:
-            logger.debug("polygon sim: connection %d lost: %r", number, group.exceptions[0])
-        finally:
-            await trio.aclose_forcefully(transport)
+    sequence: Literal["contiguous", "polygon"]
+    seed: int
+    entitlements: frozenset[str] | None
+    on_connection_limit: Literal["evict_oldest", "reject_new"]
+    #: Authenticated connections per key, oldest first.
+    active: dict[str, list[_Connection]] = attrs.field(init=False, factory=dict)
+
+    async def _accept(self, request: WebSocketRequest) -> WebSocketConnection | None:
+        if _market(request) in ("stocks", "crypto"):
+            ws: WebSocketConnection = await request.accept()
+            return ws
+        await request.reject(404, body=b"unknown cluster: use /stocks or /crypto")
+        return None
+
+    def _record(self, number: int, request: WebSocketRequest) -> PolygonConnectionRecord:
+        return PolygonConnectionRecord(number, request.path, _market(request))
+
+    def _connection(
+        self, ws: WebSocketConnection, transport: PausableStream, record: PolygonConnectionRecord
+    ) -> _Connection:
+        return _Connection(self, ws, transport, record)
+
+
+def _market(request: WebSocketRequest) -> str:
+    """The cluster a request asks for: its path without the query or slashes."""
+    path: str = request.path
+    return path.split("?", 1)[0].strip("/")
 
 
 class _Bars:
@@ -313,27 +280,9 @@ class _Bars:
         self.open: dict[str, list[float]] = {}
         self.window: int | None = None
 
-    def add(self, trade: SimTrade) -> None:
-        price, size = trade.price, trade.size
-        agg = self.open.get(trade.symbol)
-        if agg is None:
-            self.open[trade.symbol] = [price, price, price, price, size, 1, price * size]
-            return
-        if price > agg[1]:
-            agg[1] = price
-        if price < agg[2]:
-            agg[2] = price
-        agg[3] = price
-        agg[4] += size
-        agg[5] += 1
-        agg[6] += price * size
-
 
 class _Connection(WsSimConnection[PolygonConnectionRecord]):
     """One client session on one cluster: the Polygon protocol on :class:`WsSimConnection`."""
-
-    _logger = logger
-    _log_prefix = "polygon sim"
 
     def __init__(
         self,
@@ -664,7 +613,7 @@ class _Connection(WsSimConnection[PolygonConnectionRecord]):
     def _add_to_bars(self, trade: SimTrade) -> None:
         for bars in self._bars:
             if trade.symbol in bars.symbols:
-                bars.add(trade)
+                fold_trade(bars.open, trade)
         day = self._day.get(trade.symbol)
         if day is None:
             self._day[trade.symbol] = [trade.price, trade.size, trade.price * trade.size]
@@ -781,11 +730,10 @@ async def serve_polygon(
         )
     if isinstance(symbols, str):
         raise ConfigurationError(f"symbols takes a list of symbols, not the string {symbols!r}")
-    if model is None:
-        model = MarketModel(_model_symbols(_DEFAULT_SYMBOLS if symbols is None else symbols),
-                            seed=seed)  # fmt: skip
-    elif symbols is not None:
-        model.add_symbols(_model_symbols(symbols))
+    model = market(
+        model, None if symbols is None else _model_symbols(symbols),
+        _model_symbols(_DEFAULT_SYMBOLS), seed,
+    )  # fmt: skip
     server = _Server(
         model=model,
         faults=faults if faults is not None else FaultPlan(),

@@ -402,11 +402,5 @@ class Connection:
                 float("inf") if fault.duration is None else trio.current_time() + fault.duration
             )
         elif kind is FaultKind.IGNORE_PINGS:
-            self._stream.pause()
-            if fault.duration is not None:
-                assert self._nursery is not None
-                self._nursery.start_soon(self._resume_reading, fault.duration)
-
-    async def _resume_reading(self, after: float) -> None:
-        await trio.sleep(after)
-        self._stream.resume()
+            assert self._nursery is not None
+            self._stream.pause_for(fault.duration, self._nursery)

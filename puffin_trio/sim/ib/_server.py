@@ -16,7 +16,7 @@ import attrs
 import trio
 
 from puffin_trio.errors import ConfigurationError
-from puffin_trio.sim._server import SimRecorder, check_host, listen
+from puffin_trio.sim._server import SimRecorder, check_host, listen, market
 from puffin_trio.sim.faults import Fault, FaultKind, FaultPlan, PausableStream
 from puffin_trio.sim.ib._connection import Connection, logger
 from puffin_trio.sim.ib._wire import FIRST_CON_ID
@@ -91,27 +91,22 @@ class IBSimRecorder(SimRecorder[IBConnectionRecord]):
     """
 
 
+@attrs.define(eq=False, kw_only=True)
 class Server:
     """Shared state of one :func:`serve_ib` server."""
 
-    def __init__(
-        self,
-        *,
-        model: MarketModel,
-        faults: FaultPlan,
-        rate: float | None,
-        wall_clock: Callable[[], int],
-        recorder: IBSimRecorder | None,
-        account: str,
-    ) -> None:
-        self.model = model
-        self.faults = faults
-        self.rate = rate
-        self.wall_clock = wall_clock
-        self.recorder = recorder
-        self.account = account
-        self.accepted = 0
-        self.client_ids: set[int] = set()
+    model: MarketModel
+    faults: FaultPlan
+    #: Market steps per second per connection.
+    rate: float | None
+    #: ns since the epoch, for the timestamps TWS sends.
+    wall_clock: Callable[[], int]
+    recorder: IBSimRecorder | None
+    account: str
+    #: TCP connections accepted so far.
+    accepted: int = attrs.field(default=0, init=False)
+    #: Client ids of the API sessions open now (a second one is refused, error 326).
+    client_ids: set[int] = attrs.field(init=False, factory=set)
 
     def con_id(self, symbol: str) -> int | None:
         symbols = self.model.symbols
@@ -183,10 +178,7 @@ async def serve_ib(
     drops every connection.
     """
     _check_settings(host=host, rate=rate, account=account, faults=faults or FaultPlan())
-    if model is None:
-        model = MarketModel(_DEFAULT_STOCKS if symbols is None else symbols, seed=seed)
-    elif symbols is not None:
-        model.add_symbols(symbols)
+    model = market(model, symbols, _DEFAULT_STOCKS, seed)
     server = Server(
         model=model,
         faults=faults if faults is not None else FaultPlan(),
