@@ -57,6 +57,7 @@ from puffin_trio.providers.alpaca import (
     error_for,
     rfc3339_to_ns,
 )
+from puffin_trio.providers.alpaca import _timestamps as alpaca_timestamps
 
 Encoding = Literal["json", "msgpack"]
 ENCODINGS: tuple[Encoding, ...] = ("json", "msgpack")
@@ -734,9 +735,9 @@ def test_rfc3339_round_trip(ns: int) -> None:
 
 def test_the_seconds_cache_stays_bounded() -> None:
     start = 1_600_000_000
-    for second in range(start, start + 2 * alpaca._SECONDS_CACHE_SIZE):
+    for second in range(start, start + 2 * alpaca_timestamps._SECONDS_CACHE_SIZE):
         assert rfc3339_to_ns(rfc3339(second * 1_000_000_000 + 5)) == second * 1_000_000_000 + 5
-    assert len(alpaca._SECONDS_CACHE) <= alpaca._SECONDS_CACHE_SIZE
+    assert len(alpaca_timestamps._SECONDS_CACHE) <= alpaca_timestamps._SECONDS_CACHE_SIZE
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ import pytest
 
 from puffin_trio._event_builder import event_builder
 from puffin_trio.events import OrderBookUpdate, Quote, Trade
-from puffin_trio.providers import alpaca
+from puffin_trio.providers.alpaca import _protocol as alpaca
 
 
 @pytest.mark.parametrize(

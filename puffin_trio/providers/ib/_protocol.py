@@ -78,7 +78,7 @@ from puffin_trio.providers.ib._wire import (
     req_tick_by_tick,
 )
 
-__all__ = ["IBProtocol", "normalize"]
+__all__ = ["IBProtocol", "check_topics"]
 
 #: Quote(provider, symbol, ts_event, ts_recv, bid, ask, bid_size, ask_size)
 _new_quote = event_builder(
@@ -230,7 +230,7 @@ class IBProtocol(ProviderProtocol):
         Raises :class:`ConfigurationError` for an unknown channel or a symbol
         that cannot travel on the wire.
         """
-        clean = normalize(topics)
+        clean = check_topics(topics)
         for channel in sorted(clean):
             for symbol in sorted(clean[channel]):
                 old = self._by_topic.get((channel, symbol))
@@ -240,7 +240,7 @@ class IBProtocol(ProviderProtocol):
 
     def unsubscribe(self, topics: Topics) -> None:
         """Queue the cancel of every open request among ``topics`` (others are ignored)."""
-        clean = normalize(topics)
+        clean = check_topics(topics)
         for channel in sorted(clean):
             for symbol in sorted(clean[channel]):
                 request = self._by_topic.get((channel, symbol))
@@ -606,7 +606,7 @@ def _sample(frame: bytes) -> str:
     return truncate_sample(frame.replace(b"\0", b","))
 
 
-def normalize(topics: Topics) -> dict[str, frozenset[str]]:
+def check_topics(topics: Topics) -> dict[str, frozenset[str]]:
     """Validate ``topics`` for IB: the generic channels, symbols that fit in a wire field."""
     clean = normalize_topics(topics, allowed=GENERIC_CHANNELS, provider=PROVIDER)
     for channel, symbols in clean.items():

@@ -19,7 +19,7 @@ from puffin_trio.errors import ConfigurationError
 from puffin_trio.providers import _config
 from puffin_trio.providers._base import GENERIC_CHANNELS, Provider, Topics
 from puffin_trio.providers.ib._framing import DEFAULT_MAX_FRAME_SIZE
-from puffin_trio.providers.ib._protocol import IBProtocol, normalize
+from puffin_trio.providers.ib._protocol import IBProtocol, check_topics
 from puffin_trio.providers.ib._wire import (
     DEFAULT_CLIENT_ID,
     DEFAULT_DEPTH_ROWS,
@@ -180,7 +180,7 @@ class IBProvider(Provider):
                 raise ConfigurationError(
                     f"{PROVIDER}: contracts[{symbol!r}] must be an IBContract, not {contract!r}"
                 )
-            normalize({"trades": [symbol]})
+            check_topics({"trades": [symbol]})
             checked[symbol] = contract
         self.__attrs_init__(
             host=host,
@@ -225,7 +225,7 @@ class IBProvider(Provider):
 
     def normalize(self, topics: Topics) -> dict[str, frozenset[str]]:
         """Validate ``topics``: generic channels, printable ASCII symbols."""
-        return normalize(topics)
+        return check_topics(topics)
 
     def check(self) -> None:
         """Nothing left to check: IB needs no credentials, and the rest was checked
