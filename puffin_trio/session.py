@@ -42,6 +42,7 @@ from typing import Literal
 import attrs
 import trio
 
+from puffin_trio._liveness import Liveness
 from puffin_trio.channels import FanOut
 from puffin_trio.errors import (
     HeartbeatTimeout,
@@ -54,11 +55,8 @@ from puffin_trio.events import (
     Event,
     Gap,
     GapReason,
-    OrderBookUpdate,
-    Quote,
     SessionState,
     Status,
-    Trade,
 )
 from puffin_trio.guard import SequenceGuard
 from puffin_trio.market_hours import MarketSession, preload
@@ -84,13 +82,6 @@ __all__ = ["ProviderSession", "SessionStatistics", "SessionTimeouts"]
 
 logger = logging.getLogger("puffin_trio.session")
 
-#: Channels whose silence means something is wrong. Bars arrive once a minute
-#: and statuses/LULD only on events, so silence there proves nothing.
-_LIVENESS_CHANNELS: Mapping[type, str] = {
-    Trade: "trades",
-    Quote: "quotes",
-    OrderBookUpdate: "books",
-}
 _EVENT_CLASSES = frozenset(EVENT_TYPES)
 
 
@@ -205,8 +196,7 @@ class ProviderSession:
         #: Events a past connection's guard still held, published when the next one starts.
         self._carry: list[Event | Gap] = []
         # liveness: event class -> symbol -> trio time of the last event
-        self._last_seen: dict[type, dict[str, float]] = {cls: {} for cls in _LIVENESS_CHANNELS}
-        self._streaming_since = 0.0
+        self._liveness = Liveness()
         #: trio time at which the current connection reached STREAMING (None: not yet).
         self._streamed_from: float | None = None
         #: trio time at which the last connection ended (for statistics() after the run).
@@ -339,12 +329,7 @@ class ProviderSession:
             now: float | None = trio.current_time()
         except RuntimeError:  # no trio run: as of the end of the last connection
             now = self._ended_at
-        ages: dict[str, float | None] = {}
-        for cls, channel in _LIVENESS_CHANNELS.items():
-            seen = self._last_seen[cls]
-            for symbol in sorted(self.subscriptions.desired.get(channel, ())):
-                last = seen.get(symbol)
-                ages[f"{channel}:{symbol}"] = None if last is None or now is None else now - last
+        ages = self._liveness.ages(now, self.subscriptions.desired)
         return SessionStatistics(
             name=self.name,
             provider=self.provider.name,
@@ -512,9 +497,8 @@ class ProviderSession:
         self._until_streaming = None
         self._streaming.set()
         self.state = SessionState.STREAMING
-        self._streaming_since = self._streamed_from = trio.current_time()
-        for seen in self._last_seen.values():
-            seen.clear()
+        self._streamed_from = trio.current_time()
+        self._liveness.restart(self._streamed_from)
         return [self._status(SessionState.STREAMING, attempt=attempt)]
 
     async def _reader(self, proto: ProviderProtocol, transport: Transport) -> None:
@@ -532,7 +516,7 @@ class ProviderSession:
         # Trades, quotes and books: where their symbols' liveness goes. One lookup
         # per item for those (the bulk of the data); other items take a second one
         # to tell events whose silence proves nothing (bars, ...) from controls.
-        liveness = self._last_seen
+        liveness = self._liveness.seen
         event_classes = _EVENT_CLASSES
         batch: list[Event] = []
         append = batch.append
@@ -664,20 +648,6 @@ class ProviderSession:
                 )
             self.heartbeat_rtt = trio.current_time() - start
 
-    def _silent(self, now: float, stale_after: float) -> dict[str, frozenset[str]]:
-        """Confirmed liveness subscriptions with no event for ``stale_after`` seconds."""
-        silent: dict[str, set[str]] = {}
-        confirmed = self.subscriptions.confirmed
-        for cls, channel in _LIVENESS_CHANNELS.items():
-            seen = self._last_seen[cls]
-            for symbol in confirmed.get(channel, ()):
-                if symbol == "*":
-                    continue
-                last = seen.get(symbol, self._streaming_since)
-                if now - last >= stale_after:
-                    silent.setdefault(channel, set()).add(symbol)
-        return {c: frozenset(s) for c, s in silent.items()}
-
     def _market_open(self) -> bool:
         return self.provider.calendar.session_at(self._wall()) is not MarketSession.CLOSED
 
@@ -687,7 +657,7 @@ class ProviderSession:
         if not math.isfinite(stale_after) or stale_after <= 0:
             return
         period = max(stale_after / 4, 0.05)
-        resubscribed_at: dict[tuple[str, str], float] = {}
+        liveness = self._liveness
         while True:
             await trio.sleep(period)
             now = trio.current_time()
@@ -695,29 +665,13 @@ class ProviderSession:
                 # Quiet while the market is closed is not dead; nor is it while the
                 # provider itself says data is not flowing (IB 1100): reconnecting to
                 # it would not help, and it tells us when data is back.
-                resubscribed_at.clear()
-                self._streaming_since = now
-                for seen in self._last_seen.values():
-                    seen.clear()
+                liveness.restart(now)
                 continue
-            silent = self._silent(now, stale_after)
-            fresh: dict[str, set[str]] = {}
-            dead: list[str] = []
-            for channel, symbols in silent.items():
-                for symbol in symbols:
-                    since = resubscribed_at.get((channel, symbol))
-                    if since is None:
-                        fresh.setdefault(channel, set()).add(symbol)
-                        resubscribed_at[(channel, symbol)] = now
-                    elif now - since >= stale_after:
-                        dead.append(f"{channel}:{symbol}")
-            for key in list(resubscribed_at):
-                if key[1] not in silent.get(key[0], ()):
-                    del resubscribed_at[key]
+            fresh, dead = liveness.check(now, self.subscriptions.confirmed, stale_after)
             if dead:
                 raise StaleFeedError(
                     f"silent for {stale_after} s after a resubscribe during market hours: "
-                    f"{', '.join(sorted(dead)[:10])}",
+                    f"{', '.join(dead[:10])}",
                     provider=self.provider.name,
                 )
             if fresh:
