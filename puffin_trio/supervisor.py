@@ -22,7 +22,9 @@ raised from ``async with Supervisor.open()``; with ``fail_fast=False`` the
 failed session stays ``failed`` (announced by ``Status``) and the others go
 on.
 
-It must not parse frames or know any provider's protocol.
+It must not parse frames or know any provider's protocol, and it never sets a
+session's state or builds its ``Status`` events: the session does, when asked
+(:meth:`~puffin_trio.session.ProviderSession.announce`, ``closed``).
 """
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ def wire(*fields: str) -> bytes:
 
 
 def msg(*fields: str) -> bytes:
-    """A de-framed TWS payload (what the transport hands the codec)."""
+    """A de-framed TWS payload (what the transport hands the protocol)."""
     return wire(*fields)[4:]
 
 

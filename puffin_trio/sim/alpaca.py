@@ -52,7 +52,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import Any, ClassVar, NoReturn
 
 import attrs
 import msgpack
@@ -205,8 +205,8 @@ def _decode_client(frame: str | bytes) -> dict[str, Any] | None:
 class _Server(WsSimServer[AlpacaConnectionRecord]):
     """Shared state of one :func:`serve_alpaca` server (configuration, counters)."""
 
-    logger = logger
-    log_prefix = "alpaca sim"
+    logger: ClassVar[logging.Logger] = logger
+    log_prefix: ClassVar[str] = "alpaca sim"
 
     secret: str
     crypto: bool

@@ -78,7 +78,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Sequence
-from typing import Any, Literal, NoReturn
+from typing import Any, ClassVar, Literal, NoReturn
 
 import attrs
 import orjson
@@ -235,8 +235,8 @@ def _known_status(status: str) -> dict[str, Any]:
 class _Server(WsSimServer[PolygonConnectionRecord]):
     """Shared state of one :func:`serve_polygon` server (configuration, connection slots)."""
 
-    logger = logger
-    log_prefix = "polygon sim"
+    logger: ClassVar[logging.Logger] = logger
+    log_prefix: ClassVar[str] = "polygon sim"
 
     sequence: Literal["contiguous", "polygon"]
     seed: int
