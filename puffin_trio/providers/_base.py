@@ -29,9 +29,9 @@ The session drives a protocol like this::
 from __future__ import annotations
 
 import abc
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
 
@@ -46,12 +46,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GENERIC_CHANNELS",
+    "MESSAGE_ERRORS",
     "Authenticated",
     "Connected",
     "Control",
     "Frame",
     "HeartbeatReply",
     "Malformed",
+    "Message",
+    "MessageHandler",
     "Provider",
     "ProviderFailure",
     "ProviderNotice",
@@ -60,11 +63,19 @@ __all__ = [
     "Topics",
     "UnknownMessage",
     "WebSocketProvider",
+    "decode_messages",
     "malformed_message",
     "normalize_topics",
     "truncate_sample",
     "unhandled_message",
 ]
+
+#: A message of a JSON/msgpack array frame, and what decodes one of a given type.
+Message = dict[str, Any]
+MessageHandler = Callable[[Message, int], "Event | Control"]
+#: What a handler raises on a missing or wrong-typed field (``int(inf)`` is an
+#: OverflowError; a book level of the wrong length a ValueError).
+MESSAGE_ERRORS = (KeyError, TypeError, ValueError, OverflowError, AttributeError, IndexError)
 
 #: Subscriptions: channel name -> symbols (``{"trades": {"AAPL"}, "quotes": {"AAPL", "MSFT"}}``).
 Topics = Mapping[str, Collection[str]]
@@ -97,6 +108,41 @@ def unhandled_message(message: object, type_field: str, what: str) -> Malformed 
     if type(kind) is not str:
         return Malformed(f"{what} {type_field!r} is not a string", sample)
     return UnknownMessage(kind)
+
+
+def decode_messages(
+    messages: object,
+    frame: Frame,
+    handlers: Mapping[str, MessageHandler],
+    type_field: str,
+    what: str,
+    ts_recv: int,
+) -> list[Event | Control]:
+    """Decode a frame's parsed array, each message by the handler of its type, in wire order.
+
+    The shape Alpaca's and Polygon's streams share: a frame is an array of
+    maps whose ``type_field`` (``"T"``, ``"ev"``) says what each is. A frame
+    that is not an array gives one :class:`Malformed`; within it, a message no
+    handler takes gives :class:`Malformed` or :class:`UnknownMessage`
+    (:func:`unhandled_message`), one whose fields do not parse
+    :class:`Malformed` (:func:`malformed_message`), and the others still
+    decode. Never raises on bad input. Hot path: one call per frame.
+    """
+    if type(messages) is not list:
+        return [Malformed("frame is not an array of messages", truncate_sample(frame))]
+    out: list[Event | Control] = []
+    append = out.append
+    for message in messages:
+        try:
+            handler = handlers[message[type_field]]
+        except (KeyError, TypeError):
+            append(unhandled_message(message, type_field, what))
+            continue
+        try:
+            append(handler(message, ts_recv))
+        except MESSAGE_ERRORS as exc:
+            append(malformed_message(message, exc, type_field))
+    return out
 
 
 def malformed_message(message: Mapping[str, object], exc: Exception, type_field: str) -> Malformed:

@@ -19,18 +19,21 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
+from typing import TypedDict
 from urllib.parse import urlsplit
 
 from puffin_trio._loopback import is_loopback
 from puffin_trio.errors import ConfigurationError
 
 __all__ = [
+    "TimingKnobs",
     "byte_size",
     "check_ws_url",
     "credential",
     "integer",
     "seconds",
     "session_name",
+    "timing",
     "websocket_url",
 ]
 
@@ -43,6 +46,32 @@ def seconds(provider: str, name: str, value: object, *, allow_inf: bool = False)
         limit = "a positive number" if allow_inf else "a positive, finite number"
         raise ConfigurationError(f"{provider}: {name} must be {limit} of seconds, not {value!r}")
     return float(value)
+
+
+class TimingKnobs(TypedDict):
+    """The timing knobs every provider takes (seconds; see ``Provider``), checked."""
+
+    ping_interval: float
+    ping_timeout: float
+    stale_after: float
+    limit_cooldown: float
+
+
+def timing(
+    provider: str,
+    *,
+    ping_interval: object,
+    ping_timeout: object,
+    stale_after: object,
+    limit_cooldown: object,
+) -> TimingKnobs:
+    """Check the common timing knobs: positive and finite (``stale_after`` may be ``math.inf``)."""
+    return TimingKnobs(
+        ping_interval=seconds(provider, "ping_interval", ping_interval),
+        ping_timeout=seconds(provider, "ping_timeout", ping_timeout),
+        stale_after=seconds(provider, "stale_after", stale_after, allow_inf=True),
+        limit_cooldown=seconds(provider, "limit_cooldown", limit_cooldown),
+    )
 
 
 def byte_size(provider: str, name: str, value: object, minimum: int) -> int:

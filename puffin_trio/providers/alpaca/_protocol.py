@@ -46,14 +46,15 @@ from puffin_trio.providers._base import (
     Control,
     Frame,
     Malformed,
+    Message,
+    MessageHandler,
     ProviderFailure,
     ProviderNotice,
     ProviderProtocol,
     SubscriptionAck,
     Topics,
-    malformed_message,
+    decode_messages,
     truncate_sample,
-    unhandled_message,
 )
 from puffin_trio.providers.alpaca._errors import ALREADY_AUTHENTICATED, error_for
 from puffin_trio.providers.alpaca._timestamps import msgpack_ts, rfc3339_to_ns
@@ -105,15 +106,10 @@ _new_book = event_builder(
 )
 
 
-_Message = dict[str, Any]
-_Handler = Callable[[_Message, int], "Event | Control"]
 #: First bytes of a JSON document that arrived as a binary frame. None of them
 #: starts a msgpack array, so valid frames are told apart exactly.
 _JSON_FIRST_BYTES = frozenset(b"[{ \t\r\n")
 _MSGPACK_ERRORS = (ValueError, TypeError, msgpack.UnpackException)
-#: What a handler raises on a missing or wrong-typed field (``int(inf)`` is an
-#: OverflowError).
-_MESSAGE_ERRORS = (KeyError, TypeError, ValueError, OverflowError, AttributeError, IndexError)
 
 
 def _conditions(value: object) -> tuple[str, ...]:
@@ -183,7 +179,7 @@ class AlpacaProtocol(ProviderProtocol):
         self._wire_to_channel = {wire: ours for ours, wire in self._channels.items()}
         self._outbox: list[Frame] = []
         self._ts: Callable[[Any], int] = rfc3339_to_ns
-        self._handlers: dict[str, _Handler] = {
+        self._handlers: dict[str, MessageHandler] = {
             "t": self._trade,
             "q": self._quote,
             "b": self._minute_bar,
@@ -280,26 +276,11 @@ class AlpacaProtocol(ProviderProtocol):
             return [Malformed(f"undecodable JSON frame: {exc}", truncate_sample(frame))]
         except _MSGPACK_ERRORS as exc:
             return [Malformed(f"undecodable msgpack frame: {exc!r}", truncate_sample(frame))]
-        if type(messages) is not list:
-            return [Malformed("frame is not an array of messages", truncate_sample(frame))]
-        out: list[Event | Control] = []
-        append = out.append
-        handlers = self._handlers
-        for message in messages:
-            try:
-                handler = handlers[message["T"]]
-            except (KeyError, TypeError):
-                append(unhandled_message(message, "T", "type"))
-                continue
-            try:
-                append(handler(message, ts_recv))
-            except _MESSAGE_ERRORS as exc:
-                append(malformed_message(message, exc, "T"))
-        return out
+        return decode_messages(messages, frame, self._handlers, "T", "type", ts_recv)
 
     # ------------------------------------------------------------------ control messages
 
-    def _success(self, message: _Message, ts_recv: int) -> Control:
+    def _success(self, message: Message, ts_recv: int) -> Control:
         text = message.get("msg")
         if text == "connected":
             self._outbox.append(
@@ -310,7 +291,7 @@ class AlpacaProtocol(ProviderProtocol):
             return Authenticated("authenticated")
         return ProviderNotice("success", str(text))
 
-    def _error(self, message: _Message, ts_recv: int) -> Control:
+    def _error(self, message: Message, ts_recv: int) -> Control:
         code = message.get("code")
         text = str(message.get("msg", ""))
         error = error_for(code, text)
@@ -318,7 +299,7 @@ class AlpacaProtocol(ProviderProtocol):
             return ProviderNotice(ALREADY_AUTHENTICATED, text)
         return ProviderFailure(error)
 
-    def _subscription(self, message: _Message, ts_recv: int) -> Control:
+    def _subscription(self, message: Message, ts_recv: int) -> Control:
         topics: dict[str, frozenset[str]] = {}
         for wire, channel in self._wire_to_channel.items():
             symbols = message.get(wire)
@@ -332,7 +313,7 @@ class AlpacaProtocol(ProviderProtocol):
 
     # ------------------------------------------------------------------ market data
 
-    def _trade(self, m: _Message, ts_recv: int) -> Trade:
+    def _trade(self, m: Message, ts_recv: int) -> Trade:
         symbol = m["S"]
         if type(symbol) is not str:
             raise TypeError("symbol 'S' must be a string")
@@ -358,7 +339,7 @@ class AlpacaProtocol(ProviderProtocol):
             m.get("z", ""),
         )
 
-    def _quote(self, m: _Message, ts_recv: int) -> Quote:
+    def _quote(self, m: Message, ts_recv: int) -> Quote:
         symbol = m["S"]
         if type(symbol) is not str:
             raise TypeError("symbol 'S' must be a string")
@@ -378,7 +359,7 @@ class AlpacaProtocol(ProviderProtocol):
             m.get("z", ""),
         )
 
-    def _bar(self, m: _Message, ts_recv: int, interval_s: int, updated: bool) -> Bar:
+    def _bar(self, m: Message, ts_recv: int, interval_s: int, updated: bool) -> Bar:
         return Bar(
             provider=PROVIDER,
             symbol=_text(m["S"]),
@@ -395,16 +376,16 @@ class AlpacaProtocol(ProviderProtocol):
             updated=updated,
         )
 
-    def _minute_bar(self, m: _Message, ts_recv: int) -> Bar:
+    def _minute_bar(self, m: Message, ts_recv: int) -> Bar:
         return self._bar(m, ts_recv, 60, False)
 
-    def _updated_bar(self, m: _Message, ts_recv: int) -> Bar:
+    def _updated_bar(self, m: Message, ts_recv: int) -> Bar:
         return self._bar(m, ts_recv, 60, True)
 
-    def _daily_bar(self, m: _Message, ts_recv: int) -> Bar:
+    def _daily_bar(self, m: Message, ts_recv: int) -> Bar:
         return self._bar(m, ts_recv, 86_400, False)
 
-    def _orderbook(self, m: _Message, ts_recv: int) -> OrderBookUpdate:
+    def _orderbook(self, m: Message, ts_recv: int) -> OrderBookUpdate:
         return _new_book(
             PROVIDER,
             _text(m["S"]),
@@ -415,7 +396,7 @@ class AlpacaProtocol(ProviderProtocol):
             m.get("r") is True,
         )
 
-    def _correction(self, m: _Message, ts_recv: int) -> TradeCorrection:
+    def _correction(self, m: Message, ts_recv: int) -> TradeCorrection:
         return TradeCorrection(
             provider=PROVIDER,
             symbol=_text(m["S"]),
@@ -433,7 +414,7 @@ class AlpacaProtocol(ProviderProtocol):
             tape=m.get("z", ""),
         )
 
-    def _cancel(self, m: _Message, ts_recv: int) -> TradeCancel:
+    def _cancel(self, m: Message, ts_recv: int) -> TradeCancel:
         return TradeCancel(
             provider=PROVIDER,
             symbol=_text(m["S"]),
@@ -447,7 +428,7 @@ class AlpacaProtocol(ProviderProtocol):
             tape=m.get("z", ""),
         )
 
-    def _status(self, m: _Message, ts_recv: int) -> TradingStatus:
+    def _status(self, m: Message, ts_recv: int) -> TradingStatus:
         return TradingStatus(
             provider=PROVIDER,
             symbol=_text(m["S"]),
@@ -460,7 +441,7 @@ class AlpacaProtocol(ProviderProtocol):
             tape=m.get("z", ""),
         )
 
-    def _luld(self, m: _Message, ts_recv: int) -> LimitBands:
+    def _luld(self, m: Message, ts_recv: int) -> LimitBands:
         return LimitBands(
             provider=PROVIDER,
             symbol=_text(m["S"]),

@@ -164,15 +164,13 @@ class AlpacaProvider(WebSocketProvider):
             encoding=encoding,
             crypto_location=crypto_location,
             sandbox=sandbox,
-            ping_interval=_config.seconds(PROVIDER, "ping_interval", ping_interval),
-            ping_timeout=_config.seconds(PROVIDER, "ping_timeout", ping_timeout),
-            stale_after=_config.seconds(
+            **_config.timing(
                 PROVIDER,
-                "stale_after",
-                _STALE_AFTER[feed] if stale_after is None else stale_after,
-                allow_inf=True,
+                ping_interval=ping_interval,
+                ping_timeout=ping_timeout,
+                stale_after=_STALE_AFTER[feed] if stale_after is None else stale_after,
+                limit_cooldown=limit_cooldown,
             ),
-            limit_cooldown=_config.seconds(PROVIDER, "limit_cooldown", limit_cooldown),
             max_message_size=_config.byte_size(
                 PROVIDER, "max_message_size", max_message_size, _MIN_MESSAGE_SIZE
             ),

@@ -193,10 +193,13 @@ class IBProvider(Provider):
             depth_rows=_config.integer(PROVIDER, "depth_rows", depth_rows, 1, 1000),
             market_data_type=_config.integer(PROVIDER, "market_data_type", market_data_type, 1, 4),
             contracts=checked,
-            ping_interval=_config.seconds(PROVIDER, "ping_interval", ping_interval),
-            ping_timeout=_config.seconds(PROVIDER, "ping_timeout", ping_timeout),
-            stale_after=_config.seconds(PROVIDER, "stale_after", stale_after, allow_inf=True),
-            limit_cooldown=_config.seconds(PROVIDER, "limit_cooldown", limit_cooldown),
+            **_config.timing(
+                PROVIDER,
+                ping_interval=ping_interval,
+                ping_timeout=ping_timeout,
+                stale_after=stale_after,
+                limit_cooldown=limit_cooldown,
+            ),
             connect_timeout=_config.seconds(PROVIDER, "connect_timeout", connect_timeout),
             max_frame_size=_config.integer(
                 PROVIDER, "max_frame_size", max_frame_size, 1024, 0xFFFFFFFF

@@ -19,8 +19,8 @@ still decodes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+from collections.abc import Mapping
+from typing import ClassVar
 
 import orjson
 
@@ -34,14 +34,15 @@ from puffin_trio.providers._base import (
     Control,
     Frame,
     Malformed,
+    Message,
+    MessageHandler,
     ProviderFailure,
     ProviderNotice,
     ProviderProtocol,
     SubscriptionAck,
     Topics,
-    malformed_message,
+    decode_messages,
     truncate_sample,
-    unhandled_message,
 )
 from puffin_trio.providers.polygon._errors import error_for
 from puffin_trio.providers.polygon._fields import (
@@ -122,11 +123,6 @@ _new_bar = event_builder(
 )
 
 
-_Message = dict[str, Any]
-_Handler = Callable[[_Message, int], "Event | Control"]
-#: What a handler raises on a missing or wrong-typed field (``int(inf)`` is an
-#: OverflowError; a book level of the wrong length a ValueError).
-_MESSAGE_ERRORS = (KeyError, TypeError, ValueError, OverflowError, AttributeError, IndexError)
 _SUBSCRIBED = "subscribed to: "
 _UNSUBSCRIBED = "unsubscribed to: "
 
@@ -186,7 +182,7 @@ class PolygonProtocol(ProviderProtocol):
         self._confirmed: dict[str, set[str]] = {}
         self._outbox: list[Frame] = []
         self._keys: dict[str, dict[str, str]] = {}
-        handlers: dict[str, _Handler]
+        handlers: dict[str, MessageHandler]
         if self._crypto:
             handlers = {
                 "XT": self._crypto_trade,
@@ -289,26 +285,11 @@ class PolygonProtocol(ProviderProtocol):
             messages = orjson.loads(frame)
         except orjson.JSONDecodeError as exc:
             return [Malformed(f"undecodable JSON frame: {exc}", truncate_sample(frame))]
-        if type(messages) is not list:
-            return [Malformed("frame is not an array of messages", truncate_sample(frame))]
-        out: list[Event | Control] = []
-        append = out.append
-        handlers = self._handlers
-        for message in messages:
-            try:
-                handler = handlers[message["ev"]]
-            except (KeyError, TypeError):
-                append(unhandled_message(message, "ev", "event type"))
-                continue
-            try:
-                append(handler(message, ts_recv))
-            except _MESSAGE_ERRORS as exc:
-                append(malformed_message(message, exc, "ev"))
-        return out
+        return decode_messages(messages, frame, self._handlers, "ev", "event type", ts_recv)
 
     # ------------------------------------------------------------------ statuses
 
-    def _status(self, m: _Message, ts_recv: int) -> Control:
+    def _status(self, m: Message, ts_recv: int) -> Control:
         status = text_field(m["status"], "status")
         text = m.get("message", "")
         if type(text) is not str:
@@ -353,7 +334,7 @@ class PolygonProtocol(ProviderProtocol):
 
     # ------------------------------------------------------------------ stocks
 
-    def _trade(self, m: _Message, ts_recv: int) -> Trade:
+    def _trade(self, m: Message, ts_recv: int) -> Trade:
         decimal_size = m.get("ds")
         return _new_trade(
             PROVIDER,
@@ -369,7 +350,7 @@ class PolygonProtocol(ProviderProtocol):
             seq_number(m.get("q")),
         )
 
-    def _quote(self, m: _Message, ts_recv: int) -> Quote:
+    def _quote(self, m: Message, ts_recv: int) -> Quote:
         condition = m.get("c")
         return _new_quote(
             PROVIDER,
@@ -387,7 +368,7 @@ class PolygonProtocol(ProviderProtocol):
             seq_number(m.get("q")),
         )
 
-    def _bar(self, m: _Message, ts_recv: int, symbol: str, interval_s: int) -> Bar:
+    def _bar(self, m: Message, ts_recv: int, symbol: str, interval_s: int) -> Bar:
         decimal_volume = m.get("dv")
         return _new_bar(
             PROVIDER,
@@ -403,13 +384,13 @@ class PolygonProtocol(ProviderProtocol):
             float(m.get("vw") or 0.0),
         )
 
-    def _minute_bar(self, m: _Message, ts_recv: int) -> Bar:
+    def _minute_bar(self, m: Message, ts_recv: int) -> Bar:
         return self._bar(m, ts_recv, text_field(m["sym"], "sym"), 60)
 
-    def _second_bar(self, m: _Message, ts_recv: int) -> Bar:
+    def _second_bar(self, m: Message, ts_recv: int) -> Bar:
         return self._bar(m, ts_recv, text_field(m["sym"], "sym"), 1)
 
-    def _luld(self, m: _Message, ts_recv: int) -> LimitBands:
+    def _luld(self, m: Message, ts_recv: int) -> LimitBands:
         return LimitBands(
             provider=PROVIDER,
             symbol=text_field(m["T"], "T"),
@@ -424,7 +405,7 @@ class PolygonProtocol(ProviderProtocol):
 
     # ------------------------------------------------------------------ crypto
 
-    def _crypto_trade(self, m: _Message, ts_recv: int) -> Trade:
+    def _crypto_trade(self, m: Message, ts_recv: int) -> Trade:
         return _new_trade(
             PROVIDER,
             text_field(m["pair"], "pair"),
@@ -439,7 +420,7 @@ class PolygonProtocol(ProviderProtocol):
             None,
         )
 
-    def _crypto_quote(self, m: _Message, ts_recv: int) -> Quote:
+    def _crypto_quote(self, m: Message, ts_recv: int) -> Quote:
         exchange = code(m.get("x"))
         return _new_quote(
             PROVIDER,
@@ -457,7 +438,7 @@ class PolygonProtocol(ProviderProtocol):
             None,
         )
 
-    def _crypto_book(self, m: _Message, ts_recv: int) -> OrderBookUpdate:
+    def _crypto_book(self, m: Message, ts_recv: int) -> OrderBookUpdate:
         return _new_book(
             PROVIDER,
             text_field(m["pair"], "pair"),
@@ -468,10 +449,10 @@ class PolygonProtocol(ProviderProtocol):
             True,
         )
 
-    def _crypto_minute_bar(self, m: _Message, ts_recv: int) -> Bar:
+    def _crypto_minute_bar(self, m: Message, ts_recv: int) -> Bar:
         return self._bar(m, ts_recv, text_field(m["pair"], "pair"), 60)
 
-    def _crypto_second_bar(self, m: _Message, ts_recv: int) -> Bar:
+    def _crypto_second_bar(self, m: Message, ts_recv: int) -> Bar:
         return self._bar(m, ts_recv, text_field(m["pair"], "pair"), 1)
 
 

@@ -139,10 +139,13 @@ class PolygonProvider(WebSocketProvider):
             delayed=delayed,
             url=_config.websocket_url(PROVIDER, url),
             sequence=sequence,
-            ping_interval=_config.seconds(PROVIDER, "ping_interval", ping_interval),
-            ping_timeout=_config.seconds(PROVIDER, "ping_timeout", ping_timeout),
-            stale_after=_config.seconds(PROVIDER, "stale_after", stale_after, allow_inf=True),
-            limit_cooldown=_config.seconds(PROVIDER, "limit_cooldown", limit_cooldown),
+            **_config.timing(
+                PROVIDER,
+                ping_interval=ping_interval,
+                ping_timeout=ping_timeout,
+                stale_after=stale_after,
+                limit_cooldown=limit_cooldown,
+            ),
             max_message_size=_config.byte_size(
                 PROVIDER, "max_message_size", max_message_size, _MIN_MESSAGE_SIZE
             ),
