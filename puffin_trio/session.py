@@ -357,7 +357,7 @@ class ProviderSession:
         """Enter ``state`` and publish its ``Status`` (the supervisor's reconnecting/failed)."""
         await self._set_state(state, detail=detail, attempt=attempt)
 
-    def closed(self) -> None:
+    def announce_closed(self) -> None:
         """The session will not run again: enter ``closed`` unless it ``failed``.
 
         Its ``Status`` is published if every consumer has room: this runs while

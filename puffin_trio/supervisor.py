@@ -24,7 +24,7 @@ on.
 
 It must not parse frames or know any provider's protocol, and it never sets a
 session's state or builds its ``Status`` events: the session does, when asked
-(:meth:`~puffin_trio.session.ProviderSession.announce`, ``closed``).
+(:meth:`~puffin_trio.session.ProviderSession.announce`, ``announce_closed``).
 """
 
 from __future__ import annotations
@@ -338,7 +338,7 @@ class Supervisor:
                 )
                 await trio.sleep(delay)
         finally:
-            session.closed()
+            session.announce_closed()
 
     async def _escalate(self, session: ProviderSession, error: BaseException, attempt: int) -> None:
         logger.error("%s: giving up: %s", session.name, error)
