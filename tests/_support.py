@@ -1,15 +1,21 @@
-"""What the end-to-end test modules share: the simulators, a fixed market clock, collection helpers.
+"""What the end-to-end test modules share: the simulators, a fixed market clock, collection
+helpers, and the WebSocket transport the providers use.
 
 Every helper runs a real simulator on a loopback port in the calling test's
 trio run; under trio's autojump ``MockClock`` both ends live in that run, so
 loopback data is already in the peer's socket buffer whenever the clock
 could jump, and deadlines of seconds or minutes take milliseconds.
+
+A module whose tests run sessions declares
+``pytestmark = pytest.mark.usefixtures("ws_transport")`` and builds its
+providers with ``transport=transport()``: each of its tests then runs once
+per WebSocket transport (the fixture is in ``conftest.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -21,6 +27,7 @@ from puffin_trio.sim import AlpacaSimRecorder, serve_alpaca
 from puffin_trio.sim.ib import IBSimRecorder, serve_ib
 from puffin_trio.sim.polygon import PolygonSimRecorder, serve_polygon
 from puffin_trio.testing import mock_wall_clock
+from puffin_trio.transports.ws import DEFAULT_WS_TRANSPORT, WsTransportName
 
 #: The Alpaca simulator's credentials in the end-to-end tests.
 KEY = "PKTEST-KEY"
@@ -35,6 +42,24 @@ MARKET_CLOSED_NS = int(datetime(2026, 11, 22, 15, 0, tzinfo=UTC).timestamp() * 1
 
 #: Restarts quick enough for tests, with room for the faults they inject.
 FAST_RESTART = RestartPolicy(initial=1.0, max_delay=8.0, intensity=20)
+
+
+_transport: list[WsTransportName] = [DEFAULT_WS_TRANSPORT]
+
+
+def transport() -> WsTransportName:
+    """The WebSocket transport of the running test (the ``ws_transport`` fixture's)."""
+    return _transport[-1]
+
+
+@contextmanager
+def using_transport(name: WsTransportName) -> Iterator[None]:
+    """Providers built in the block use the ``name`` transport."""
+    _transport.append(name)
+    try:
+        yield
+    finally:
+        _transport.pop()
 
 
 @asynccontextmanager

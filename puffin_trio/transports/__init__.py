@@ -1,4 +1,5 @@
-"""Connections to the providers: WebSocket (:mod:`.ws`) and length-prefixed TCP (:mod:`.tcp`).
+"""Connections to the providers: WebSocket (:mod:`.ws`, on websockets or trio-websocket) and
+length-prefixed TCP (:mod:`.tcp`).
 
 This package owns the :class:`Transport` interface the session drives and its
 implementations. The package itself imports no I/O library (only the

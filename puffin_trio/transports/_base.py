@@ -1,7 +1,8 @@
 """What the session needs from a connection: the :class:`Transport` protocol.
 
-This module owns the interface every transport (:mod:`puffin_trio.transports.ws`,
-:mod:`puffin_trio.transports.tcp`) implements and the session drives. It is a
+This module owns the interface every transport (the two WebSocket ones of
+:mod:`puffin_trio.transports.ws`, and :mod:`puffin_trio.transports.tcp`)
+implements and the session drives, and the contract they share. It is a
 typing protocol only: it must not import an I/O library, so that the
 providers can name it without pulling one in.
 """
@@ -20,13 +21,32 @@ Frame = str | bytes
 class Transport(Protocol):
     """What the session needs from a connection (WebSocket or framed TCP).
 
-    ``receive`` returns one message (a WebSocket message, or one de-framed
-    TCP payload) and raises :class:`~puffin_trio.errors.ConnectionLost` when
-    the connection ends. ``send_all`` writes frames in order, each exactly as
-    the protocol produced it. ``ping`` is a transport-level heartbeat
-    (WebSocket ping/pong); transports without one raise
-    :class:`~puffin_trio.errors.ProtocolError` (their providers use an
-    application-level heartbeat instead).
+    The contract every transport keeps (``tests/test_transport_contract.py``
+    checks it for both WebSocket transports):
+
+    * ``receive`` returns one message (a WebSocket message, or one de-framed
+      TCP payload), in order, and raises
+      :class:`~puffin_trio.errors.ConnectionLost` once the connection has
+      ended and every message that arrived before the end was returned. The
+      error carries the WebSocket close code (``code``) when there was one.
+    * ``receive_nowait`` returns a message that has already arrived, or
+      ``None``; it never blocks and is not a checkpoint.
+    * ``send_all`` writes frames in order, each exactly as the protocol
+      produced it.
+    * ``ping`` sends a transport-level ping and returns when its pong
+      arrives, with no deadline of its own (the caller sets one); it raises
+      :class:`~puffin_trio.errors.ConnectionLost` if the connection ends
+      first. Transports without one raise
+      :class:`~puffin_trio.errors.ProtocolError` (their providers use an
+      application-level heartbeat instead).
+    * ``abort`` ends the connection at once, without a closing handshake:
+      for a link declared dead, where waiting for the peer only wastes time.
+      Messages that had already arrived stay readable with
+      ``receive_nowait``.
+    * The socket is closed as soon as the connection ends, whoever ends it
+      and however: a peer's close, a dropped link, a protocol error, an
+      abort, or the end of the ``async with`` block that opened it. No socket
+      outlives its connection.
     """
 
     frames_received: int
@@ -36,8 +56,8 @@ class Transport(Protocol):
 
     async def receive(self) -> Frame: ...
 
-    def receive_nowait(self) -> Frame | None:
-        """A message that has already arrived, or ``None``; never blocks, not a checkpoint."""
-        ...
+    def receive_nowait(self) -> Frame | None: ...
 
     async def ping(self) -> None: ...
+
+    def abort(self) -> None: ...

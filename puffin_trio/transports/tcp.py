@@ -49,6 +49,7 @@ from puffin_trio.providers.ib._framing import (
     check_frame_size,
     encode_frame,
 )
+from puffin_trio.transports._sockets import close_socket_now
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
@@ -214,6 +215,15 @@ class TcpTransport:
             "a framed TCP connection has no transport-level ping; "
             "the provider must use an application-level heartbeat"
         )
+
+    def abort(self) -> None:
+        """Close the socket now. Not a checkpoint.
+
+        Payloads already de-framed stay readable with :meth:`receive_nowait`.
+        A stream without an OS socket (a test's memory stream) is closed when
+        the ``async with`` block of :func:`open_tcp_transport` ends.
+        """
+        close_socket_now(self._stream)
 
     async def aclose(self) -> None:
         """Close the socket (immediately; TCP needs no closing handshake here)."""

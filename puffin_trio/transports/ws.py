@@ -1,241 +1,129 @@
-"""WebSocket transport over trio-websocket, tuned for market data.
+"""WebSocket connections to the providers, on websockets (the default) or trio-websocket.
 
-This module owns opening, reading, writing, pinging and closing one WebSocket
-connection, and turning trio-websocket's exceptions into our typed
-:class:`~puffin_trio.errors.ConnectionLost`. It must not parse frames: the
+This module owns :func:`open_ws_transport`, the one way the providers open a
+WebSocket connection, and the choice of library behind it
+(:data:`WS_TRANSPORTS`):
+
+* ``"websockets"`` (the default): the websockets library's native trio client
+  (websockets >= 17), see :mod:`puffin_trio.transports._websockets`. Its C
+  speedups cost about half of trio-websocket's time per frame.
+* ``"trio-websocket"``: trio-websocket on wsproto, the design's original
+  choice, kept for users who pin it; see
+  :mod:`puffin_trio.transports._trio_websocket`.
+
+Both keep the same contract (:class:`~puffin_trio.transports.Transport`, and
+``tests/test_transport_contract.py`` runs it against both): TLS verified with
+the system's default context, and a certificate that fails verification
+reported at once as such; plain ``ws://`` only to loopback hosts unless
+``allow_insecure=True`` (a plain-text connection to a real provider would
+send the API key in clear); ``max_message_size`` per provider; every way a
+connection ends reported as :class:`~puffin_trio.errors.ConnectionLost`
+with its close code; a reset during the upgrade reported at once with its
+cause; the socket closed when the connection ends, for any reason; prompt
+shutdown when cancelled; and the server's pings answered while a "block"
+consumer is slow, until ``message_queue_size`` messages wait in the
+transport. The limits and why they have their values are in
+:mod:`puffin_trio.transports._wscommon`. It must not parse frames: the
 provider protocols do that.
 
-Why these defaults (trio-websocket's own are tuned for chat, not feeds):
-
-* ``receive_buffer_size`` 64 KiB (library default 4 KiB): a batched market
-  data frame is often 2-20 KiB; reading 4 KiB at a time costs several trips
-  through the event loop per frame. 64 KiB matches a typical TCP receive
-  window chunk and cut reads per frame to one in our benchmarks.
-* ``message_queue_size`` 256 (library default 1): trio-websocket's reader
-  task stops reading the socket -- and so stops answering the server's pings
-  -- while its queue is full. With a queue of 1, any pause of our reader
-  (a GC pause, a burst) stalls the socket. 256 frames of slack absorb bursts;
-  our own bounded fan-out with a declared overflow policy sits after it.
-* ``max_message_size`` is per provider (trio-websocket closes with 1009 when a
-  frame is larger); see each provider.
-* ``connect_timeout`` 10 s: TCP + TLS + HTTP upgrade to a distant data centre
-  takes well under a second; 10 s catches a black-holed connect without
-  tripping on a slow TLS handshake.
-
-TLS is verified (the system's default context) for ``wss://``. Plain
-``ws://`` is accepted only for loopback hosts (the simulators, local
-gateways) unless ``allow_insecure=True``: a plain-text connection to a real
-provider would send the API key in clear.
+The session's heartbeat sends its own pings on either library rather than
+using websockets' keepalive: one heartbeat for every transport (trio-websocket
+and IB's TCP have no keepalive), one typed ``HeartbeatTimeout`` and RTT
+statistic, and a deadline the session can reason about (counting inbound data
+as liveness) instead of a library closing the connection with 1011 on its own.
 """
 
 from __future__ import annotations
 
-import math
 import ssl
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
-from urllib.parse import urlsplit
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Final, Literal, get_args
 
-import trio
-import trio_websocket
-
-from puffin_trio.errors import ConnectionLost
+from puffin_trio.errors import ConfigurationError
 from puffin_trio.providers._config import check_ws_url
+from puffin_trio.transports._base import Transport
+from puffin_trio.transports._wscommon import (
+    DEFAULT_CLOSE_TIMEOUT,
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_MESSAGE_QUEUE_SIZE,
+    DEFAULT_RECEIVE_BUFFER_SIZE,
+    Endpoint,
+)
 
 __all__ = [
+    "DEFAULT_CLOSE_TIMEOUT",
+    "DEFAULT_COMPRESSION",
     "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_MESSAGE_QUEUE_SIZE",
     "DEFAULT_RECEIVE_BUFFER_SIZE",
-    "WebSocketTransport",
+    "DEFAULT_WS_TRANSPORT",
+    "WS_TRANSPORTS",
+    "WsTransportName",
     "check_ws_url",
     "open_ws_transport",
 ]
 
-DEFAULT_RECEIVE_BUFFER_SIZE = 64 * 1024
-DEFAULT_MESSAGE_QUEUE_SIZE = 256
-DEFAULT_CONNECT_TIMEOUT = 10.0
-#: How long a clean close (close frame + TCP shutdown) may take before we just drop it.
-DEFAULT_DISCONNECT_TIMEOUT = 2.0
+#: The WebSocket libraries a provider can use (``transport=``).
+WsTransportName = Literal["websockets", "trio-websocket"]
+WS_TRANSPORTS: Final[tuple[WsTransportName, ...]] = get_args(WsTransportName)
+#: The default: websockets' trio client, the faster of the two.
+DEFAULT_WS_TRANSPORT: Final[WsTransportName] = "websockets"
+#: permessage-deflate (websockets only; trio-websocket has none). Off: see
+#: ``docs/guide/providers.rst`` for the measurements behind this choice.
+DEFAULT_COMPRESSION: Final = False
 
 
-class WebSocketTransport:
-    """One open WebSocket connection. Frames are ``str`` (text) or ``bytes`` (binary).
-
-    Counters ``frames_received`` and ``bytes_received`` are updated on every receive.
-    """
-
-    def __init__(self, ws: trio_websocket.WebSocketConnection) -> None:
-        self._ws = ws
-        self.frames_received = 0
-        self.bytes_received = 0
-
-    async def send(self, frame: str | bytes) -> None:
-        """Send one message. A checkpoint. Raises ConnectionLost if the connection is closed."""
-        try:
-            await self._ws.send_message(frame)
-        except trio_websocket.ConnectionClosed as exc:
-            raise ConnectionLost(f"connection closed while sending: {exc.reason}") from None
-
-    async def send_all(self, frames: Sequence[str | bytes]) -> None:
-        """Send frames in order."""
-        for frame in frames:
-            await self.send(frame)
-
-    async def receive(self) -> str | bytes:
-        """Wait for the next message. A checkpoint.
-
-        Raises ConnectionLost when the peer closed (after every message it
-        sent before closing has been received) or the connection broke.
-        """
-        try:
-            frame = await self._ws.get_message()
-        except trio_websocket.ConnectionClosed as exc:
-            reason = exc.reason
-            code = reason.code if reason is not None else None
-            text = f"{reason.name} {reason.reason or ''}".strip() if reason is not None else ""
-            raise ConnectionLost(f"connection closed by peer: {text}", code=code) from None
-        self.frames_received += 1
-        self.bytes_received += len(frame)
-        return frame
-
-    def receive_nowait(self) -> str | bytes | None:
-        """A message trio-websocket has already queued, or ``None``. Not a checkpoint.
-
-        trio-websocket has no public non-blocking get; its queue is a trio
-        memory channel (the private ``_recv_channel``), which has one. Should
-        that internal change, this returns ``None`` and the reader waits for
-        each message; ``tests/test_transport_ws.py`` pins the internal so such
-        a change fails the suite instead.
-        """
-        channel = getattr(self._ws, "_recv_channel", None)
-        try:
-            frame: str | bytes = channel.receive_nowait()  # type: ignore[union-attr]
-        except (AttributeError, trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-            return None
-        self.frames_received += 1
-        self.bytes_received += len(frame)
-        return frame
-
-    async def ping(self) -> None:
-        """Send a WebSocket ping and wait for its pong (no deadline: the caller sets one)."""
-        try:
-            await self._ws.ping()
-        except trio_websocket.ConnectionClosed as exc:
-            raise ConnectionLost(f"connection closed while pinging: {exc.reason}") from None
-
-    @property
-    def closed(self) -> bool:
-        return self._ws.closed is not None
-
-    async def aclose(self, code: int = 1000, reason: str | None = None) -> None:
-        """Close cleanly (close handshake), bounded by the disconnect timeout."""
-        with trio.move_on_after(DEFAULT_DISCONNECT_TIMEOUT):
-            await self._ws.aclose(code, reason)
-
-
-def _describe_connect_error(exc: BaseException) -> str:
-    cause = exc.__cause__ if isinstance(exc, trio.BrokenResourceError) else exc
-    if isinstance(cause, ssl.SSLCertVerificationError):
-        return f"TLS certificate verification failed: {cause.verify_message} ({cause.reason})"
-    if isinstance(cause, ssl.SSLError):
-        return f"TLS handshake failed: {cause.reason or cause}"
-    return repr(cause)
-
-
-@asynccontextmanager
-async def open_ws_transport(
+def open_ws_transport(
     url: str,
     *,
+    transport: WsTransportName = DEFAULT_WS_TRANSPORT,
     headers: Sequence[tuple[str, str]] = (),
     max_message_size: int = 1 << 20,
     message_queue_size: int = DEFAULT_MESSAGE_QUEUE_SIZE,
-    receive_buffer_size: int = DEFAULT_RECEIVE_BUFFER_SIZE,
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     allow_insecure: bool = False,
     ssl_context: ssl.SSLContext | None = None,
-) -> AsyncIterator[WebSocketTransport]:
-    """Open a WebSocket connection for the duration of the block.
+    compression: bool = DEFAULT_COMPRESSION,
+) -> AbstractAsyncContextManager[Transport]:
+    """Open a WebSocket connection for the duration of an ``async with`` block.
 
-    Raises :class:`ConfigurationError` for a bad URL (before connecting) and
-    :class:`ConnectionLost` if the connection cannot be opened: refused,
-    timed out, TLS verification failed, or the server's HTTP reply rejected
-    the upgrade. Closing is bounded by :data:`DEFAULT_DISCONNECT_TIMEOUT`.
-
-    TCP and TLS are set up here rather than by trio-websocket, which turns a
-    failed certificate check into a 10 s ``ConnectionTimeout`` that hides the
-    cause (python-trio/trio-websocket#199).
+    Raises :class:`~puffin_trio.errors.ConfigurationError` for a bad URL or
+    ``transport`` (before connecting), and
+    :class:`~puffin_trio.errors.ConnectionLost` if the connection cannot be
+    opened: refused, reset, timed out after ``connect_timeout`` seconds, TLS
+    verification failed, or the server's HTTP reply rejected the upgrade. The
+    block's end closes the connection: cleanly (close frame), bounded by
+    :data:`DEFAULT_CLOSE_TIMEOUT`, or at once if it was aborted, already
+    ended, or the block is cancelled. ``compression`` offers
+    permessage-deflate (websockets only).
     """
-    check_ws_url(url, allow_insecure=allow_insecure)
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    secure = parts.scheme == "wss"
-    port = parts.port or (443 if secure else 80)
-    resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    host_header = host if port in (80, 443) else f"{host}:{port}"
-    extra = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
-    # Errors are raised after the nursery has closed, so they are not wrapped in a group.
-    failure: BaseException | None = None
-    try:
-        async with trio.open_nursery() as nursery:  # hosts trio-websocket's reader task
-            try:
-                with trio.fail_after(connect_timeout):
-                    stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]
-                    stream = await trio.open_tcp_stream(host, port)
-                    if secure:
-                        stream = trio.SSLStream(
-                            stream,
-                            ssl_context or ssl.create_default_context(),
-                            server_hostname=host,
-                            https_compatible=True,
-                        )
-                        await stream.do_handshake()
-                    ws = await trio_websocket.wrap_client_stream(
-                        nursery,
-                        stream,
-                        host_header,
-                        resource,
-                        extra_headers=extra,
-                        message_queue_size=message_queue_size,
-                        max_message_size=max_message_size,
-                        receive_buffer_size=receive_buffer_size,
-                    )
-            except trio.TooSlowError:
-                failure = ConnectionLost(
-                    f"could not connect to {parts.netloc} within {connect_timeout} s"
-                )
-                nursery.cancel_scope.cancel()
-            except (OSError, trio.BrokenResourceError) as exc:
-                failure = ConnectionLost(
-                    f"could not connect to {parts.netloc}: {_describe_connect_error(exc)}"
-                )
-                nursery.cancel_scope.cancel()
-            else:
-                try:
-                    yield WebSocketTransport(ws)
-                except BaseException as exc:
-                    failure = exc
-                finally:
-                    if trio.current_effective_deadline() == -math.inf:
-                        # We are being cancelled, and so is trio-websocket's reader
-                        # task: nobody would read the server's close reply, and a
-                        # close handshake would just sit out its timeout. Close TCP
-                        # (a FIN, so the server frees our connection slot at once).
-                        await trio.aclose_forcefully(stream)
-                    else:
-                        with (
-                            trio.CancelScope(shield=True),
-                            trio.move_on_after(DEFAULT_DISCONNECT_TIMEOUT),
-                        ):
-                            await ws.aclose()
-                    nursery.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        rejected = group.subgroup(trio_websocket.ConnectionRejected)
-        if rejected is not None:
-            first = rejected.exceptions[0]
-            assert isinstance(first, trio_websocket.ConnectionRejected)
-            raise ConnectionLost(
-                f"server rejected the WebSocket upgrade: HTTP {first.status_code}"
-            ) from None
-        raise
-    if failure is not None:
-        raise failure
+    endpoint = Endpoint.from_url(url, allow_insecure=allow_insecure)
+    if transport == "websockets":
+        from puffin_trio.transports._websockets import open_websockets_transport
+
+        return open_websockets_transport(
+            endpoint,
+            headers=headers,
+            max_message_size=max_message_size,
+            message_queue_size=message_queue_size,
+            connect_timeout=connect_timeout,
+            ssl_context=ssl_context,
+            compression=compression,
+        )
+    if transport == "trio-websocket":
+        if compression:
+            raise ConfigurationError("trio-websocket has no permessage-deflate; use websockets")
+        from puffin_trio.transports._trio_websocket import open_trio_websocket_transport
+
+        return open_trio_websocket_transport(
+            endpoint,
+            headers=headers,
+            max_message_size=max_message_size,
+            message_queue_size=message_queue_size,
+            connect_timeout=connect_timeout,
+            ssl_context=ssl_context,
+        )
+    raise ConfigurationError(
+        f"transport must be one of {', '.join(map(repr, WS_TRANSPORTS))}, not {transport!r}"
+    )
