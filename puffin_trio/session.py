@@ -643,6 +643,9 @@ class ProviderSession:
                 else:
                     await transport.ping()
             if scope.cancelled_caught:
+                # The link is declared dead: drop it now. A closing handshake
+                # would wait out its timeout for a reply that cannot come.
+                transport.abort()
                 raise HeartbeatTimeout(
                     f"no heartbeat reply within {timeout} s", provider=self.provider.name
                 )

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import trio
 from trio.testing import MockClock
 
@@ -27,13 +28,23 @@ from puffin_trio import (
 from puffin_trio.providers.alpaca import AlpacaProvider
 from puffin_trio.sim import AlpacaConnectionRecord, FaultPlan
 
-from ._support import KEY, SECRET, alpaca_sim
+from ._support import KEY, SECRET, alpaca_sim, transport
+
+#: Every test here runs once per WebSocket transport.
+pytestmark = pytest.mark.usefixtures("ws_transport")
 
 SYMBOLS = ["BTC/USD", "ETH/USD"]
 
 
 def crypto_provider(url: str) -> AlpacaProvider:
-    return AlpacaProvider(feed="crypto", key=KEY, secret=SECRET, url=url, encoding="msgpack")
+    return AlpacaProvider(
+        feed="crypto",
+        key=KEY,
+        secret=SECRET,
+        url=url,
+        encoding="msgpack",
+        transport=transport(),
+    )
 
 
 def sent_books(record: AlpacaConnectionRecord, symbol: str) -> list[dict[str, Any]]:

@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from functools import partial
 
 import orjson
+import pytest
 import trio
 from trio.testing import MockClock
 from trio_websocket import WebSocketConnection, WebSocketRequest, serve_websocket
@@ -36,7 +37,10 @@ from puffin_trio.channels import DEFAULT_CAPACITY
 from puffin_trio.providers import AlpacaProvider, PolygonProvider
 from puffin_trio.testing import mock_wall_clock
 
-from ._support import KEY, MARKET_OPEN_NS, SECRET, alpaca_sim, collect_until
+from ._support import KEY, MARKET_OPEN_NS, SECRET, alpaca_sim, collect_until, transport
+
+#: Every test here runs once per WebSocket transport.
+pytestmark = pytest.mark.usefixtures("ws_transport")
 
 Script = Callable[[WebSocketConnection, int], Awaitable[None]]
 
@@ -58,7 +62,14 @@ async def scripted_server(script: Script) -> AsyncIterator[int]:
 
 
 def alpaca(url: str) -> AlpacaProvider:
-    return AlpacaProvider(key=KEY, secret=SECRET, url=url, encoding="json", stale_after=math.inf)
+    return AlpacaProvider(
+        key=KEY,
+        secret=SECRET,
+        url=url,
+        encoding="json",
+        stale_after=math.inf,
+        transport=transport(),
+    )
 
 
 def retry_details(seen: list[Event]) -> list[str]:
@@ -140,7 +151,11 @@ async def test_a_wall_clock_step_does_not_make_the_guard_give_up_early(
 
     async with scripted_server(script) as port:
         provider = PolygonProvider(
-            key="k", url=f"ws://127.0.0.1:{port}/stocks", sequence="strict", stale_after=math.inf
+            key="k",
+            url=f"ws://127.0.0.1:{port}/stocks",
+            sequence="strict",
+            stale_after=math.inf,
+            transport=transport(),
         )
         async with Supervisor.open(wall_clock=wall) as sup:
             sup.add(provider, trades=["AAPL"])

@@ -38,16 +38,20 @@ from puffin_trio.providers.alpaca import AlpacaProvider
 from puffin_trio.providers.polygon import PolygonProvider
 from puffin_trio.sim import AlpacaSimRecorder, FaultPlan, MarketModel, serve_alpaca
 
-from ._support import FAST_RESTART, polygon_sim, serving
+from ._support import FAST_RESTART, polygon_sim, serving, transport
 from ._support import POLYGON_KEY as KEY
 from ._support import collect_until as _collect_until
 from ._support import states as _states
+
+#: Every test here runs once per WebSocket transport.
+pytestmark = pytest.mark.usefixtures("ws_transport")
 
 Message = dict[str, Any]
 
 
 def provider(url: str, **kwargs: Any) -> PolygonProvider:
     kwargs.setdefault("stale_after", 30.0)
+    kwargs.setdefault("transport", transport())
     return PolygonProvider(key=KEY, url=url, **kwargs)
 
 
@@ -338,7 +342,7 @@ async def test_missing_key_fails_before_any_connection(
     monkeypatch.delenv("POLYGON_API_KEY", raising=False)
     async with polygon_sim() as (url, rec, wall), Supervisor.open(wall_clock=wall) as sup:
         with pytest.raises(ConfigurationError, match="MASSIVE_API_KEY"):
-            sup.add(PolygonProvider(url=url), quotes=["AAPL"])
+            sup.add(PolygonProvider(url=url, transport=transport()), quotes=["AAPL"])
         with pytest.raises(ConfigurationError, match="only on the crypto cluster"):
             sup.add(provider(url), books=["AAPL"])
         await trio.sleep(1)
@@ -460,7 +464,14 @@ async def test_one_provider_restarting_costs_the_other_no_event(
         async with Supervisor.open(wall_clock=wall, restart=FAST_RESTART) as sup:
             sup.add(provider(purl, sequence="strict"), trades=["AAPL"], quotes=["AAPL"])
             sup.add(
-                AlpacaProvider(key="ak", secret="as", url=aurl, encoding="json", stale_after=30),
+                AlpacaProvider(
+                    key="ak",
+                    secret="as",
+                    url=aurl,
+                    encoding="json",
+                    stale_after=30,
+                    transport=transport(),
+                ),
                 trades=["AAPL", "MSFT"],
                 quotes=["MSFT"],
             )

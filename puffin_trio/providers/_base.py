@@ -38,7 +38,7 @@ import attrs
 from puffin_trio.errors import ConfigurationError, ProviderError
 from puffin_trio.events import Event
 from puffin_trio.guard import GuardMode
-from puffin_trio.transports._base import Frame
+from puffin_trio.transports._base import Frame, WsTransportName
 
 if TYPE_CHECKING:
     from puffin_trio.market_hours import TradingCalendar
@@ -405,13 +405,17 @@ class WebSocketProvider(Provider):
     """A provider reached over WebSocket (Alpaca, Polygon).
 
     ``url`` is the full endpoint (``wss://...`` for the real service; plain
-    ``ws://`` is accepted for loopback and the simulators).
-    ``max_message_size`` bounds one incoming message: trio-websocket closes the
-    connection (1009) if the server sends more.
+    ``ws://`` is accepted for loopback and the simulators, and for any host
+    with ``allow_insecure=True``). ``max_message_size`` bounds one incoming
+    message: the connection is closed (1009) if the server sends more.
+    ``transport`` names the WebSocket library: ``"websockets"`` (the
+    default) or ``"trio-websocket"`` (see :mod:`puffin_trio.transports.ws`).
     """
 
     url: str
     max_message_size: int
+    transport: WsTransportName
+    allow_insecure: bool
 
     def headers(self) -> list[tuple[str, str]]:
         """Extra HTTP headers for the upgrade request (e.g. Alpaca's Content-Type)."""
@@ -422,5 +426,9 @@ class WebSocketProvider(Provider):
         from puffin_trio.transports.ws import open_ws_transport
 
         return open_ws_transport(
-            self.url, headers=self.headers(), max_message_size=self.max_message_size
+            self.url,
+            transport=self.transport,
+            headers=self.headers(),
+            max_message_size=self.max_message_size,
+            allow_insecure=self.allow_insecure,
         )

@@ -24,17 +24,20 @@ from urllib.parse import urlsplit
 
 from puffin_trio._loopback import is_loopback
 from puffin_trio.errors import ConfigurationError
+from puffin_trio.transports._base import WS_TRANSPORTS, WsTransportName
 
 __all__ = [
     "TimingKnobs",
     "byte_size",
     "check_ws_url",
     "credential",
+    "flag",
     "integer",
     "seconds",
     "session_name",
     "timing",
     "websocket_url",
+    "ws_transport",
 ]
 
 
@@ -142,9 +145,27 @@ def check_ws_url(url: str, *, allow_insecure: bool = False) -> None:
         )
 
 
-def websocket_url(provider: str, url: object) -> str:
+def websocket_url(provider: str, url: object, *, allow_insecure: bool = False) -> str:
     """A ``url=`` override: a string that passes :func:`check_ws_url`."""
     if not isinstance(url, str):
         raise ConfigurationError(f"{provider}: url must be a string, not {url!r}")
-    check_ws_url(url)
+    check_ws_url(url, allow_insecure=allow_insecure)
     return url
+
+
+def flag(provider: str, name: str, value: object) -> bool:
+    """A yes/no option: ``True`` or ``False``, nothing merely truthy."""
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"{provider}: {name} must be True or False, not {value!r}")
+    return value
+
+
+def ws_transport(provider: str, value: object) -> WsTransportName:
+    """The ``transport=`` of a WebSocket provider: one of :data:`WS_TRANSPORTS`."""
+    for name in WS_TRANSPORTS:
+        if value == name:
+            return name
+    raise ConfigurationError(
+        f"{provider}: transport must be one of {', '.join(map(repr, WS_TRANSPORTS))} "
+        f"(the WebSocket library), not {value!r}"
+    )

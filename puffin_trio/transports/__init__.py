@@ -6,6 +6,12 @@ implementations. The package itself imports no I/O library (only the
 interface), so a provider can name :class:`Transport` without loading one.
 """
 
-from puffin_trio.transports._base import Frame, Transport
+from puffin_trio.transports._base import (
+    DEFAULT_WS_TRANSPORT,
+    WS_TRANSPORTS,
+    Frame,
+    Transport,
+    WsTransportName,
+)
 
-__all__ = ["Frame", "Transport"]
+__all__ = ["DEFAULT_WS_TRANSPORT", "WS_TRANSPORTS", "Frame", "Transport", "WsTransportName"]

@@ -10,12 +10,20 @@ providers can name it without pulling one in.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Final, Literal, Protocol, get_args
 
-__all__ = ["Frame", "Transport"]
+__all__ = ["DEFAULT_WS_TRANSPORT", "WS_TRANSPORTS", "Frame", "Transport", "WsTransportName"]
 
 #: A WebSocket message (text or binary) or one length-prefixed TCP payload.
 Frame = str | bytes
+
+#: The WebSocket libraries a provider can use (its ``transport=``), see
+#: :mod:`puffin_trio.transports.ws`. Named here, with no I/O import, so that
+#: the providers can check the argument.
+WsTransportName = Literal["websockets", "trio-websocket"]
+WS_TRANSPORTS: Final[tuple[WsTransportName, ...]] = get_args(WsTransportName)
+#: The default: websockets' native trio client, the faster of the two.
+DEFAULT_WS_TRANSPORT: Final[WsTransportName] = "websockets"
 
 
 class Transport(Protocol):

@@ -27,6 +27,7 @@ library closes the stream, the queue ends.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
@@ -57,6 +58,22 @@ __all__ = ["WebsocketsTransport", "open_websockets_transport"]
 MAX_FRAGMENTS: Final = 4096
 
 _DATA_OPCODES: Final = frozenset((TEXT, BINARY, CONT))
+
+
+class _NoFrameLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """websockets' client logger, with its debug level off for our connections.
+
+    At debug level websockets logs every frame with the start of its payload,
+    and our first frame carries the credentials (Alpaca's ``auth`` message):
+    a user turning on debug logging must not find the secret in the logs.
+    Its other levels (connection errors) are kept.
+    """
+
+    def isEnabledFor(self, level: int) -> bool:
+        return level > logging.DEBUG and self.logger.isEnabledFor(level)
+
+
+_LOGGER: Final = _NoFrameLog(logging.getLogger("websockets.client"), {})
 
 
 class _FeedConnection(ClientConnection):
@@ -342,6 +359,7 @@ async def open_websockets_transport(
         max_size=max_message_size,
         max_queue=(message_queue_size, max(1, message_queue_size // 4)),
         create_connection=create_connection,  # type: ignore[arg-type]
+        logger=_LOGGER,
     )
     opened = False
     try:

@@ -38,11 +38,16 @@ from __future__ import annotations
 import ssl
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Final, Literal, get_args
+from typing import Final
 
 from puffin_trio.errors import ConfigurationError
 from puffin_trio.providers._config import check_ws_url
-from puffin_trio.transports._base import Transport
+from puffin_trio.transports._base import (
+    DEFAULT_WS_TRANSPORT,
+    WS_TRANSPORTS,
+    Transport,
+    WsTransportName,
+)
 from puffin_trio.transports._wscommon import (
     DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_CONNECT_TIMEOUT,
@@ -64,11 +69,6 @@ __all__ = [
     "open_ws_transport",
 ]
 
-#: The WebSocket libraries a provider can use (``transport=``).
-WsTransportName = Literal["websockets", "trio-websocket"]
-WS_TRANSPORTS: Final[tuple[WsTransportName, ...]] = get_args(WsTransportName)
-#: The default: websockets' trio client, the faster of the two.
-DEFAULT_WS_TRANSPORT: Final[WsTransportName] = "websockets"
 #: permessage-deflate (websockets only; trio-websocket has none). Off: see
 #: ``docs/guide/providers.rst`` for the measurements behind this choice.
 DEFAULT_COMPRESSION: Final = False

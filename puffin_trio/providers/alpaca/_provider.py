@@ -29,6 +29,7 @@ from puffin_trio.providers.alpaca._wire import (
     STOCK_CHANNELS,
     check_topics,
 )
+from puffin_trio.transports._base import DEFAULT_WS_TRANSPORT, WsTransportName
 
 if TYPE_CHECKING:
     from puffin_trio.market_hours import TradingCalendar
@@ -100,7 +101,11 @@ class AlpacaProvider(WebSocketProvider):
     Sizes: ``max_message_size`` (16 MiB) bounds one incoming message and
     ``max_frame_bytes`` (4 KiB) one outgoing subscribe frame; the module
     constants ``DEFAULT_MAX_MESSAGE_SIZE``/``DEFAULT_MAX_FRAME_BYTES`` say why.
-    ``name`` is the session's name (events always say ``provider="alpaca"``).
+    ``transport``: the WebSocket library, ``"websockets"`` (its native trio
+    client, the default and the faster) or ``"trio-websocket"``.
+    ``allow_insecure=True`` permits a plain ``ws://`` URL to a host that is
+    not loopback (the key then travels in clear). ``name`` is the session's
+    name (events always say ``provider="alpaca"``).
     """
 
     name: ClassVar[str] = PROVIDER
@@ -116,6 +121,8 @@ class AlpacaProvider(WebSocketProvider):
     limit_cooldown: float
     max_message_size: int
     max_frame_bytes: int
+    transport: WsTransportName
+    allow_insecure: bool
     session_name: str
     _key: str | None = attrs.field(repr=False)
     _secret: str | None = attrs.field(repr=False)
@@ -136,6 +143,8 @@ class AlpacaProvider(WebSocketProvider):
         limit_cooldown: float = 90.0,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        transport: WsTransportName = DEFAULT_WS_TRANSPORT,
+        allow_insecure: bool = False,
         name: str = PROVIDER,
     ) -> None:
         """Validate everything but credentials (see :meth:`check`); raises ConfigurationError."""
@@ -154,13 +163,14 @@ class AlpacaProvider(WebSocketProvider):
             )
         if not isinstance(sandbox, bool):
             raise ConfigurationError(f"{PROVIDER}: sandbox must be True or False")
+        allow_insecure = _config.flag(PROVIDER, "allow_insecure", allow_insecure)
         if url is None:
             host = _SANDBOX_HOST if sandbox else _HOST
             path = FEEDS[feed] + (crypto_location if feed == "crypto" else "")
             url = f"wss://{host}{path}"
         self.__attrs_init__(
             feed=feed,
-            url=_config.websocket_url(PROVIDER, url),
+            url=_config.websocket_url(PROVIDER, url, allow_insecure=allow_insecure),
             encoding=encoding,
             crypto_location=crypto_location,
             sandbox=sandbox,
@@ -177,6 +187,8 @@ class AlpacaProvider(WebSocketProvider):
             max_frame_bytes=_config.byte_size(
                 PROVIDER, "max_frame_bytes", max_frame_bytes, MIN_FRAME_BYTES
             ),
+            transport=_config.ws_transport(PROVIDER, transport),
+            allow_insecure=allow_insecure,
             session_name=_config.session_name(PROVIDER, name),
             key=_config.credential(PROVIDER, key, (KEY_ENV,), "key"),
             secret=_config.credential(PROVIDER, secret, (SECRET_ENV,), "secret"),

@@ -29,6 +29,7 @@ from puffin_trio.providers.polygon._wire import (
     STOCK_CHANNELS,
     check_topics,
 )
+from puffin_trio.transports._base import DEFAULT_WS_TRANSPORT, WsTransportName
 
 if TYPE_CHECKING:
     from puffin_trio.market_hours import TradingCalendar
@@ -82,7 +83,11 @@ class PolygonProvider(WebSocketProvider):
     Sizes: ``max_message_size`` (16 MiB) bounds one incoming message and
     ``max_frame_bytes`` (4 KiB) one outgoing subscribe frame; the module
     constants ``DEFAULT_MAX_MESSAGE_SIZE``/``DEFAULT_MAX_FRAME_BYTES`` say why.
-    ``name`` is the session's name (events always say ``provider="polygon"``).
+    ``transport``: the WebSocket library, ``"websockets"`` (its native trio
+    client, the default and the faster) or ``"trio-websocket"``.
+    ``allow_insecure=True`` permits a plain ``ws://`` URL to a host that is
+    not loopback (the key then travels in clear). ``name`` is the session's
+    name (events always say ``provider="polygon"``).
     """
 
     name: ClassVar[str] = PROVIDER
@@ -97,6 +102,8 @@ class PolygonProvider(WebSocketProvider):
     limit_cooldown: float
     max_message_size: int
     max_frame_bytes: int
+    transport: WsTransportName
+    allow_insecure: bool
     session_name: str
     _key: str | None = attrs.field(repr=False)
 
@@ -114,6 +121,8 @@ class PolygonProvider(WebSocketProvider):
         limit_cooldown: float = 90.0,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        transport: WsTransportName = DEFAULT_WS_TRANSPORT,
+        allow_insecure: bool = False,
         name: str = PROVIDER,
     ) -> None:
         """Validate everything but the key (see :meth:`check`); raises ConfigurationError."""
@@ -132,12 +141,13 @@ class PolygonProvider(WebSocketProvider):
                 f"{PROVIDER}: sequence must be 'monotonic' (Polygon's q) or 'strict' "
                 f"(contiguous numbers, e.g. the simulator), not {sequence!r}"
             )
+        allow_insecure = _config.flag(PROVIDER, "allow_insecure", allow_insecure)
         if url is None:
             url = f"wss://{HOSTS['delayed' if delayed else 'realtime']}/{market}"
         self.__attrs_init__(
             market=market,
             delayed=delayed,
-            url=_config.websocket_url(PROVIDER, url),
+            url=_config.websocket_url(PROVIDER, url, allow_insecure=allow_insecure),
             sequence=sequence,
             **_config.timing(
                 PROVIDER,
@@ -152,6 +162,8 @@ class PolygonProvider(WebSocketProvider):
             max_frame_bytes=_config.byte_size(
                 PROVIDER, "max_frame_bytes", max_frame_bytes, MIN_FRAME_BYTES
             ),
+            transport=_config.ws_transport(PROVIDER, transport),
+            allow_insecure=allow_insecure,
             session_name=_config.session_name(PROVIDER, name),
             key=_config.credential(PROVIDER, key, KEY_ENVS, "key"),
         )
