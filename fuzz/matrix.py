@@ -406,7 +406,10 @@ def _measure(
             silent += 1
     # the old connection was closed before the next one reached the proxy
     closed_first = None
-    if len(control.connections) > 1 and fired_at is not None:
+    stalled = first is not None and any(
+        f.fault.kind is ProxyFaultKind.STALL for f in first.faults
+    )  # a stalled proxy holds the old link itself: it cannot see the client close it
+    if len(control.connections) > 1 and fired_at is not None and not stalled:
         nxt = control.connections[1]
         end = first.ended_at if first is not None else None
         closed_first = end is not None and end <= nxt.accepted_at
