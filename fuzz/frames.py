@@ -63,13 +63,13 @@ from puffin_trio.testing import ProxyControl, mock_wall_clock, serve_fault_proxy
 
 __all__ = [
     "EXTRA_MESSAGES",
-    "ill_typed",
     "MUTATIONS",
     "SANE_TS_NS",
     "VARIANTS",
     "Harness",
     "Verdict",
     "corpus",
+    "ill_typed",
     "impossible",
     "mutate",
 ]
@@ -536,7 +536,9 @@ def _structured(
 ) -> Callable[[Frame, Family, random.Random, Sequence[Frame]], Frame]:
     """A mutation of the decoded frame (falls back to a bit flip if it does not decode)."""
 
-    def mutation(frame: Frame, family: Family, rng: random.Random, others: Sequence[Frame]) -> Frame:
+    def mutation(
+        frame: Frame, family: Family, rng: random.Random, others: Sequence[Frame]
+    ) -> Frame:
         try:
             value = _decode(frame, family)
         except (ValueError, TypeError, msgpack.UnpackException):
@@ -644,10 +646,8 @@ def _deep(frame: Frame, family: Family, rng: random.Random, others: Sequence[Fra
         return opener * (depth - 1) + b"\x90"
     if family == "tws":
         return b"1\x00" * depth
-    if rng.random() < 0.5:
-        text = "[" * depth + "]" * depth
-    else:
-        text = '{"T":' * depth + "1" + "}" * depth
+    lists = rng.random() < 0.5
+    text = "[" * depth + "]" * depth if lists else '{"T":' * depth + "1" + "}" * depth
     return text if isinstance(frame, str) else text.encode()
 
 

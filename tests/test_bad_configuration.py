@@ -59,13 +59,15 @@ async def build(make: Callable[[], object]) -> None:
 
 
 LONG = "A" * 5000
+PORT_99999 = "ws://127.0.0.1:99999"
+PORT_ABC = "ws://127.0.0.1:abc"
 
 #: id -> (what to do, a word the error message must contain)
 CASES: dict[str, tuple[Callable[[], Awaitable[None]], str]] = {
-    "alpaca url port 99999": (partial(build, lambda: alpaca(url="ws://127.0.0.1:99999/v2/iex")), "port"),
-    "alpaca url port abc": (partial(build, lambda: alpaca(url="ws://127.0.0.1:abc/v2/iex")), "port"),
-    "polygon url port 99999": (partial(build, lambda: polygon(url="ws://127.0.0.1:99999/stocks")), "port"),
-    "polygon url port abc": (partial(build, lambda: polygon(url="ws://127.0.0.1:abc/stocks")), "port"),
+    "alpaca url port 99999": (partial(build, lambda: alpaca(url=f"{PORT_99999}/v2/iex")), "port"),
+    "alpaca url port abc": (partial(build, lambda: alpaca(url=f"{PORT_ABC}/v2/iex")), "port"),
+    "polygon url port 99999": (partial(build, lambda: polygon(url=f"{PORT_99999}/stocks")), "port"),
+    "polygon url port abc": (partial(build, lambda: polygon(url=f"{PORT_ABC}/stocks")), "port"),
     "alpaca 5000-character symbol": (partial(add, alpaca, trades=[LONG]), "symbol"),
     "polygon 5000-character symbol": (partial(add, polygon, trades=[LONG]), "symbol"),
     "ib 5000-character symbol": (partial(add, ib, trades=[LONG]), "symbol"),
@@ -77,7 +79,9 @@ CASES: dict[str, tuple[Callable[[], Awaitable[None]], str]] = {
     "sup.add('alpaca')": (partial(add, lambda: "alpaca"), "provider"),
     "RestartPolicy(initial=-1)": (partial(build, lambda: RestartPolicy(initial=-1)), "initial"),
     "RestartPolicy(jitter=2)": (partial(build, lambda: RestartPolicy(jitter=2)), "jitter"),
-    "RestartPolicy(intensity=-1)": (partial(build, lambda: RestartPolicy(intensity=-1)), "intensity"),
+    "RestartPolicy(intensity=-1)": (
+        partial(build, lambda: RestartPolicy(intensity=-1)), "intensity"
+    ),
     "Supervisor.open(restart='fast')": (partial(open_with, restart="fast"), "restart"),
 }  # fmt: skip
 
