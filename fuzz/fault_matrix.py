@@ -19,6 +19,7 @@ import argparse
 import logging
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import trio
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         for row in rows:
             start = time.monotonic()
             outcome = trio.run(
-                lambda p=provider, r=row: run_row(p, r, mock_clock=False, budget=args.budget)
+                partial(run_row, provider, row, mock_clock=False, budget=args.budget)
             )
             print(
                 f"{provider:8} {row.name:9} {time.monotonic() - start:6.1f} s  {outcome.summary()}",

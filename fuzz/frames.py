@@ -33,7 +33,7 @@ import json
 import math
 import random
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Literal
@@ -185,7 +185,8 @@ def ill_typed(item: object) -> str | None:
     """
     if type(item) not in _MARKET:
         return None
-    for name, declared in _hints(type(item)).items():
+    cls: type[Any] = type(item)
+    for name, declared in _hints(cls).items():
         value = getattr(item, name)
         if declared in (str, float, int, bool):
             if type(value) is not declared:
@@ -199,12 +200,15 @@ def ill_typed(item: object) -> str | None:
 
 
 @functools.cache
-def _hints(cls: type) -> dict[str, Any]:
+def _hints(cls: type[Any]) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
 def _finite(value: object) -> bool:
-    return type(value) in (int, float) and math.isfinite(value)  # type: ignore[arg-type]
+    """A number that is not NaN or infinite (an int always is, however large)."""
+    if type(value) is int:
+        return True
+    return type(value) is float and math.isfinite(value)
 
 
 @attrs.frozen
@@ -420,11 +424,11 @@ async def _record_ib() -> list[Frame]:
 
 async def _stream(
     provider: AlpacaProvider | PolygonProvider | IBProvider,
-    topics: dict[str, Sequence[str]],
+    topics: Mapping[str, Sequence[str]],
     wall: Callable[[], int],
 ) -> None:
     async with Supervisor.open(wall_clock=wall) as sup:
-        sup.add(provider, **topics)
+        sup.add(provider, **topics)  # type: ignore[arg-type]
         async with sup.events(capacity=100_000, overflow="drop_oldest") as events:
             with trio.move_on_after(_RECORD_SECONDS):
                 async for _ in events:

@@ -331,7 +331,7 @@ def _expected(
                 message: str | bytes = payload.decode() if opcode == 1 else payload
                 for item in proto.receive(message, 0):
                     if type(item) in _MARKET_CLASSES:
-                        out.append(("event", attrs.evolve(item, ts_recv=0)))
+                        out.append(("event", attrs.evolve(item, ts_recv=0)))  # type: ignore[arg-type]
             opcode = None
     return out
 
