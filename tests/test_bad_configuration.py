@@ -41,11 +41,9 @@ def ib() -> IBProvider:
 
 
 async def add(provider: Callable[[], Any], **topics: Any) -> None:
+    """``sup.add`` in a supervisor that ends at once (leaving it cancels every session)."""
     async with Supervisor.open() as sup:
-        try:
-            sup.add(provider(), **topics)
-        finally:
-            sup._nursery.cancel_scope.cancel()
+        sup.add(provider(), **topics)
 
 
 async def open_with(**kwargs: Any) -> None:

@@ -20,8 +20,8 @@ import pytest
 from trio.testing import MockClock
 
 from fuzz.matrix import FIRE_AFTER, ROWS, Outcome, run_row
+from puffin_trio import RestartPolicy
 from puffin_trio.providers import AlpacaProvider, PolygonProvider
-from puffin_trio.supervisor import RestartPolicy
 
 #: The providers' default timing knobs, which the matrix runs with.
 ALPACA = AlpacaProvider(key="k", secret="s")

@@ -782,6 +782,8 @@ class _Link:
     async def _serve(self) -> None:
         upgrade = await self._upgrade()
         if upgrade is None:
+            if self._end is None:
+                self._end = ("closed", None)  # the client left (or said nothing in time)
             return
         to_client, to_server, framed = upgrade
         assert self.upstream is not None
