@@ -19,7 +19,7 @@ from collections.abc import Callable
 import pytest
 from trio.testing import MockClock
 
-from fuzz.matrix import FIRE_AFTER, ROWS, Outcome, run_row
+from fuzz.matrix import FIRE_AFTER, ROWS, Outcome, run_row, table
 from puffin_trio import RestartPolicy
 from puffin_trio.providers import AlpacaProvider, PolygonProvider
 
@@ -169,3 +169,12 @@ def test_every_row_has_a_check() -> None:
 async def test_fault_matrix(provider: str, row: object, autojump_clock: MockClock) -> None:
     outcome = await run_row(provider, row)  # type: ignore[arg-type]
     CHECKS[outcome.row](outcome)
+
+
+async def test_the_matrix_table_shows_each_measurement(autojump_clock: MockClock) -> None:
+    reset = next(row for row in ROWS if row.name == "reset")
+    outcome = await run_row("polygon", reset)
+    text = table([outcome])
+    line = next(line for line in text.splitlines() if line.startswith("RST "))
+    assert "polygon" in line and "ConnectionLost 1006" in line and "yes" in line
+    assert f"{outcome.recover:.2f} s" in line

@@ -24,6 +24,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from fuzz import fuzz_protocols
 from fuzz.frames import VARIANTS, Harness, Verdict, corpus, ill_typed, impossible, mutate
 from puffin_trio.providers._base import Malformed, UnknownMessage
 
@@ -192,3 +193,17 @@ def test_the_recorded_frames_decode_cleanly(variant: str) -> None:
         assert not rejected, (frame, rejected)
         events += sum(1 for i in verdict.items if impossible(i) is None and hasattr(i, "symbol"))
     assert events > 100
+
+
+def test_the_long_run_script_prints_a_table_row_per_variant(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = ["--inputs", "300", "--variants", "polygon,ib", "--examples", "1"]
+    assert fuzz_protocols.main(args) == 0
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines()]
+    assert [r[:2] for r in rows if r[:1] in (["polygon"], ["ib"])] == [
+        ["polygon", "300"],
+        ["ib", "300"],
+    ], out
+    assert "inputs/s" in out and "impossible events" in out
