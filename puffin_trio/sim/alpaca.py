@@ -1,49 +1,15 @@
 """A protocol-faithful local Alpaca market-data v2 WebSocket server.
 
-This module owns the *server* side of the Alpaca stream protocol
-(``/work/shared/protocols.md`` section 1), written independently of the
-client codec in :mod:`puffin_trio.providers.alpaca` (which it must not
-import) so the two cross-check each other; alpaca-py itself is also tested
-against it. It speaks:
-
-* ``[{"T":"success","msg":"connected"}]`` on connect, then ``auth`` within
-  ``auth_timeout`` (``404 auth timeout`` and close otherwise); errors 400,
-  401, 402, 403, 406 (connection limit per key) and 410 as documented;
-* ``subscribe``/``unsubscribe``, additive/subtractive per channel, ``"*"``,
-  implicit ``corrections``/``cancelErrors``, one full ``subscription`` reply
-  per action;
-* msgpack binary frames (timestamps as msgpack Timestamp, ext type -1) when
-  the upgrade request says ``Content-Type: application/msgpack`` (alpaca-py
-  always does), JSON text frames otherwise (RFC 3339 timestamps, ns
-  precision, trailing zeros trimmed); client messages in either encoding;
-* data from a :class:`~puffin_trio.sim.market.MarketModel`, for subscribed
-  symbols only: trades ``t``, quotes ``q``, minute bars ``b`` (aggregated from
-  the connection's simulated trades, sent when the wall-clock minute changes)
-  and, on crypto streams, order books ``o`` (a full ``r:true`` book first).
-  Statuses, LULDs, updated and daily bars are accepted but never generated.
-
-and injects the faults of a :class:`~puffin_trio.sim.faults.FaultPlan`. On
-the Alpaca wire they look like this:
-
-* ``DROP``: TCP closed, no close frame; ``CLOSE``: close frame with the code;
-* ``SILENT``: no data, while pings and subscribe/auth messages are answered;
-* ``MALFORMED``: one frame of the payload (default ``\\x00garbage``, binary
-  for msgpack clients, text for JSON clients);
-* ``UNKNOWN_MESSAGE``: ``[{"T":"zz","msg":"simulated unknown message type"}]``;
-* ``REJECT_AUTH``: ``[{"T":"error","code":<code>,"msg":...}]`` instead of
-  ``authenticated``; ``CONNECTION_LIMIT``: the same with ``406``; the
-  connection stays open and a later auth on it is treated normally;
-* ``SLOW``: a delay before every frame, control replies included;
-* ``IGNORE_PINGS``: the server stops reading the socket (see
-  :class:`~puffin_trio.sim.faults.PausableStream`); data keeps flowing.
-
-It must not listen on anything but loopback, log per message, or log secrets.
-
-Every connection runs in its own tasks (a reader for client messages, a data
-pump, an auth deadline); a client that goes away only ends its own
-connection. Timing uses trio's clock (``trio.sleep``), so tests under
-``MockClock(autojump_threshold=0)`` run instantly; message timestamps come
-from ``wall_clock``.
+This module owns the *server* side of the Alpaca stream protocol, written
+independently of the client protocol in :mod:`puffin_trio.providers.alpaca`
+(which it must not import) so the two cross-check each other; alpaca-py itself
+is also tested against it. It must not listen on anything but loopback, log
+per message, or log secrets. Every connection runs in its own tasks (a reader
+for client messages, a data pump, an auth deadline); timing uses trio's clock,
+message timestamps come from ``wall_clock``. What it speaks (JSON or msgpack,
+auth, subscriptions, trades, quotes, bars, crypto books), and how each fault
+of a :class:`~puffin_trio.sim.faults.FaultPlan` looks on the Alpaca wire, is in
+``docs/guide/simulators.rst``.
 """
 
 from __future__ import annotations

@@ -1,73 +1,17 @@
 """A protocol-faithful local Polygon.io / Massive WebSocket server.
 
 This module owns the *server* side of the Polygon/Massive stream protocol
-(``/work/shared/protocols.md`` section 2), written independently of the client
-codec in :mod:`puffin_trio.providers.polygon` (which it must not import) so the
-two cross-check each other; the official ``massive`` SDK is also tested
-against it. It speaks:
-
-* two clusters on one port, chosen by the request path: ``/stocks`` and
-  ``/crypto`` (anything else is refused with HTTP 404), as in
-  ``wss://socket.massive.com/stocks``;
-* ``[{"ev":"status","status":"connected","message":"Connected Successfully"}]``
-  on connect; ``{"action":"auth","params":KEY}`` answered with
-  ``auth_success`` or ``auth_failed`` (the connection stays open), and
-  ``auth_timeout`` plus close 1008 when no auth comes within ``auth_timeout``;
-* ``subscribe``/``unsubscribe`` with comma-separated topics (trimmed,
-  ``T.*`` wildcards), one ``success`` status frame per topic
-  (``subscribed to: T.AAPL`` / ``unsubscribed to: T.AAPL``), all of one
-  request sent before any data that follows it; a topic whose event type is
-  not in ``entitlements`` is answered ``error``/``not authorized`` instead;
-* the connection limit (``max_connections_per_key`` authenticated
-  connections per key): by default the *oldest* connection is evicted with a
-  ``max_connections`` status and close 1008 (what Massive is reported to do);
-  with ``on_connection_limit="reject_new"`` the new one gets that instead;
-* data from a :class:`~puffin_trio.sim.market.MarketModel`, as JSON arrays of
-  events, for subscribed symbols only: stocks ``T``, ``Q`` (sizes in round
-  lots), ``A`` (per second) and ``AM`` (per minute, both aggregated from the
-  connection's simulated trades and sent when the wall-clock window closes);
-  crypto ``XT``, ``XQ``, ``XL2`` (every message the full book, see below),
-  ``XAS`` and ``XA``. ``LULD``, ``FMV`` and ``NOI`` topics are confirmed but
-  never generated. Timestamps are Unix milliseconds from ``wall_clock``.
-
-Symbols: the model spells crypto pairs ``BTC/USD`` (its own convention), the
-wire ``BTC-USD``; stock tickers are the same on both.
-
-Sequence numbers ``q`` are on stock ``T`` and ``Q`` only, per connection and
-per event type and symbol: ``sequence="contiguous"`` counts 1, 2, 3, ... (so a
-client can detect every hole exactly); ``sequence="polygon"`` increases with
-random holes, as Polygon's do ("1, 2, 6, 9, 10, 11").
-
-XL2 semantics: Polygon does not document whether an ``XL2`` message is a
-snapshot or a diff; its reference calls each side "an array of bid prices
-... with a maximum depth of 100". The simulator sends the whole (top-``depth``)
-book in every ``XL2`` message: a client must treat each one as a snapshot.
-
-Faults of a :class:`~puffin_trio.sim.faults.FaultPlan` look like this on the
-Polygon wire:
-
-* ``DROP``: TCP closed, no close frame; ``CLOSE``: close frame with the code
-  (1000 makes the massive SDK stop, 1008/1011 make it reconnect);
-* ``SILENT``: no data, while pings and subscribe/auth messages are answered;
-* ``MALFORMED``: one frame of the payload (default ``\\x00garbage`` as text);
-* ``UNKNOWN_MESSAGE``: ``[{"ev":"ZZ","message":"simulated unknown message type"}]``;
-* ``REJECT_AUTH``: ``auth_failed`` instead of ``auth_success``;
-  ``CONNECTION_LIMIT``: ``max_connections`` then close 1008;
-* ``GAP``: the next ``count`` data messages are generated (the market and
-  the sequence numbers move on) but never sent; they are kept in the
-  connection record's ``skipped``;
-* ``DUPLICATE``: the last ``count`` data messages are sent again, as one frame;
-* ``REORDER``: the next ``count`` data messages are sent in reverse order, as
-  one frame;
-* ``SLOW``: a delay before every frame; ``IGNORE_PINGS``: the server stops
-  reading the socket (see :class:`~puffin_trio.sim.faults.PausableStream`).
-
-It must not listen on anything but loopback, log per message, or log keys.
-
-Every connection runs in its own tasks (a reader for client messages, a data
-pump, an auth deadline); a client that goes away only ends its own
-connection. Timing uses trio's clock, so tests under
-``MockClock(autojump_threshold=0)`` run instantly.
+(``/stocks`` and ``/crypto`` clusters on one port), written independently of
+the client protocol in :mod:`puffin_trio.providers.polygon` (which it must not
+import) so the two cross-check each other; the official ``massive`` SDK is
+also tested against it. It must not listen on anything but loopback, log per
+message, or log keys. Every connection runs in its own tasks (a reader for
+client messages, a data pump, an auth deadline); timing uses trio's clock,
+message timestamps (Unix ms) come from ``wall_clock``. What it speaks
+(auth, topics, the connection limit, stock and crypto events, ``q`` sequence
+numbers, ``XL2`` as snapshots), and how each fault of a
+:class:`~puffin_trio.sim.faults.FaultPlan` looks on the Polygon wire, is in
+``docs/guide/simulators.rst``.
 """
 
 from __future__ import annotations
