@@ -18,23 +18,6 @@ payload:
   ``async with`` block.
 
 It must not parse payloads (the provider codecs do that) or log per message.
-
-Why these defaults:
-
-* ``max_frame_size`` 0xFFFFFF (16 MiB - 1): the official ``ibapi`` client's
-  ``MAX_MSG_LEN``, so we accept every message TWS can legitimately send to
-  its own client. Market data messages are tens of bytes and contract details
-  a few KiB; the cap exists so that a corrupt or hostile length prefix (four
-  bytes of text read as a length: ``b"1\\x002\\x00"`` is 822 MiB) fails at
-  once with :class:`ProtocolError` instead of making us buffer gigabytes. A
-  zero length is refused too: no TWS message is empty (even ``102`` carries
-  its id), so a zero means the stream is out of step.
-* ``receive_size`` 64 KiB per socket read: a TWS burst (a depth book being
-  rebuilt, many tickers) is thousands of ~40-byte messages; one read then
-  yields hundreds of them for one trip through the event loop.
-* ``connect_timeout`` 10 s: TWS and IB Gateway run on the same host or LAN and
-  accept in milliseconds; 10 s catches a black-holed address without
-  tripping on a loaded machine.
 """
 
 from __future__ import annotations
@@ -60,8 +43,22 @@ __all__ = [
     "open_tcp_transport",
 ]
 
+#: 0xFFFFFF (16 MiB - 1): the official ``ibapi`` client's ``MAX_MSG_LEN``, so we
+#: accept every message TWS can legitimately send to its own client. Market data
+#: messages are tens of bytes and contract details a few KiB; the cap exists so
+#: that a corrupt or hostile length prefix (four bytes of text read as a length:
+#: ``b"1\x002\x00"`` is 822 MiB) fails at once with :class:`ProtocolError`
+#: instead of making us buffer gigabytes. A zero length is refused too: no TWS
+#: message is empty (even ``102`` carries its id), so a zero means the stream is
+#: out of step.
 DEFAULT_MAX_FRAME_SIZE = 0xFFFFFF
+#: Bytes per socket read: a TWS burst (a depth book being rebuilt, many tickers)
+#: is thousands of ~40-byte messages; one 64 KiB read then yields hundreds of
+#: them for one trip through the event loop.
 DEFAULT_RECEIVE_SIZE = 64 * 1024
+#: Seconds: TWS and IB Gateway run on the same host or LAN and accept in
+#: milliseconds; 10 s catches a black-holed address without tripping on a
+#: loaded machine.
 DEFAULT_CONNECT_TIMEOUT = 10.0
 
 _PREFIX = struct.Struct(">I")
