@@ -18,7 +18,6 @@ extensions = ["sphinx.ext.autodoc"]
 # annotations, but long ones read better in the description.
 autodoc_default_options = {"member-order": "bysource"}
 autodoc_typehints = "description"
-autodoc_class_signature = "separated"
 autodoc_preserve_defaults = True
 
 default_role = "literal"
