@@ -8,16 +8,15 @@ from importlib.metadata import version as _version
 
 project = "puffin_trio"
 author = "puffin_trio contributors"
-copyright = "puffin_trio contributors"  # noqa: A001 (Sphinx's name for it)
+copyright = "puffin_trio contributors"
 release = _version("puffin_trio")
 version = ".".join(release.split(".")[:2])
 
 extensions = ["sphinx.ext.autodoc"]
 
-# Public names only, in the order the source gives them; signatures keep their
-# annotations, but long ones read better in the description.
+# Members in the order the source gives them (related methods stay together).
 autodoc_default_options = {"member-order": "bysource"}
-autodoc_typehints = "description"
+autodoc_typehints = "signature"
 autodoc_preserve_defaults = True
 
 default_role = "literal"

@@ -102,7 +102,7 @@ class SupervisorStatistics:
 class Supervisor:
     """Runs provider sessions under a restart policy and fans their events out.
 
-    Use :meth:`open`; see the module docstring for the restart semantics.
+    Use :meth:`open`; the restart semantics are in ``docs/guide/supervision.rst``.
     """
 
     def __init__(
