@@ -49,8 +49,13 @@ __all__ = [
     "STOCK_CHANNELS",
     "AlpacaConnectionRecord",
     "AlpacaSimRecorder",
+    "crypto_quote",
+    "crypto_trade",
     "rfc3339_ns",
     "serve_alpaca",
+    "stock_quote",
+    "stock_trade",
+    "wire_time",
 ]
 
 logger = logging.getLogger(__name__)
@@ -104,6 +109,13 @@ def rfc3339_ns(ts_ns: int) -> str:
     if not nanos:
         return base + "Z"
     return f"{base}.{nanos:09d}".rstrip("0") + "Z"
+
+
+def wire_time(ts_ns: int, *, msgpack_encoding: bool) -> msgpack.Timestamp | str:
+    """A data message's ``t``: a msgpack Timestamp (ns exact), or RFC 3339 text for JSON."""
+    if msgpack_encoding:
+        return msgpack.Timestamp.from_unix_nano(ts_ns)
+    return rfc3339_ns(ts_ns)
 
 
 @attrs.define(eq=False)
@@ -315,9 +327,7 @@ class _Connection(WsSimConnection[AlpacaConnectionRecord]):
         await self._send_control({"T": "error", "code": code, "msg": ERROR_MESSAGES[code]})
 
     def _stamp(self, ts_ns: int) -> msgpack.Timestamp | str:
-        if self._packer is not None:
-            return msgpack.Timestamp.from_unix_nano(ts_ns)
-        return rfc3339_ns(ts_ns)
+        return wire_time(ts_ns, msgpack_encoding=self._packer is not None)
 
     # -- client messages ---------------------------------------------------
 
@@ -450,9 +460,9 @@ class _Connection(WsSimConnection[AlpacaConnectionRecord]):
                 if tick.symbol in bar_symbols:
                     self._add_to_bar(tick)
                 if tick.symbol in trade_to:
-                    append(_crypto_trade(tick, stamp) if crypto else _stock_trade(tick, stamp))
+                    append(crypto_trade(tick, stamp) if crypto else stock_trade(tick, stamp))
             elif type(tick) is SimQuote:
-                append(_crypto_quote(tick, stamp) if crypto else _stock_quote(tick, stamp))
+                append(crypto_quote(tick, stamp) if crypto else stock_quote(tick, stamp))
             else:
                 assert type(tick) is SimBook
                 append(self._book_message(tick, stamp))
@@ -511,21 +521,29 @@ class _Connection(WsSimConnection[AlpacaConnectionRecord]):
         self._bar_minute = minute
 
 
-def _stock_trade(t: SimTrade, stamp: msgpack.Timestamp | str) -> dict[str, Any]:
+# --------------------------------------------------------------------------- data messages
+# One message per model tick, as the real server spells it; ``stamp`` is from
+# :func:`wire_time`. The benchmarks' blast servers build their data with these.
+
+
+def stock_trade(t: SimTrade, stamp: msgpack.Timestamp | str) -> dict[str, Any]:
+    """A stock trade ``t``."""
     return {
         "T": "t", "S": t.symbol, "i": t.trade_id, "x": t.exchange, "p": t.price, "s": t.size,
         "c": t.conditions, "t": stamp, "z": t.tape,
     }  # fmt: skip
 
 
-def _crypto_trade(t: SimTrade, stamp: msgpack.Timestamp | str) -> dict[str, Any]:
+def crypto_trade(t: SimTrade, stamp: msgpack.Timestamp | str) -> dict[str, Any]:
+    """A crypto trade ``t`` (with the taker side)."""
     return {
         "T": "t", "S": t.symbol, "p": t.price, "s": t.size, "t": stamp, "i": t.trade_id,
         "tks": t.taker_side,
     }  # fmt: skip
 
 
-def _stock_quote(q: SimQuote, stamp: msgpack.Timestamp | str) -> dict[str, Any]:
+def stock_quote(q: SimQuote, stamp: msgpack.Timestamp | str) -> dict[str, Any]:
+    """A stock quote ``q`` (sizes in round lots, as Alpaca sends them)."""
     return {
         "T": "q", "S": q.symbol, "bx": q.bid_exchange, "bp": q.bid,
         "bs": int(q.bid_size) // ROUND_LOT, "ax": q.ask_exchange, "ap": q.ask,
@@ -533,7 +551,8 @@ def _stock_quote(q: SimQuote, stamp: msgpack.Timestamp | str) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _crypto_quote(q: SimQuote, stamp: msgpack.Timestamp | str) -> dict[str, Any]:
+def crypto_quote(q: SimQuote, stamp: msgpack.Timestamp | str) -> dict[str, Any]:
+    """A crypto quote ``q``."""
     return {
         "T": "q", "S": q.symbol, "bp": q.bid, "bs": q.bid_size, "ap": q.ask, "as": q.ask_size,
         "t": stamp,

@@ -38,7 +38,11 @@ __all__ = [
     "SERVER_VERSION",
     "IBConnectionRecord",
     "IBSimRecorder",
+    "connection_time",
+    "encode_message",
+    "quote_ticks",
     "serve_ib",
+    "trade_tick",
 ]
 
 logger = logging.getLogger(__name__)
@@ -160,9 +164,15 @@ def _num(value: float) -> str:
     return str(int(value)) if value == int(value) else repr(value)
 
 
-def _frame(fields: Sequence[str]) -> bytes:
+def encode_message(fields: Sequence[str]) -> bytes:
+    """One TWS message on the wire: the length prefix, then every field NUL-terminated."""
     payload = ("\0".join(fields) + "\0").encode()
     return _PREFIX.pack(len(payload)) + payload
+
+
+def connection_time(seconds: int) -> str:
+    """The connection time TWS sends after the server version: ``20240102 15:04:05 UTC``."""
+    return time.strftime("%Y%m%d %H:%M:%S", time.gmtime(seconds)) + " UTC"
 
 
 # --------------------------------------------------------------------------- subscriptions
@@ -481,9 +491,7 @@ class _Connection:
         match = _VERSIONS.match(versions)
         if match is None or not int(match[1]) <= SERVER_VERSION <= int(match[2]):
             return False
-        now = self._server.wall_clock() // _NS
-        when = time.strftime("%Y%m%d %H:%M:%S", time.gmtime(now)) + " UTC"
-        await self._send([[str(SERVER_VERSION), when]])
+        await self._send([[str(SERVER_VERSION), connection_time(self._server.wall_clock() // _NS)]])
         return True
 
     # -- sending -------------------------------------------------------------
@@ -493,7 +501,7 @@ class _Connection:
         async with self._lock:
             if self._delay and trio.current_time() < self._slow_until:
                 await trio.sleep(self._delay)
-            await self._stream.send_all(b"".join(_frame(m) for m in messages))
+            await self._stream.send_all(b"".join(encode_message(m) for m in messages))
             if data:
                 self._data_sent += len(messages)
             if self._recorded:
@@ -682,7 +690,7 @@ class _Connection:
             window = seconds - seconds % _BAR_SECONDS
             for sub in subs:
                 if type(sub) is _Ticks and sub.kind in ("1", "2"):
-                    out.append(_trade_tick(sub, tick, seconds))
+                    out.append(trade_tick(sub.req_id, sub.kind, tick, seconds))
                 elif type(sub) is _Quotes:
                     out.append(["1", "6", sub.req_id, "4", repr(tick.price), _num(tick.size), "0"])
                     out.append(["46", "6", sub.req_id, "45", str(seconds)])
@@ -714,17 +722,7 @@ class _Connection:
         return out
 
     def _quote_messages(self, sub: _Quotes, quote: SimQuote) -> list[list[str]]:
-        """tickPrice for a side whose price moved, tickSize for one whose size alone did."""
-        out = []
-        for tick_type, size_type, level, last in (
-            ("1", "0", (quote.bid, quote.bid_size), sub.bid),
-            ("2", "3", (quote.ask, quote.ask_size), sub.ask),
-        ):
-            price, size = level
-            if last is None or last[0] != price:
-                out.append(["1", "6", sub.req_id, tick_type, repr(price), _num(size), "1"])
-            elif last[1] != size:
-                out.append(["2", "6", sub.req_id, size_type, _num(size)])
+        out = quote_ticks(sub.req_id, quote, sub.bid, sub.ask)
         sub.bid = (quote.bid, quote.bid_size)
         sub.ask = (quote.ask, quote.ask_size)
         return out
@@ -778,12 +776,41 @@ class _Connection:
         self._stream.resume()
 
 
-def _trade_tick(sub: _Ticks, trade: SimTrade, seconds: int) -> list[str]:
+# --------------------------------------------------------------------------- data messages
+# Messages as field lists (``encode_message`` puts them on the wire). The
+# benchmarks' blast server builds its data with these.
+
+
+def trade_tick(req_id: str, kind: str, trade: SimTrade, seconds: int) -> list[str]:
+    """A ``tickByTick`` (99) trade of type ``kind`` (``"1"`` Last, ``"2"`` AllLast)."""
     conditions = " ".join(c for c in trade.conditions if c != "@")
     return [
-        "99", sub.req_id, sub.kind, str(seconds), repr(trade.price), _num(trade.size), "0",
+        "99", req_id, kind, str(seconds), repr(trade.price), _num(trade.size), "0",
         _VENUES.get(trade.exchange, trade.exchange), conditions,
     ]  # fmt: skip
+
+
+def quote_ticks(
+    req_id: str,
+    quote: SimQuote,
+    bid: tuple[float, float] | None,
+    ask: tuple[float, float] | None,
+) -> list[list[str]]:
+    """``reqMktData`` L1 for ``quote``, given the (price, size) last sent per side.
+
+    A ``tickPrice`` (1) for a side whose price moved (or was never sent), a
+    ``tickSize`` (2) for one whose size alone did, nothing for an unchanged side.
+    """
+    out = []
+    for tick_type, size_type, price, size, last in (
+        ("1", "0", quote.bid, quote.bid_size, bid),
+        ("2", "3", quote.ask, quote.ask_size, ask),
+    ):
+        if last is None or last[0] != price:
+            out.append(["1", "6", req_id, tick_type, repr(price), _num(size), "1"])
+        elif last[1] != size:
+            out.append(["2", "6", req_id, size_type, _num(size)])
+    return out
 
 
 _DEFAULT_STOCKS = ("AAPL", "MSFT", "NVDA")

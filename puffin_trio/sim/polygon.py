@@ -57,6 +57,8 @@ __all__ = [
     "PolygonConnectionRecord",
     "PolygonSimRecorder",
     "serve_polygon",
+    "stock_quote",
+    "stock_trade",
 ]
 
 logger = logging.getLogger(__name__)
@@ -557,9 +559,17 @@ class _Connection(WsSimConnection[PolygonConnectionRecord]):
                 if tick.symbol in bar_symbols:
                     self._add_to_bars(tick)
                 if tick.symbol in trade_to:
-                    append(self._crypto_trade(tick, ms) if crypto else self._stock_trade(tick, ms))
+                    append(
+                        self._crypto_trade(tick, ms)
+                        if crypto
+                        else stock_trade(tick, ms, self._next_seq(self._trade_seq, tick.symbol))
+                    )
             elif type(tick) is SimQuote:
-                append(self._crypto_quote(tick, ms) if crypto else self._stock_quote(tick, ms))
+                append(
+                    self._crypto_quote(tick, ms)
+                    if crypto
+                    else stock_quote(tick, ms, self._next_seq(self._quote_seq, tick.symbol))
+                )
             else:
                 assert type(tick) is SimBook
                 append(self._book(tick.symbol, now, ms))
@@ -571,25 +581,6 @@ class _Connection(WsSimConnection[PolygonConnectionRecord]):
             seq += 1 + int(self._holes() * _MAX_HOLE)
         counters[symbol] = seq
         return seq
-
-    def _stock_trade(self, t: SimTrade, ms: int) -> dict[str, Any]:
-        message = {
-            "ev": "T", "sym": t.symbol, "i": str(t.trade_id), "x": _EXCHANGE_IDS[t.exchange],
-            "p": t.price, "s": int(t.size), "t": ms, "q": self._next_seq(self._trade_seq, t.symbol),
-            "z": _TAPE_IDS[t.tape],
-        }  # fmt: skip
-        codes = [_TRADE_CONDITIONS[c] for c in t.conditions if c in _TRADE_CONDITIONS]
-        if codes:
-            message["c"] = codes
-        return message
-
-    def _stock_quote(self, q: SimQuote, ms: int) -> dict[str, Any]:
-        return {
-            "ev": "Q", "sym": q.symbol, "bx": _EXCHANGE_IDS[q.bid_exchange], "bp": q.bid,
-            "bs": int(q.bid_size) // ROUND_LOT, "ax": _EXCHANGE_IDS[q.ask_exchange], "ap": q.ask,
-            "as": int(q.ask_size) // ROUND_LOT, "c": _QUOTE_CONDITIONS[q.conditions[0]], "t": ms,
-            "q": self._next_seq(self._quote_seq, q.symbol), "z": _TAPE_IDS[q.tape],
-        }  # fmt: skip
 
     def _crypto_trade(self, t: SimTrade, ms: int) -> dict[str, Any]:
         return {
@@ -655,6 +646,36 @@ class _Connection(WsSimConnection[PolygonConnectionRecord]):
             "vw": round(pv / v, 4), "o": o, "c": c, "h": h, "l": low,
             "a": round(day_pv / day_volume, 4), "z": int(v // n), "s": start, "e": end,
         }  # fmt: skip
+
+
+# --------------------------------------------------------------------------- data messages
+# Stock trades and quotes as the real server spells them (Unix ms ``t``, the
+# per-symbol ``q`` the caller numbers). The benchmarks' blast servers build
+# their data with these.
+
+
+def stock_trade(trade: SimTrade, ms: int, seq: int) -> dict[str, Any]:
+    """A ``T`` message (an odd lot carries condition 37)."""
+    message = {
+        "ev": "T", "sym": trade.symbol, "i": str(trade.trade_id),
+        "x": _EXCHANGE_IDS[trade.exchange], "p": trade.price, "s": int(trade.size), "t": ms,
+        "q": seq, "z": _TAPE_IDS[trade.tape],
+    }  # fmt: skip
+    codes = [_TRADE_CONDITIONS[c] for c in trade.conditions if c in _TRADE_CONDITIONS]
+    if codes:
+        message["c"] = codes
+    return message
+
+
+def stock_quote(quote: SimQuote, ms: int, seq: int) -> dict[str, Any]:
+    """A ``Q`` message (sizes in round lots, as Polygon sends them)."""
+    return {
+        "ev": "Q", "sym": quote.symbol, "bx": _EXCHANGE_IDS[quote.bid_exchange], "bp": quote.bid,
+        "bs": int(quote.bid_size) // ROUND_LOT, "ax": _EXCHANGE_IDS[quote.ask_exchange],
+        "ap": quote.ask, "as": int(quote.ask_size) // ROUND_LOT,
+        "c": _QUOTE_CONDITIONS[quote.conditions[0]], "t": ms, "q": seq,
+        "z": _TAPE_IDS[quote.tape],
+    }  # fmt: skip
 
 
 _DEFAULT_SYMBOLS = ("AAPL", "MSFT", "NVDA", "BTC-USD", "ETH-USD")
