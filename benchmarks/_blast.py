@@ -40,8 +40,9 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import trio
 import trio_websocket
 
+from puffin_trio._event_builder import event_builder
 from puffin_trio.events import EVENT_TYPES, Gap, Quote, Status, Trade
-from puffin_trio.providers._base import Frame, Provider, ProviderProtocol, event_builder
+from puffin_trio.providers._base import Frame, Provider, ProviderProtocol
 from puffin_trio.providers.alpaca import DEFAULT_MAX_MESSAGE_SIZE
 from puffin_trio.sim import MarketModel, SimQuote, SimTrade
 from puffin_trio.transports.ws import DEFAULT_MESSAGE_QUEUE_SIZE, DEFAULT_RECEIVE_BUFFER_SIZE
