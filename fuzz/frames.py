@@ -46,12 +46,14 @@ from trio.testing import MockClock
 
 from puffin_trio import Gap, Status, Supervisor
 from puffin_trio.events import EVENT_TYPES
-from puffin_trio.providers import AlpacaProvider, IBProvider, PolygonProvider
-from puffin_trio.providers._base import (
+from puffin_trio.providers import (
+    AlpacaProvider,
     Authenticated,
     Connected,
     HeartbeatReply,
+    IBProvider,
     Malformed,
+    PolygonProvider,
     ProviderFailure,
     ProviderNotice,
     ProviderProtocol,

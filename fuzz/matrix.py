@@ -41,8 +41,7 @@ import trio
 
 from puffin_trio import Event, Gap, RestartPolicy, SessionState, Status, Supervisor
 from puffin_trio.events import EVENT_TYPES
-from puffin_trio.providers import AlpacaProvider, PolygonProvider
-from puffin_trio.providers._base import Provider
+from puffin_trio.providers import AlpacaProvider, PolygonProvider, Provider
 from puffin_trio.sim import AlpacaSimRecorder, PolygonSimRecorder, serve_alpaca, serve_polygon
 from puffin_trio.testing import (
     ProxyConnection,

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from fuzz import fuzz_protocols
 from fuzz.frames import VARIANTS, Harness, Verdict, corpus, ill_typed, impossible, mutate
-from puffin_trio.providers._base import Malformed, UnknownMessage
+from puffin_trio.providers import Malformed, UnknownMessage
 
 DEFECT_2 = "issue 9 defect 2: impossible values pass the codecs as events"
 DEFECT_3 = "issue 9 defect 3: a deeply nested frame raises RecursionError out of receive()"

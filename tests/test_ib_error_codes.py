@@ -19,8 +19,7 @@ import itertools
 import pytest
 
 from puffin_trio import Bar, Quote
-from puffin_trio.providers._base import ProviderFailure, ProviderNotice
-from puffin_trio.providers.ib import IBProtocol
+from puffin_trio.providers import IBProtocol, ProviderFailure, ProviderNotice
 
 TS = 1_795_532_400_000_000_000
 

@@ -22,8 +22,7 @@ from trio.testing import MockClock
 from puffin_trio import Event, Gap, SequenceGuard, Status, Supervisor, Trade
 from puffin_trio.events import EVENT_TYPES
 from puffin_trio.guard import DEFAULT_WINDOW, GuardMode
-from puffin_trio.providers import AlpacaProvider
-from puffin_trio.providers.polygon import PolygonProtocol
+from puffin_trio.providers import AlpacaProvider, PolygonProtocol
 from puffin_trio.sim import FaultPlan, serve_alpaca
 from puffin_trio.testing import mock_wall_clock
 

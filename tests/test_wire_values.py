@@ -23,10 +23,13 @@ from trio.testing import MockClock
 from fuzz.frames import impossible
 from fuzz.matrix import Row, run_row
 from puffin_trio import Trade
-from puffin_trio.providers._base import Malformed, UnknownMessage
-from puffin_trio.providers.alpaca import AlpacaProtocol
-from puffin_trio.providers.ib import IBProtocol
-from puffin_trio.providers.polygon import PolygonProtocol
+from puffin_trio.providers import (
+    AlpacaProtocol,
+    IBProtocol,
+    Malformed,
+    PolygonProtocol,
+    UnknownMessage,
+)
 from puffin_trio.testing import ProxyFault, ProxyFaultKind
 
 DEFECT_2 = "issue 9 defect 2: impossible values pass the codecs as events"
