@@ -2,7 +2,8 @@
 
 Reproductions of issue 9, defects 1, 6, 7, 8 and 9, written against the
 code as it was when the issue was filed: each is ``xfail(strict=True)`` with
-its defect number until the fix lands (then the mark goes). They run over
+its defect number until the fix lands (then the mark goes; defects 1, 7 and 8
+are fixed, and their tests run once per WebSocket transport). They run over
 real loopback sockets, with the fault proxy of :mod:`puffin_trio.testing`
 where the network must misbehave, on trio's autojump ``MockClock``.
 """
@@ -43,7 +44,7 @@ from puffin_trio.testing import (
     mock_wall_clock,
     serve_fault_proxy,
 )
-from puffin_trio.transports.ws import open_ws_transport
+from puffin_trio.transports.ws import WsTransportName, open_ws_transport
 
 KEY = "hygiene-key"
 SECRET = "hygiene-secret"
@@ -172,10 +173,9 @@ CLOSE_KINDS = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 defect 1: the socket outlives a peer's close")
 @pytest.mark.parametrize("kind", list(CLOSE_KINDS))
 async def test_no_socket_of_ours_remains_after_server_initiated_closes(
-    kind: str, autojump_clock: MockClock
+    kind: str, ws_transport: WsTransportName, autojump_clock: MockClock
 ) -> None:
     """After 3 closes by the server (or 3 protocol errors), only the live connection is open."""
     setup, _ = CLOSE_KINDS[kind]
@@ -183,7 +183,7 @@ async def test_no_socket_of_ours_remains_after_server_initiated_closes(
         # Four connections per key, so a leaked connection cannot block the next one here.
         async with rig(max_connections_per_key=4, **setup) as r:
             async with Supervisor.open(wall_clock=r.wall, seed=0) as sup:
-                sup.add(alpaca(r.url), quotes=["AAPL"])
+                sup.add(alpaca(r.url, transport=ws_transport), quotes=["AAPL"])
                 async with sup.events() as events:
                     await collect(events, streaming(3))
                     # Every close has had time to finish on both sides (a clean close
@@ -197,17 +197,14 @@ async def test_no_socket_of_ours_remains_after_server_initiated_closes(
     assert ended == [True, True, True, False]
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 9 defect 1: a 1002 leaves the old connection open, so 406"
-)
 async def test_a_protocol_error_does_not_get_the_next_connection_refused(
-    autojump_clock: MockClock,
+    ws_transport: WsTransportName, autojump_clock: MockClock
 ) -> None:
     """One connection per key: the failed one must be closed before the next authenticates."""
     seen: list[tuple[float, Event]] = []
     async with rig(plan=ProxyPlan.corrupt_header(after_frames=20)) as r:
         async with Supervisor.open(wall_clock=r.wall, seed=0) as sup:
-            sup.add(alpaca(r.url), quotes=["AAPL"])
+            sup.add(alpaca(r.url, transport=ws_transport), quotes=["AAPL"])
             async with sup.events() as events:
                 with trio.move_on_after(200):
                     await collect(events, streaming(1), into=seen)
@@ -247,14 +244,13 @@ async def test_supervisor_open_raises_the_real_error_of_a_failed_supervisor_task
 # --------------------------------------------------------------------------- defect 7
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 defect 7: an RST in the upgrade waits out 10 s")
 async def test_an_rst_during_the_upgrade_fails_at_once_with_the_real_cause(
-    autojump_clock: MockClock,
+    ws_transport: WsTransportName, autojump_clock: MockClock
 ) -> None:
     async with rig(plan=ProxyPlan.reset_during_upgrade()) as r:
         start = trio.current_time()
         with pytest.raises(ConnectionLost) as caught:
-            async with open_ws_transport(r.url):
+            async with open_ws_transport(r.url, transport=ws_transport):
                 pass
         elapsed = trio.current_time() - start
     assert elapsed < 1.0, f"failed after {elapsed:.1f} s: {caught.value}"
@@ -264,14 +260,18 @@ async def test_an_rst_during_the_upgrade_fails_at_once_with_the_real_cause(
 # --------------------------------------------------------------------------- defect 8
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 defect 8: 2 s spent closing a dead link")
-async def test_a_heartbeat_timeout_aborts_the_link_at_once(autojump_clock: MockClock) -> None:
+async def test_a_heartbeat_timeout_aborts_the_link_at_once(
+    ws_transport: WsTransportName, autojump_clock: MockClock
+) -> None:
     """The reconnect is announced at the pong deadline, not after a close handshake."""
     interval, timeout = 5.0, 3.0
     # Half-open from 1 s after the upgrade: the first ping (at 5 s) is never answered.
     async with rig(plan=ProxyPlan.stall(after_seconds=1.0)) as r:
         async with Supervisor.open(wall_clock=r.wall, seed=0) as sup:
-            sup.add(alpaca(r.url, ping_interval=interval, ping_timeout=timeout), quotes=["AAPL"])
+            sup.add(
+                alpaca(r.url, ping_interval=interval, ping_timeout=timeout, transport=ws_transport),
+                quotes=["AAPL"],
+            )
             async with sup.events() as events:
                 seen = await collect(events, lambda s: isinstance(s[-1][1], Status) and (
                     s[-1][1].state is SessionState.RECONNECTING))  # fmt: skip
