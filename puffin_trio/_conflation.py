@@ -238,6 +238,16 @@ class ConflatingBuffer(Buffer):
         self.delivered += 1
         return event
 
+    def take_batch(self, limit: int) -> list[Event]:
+        batch: list[Event] = []
+        take = self.take
+        while len(batch) < limit:
+            event = take()
+            if event is None:
+                break
+            batch.append(event)
+        return batch
+
     def __len__(self) -> int:
         return len(self.plain) + len(self.slots)
 

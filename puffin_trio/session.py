@@ -507,7 +507,11 @@ class ProviderSession:
         Frames that have already arrived (``transport.receive_nowait``) are
         decoded into the same batch, up to :data:`_MAX_BATCH` events, so a burst
         of small frames (IB sends one message per frame) costs one publish and
-        one scheduler trip, not one per frame.
+        one scheduler trip, not one per frame. That trip is the transport's
+        ``receive`` (a checkpoint: it parks when nothing has arrived, and
+        yields when frames are waiting): handing the batch to the consumers
+        adds none (``publish_batch_nowait``) unless a "block" consumer is full,
+        so at one message per frame the reader costs one wake-up per frame.
         """
         fanout = self._fanout
         guard = self._guard
@@ -557,7 +561,9 @@ class ProviderSession:
                 self._last_event_wall = ts_recv
                 last = batch[-1]
                 self.lag_ns = ts_recv - last.ts_event
-                await fanout.publish_batch(batch)
+                delivered = fanout.publish_batch_nowait(batch)
+                if delivered < len(batch):
+                    await fanout.publish_batch(batch[delivered:])
                 batch.clear()
             if failure is not None:
                 raise failure

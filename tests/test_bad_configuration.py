@@ -93,7 +93,6 @@ async def test_a_bad_argument_is_a_configuration_error_naming_it(case: str) -> N
     assert word in str(caught.value).lower(), str(caught.value)
 
 
-@pytest.mark.xfail(strict=True, reason=DEFECT_10)
 @pytest.mark.parametrize("make", [alpaca, polygon], ids=["alpaca", "polygon"])
 def test_the_plain_ws_refusal_gives_advice_that_works(make: Callable[..., object]) -> None:
     """The non-loopback refusal advises ``allow_insecure=True``: the provider must take it."""

@@ -510,9 +510,9 @@ async def test_a_parked_publisher_is_woken_when_the_consumer_is_down_to_half() -
 
 
 @fails_on_deadlock
-async def test_a_cancelled_receive_raises_within_64_events_and_takes_nothing() -> None:
-    """Queued events are handed out without checking for cancellation, but the
-    check comes at least every 64th event, and the call that raises took nothing."""
+async def test_receive_is_a_checkpoint_even_when_events_are_queued() -> None:
+    """trio's contract for ``receive``: cancelled, it raises at once (even with events
+    queued) and takes nothing, as does ``async for``."""
     fanout = FanOut()
     events = fanout.open_consumer()
     for i in range(200):
@@ -528,10 +528,52 @@ async def test_a_cancelled_receive_raises_within_64_events_and_takes_nothing() -
                 while True:
                     got.append(await events.receive())
         assert scope.cancelled_caught
-        assert len(got) < 64
-        taken = events.statistics().delivered
-        assert got == [trade(i) for i in range(taken - len(got), taken)]
-    assert await events.receive() == trade(events.statistics().delivered - 1)
+        assert got == []
+    assert events.statistics().delivered == 0
+    assert await events.receive() == trade(0)
+
+
+@pytest.mark.parametrize("policy", OVERFLOW_POLICIES)
+@pytest.mark.parametrize("way", ["receive", "async for", "receive_batch"])
+async def test_another_task_runs_between_two_receives_even_when_events_are_queued(
+    policy: Overflow, way: str
+) -> None:
+    """Each call is a schedule point: a task that only counts its turns gets a turn per
+    call, however many events are queued (trio may run the two in either order
+    within one round of its scheduler, hence one turn of slack)."""
+    fanout = FanOut()
+    events = fanout.open_consumer(overflow=policy)
+    for i in range(50):
+        fanout.publish_nowait(trade(i))
+    turns = 0
+
+    async def count_turns() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await trio.lowlevel.checkpoint()
+
+    calls = 10
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(count_turns)
+        await trio.lowlevel.checkpoint()
+        before = turns
+        if way == "receive":
+            for _ in range(calls):
+                await events.receive()
+        elif way == "async for":
+            taken = 0
+            async for _ in events:
+                taken += 1
+                if taken == calls:
+                    break
+        else:
+            for _ in range(calls):
+                await events.receive_batch(1)
+        ran = turns - before
+        nursery.cancel_scope.cancel()
+    assert ran >= calls - 1
+    assert events.statistics().delivered == calls
 
 
 async def test_a_cancelled_receive_with_nothing_queued_raises_at_once() -> None:
@@ -1189,3 +1231,152 @@ def test_a_closed_consumer_keeps_its_final_statistics_and_leaves_the_fanout() ->
     stats = events.statistics()
     assert (stats.published, stats.queued, stats.closed) == (1, 0, True)
     assert "c" not in fanout.statistics().consumers
+
+
+# --- receiving in batches -----------------------------------------------------------------
+
+
+@fails_on_deadlock
+async def test_receive_batch_returns_what_is_queued_up_to_the_limit_in_order() -> None:
+    fanout = FanOut()
+    events = fanout.open_consumer()
+    for i in range(10):
+        fanout.publish_nowait(trade(i))
+    assert await events.receive_batch(4) == [trade(i) for i in range(4)]
+    assert await events.receive_batch(100) == [trade(i) for i in range(4, 10)]
+    assert events.statistics().delivered == 10
+    assert events.statistics().queued == 0
+
+
+@fails_on_deadlock
+async def test_receive_batch_waits_for_at_least_one_event() -> None:
+    fanout = FanOut()
+    events = fanout.open_consumer()
+    got: list[list[Event]] = []
+
+    async def take() -> None:
+        got.append(await events.receive_batch(100))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(take)
+        await trio.testing.wait_all_tasks_blocked()
+        assert got == []
+        fanout.publish_nowait(trade(1))
+    assert got == [[trade(1)]]
+
+
+@fails_on_deadlock
+async def test_receive_batch_is_one_checkpoint_however_many_it_returns() -> None:
+    fanout = FanOut()
+    events = fanout.open_consumer(capacity=1000)
+    for i in range(500):
+        fanout.publish_nowait(trade(i))
+    turns = 0
+
+    async def count_turns() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await trio.lowlevel.checkpoint()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(count_turns)
+        await trio.lowlevel.checkpoint()
+        before = turns
+        batch = await events.receive_batch(1000)
+        assert turns - before == 1
+        nursery.cancel_scope.cancel()
+    assert batch == [trade(i) for i in range(500)]
+
+
+async def test_a_cancelled_receive_batch_takes_nothing() -> None:
+    fanout = FanOut()
+    events = fanout.open_consumer()
+    publish_all(fanout, trade(1), trade(2))
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await events.receive_batch(10)
+    assert scope.cancelled_caught
+    assert await events.receive_batch(10) == [trade(1), trade(2)]
+
+
+async def test_receive_batch_announces_a_loss_first() -> None:
+    fanout = FanOut(clock=lambda: 1000)
+    events = fanout.open_consumer(capacity=2, overflow="drop_oldest", name="view")
+    publish_all(fanout, trade(1), trade(2), trade(3))
+    assert await events.receive_batch(1) == [overflow_gap("view", 1, 1000)]
+    publish_all(fanout, trade(4))
+    assert await events.receive_batch(10) == [overflow_gap("view", 1, 1000), trade(3), trade(4)]
+    assert events.statistics().gaps == 2
+
+
+async def test_receive_batch_conflates_like_receive() -> None:
+    fanout = FanOut()
+    events = fanout.open_consumer(overflow="conflate")
+    publish_all(fanout, quote(1.0), trade(1), quote(2.0), trade(2))
+    assert await events.receive_batch(10) == [quote(2.0), trade(1), trade(2)]
+
+
+async def test_receive_batch_ends_like_receive() -> None:
+    fanout = FanOut()
+    events = fanout.open_consumer()
+    publish_all(fanout, trade(1))
+    fanout.close()
+    assert await events.receive_batch(10) == [trade(1)]
+    with pytest.raises(trio.EndOfChannel):
+        await events.receive_batch(10)
+    events.close()
+    with pytest.raises(trio.ClosedResourceError):
+        await events.receive_batch(10)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, None])
+async def test_receive_batch_refuses_a_limit_that_is_not_a_positive_integer(bad: object) -> None:
+    events = FanOut().open_consumer()
+    with pytest.raises(ValueError, match="max_events"):
+        await events.receive_batch(bad)  # type: ignore[arg-type]
+
+
+@given(
+    policy=st.sampled_from(["block", "drop_oldest"]),
+    steps=st.lists(
+        st.one_of(
+            st.integers(min_value=1, max_value=40).map(lambda n: ("publish", n)),
+            st.integers(min_value=1, max_value=40).map(lambda n: ("take", n)),
+        ),
+        max_size=30,
+    ),
+)
+def test_receive_batch_keeps_order_and_counts(
+    policy: Overflow, steps: list[tuple[str, int]]
+) -> None:
+    """Property: whatever the interleaving of publishes and batch sizes, the batches
+    joined are the published events in order (minus drops, each announced by a Gap
+    counting them), every batch holds between 1 and its limit, and
+    published == delivered + dropped + queued."""
+
+    async def run() -> None:
+        fanout = FanOut(clock=lambda: 0)
+        events = fanout.open_consumer(capacity=16, overflow=policy, name="c")
+        published = 0
+        received: list[Event] = []
+        for action, n in steps:
+            if action == "publish":
+                for _ in range(n):
+                    if policy == "block" and events.statistics().queued == 16:
+                        break
+                    fanout.publish_nowait(trade(published))
+                    published += 1
+            elif events.statistics().queued or events.statistics().unannounced:
+                batch = await events.receive_batch(n)
+                assert 1 <= len(batch) <= n
+                received += batch
+        stats = events.statistics()
+        assert stats.published == stats.delivered + stats.dropped + stats.queued
+        data = [e for e in received if isinstance(e, Trade)]
+        announced = sum(e.missing or 0 for e in received if isinstance(e, Gap))
+        assert [int(e.ts_event) for e in data] == sorted(int(e.ts_event) for e in data)
+        assert announced + stats.unannounced == stats.dropped
+        assert len(data) == stats.delivered
+
+    trio.run(run)

@@ -241,7 +241,8 @@ class WebsocketsTransport:
             await self.send(frame)
 
     async def receive(self) -> str | bytes:
-        """The next message. A checkpoint (cancelled, it takes nothing).
+        """The next message. A checkpoint, also when a message is waiting (cancelled,
+        it takes nothing).
 
         Raises :class:`ConnectionLost` once the connection has ended and every
         message that arrived before the end was returned.
@@ -250,6 +251,10 @@ class WebsocketsTransport:
         messages = conn.messages
         if messages:
             await trio.lowlevel.checkpoint_if_cancelled()
+            message = self.receive_nowait()
+            assert message is not None
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return message
         while not messages:
             if conn.ended:
                 raise self._ended()

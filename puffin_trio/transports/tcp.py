@@ -169,16 +169,20 @@ class TcpTransport:
     async def receive(self) -> bytes:
         """The next de-framed payload.
 
-        A checkpoint whenever it reads from the socket; a payload already
-        de-framed from an earlier read is returned after only checking for
-        cancellation, so a burst costs one scheduler trip per read, not per
-        message. Raises :class:`ConnectionLost` once the peer has closed and
-        every complete message before the close was returned, and
-        :class:`ProtocolError` for an impossible length prefix.
+        A checkpoint, also when a payload de-framed from an earlier read is
+        waiting (the session drains those with :meth:`receive_nowait`, so a
+        burst costs one scheduler trip per read, not per message). Raises
+        :class:`ConnectionLost` once the peer has closed and every complete
+        message before the close was returned, and :class:`ProtocolError` for
+        an impossible length prefix.
         """
         ready = self._ready
         if ready:
             await trio.lowlevel.checkpoint_if_cancelled()
+            self.frames_received += 1
+            payload = ready.popleft()
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return payload
         while not ready:
             try:
                 data = await self._stream.receive_some(self._receive_size)
