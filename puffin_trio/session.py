@@ -75,7 +75,7 @@ from puffin_trio.providers._base import (
     Topics,
     UnknownMessage,
 )
-from puffin_trio.subscriptions import SubscriptionState, subtract_topics
+from puffin_trio.subscriptions import Expectation, SubscriptionState
 from puffin_trio.transports import Transport
 
 __all__ = ["ProviderSession", "SessionStatistics", "SessionTimeouts"]
@@ -227,7 +227,7 @@ class ProviderSession:
         self._authenticated = trio.Event()
         self._streaming = trio.Event()
         self.stale = False
-        self._until_streaming: tuple[dict[str, frozenset[str]], int] | None = None
+        self._until_streaming: tuple[Expectation, int] | None = None
         self._drop_queued_commands()
         if self._carry:
             carry, self._carry = self._carry, []
@@ -473,16 +473,19 @@ class ProviderSession:
         if desired and proto.confirms_subscriptions:
             # The reader announces STREAMING in order with the data, right after
             # the confirmation that completes this set (see _reader).
-            self._until_streaming = (desired, attempt)
-            proto.subscribe(desired)
-            await transport.send_all(proto.data_to_send())
-            with trio.move_on_after(self.timeouts.subscribe) as scope:
-                await self._streaming.wait()
+            expectation = self.subscriptions.expect(desired)
+            self._until_streaming = (expectation, attempt)
+            try:
+                proto.subscribe(desired)
+                await transport.send_all(proto.data_to_send())
+                with trio.move_on_after(self.timeouts.subscribe) as scope:
+                    await self._streaming.wait()
+            finally:
+                self.subscriptions.withdraw(expectation)
             if scope.cancelled_caught:
-                missing = subtract_topics(desired, self.subscriptions.confirmed)
                 raise ProtocolError(
                     f"subscription not confirmed within {self.timeouts.subscribe} s: "
-                    f"{_describe(missing)}",
+                    f"{_describe(expectation.missing)}",
                     provider=self.provider.name,
                 )
             return
@@ -545,8 +548,8 @@ class ProviderSession:
                         if error is not None:
                             failure = error
                         elif self._until_streaming is not None:
-                            desired, attempt = self._until_streaming
-                            if self.subscriptions.is_confirmed(desired):
+                            expectation, attempt = self._until_streaming
+                            if expectation.done:
                                 batch.extend(self._start_streaming(attempt))
                         continue
                     if feed is None:
@@ -573,7 +576,10 @@ class ProviderSession:
     def _control(self, item: Control) -> ProviderError | None:
         """Act on a control item; return a provider error that must end the connection."""
         if isinstance(item, SubscriptionAck):
-            self.subscriptions.confirm(item.topics, complete=item.complete)
+            if item.removed:
+                self.subscriptions.unconfirm(item.topics)
+            else:
+                self.subscriptions.confirm(item.topics, complete=item.complete)
         elif isinstance(item, Authenticated):
             self._authenticated.set()
         elif isinstance(item, Connected):

@@ -221,7 +221,8 @@ def test_crypto_topics_are_acked_in_our_channel_names() -> None:
     ]
 
 
-def test_an_unsubscription_acks_the_whole_remaining_set() -> None:
+def test_an_unsubscription_acks_the_removed_topics_only() -> None:
+    """Incremental, like a subscription's ack: its cost does not grow with what stays."""
     proto = stocks()
     receive(
         proto,
@@ -230,11 +231,14 @@ def test_an_unsubscription_acks_the_whole_remaining_set() -> None:
         status("success", "subscribed to: Q.AAPL"),
     )
     assert receive_one(proto, status("success", "unsubscribed to: T.AAPL")) == SubscriptionAck(
-        {"trades": frozenset({"MSFT"}), "quotes": frozenset({"AAPL"})}, complete=True
+        {"trades": frozenset({"AAPL"})}, complete=False, removed=True
     )
-    receive(proto, status("success", "unsubscribed to: T.MSFT"))
-    assert receive_one(proto, status("success", "unsubscribed to: Q.AAPL")) == SubscriptionAck(
-        {}, complete=True
+    assert receive_one(
+        proto, status("success", "unsubscribed to: T.MSFT,Q.AAPL")
+    ) == SubscriptionAck(
+        {"trades": frozenset({"MSFT"}), "quotes": frozenset({"AAPL"})},
+        complete=False,
+        removed=True,
     )
 
 
@@ -262,7 +266,10 @@ def test_acks_keep_the_session_in_step_with_the_server(
         verb = "subscribed" if adding else "unsubscribed"
         [ack] = receive(proto, status("success", f"{verb} to: {prefix}.{symbol}"))
         assert isinstance(ack, SubscriptionAck)
-        state.confirm(ack.topics, complete=ack.complete)
+        if ack.removed:
+            state.unconfirm(ack.topics)
+        else:
+            state.confirm(ack.topics, complete=ack.complete)
         if adding:
             server.add((_CHANNEL[prefix], symbol))
         else:

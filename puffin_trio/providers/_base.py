@@ -179,10 +179,13 @@ class SubscriptionAck:
     ``topics`` is what the message says is subscribed. ``complete=True`` means it
     is the *entire* current set (Alpaca's ``subscription`` message); ``False``
     means it confirms only the topics listed (Polygon sends one per topic).
+    ``removed=True`` (with ``complete=False``) confirms that the topics listed
+    are no longer subscribed (Polygon's ``unsubscribed to: ...``).
     """
 
     topics: Mapping[str, frozenset[str]]
     complete: bool
+    removed: bool = False
 
 
 @attrs.frozen

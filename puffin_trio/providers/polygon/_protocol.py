@@ -144,7 +144,6 @@ class PolygonProtocol(ProviderProtocol):
     guard_mode: ClassVar[GuardMode] = "monotonic"
     __slots__ = (
         "_channels",
-        "_confirmed",
         "_crypto",
         "_event_channels",
         "_handlers",
@@ -171,7 +170,6 @@ class PolygonProtocol(ProviderProtocol):
         self._max_frame_bytes = max_frame_bytes
         self._channels: Mapping[str, str] = CRYPTO_CHANNELS if self._crypto else STOCK_CHANNELS
         self._event_channels = {ev: channel for channel, ev in self._channels.items()}
-        self._confirmed: dict[str, set[str]] = {}
         self._outbox: list[Frame] = []
         self._keys: dict[str, dict[str, str]] = {}
         handlers: dict[str, MessageHandler]
@@ -314,15 +312,8 @@ class PolygonProtocol(ProviderProtocol):
                 changed.setdefault(channel, set()).add(symbol)
         if not changed:
             return ProviderNotice("success", text)
-        confirmed = self._confirmed
-        for channel, symbols in changed.items():
-            if adding:
-                confirmed.setdefault(channel, set()).update(symbols)
-            else:
-                confirmed.get(channel, set()).difference_update(symbols)
-        if adding:
-            return SubscriptionAck({c: frozenset(s) for c, s in changed.items()}, complete=False)
-        return SubscriptionAck({c: frozenset(s) for c, s in confirmed.items() if s}, complete=True)
+        topics = {c: frozenset(s) for c, s in changed.items()}
+        return SubscriptionAck(topics, complete=False, removed=not adding)
 
     # ------------------------------------------------------------------ stocks
 
