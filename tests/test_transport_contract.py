@@ -475,6 +475,34 @@ async def test_pings_are_answered_while_the_consumer_is_slow_up_to_the_queue_bou
             await ws.ping()  # the stream is flowing again: the pong went out too
 
 
+@pytest.mark.parametrize("how", ["abort", "leave the block"])
+async def test_the_connection_ends_at_once_while_a_slow_consumer_holds_the_queue_full(
+    ws_transport: WsTransportName, how: str, autojump_clock: MockClock
+) -> None:
+    """With reading paused behind a full queue, the library's reader waits for room,
+    not on the socket: ending the connection must still end it, at once."""
+    bound = 8
+
+    async def flood(peer: Peer) -> None:
+        for i in range(10 * bound):
+            await peer.send_text(f"m{i}")
+        await trio.sleep_forever()
+
+    with no_garbage_collection():
+        async with serve_peer(flood) as server:
+            with trio.fail_after(5):
+                async with open_ws_transport(
+                    server.url, transport=ws_transport, message_queue_size=bound
+                ) as ws:
+                    await trio.sleep(1)  # the queue fills; the library stops reading
+                    start = trio.current_time()
+                    if how == "abort":
+                        ws.abort()
+                        assert ws.receive_nowait() == "m0"
+                assert trio.current_time() - start < 0.01
+            assert our_sockets(server.port) == []
+
+
 # --------------------------------------------------------------------------- compression
 
 

@@ -167,6 +167,15 @@ class TrioWebsocketTransport:
         self.bytes_received += len(frame)
         return frame
 
+    def _backlogged(self) -> bool:
+        """trio-websocket's message queue is full (the private ``_recv_channel``, as in
+        :meth:`receive_nowait`)."""
+        channel = getattr(self._ws, "_recv_channel", None)
+        if not isinstance(channel, trio.MemoryReceiveChannel):
+            return False
+        stats = channel.statistics()
+        return bool(stats.current_buffer_used >= stats.max_buffer_size)
+
     async def ping(self) -> None:
         """Send a WebSocket ping and wait for its pong (no deadline: the caller sets one).
 
@@ -198,9 +207,16 @@ class TrioWebsocketTransport:
 
     async def aclose(self) -> None:
         """Close: cleanly (close frame, the peer's reply, TCP; bounded by
-        ``DEFAULT_CLOSE_TIMEOUT``) while the connection is open, at once if it
-        has ended already (a close frame either way, a failure, an abort)."""
-        if not self._aborted and not self._stream.ended.is_set() and self._ws.closed is None:
+        ``DEFAULT_CLOSE_TIMEOUT``) while the connection is open and flowing; at
+        once if it has ended already (a close frame either way, a failure, an
+        abort) or if trio-websocket's queue is full (its reader waits for room,
+        so the peer's reply would never be read)."""
+        if (
+            not self._aborted
+            and not self._stream.ended.is_set()
+            and self._ws.closed is None
+            and not self._backlogged()
+        ):
             with trio.move_on_after(DEFAULT_CLOSE_TIMEOUT):
                 await self._ws.aclose()
         self.close_now()

@@ -171,6 +171,15 @@ class _FeedConnection(ClientConnection):
         await super().close_stream()
         self._end()
 
+    def release_reader(self) -> None:
+        """Let the library's reader task run again if it is paused, so that it finds the
+        socket closed and ends. (A paused reader waits for room in the queue, not on the
+        socket: closing the socket alone would leave it, and the connection's nursery,
+        waiting forever.)"""
+        if self.paused:
+            self.paused = False
+            self.resume_reading()
+
     # -- ours
 
     def take(self) -> str | bytes:
@@ -208,6 +217,7 @@ class _FeedConnection(ClientConnection):
             await self.stream_closed.wait()
         if not self.stream_closed.is_set():
             close_socket_now(self.stream)
+            self.release_reader()
 
     def _end(self) -> None:
         if not self.ended:
@@ -299,20 +309,24 @@ class WebsocketsTransport:
         """
         self._aborted = True
         close_socket_now(self._conn.stream)
+        self._conn.release_reader()
 
     async def aclose(self) -> None:
         """Close: cleanly (close frame, the peer's reply, TCP; bounded by
-        ``DEFAULT_CLOSE_TIMEOUT``) while the connection is open, at once if it
-        has ended already (a close frame either way, a failure, an abort)."""
+        ``DEFAULT_CLOSE_TIMEOUT``) while the connection is open and flowing; at
+        once if it has ended already (a close frame either way, a failure, an
+        abort) or if reading is paused behind a full queue (the peer's reply
+        would wait behind everything unread)."""
         conn = self._conn
-        if conn.protocol.state is OPEN and not self._aborted:
+        if conn.protocol.state is OPEN and not self._aborted and not conn.paused:
             with trio.move_on_after(DEFAULT_CLOSE_TIMEOUT):
                 await conn.aclose()
-        close_socket_now(conn.stream)
+        self.close_now()
 
     def close_now(self) -> None:
         """Close the socket at once (shutdown under cancellation: nothing to wait for)."""
         close_socket_now(self._conn.stream)
+        self._conn.release_reader()
 
     def _ended(self) -> ConnectionLost:
         """The typed error for this connection's end, with its close code."""
