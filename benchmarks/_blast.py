@@ -53,8 +53,11 @@ __all__ = [
     "HANDSHAKE_TIMEOUT",
     "SYMBOLS",
     "TOPICS",
+    "WS_BARE",
     "WS_CEILING",
+    "WS_LIBRARIES",
     "BareClient",
+    "BareWebSocket",
     "Case",
     "DecodeSample",
     "FloorClient",
@@ -89,10 +92,17 @@ _MAX_CLIENT_MESSAGE = 1 << 20
 #: Market-data event classes (what a consumer counts; Status and Gap are not data).
 _DATA_TYPES = frozenset(EVENT_TYPES) - {Status, Gap}
 
-WS_CEILING = (
-    "trio-websocket (receive_buffer_size 64 KiB, message_queue_size 256) + {parse} per frame, "
-    "counting messages"
-)
+#: The bare WebSocket clients, by library, for the notes (``{parse}``: the case's parse).
+WS_BARE: Mapping[str, str] = {
+    "websockets": "websockets' trio client (no compression, queue 256) + {parse} per frame, "
+    "counting messages",
+    "trio-websocket": "trio-websocket (receive_buffer_size 64 KiB, message_queue_size 256) + "
+    "{parse} per frame, counting messages",
+}
+#: The ceiling: the faster library's bare client (the package's default transport).
+WS_CEILING = WS_BARE["websockets"]
+#: WebSocket libraries a bare client can use (the package's two transports).
+WS_LIBRARIES = ("websockets", "trio-websocket")
 
 
 # --------------------------------------------------------------------------- the case contract
@@ -153,8 +163,8 @@ class Case(abc.ABC):
     no_sim: ClassVar[str] = ""
 
     @abc.abstractmethod
-    def provider(self, port: int, variant: str) -> Provider:
-        """The provider, pointed at ``127.0.0.1:port``."""
+    def provider(self, port: int, variant: str, transport: str = "websockets") -> Provider:
+        """The provider, pointed at ``127.0.0.1:port`` (WebSocket cases: on ``transport``)."""
 
     @abc.abstractmethod
     def wire(self, variant: str, batch: int, messages: int) -> Any:
@@ -165,8 +175,11 @@ class Case(abc.ABC):
         """One blast connection, on ``stream``, with the pool of each variant."""
 
     @abc.abstractmethod
-    def bare(self, port: int, variant: str) -> AbstractAsyncContextManager[BareClient]:
-        """A bare client connected to ``127.0.0.1:port``, past the handshake."""
+    def bare(
+        self, port: int, variant: str, library: str = "websockets"
+    ) -> AbstractAsyncContextManager[BareClient]:
+        """A bare client connected to ``127.0.0.1:port``, past the handshake (WebSocket
+        cases: on ``library``)."""
 
     @abc.abstractmethod
     def decode_samples(self) -> list[DecodeSample]:
@@ -383,24 +396,62 @@ def expect_action(message: Any, action: str) -> Any:
     return message
 
 
+class BareWebSocket(Protocol):
+    """What a bare client's handshake uses, on either library."""
+
+    async def get_message(self) -> Frame: ...
+
+    async def send_message(self, message: Frame) -> None: ...
+
+
+class _WebsocketsBare:
+    """websockets' connection under trio-websocket's two method names."""
+
+    def __init__(self, ws: Any) -> None:
+        self.get_message = ws.recv
+        self.send_message = ws.send
+
+
 @asynccontextmanager
 async def open_bare_ws(
     url: str,
     *,
     headers: Sequence[tuple[str, str]],
-    handshake: Callable[[trio_websocket.WebSocketConnection], Awaitable[None]],
-) -> AsyncIterator[trio_websocket.WebSocketConnection]:
-    """trio-websocket tuned like :mod:`puffin_trio.transports.ws`, after ``handshake``."""
-    async with trio_websocket.open_websocket_url(
-        url,
-        extra_headers=[(k.encode(), v.encode()) for k, v in headers],
-        message_queue_size=DEFAULT_MESSAGE_QUEUE_SIZE,
-        receive_buffer_size=DEFAULT_RECEIVE_BUFFER_SIZE,
-        max_message_size=DEFAULT_MAX_MESSAGE_SIZE,
-    ) as ws:
-        with trio.fail_after(HANDSHAKE_TIMEOUT):
-            await handshake(ws)
-        yield ws
+    handshake: Callable[[BareWebSocket], Awaitable[None]],
+    library: str = "websockets",
+) -> AsyncIterator[BareWebSocket]:
+    """A bare WebSocket client on ``library``, tuned as :mod:`puffin_trio.transports.ws`
+    tunes it, after ``handshake``. Leaving the block drops the connection (the peer is
+    blasting: a closing handshake would wait behind megabytes of unread frames)."""
+    if library == "trio-websocket":
+        async with trio_websocket.open_websocket_url(
+            url,
+            extra_headers=[(k.encode(), v.encode()) for k, v in headers],
+            message_queue_size=DEFAULT_MESSAGE_QUEUE_SIZE,
+            receive_buffer_size=DEFAULT_RECEIVE_BUFFER_SIZE,
+            max_message_size=DEFAULT_MAX_MESSAGE_SIZE,
+        ) as tws:
+            with trio.fail_after(HANDSHAKE_TIMEOUT):
+                await handshake(tws)
+            yield tws
+        return
+    from websockets.trio.client import connect
+
+    with trio.CancelScope() as scope:
+        async with connect(
+            url,
+            additional_headers=list(headers),
+            compression=None,
+            proxy=None,
+            ping_interval=None,
+            max_size=DEFAULT_MAX_MESSAGE_SIZE,
+            max_queue=(DEFAULT_MESSAGE_QUEUE_SIZE, DEFAULT_MESSAGE_QUEUE_SIZE // 4),
+        ) as ws:
+            bare = _WebsocketsBare(ws)
+            with trio.fail_after(HANDSHAKE_TIMEOUT):
+                await handshake(bare)
+            yield bare
+            scope.cancel()
 
 
 # --------------------------------------------------------------------------- TCP blasting

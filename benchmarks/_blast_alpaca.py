@@ -23,6 +23,7 @@ from _blast import (
     SYMBOLS,
     WS_CEILING,
     BareClient,
+    BareWebSocket,
     Case,
     DecodeSample,
     expect_action,
@@ -46,13 +47,14 @@ SECRET = "bench-secret"
 _WIRE_TOPICS = {"trades": list(SYMBOLS), "quotes": list(SYMBOLS)}
 
 
-def _provider(port: int, variant: str) -> AlpacaProvider:
+def _provider(port: int, variant: str, transport: str = "websockets") -> AlpacaProvider:
     return AlpacaProvider(
         feed="iex",
         key=KEY,
         secret=SECRET,
         url=f"ws://127.0.0.1:{port}/v2/iex",
         encoding="msgpack" if variant == "msgpack" else "json",
+        transport=transport,  # type: ignore[arg-type]
     )
 
 
@@ -122,7 +124,7 @@ def _same(value: int) -> int:
 class _Bare:
     """The bare Alpaca client: orjson.loads / msgpack.unpackb(timestamp=2) of each frame."""
 
-    def __init__(self, ws: trio_websocket.WebSocketConnection, variant: str) -> None:
+    def __init__(self, ws: BareWebSocket, variant: str) -> None:
         self.receive = ws.get_message
         self._binary = variant == "msgpack"
 
@@ -145,14 +147,14 @@ class _Bare:
 
 
 @asynccontextmanager
-async def _bare(port: int, variant: str) -> AsyncIterator[BareClient]:
+async def _bare(port: int, variant: str, library: str) -> AsyncIterator[BareClient]:
     binary = variant == "msgpack"
 
     def send(message: dict[str, Any]) -> Frame:
         payload = _encode(variant, message)
         return payload if binary else payload.decode()
 
-    async def handshake(ws: trio_websocket.WebSocketConnection) -> None:
+    async def handshake(ws: BareWebSocket) -> None:
         await ws.get_message()  # connected
         await ws.send_message(send({"action": "auth", "key": KEY, "secret": SECRET}))
         await ws.get_message()  # authenticated
@@ -163,6 +165,7 @@ async def _bare(port: int, variant: str) -> AsyncIterator[BareClient]:
         f"ws://127.0.0.1:{port}/v2/iex",
         headers=[("Content-Type", f"application/{variant}")],
         handshake=handshake,
+        library=library,
     ) as ws:
         yield _Bare(ws, variant)
 
@@ -207,8 +210,8 @@ class Alpaca(Case):
     ceiling = WS_CEILING.format(parse="orjson.loads / msgpack.unpackb(timestamp=2)")
     floor = True
 
-    def provider(self, port: int, variant: str) -> AlpacaProvider:
-        return _provider(port, variant)
+    def provider(self, port: int, variant: str, transport: str = "websockets") -> AlpacaProvider:
+        return _provider(port, variant, transport)
 
     def wire(self, variant: str, batch: int, messages: int) -> list[bytes]:
         encode = partial(_encode, variant)
@@ -217,8 +220,10 @@ class Alpaca(Case):
     async def serve(self, stream: trio.SocketStream, pools: Mapping[str, Any]) -> None:
         await serve_ws(stream, partial(_handshake, pools))
 
-    def bare(self, port: int, variant: str) -> AbstractAsyncContextManager[BareClient]:
-        return _bare(port, variant)
+    def bare(
+        self, port: int, variant: str, library: str = "websockets"
+    ) -> AbstractAsyncContextManager[BareClient]:
+        return _bare(port, variant, library)
 
     def decode_samples(self) -> list[DecodeSample]:
         return _decode_samples()

@@ -373,7 +373,7 @@ class InteractiveBrokers(Case):
         "per timer wake-up, too slow for the 5,000 msg/s memory run"
     )
 
-    def provider(self, port: int, variant: str) -> IBProvider:
+    def provider(self, port: int, variant: str, transport: str = "websockets") -> IBProvider:
         return _provider(port, variant)
 
     def wire(self, variant: str, batch: int, messages: int) -> _Pool:
@@ -382,7 +382,9 @@ class InteractiveBrokers(Case):
     async def serve(self, stream: trio.SocketStream, pools: Mapping[str, Any]) -> None:
         await _serve(stream, pools["tws"])
 
-    def bare(self, port: int, variant: str) -> AbstractAsyncContextManager[BareClient]:
+    def bare(
+        self, port: int, variant: str, library: str = "websockets"
+    ) -> AbstractAsyncContextManager[BareClient]:
         return _bare(port)
 
     def decode_samples(self) -> list[DecodeSample]:

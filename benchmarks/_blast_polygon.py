@@ -23,6 +23,7 @@ from _blast import (
     SYMBOLS,
     WS_CEILING,
     BareClient,
+    BareWebSocket,
     Case,
     DecodeSample,
     expect_action,
@@ -44,8 +45,12 @@ KEY = "bench-key"
 _WIRE_TOPICS = ",".join(f"{ev}.{s}" for ev in ("T", "Q") for s in SYMBOLS)
 
 
-def _provider(port: int, variant: str) -> PolygonProvider:
-    return PolygonProvider(key=KEY, url=f"ws://127.0.0.1:{port}/stocks")
+def _provider(port: int, variant: str, transport: str = "websockets") -> PolygonProvider:
+    return PolygonProvider(
+        key=KEY,
+        url=f"ws://127.0.0.1:{port}/stocks",
+        transport=transport,  # type: ignore[arg-type]
+    )
 
 
 def _messages(count: int, kind: str = "mixed") -> list[dict[str, Any]]:
@@ -84,7 +89,7 @@ async def _handshake(
 class _Bare:
     """The bare Polygon client: orjson.loads of each frame."""
 
-    def __init__(self, ws: trio_websocket.WebSocketConnection) -> None:
+    def __init__(self, ws: BareWebSocket) -> None:
         self.receive = ws.get_message
 
     def count(self, frame: Frame) -> int:
@@ -106,10 +111,10 @@ class _Bare:
 
 
 @asynccontextmanager
-async def _bare(port: int) -> AsyncIterator[BareClient]:
+async def _bare(port: int, library: str) -> AsyncIterator[BareClient]:
     topics = _WIRE_TOPICS.split(",")
 
-    async def handshake(ws: trio_websocket.WebSocketConnection) -> None:
+    async def handshake(ws: BareWebSocket) -> None:
         await ws.get_message()  # connected
         await ws.send_message(orjson.dumps({"action": "auth", "params": KEY}).decode())
         await ws.get_message()  # auth_success
@@ -118,7 +123,9 @@ async def _bare(port: int) -> AsyncIterator[BareClient]:
         for _ in topics:  # one "subscribed to" status per topic
             await ws.get_message()
 
-    async with open_bare_ws(f"ws://127.0.0.1:{port}/stocks", headers=[], handshake=handshake) as ws:
+    async with open_bare_ws(
+        f"ws://127.0.0.1:{port}/stocks", headers=[], handshake=handshake, library=library
+    ) as ws:
         yield _Bare(ws)
 
 
@@ -150,8 +157,8 @@ class Polygon(Case):
     stamp_resolution_ns = 1_000_000
     floor = True
 
-    def provider(self, port: int, variant: str) -> PolygonProvider:
-        return _provider(port, variant)
+    def provider(self, port: int, variant: str, transport: str = "websockets") -> PolygonProvider:
+        return _provider(port, variant, transport)
 
     def wire(self, variant: str, batch: int, messages: int) -> list[bytes]:
         return ws_pool(_messages(messages), batch, orjson.dumps, binary=False)
@@ -159,8 +166,10 @@ class Polygon(Case):
     async def serve(self, stream: trio.SocketStream, pools: Mapping[str, Any]) -> None:
         await serve_ws(stream, partial(_handshake, pools))
 
-    def bare(self, port: int, variant: str) -> AbstractAsyncContextManager[BareClient]:
-        return _bare(port)
+    def bare(
+        self, port: int, variant: str, library: str = "websockets"
+    ) -> AbstractAsyncContextManager[BareClient]:
+        return _bare(port, library)
 
     def decode_samples(self) -> list[DecodeSample]:
         return _decode_samples()
