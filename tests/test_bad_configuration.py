@@ -1,10 +1,9 @@
 """Bad configuration fails at once, typed and actionable, and is never retried.
 
-Reproductions of issue 9, defect 10: every bad argument the probe found
-accepted (and then retried forever), or refused with a raw ``TypeError`` or
-``AttributeError``, must raise :class:`~puffin_trio.errors.ConfigurationError`
-at construction or at ``sup.add``, before any connection, with a message that
-names what to fix. Each case is ``xfail(strict=True)`` until the fix.
+Issue 9, defect 10: every bad argument the probe found accepted (and then
+retried forever), or refused with a raw ``TypeError`` or ``AttributeError``,
+raises :class:`~puffin_trio.errors.ConfigurationError` at construction or at
+``sup.add``, before any connection, with a message that names what to fix.
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ from puffin_trio import ConfigurationError, RestartPolicy, Supervisor
 from puffin_trio.providers import AlpacaProvider, IBProvider, PolygonProvider
 from puffin_trio.sim import AlpacaSimRecorder, serve_alpaca
 
-DEFECT_10 = "issue 9 defect 10: bad configuration fails late, untyped, or forever"
 #: Nothing listens here: a case that tried to connect would fail differently.
 NOWHERE = "ws://127.0.0.1:9"
 
@@ -84,7 +82,6 @@ CASES: dict[str, tuple[Callable[[], Awaitable[None]], str]] = {
 }  # fmt: skip
 
 
-@pytest.mark.xfail(strict=True, reason=DEFECT_10)
 @pytest.mark.parametrize("case", list(CASES))
 async def test_a_bad_argument_is_a_configuration_error_naming_it(case: str) -> None:
     action, word = CASES[case]
@@ -93,7 +90,6 @@ async def test_a_bad_argument_is_a_configuration_error_naming_it(case: str) -> N
     assert word in str(caught.value).lower(), str(caught.value)
 
 
-@pytest.mark.xfail(strict=True, reason=DEFECT_10)
 @pytest.mark.parametrize("make", [alpaca, polygon], ids=["alpaca", "polygon"])
 def test_the_plain_ws_refusal_gives_advice_that_works(make: Callable[..., object]) -> None:
     """The non-loopback refusal advises ``allow_insecure=True``: the provider must take it."""
@@ -103,7 +99,6 @@ def test_the_plain_ws_refusal_gives_advice_that_works(make: Callable[..., object
         make(url="ws://example.com/feed", allow_insecure=True)
 
 
-@pytest.mark.xfail(strict=True, reason=DEFECT_10)
 async def test_a_configuration_error_is_never_retried(autojump_clock: MockClock) -> None:
     """A symbol too long for the subscribe frame is a configuration error: at ``add``, or at
     worst once, raised from ``Supervisor.open``; never a reconnect loop."""
