@@ -537,6 +537,10 @@ class ProviderSession:
                     if seen is not None:
                         seen[item.symbol] = now  # type: ignore[union-attr]
                     elif cls not in event_classes:
+                        if cls is Malformed:
+                            # The loss, announced where it happened (counted and logged too).
+                            append(self._malformed(item, ts_recv, len(items) > 1))  # type: ignore[arg-type]
+                            continue
                         error = self._control(item)  # type: ignore[arg-type]
                         if error is not None:
                             failure = error
@@ -574,16 +578,6 @@ class ProviderSession:
             logger.debug("%s: server hello %s", self.name, item.detail)
         elif isinstance(item, HeartbeatReply):
             self._heartbeat_reply.set()
-        elif isinstance(item, Malformed):
-            self.malformed += 1
-            if self.malformed <= _LOG_FIRST_MALFORMED or self.malformed % 1000 == 0:
-                logger.warning(
-                    "%s: malformed message #%d (%s): %s",
-                    self.name,
-                    self.malformed,
-                    item.reason,
-                    item.sample,
-                )
         elif isinstance(item, UnknownMessage):
             self.unknown += 1
             if self.unknown <= _LOG_FIRST_MALFORMED:
@@ -610,6 +604,34 @@ class ProviderSession:
             else:
                 return item.error
         return None
+
+    def _malformed(self, item: Malformed, ts_recv: int, one_of_many: bool) -> Gap:
+        """Count and log a message that did not decode; the ``Gap`` that announces its loss.
+
+        ``one_of_many``: it came from a frame that decoded into several items,
+        so it stands for exactly one message; otherwise it may be a whole
+        frame, and how many messages it held is unknown (``missing=0``).
+        """
+        self.malformed += 1
+        if self.malformed <= _LOG_FIRST_MALFORMED or self.malformed % 1000 == 0:
+            logger.warning(
+                "%s: malformed message #%d (%s): %s",
+                self.name,
+                self.malformed,
+                item.reason,
+                item.sample,
+            )
+        return Gap(
+            provider=self.provider.name,
+            symbol="",
+            ts_event=ts_recv,
+            ts_recv=ts_recv,
+            stream=self.name,
+            reason=GapReason.MALFORMED,
+            missing=1 if one_of_many else 0,
+            window_start=ts_recv,
+            window_end=ts_recv,
+        )
 
     async def _act_on_notices(self, proto: ProviderProtocol, transport: Transport) -> None:
         """Announce staleness changes (a ``Status``) and resubscribe when the provider asks."""

@@ -227,7 +227,6 @@ class BrokenRestartPolicy(RestartPolicy):
         raise RuntimeError("bug in the restart path")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 defect 6: Supervisor.open raises trio.Cancelled")
 async def test_supervisor_open_raises_the_real_error_of_a_failed_supervisor_task(
     autojump_clock: MockClock,
 ) -> None:

@@ -43,8 +43,6 @@ DEFECTS: dict[tuple[str, str], str] = {
     ("polygon", "header"): "issue 9 defect 1: a 1002 protocol error leaves the socket open",
     ("alpaca", "utf8"): "issue 9 defect 1: a 1007 protocol error leaves the socket open",
     ("polygon", "utf8"): "issue 9 defect 1: a 1007 protocol error leaves the socket open",
-    ("alpaca", "payload"): "issue 9 defect 4: a malformed frame's loss is only counted",
-    ("polygon", "payload"): "issue 9 defect 4: a malformed frame's loss is only counted",
     ("alpaca", "upgrade"): "issue 9 defect 7: an RST during the upgrade waits out 10 s",
     ("polygon", "upgrade"): "issue 9 defect 7: an RST during the upgrade waits out 10 s",
 }
