@@ -33,8 +33,6 @@ BACKOFF = RestartPolicy().initial
 SLACK = 0.5
 
 DEFECTS: dict[tuple[str, str], str] = {
-    ("alpaca", "throttle"): "issue 9 defect 9: a slow but live link fails the heartbeat",
-    ("polygon", "throttle"): "issue 9 defect 9: a slow but live link fails the heartbeat",
     ("alpaca", "stall"): "issue 9 defect 8: 2 s spent closing a link declared dead",
     ("polygon", "stall"): "issue 9 defect 8: 2 s spent closing a link declared dead",
     ("alpaca", "fin"): "issue 9 defect 1: the socket is not closed after the peer's FIN",

@@ -356,7 +356,8 @@ class Provider(abc.ABC):
 
     * ``ping_interval``: time between heartbeats.
     * ``ping_timeout``: deadline for the heartbeat's answer (WebSocket pong, or
-      IB's ``reqCurrentTime`` reply); missing it restarts the session.
+      IB's ``reqCurrentTime`` reply); missing it restarts the session, unless
+      data kept arriving meanwhile (a slow link is not a dead one).
     * ``stale_after``: a subscription silent this long during its market
       session is resubscribed, and if it stays silent as long again, the
       session reconnects.
