@@ -6,7 +6,8 @@ calls :meth:`ProviderSession.run` in a loop; when a connection fails it
 classifies the failure:
 
 * **fatal** (:class:`FatalProviderError`: authentication refused, a feed the
-  plan does not include, an invalid request): not retried. The session is
+  plan does not include, an invalid request; and :class:`ConfigurationError`,
+  should one surface only once connected): not retried. The session is
   marked ``failed`` (a ``Status`` event) and the error escalates.
 * **transient** (anything else: a dropped connection, a heartbeat timeout, a
   stale feed, a protocol error): a ``Status(reconnecting)`` event, a backoff
@@ -276,6 +277,8 @@ class Supervisor:
                 f"sup.add takes a provider object, e.g. AlpacaProvider(feed='iex'), "
                 f"PolygonProvider() or IBProvider(), not {provider!r}"
             )
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ConfigurationError(f"sup.add: name must be a non-empty string, not {name!r}")
         provider.check()
         asked = {"trades": trades, "quotes": quotes, "books": books, "bars": bars, **channels}
         # Empty channels are left out (the defaults name channels a provider may lack);
@@ -367,7 +370,8 @@ class Supervisor:
             while True:
                 try:
                     await session.run(attempt=attempt, outage_start=outage_start)
-                except FatalProviderError as exc:
+                except (FatalProviderError, ConfigurationError) as exc:
+                    # Retrying cannot help: the same request would fail the same way.
                     await self._escalate(session, exc, attempt)
                     return
                 except Exception as exc:

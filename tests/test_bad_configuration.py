@@ -286,3 +286,37 @@ async def test_supervisor_open_refuses_arguments_of_the_wrong_type(
 ) -> None:
     with pytest.raises(ConfigurationError, match=f"Supervisor.open: {word} must be"):
         await open_with(**kwargs)
+
+
+class LateConfigurationProvider(AlpacaProvider):
+    """A provider whose configuration proves bad only when a session starts a connection."""
+
+    def protocol(self) -> Any:
+        raise ConfigurationError("alpaca: this configuration cannot work; fix it")
+
+
+async def test_a_configuration_error_from_a_running_session_fails_it_without_a_retry(
+    autojump_clock: MockClock,
+) -> None:
+    recorder = AlpacaSimRecorder()
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(partial(serve_alpaca, key="k", secret="s", recorder=recorder))
+        provider = LateConfigurationProvider(
+            key="k", secret="s", url=f"ws://127.0.0.1:{port}/v2/iex"
+        )
+        statuses: list[Any] = []
+        with pytest.raises(ConfigurationError, match="fix it"), trio.fail_after(3600):
+            async with Supervisor.open() as sup:
+                sup.add(provider, trades=["AAPL"])
+                async with sup.events() as events:
+                    async for event in events:
+                        statuses.append(event.state)
+        nursery.cancel_scope.cancel()
+    assert statuses == ["failed"]
+    assert recorder.accepted == 0
+
+
+@pytest.mark.parametrize("name", ["", 7])
+async def test_a_session_name_must_be_a_non_empty_string(name: object) -> None:
+    with pytest.raises(ConfigurationError, match="name must be a non-empty string"):
+        await add(alpaca, name=name, trades=["AAPL"])
