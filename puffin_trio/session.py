@@ -760,7 +760,6 @@ class ProviderSession:
                 )
             self.heartbeat_rtt = trio.current_time() - start
 
-
     def _market_open(self) -> bool:
         return self.provider.calendar.session_at(self._wall()) is not MarketSession.CLOSED
 
