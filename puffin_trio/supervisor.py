@@ -105,7 +105,7 @@ class RestartPolicy:
             "max_delay",
             self.max_delay,
             self.initial,
-            f"a number of seconds >= initial ({self.initial}) (the longest backoff)",
+            f"a number of seconds >= initial, {self.initial} (the longest backoff)",
         )
         _number("jitter", self.jitter, 0.0, "a fraction from 0 to 1 (of each delay)", high=1.0)
         _number("stable_after", self.stable_after, 0.0, "a number of seconds >= 0")
