@@ -71,8 +71,9 @@ class DemoView:
     gaps: int = 0
     log: deque[str] = attrs.Factory(lambda: deque(maxlen=6))
 
-    def apply(self, event: Event, now: float) -> None:
-        self.events += 1
+    def apply(self, event: Event, now: float, *, received: bool = True) -> None:
+        """Show ``event``; ``received=False`` for a bar the view aggregated itself (not counted)."""
+        self.events += received
         if isinstance(event, Trade):
             view = self._symbol(event.provider, event.symbol)
             view.last, view.last_size = event.price, event.size
@@ -180,37 +181,48 @@ async def open_demo_supervisor(
     from puffin_trio.sim import FaultPlan, serve_alpaca, serve_ib, serve_polygon
 
     faults = FaultPlan.drop_after(600, connection=1) if chaos else FaultPlan()
-    async with trio.open_nursery() as nursery:
-        alpaca_port = await nursery.start(
-            partial(
-                serve_alpaca,
-                symbols=list(symbols),
-                rate=rate,
-                batch=4,
+    body_error: BaseException | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            alpaca_port = await nursery.start(
+                partial(
+                    serve_alpaca,
+                    symbols=list(symbols),
+                    rate=rate,
+                    batch=4,
+                    key=DEMO_KEY,
+                    secret=DEMO_SECRET,
+                    faults=faults,
+                )
+            )
+            polygon_port = await nursery.start(
+                partial(serve_polygon, symbols=list(symbols), rate=rate, batch=4, key=DEMO_KEY)
+            )
+            ib_port = await nursery.start(partial(serve_ib, symbols=list(symbols), rate=rate))
+            alpaca = AlpacaProvider(
+                feed="iex",
                 key=DEMO_KEY,
                 secret=DEMO_SECRET,
-                faults=faults,
+                url=f"ws://127.0.0.1:{alpaca_port}/v2/iex",
             )
-        )
-        polygon_port = await nursery.start(
-            partial(serve_polygon, symbols=list(symbols), rate=rate, batch=4, key=DEMO_KEY)
-        )
-        ib_port = await nursery.start(partial(serve_ib, symbols=list(symbols), rate=rate))
-        alpaca = AlpacaProvider(
-            feed="iex",
-            key=DEMO_KEY,
-            secret=DEMO_SECRET,
-            url=f"ws://127.0.0.1:{alpaca_port}/v2/iex",
-        )
-        polygon = PolygonProvider(key=DEMO_KEY, url=f"ws://127.0.0.1:{polygon_port}/stocks")
-        ib = IBProvider(host="127.0.0.1", port=ib_port, client_id=1)
-        restart = RestartPolicy(initial=0.5, max_delay=5.0)
-        async with Supervisor.open(restart=restart) as sup:
-            sup.add(alpaca, trades=list(symbols), quotes=list(symbols))
-            sup.add(polygon, trades=list(symbols), quotes=list(symbols))
-            sup.add(ib, trades=list(symbols), quotes=list(symbols))
-            yield sup
-        nursery.cancel_scope.cancel()
+            polygon = PolygonProvider(key=DEMO_KEY, url=f"ws://127.0.0.1:{polygon_port}/stocks")
+            ib = IBProvider(host="127.0.0.1", port=ib_port, client_id=1)
+            restart = RestartPolicy(initial=0.5, max_delay=5.0)
+            async with Supervisor.open(restart=restart) as sup:
+                sup.add(alpaca, trades=list(symbols), quotes=list(symbols))
+                sup.add(polygon, trades=list(symbols), quotes=list(symbols))
+                sup.add(ib, trades=list(symbols), quotes=list(symbols))
+                try:
+                    yield sup
+                except BaseException as exc:
+                    body_error = exc
+                    raise
+            nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # The simulators do not raise, so a group here carries the body's own error.
+        if body_error is not None and len(group.exceptions) == 1:
+            raise body_error from None
+        raise
 
 
 async def show_events(
@@ -272,12 +284,12 @@ async def _consume(
                 aggregator = bars[event.provider] = BarAggregator(1, provider=event.provider)
             bar = aggregator.add(event)
             if bar is not None:
-                view.apply(bar, now)
+                view.apply(bar, now, received=False)
         if now - last_flush >= 0.25:
             last_flush = now
             for aggregator in bars.values():
                 for bar in aggregator.flush(replayed if clock is None else clock()):
-                    view.apply(bar, now)
+                    view.apply(bar, now, received=False)
         if screen is not None and now - last_draw >= 0.25:
             last_draw = now
             screen.update(view.render(now))

@@ -6,14 +6,17 @@
   at RATE events/s (``ts_recv`` = the wall clock at generation) until killed.
   Prints ``gen <seq> <ts_recv>`` lines (line-buffered) as it goes, and
   ``files <n>`` whenever the recorder's file count changes.
-* ``fill DIR``: record 1,000 events and close (the "closed" files), then
-  record incompressible events, flushing every 2,000, until writing fails.
+* ``fill DIR PER_FLUSH [FSIZE]``: record 1,000 events and close (the
+  "closed" files), then record incompressible events, flushing every
+  PER_FLUSH, until writing fails. With FSIZE, first limit the size of any
+  file this process writes (RLIMIT_FSIZE, SIGXFSZ ignored: writes past it
+  fail with EFBIG).
 * ``readonly-entry DIR``: open a recorder in DIR (which the parent made read-only).
 * ``readonly-midway DIR``: record and flush, make every directory of the
   recording read-only (``chmod``), then record and flush again.
 
 Every mode but ``stream`` prints one JSON object: the error raised (type,
-path, errno, message), the rows flushed before it, the rows found on disk
+path, errno, message), the rows on disk by the recorder's statistics, the rows found on disk
 afterwards in the ``*.parquet`` files (each read whole), and leftover
 temporary files.
 """
@@ -21,7 +24,9 @@ temporary files.
 from __future__ import annotations
 
 import json
+import resource
 import secrets
+import signal
 import sys
 import time
 from pathlib import Path
@@ -78,7 +83,12 @@ def _on_disk(directory: Path) -> tuple[int, list[str]]:
 
 def _report(error: BaseException | None, flushed: int, directory: Path) -> None:
     rows, temporary = _on_disk(directory)
-    result: dict[str, Any] = {"error": None, "flushed": flushed, "rows": rows, "temporary": temporary}
+    result: dict[str, Any] = {
+        "error": None,
+        "flushed": flushed,
+        "rows": rows,
+        "temporary": temporary,
+    }
     if error is not None:
         result["error"] = type(error).__name__
         result["message"] = str(error)
@@ -87,24 +97,22 @@ def _report(error: BaseException | None, flushed: int, directory: Path) -> None:
     print(json.dumps(result), flush=True)
 
 
-async def fill(directory: Path) -> None:
+async def fill(directory: Path, per_flush: int) -> None:
     async with open_recorder(directory) as recorder:
         for seq in range(1000):
             await recorder.write(trade(seq, time.time_ns()))
-    flushed = 1000
     error: BaseException | None = None
     seq = 1000
     try:
         async with open_recorder(directory, rotate_bytes=2**40) as recorder:
             while True:
-                for _ in range(2000):
+                for _ in range(per_flush):
                     await recorder.write(trade(seq, time.time_ns(), noisy=True))
                     seq += 1
                 await recorder.flush()
-                flushed = 1000 + recorder.statistics().events
     except RecordingError as exc:
         error = exc
-    _report(error, flushed, directory)
+    _report(error, 1000 + recorder.statistics().events, directory)
 
 
 async def readonly_entry(directory: Path) -> None:
@@ -117,6 +125,12 @@ async def readonly_entry(directory: Path) -> None:
     _report(error, 0, directory)
 
 
+def _make_read_only(directory: Path) -> None:
+    for path in [directory, *directory.rglob("*")]:
+        if path.is_dir():
+            path.chmod(0o555)
+
+
 async def readonly_midway(directory: Path) -> None:
     error: BaseException | None = None
     flushed = 0
@@ -126,9 +140,7 @@ async def readonly_midway(directory: Path) -> None:
                 await recorder.write(trade(seq, time.time_ns()))
             await recorder.flush()
             flushed = recorder.statistics().events
-            for path in [directory, *directory.rglob("*")]:
-                if path.is_dir():
-                    path.chmod(0o555)
+            _make_read_only(directory)
             for seq in range(500, 1000):
                 await recorder.write(trade(seq, time.time_ns()))
             await recorder.flush()
@@ -143,7 +155,11 @@ def main() -> None:
         flush, rotate, rate = map(float, sys.argv[3:6])
         trio.run(stream, directory, flush, rotate, rate)
     elif mode == "fill":
-        trio.run(fill, directory)
+        if len(sys.argv) > 4:
+            limit = int(sys.argv[4])
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        trio.run(fill, directory, int(sys.argv[3]))
     elif mode == "readonly-entry":
         trio.run(readonly_entry, directory)
     elif mode == "readonly-midway":

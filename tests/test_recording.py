@@ -100,7 +100,9 @@ def test_recorded_events_replay_equal_and_in_order_across_rotation_and_days(
 
 async def test_record_consumes_a_channel_until_it_ends_and_counts(tmp_path: Path) -> None:
     fanout = FanOut()
-    events = [trade(i, MIDNIGHT + i * 1000, symbol="AAPL" if i % 2 else "MSFT") for i in range(9000)]
+    events = [
+        trade(i, MIDNIGHT + i * 1000, symbol="AAPL" if i % 2 else "MSFT") for i in range(9000)
+    ]
 
     async def publish() -> None:
         await fanout.publish_batch(events[:5000])
@@ -258,7 +260,9 @@ async def test_a_path_that_is_a_file_is_refused_on_entry(tmp_path: Path) -> None
     [{"flush_interval": 0}, {"flush_interval": math.nan}, {"rotate_interval": -1},
      {"rotate_bytes": 0}, {"rotate_bytes": 1.5}],
 )  # fmt: skip
-async def test_bad_arguments_are_configuration_errors(tmp_path: Path, kwargs: dict[str, object]) -> None:
+async def test_bad_arguments_are_configuration_errors(
+    tmp_path: Path, kwargs: dict[str, object]
+) -> None:
     from puffin_trio import ConfigurationError
 
     with pytest.raises(ConfigurationError):
@@ -338,7 +342,12 @@ def test_filters_return_exactly_the_matching_events(
 
     replayed = trio.run(
         partial(
-            replay_all, path, start=start, end=end, providers=providers, symbols=symbols,
+            replay_all,
+            path,
+            start=start,
+            end=end,
+            providers=providers,
+            symbols=symbols,
             kinds=kinds,
         )
     )
@@ -379,7 +388,7 @@ async def test_paced_replay_reproduces_the_recorded_inter_arrival_times(
             arrivals.append((trio.current_time(), event))
     assert [e for _, e in arrivals] == events
     first = arrivals[0][0]
-    for (when, event), ts in zip(arrivals, stamps, strict=True):
+    for (when, _), ts in zip(arrivals, stamps, strict=True):
         assert when - first == pytest.approx((ts - MIDNIGHT) / NS / speed, abs=1e-9)
 
 

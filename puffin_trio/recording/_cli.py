@@ -184,15 +184,16 @@ async def run_record(args: argparse.Namespace, progress: TextIO | None = None) -
     out = sys.stderr if progress is None else progress
     feed: AbstractAsyncContextManager[Supervisor] = _open_feed(args)
     started = trio.current_time()
-    async with feed as sup:
+    # The recorder first: a directory that cannot take files fails before any connection.
+    async with open_recorder(
+        args.out,
+        flush_interval=args.flush_interval,
+        rotate_interval=args.rotate_interval,
+        rotate_bytes=max(1, int(args.rotate_mb * 2**20)),
+    ) as recorder:
         async with (
+            feed as sup,
             sup.events(capacity=4096, overflow="block", name="recorder") as events,
-            open_recorder(
-                args.out,
-                flush_interval=args.flush_interval,
-                rotate_interval=args.rotate_interval,
-                rotate_bytes=max(1, int(args.rotate_mb * 2**20)),
-            ) as recorder,
         ):
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_show_progress, recorder, out)
@@ -265,4 +266,3 @@ async def _print_events(events: trio.abc.ReceiveChannel[Event], flush_every: int
                 out.flush()
     finally:
         out.flush()
-

@@ -52,7 +52,9 @@ __all__ = [
 NS_PER_DAY: Final = 86_400 * 1_000_000_000
 _EPOCH: Final = date(1970, 1, 1)
 _RUN: Final = r"\d{8}T\d{6}Z-[0-9a-f]{6}"
-_NAME: Final = re.compile(rf"^(?P<run>{_RUN})-(?P<file>\d{{6}})(?:\.seg(?P<seg>\d{{6}}))?\.parquet$")
+_NAME: Final = re.compile(
+    rf"^(?P<run>{_RUN})-(?P<file>\d{{6}})(?:\.seg(?P<seg>\d{{6}}))?\.parquet$"
+)
 _DATE: Final = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
@@ -158,7 +160,9 @@ def scan(
             for text, date_dir in _subdirs(kind_dir, "date"):
                 day = _day_number(text)
                 if day is None:
-                    raise ReplayError(f"{date_dir}: not a date=YYYY-MM-DD directory", path=str(date_dir))
+                    raise ReplayError(
+                        f"{date_dir}: not a date=YYYY-MM-DD directory", path=str(date_dir)
+                    )
                 if (first_day is not None and day < first_day) or (
                     last_day is not None and day > last_day
                 ):
@@ -173,7 +177,9 @@ def _files(directory: Path, provider: str, kind: str, day: int) -> list[DataFile
             e.name for e in os.scandir(directory) if e.is_file() and e.name.endswith(".parquet")
         )
     except OSError as exc:
-        raise ReplayError(f"cannot list {directory}: {exc.strerror or exc}", path=str(directory)) from exc
+        raise ReplayError(
+            f"cannot list {directory}: {exc.strerror or exc}", path=str(directory)
+        ) from exc
     present = set(names)
     files = []
     for name in names:

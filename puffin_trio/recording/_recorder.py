@@ -439,8 +439,10 @@ class Recorder:
                 self._bytes += size
                 self._files += 1
             if error is not None:
+                lost = sum(job.rows for _, job in taken[len(sizes) :])
+                lost += len(self._events) + self._unsealed_rows
                 self._sealing_rows = 0
-                self._fail(error)
+                self._fail(error, lost=lost)
                 return
         self._sealing_rows = 0
         self._last_flush = trio.current_time()
@@ -500,10 +502,21 @@ class Recorder:
         deadline = self._close_deadline
         return deadline is not None and time.monotonic() > deadline
 
-    def _fail(self, error: RecordingError) -> None:
-        """Writing failed: remember why, count it, and wake everyone who waits on the recorder."""
+    def _fail(self, error: RecordingError, *, lost: int = 0) -> None:
+        """Writing failed: remember why, count it, and wake everyone who waits on the recorder.
+
+        ``lost`` counts the events accepted but not written, for the message.
+        """
         self._errors += 1
         if self._error is None:
+            if lost:
+                cause = error.__cause__
+                error = RecordingError(
+                    f"{error}; {lost} recorded events were not written",
+                    path=error.path,
+                    errno=error.errno,
+                )
+                error.__cause__ = cause
             self._error = error
         self._room.unpark_all()
         self._sealed.unpark_all()
@@ -612,4 +625,3 @@ async def open_recorder(
     if recorder._error is not None:
         raise recorder._error
     recorder._raise_if_failed()
-

@@ -135,9 +135,7 @@ def _plan_file(data: DataFile, filters: _Filters) -> tuple[EventSchema, _File] |
         raise ReplayError(f"{path}: not a readable Parquet file ({exc})", path=path) from exc
     kind = check_version(metadata.metadata, path)
     if kind != data.kind:
-        raise ReplayError(
-            f"{path}: a {kind!r} file in a kind={data.kind} directory", path=path
-        )
+        raise ReplayError(f"{path}: a {kind!r} file in a kind={data.kind} directory", path=path)
     schema = schema_for_kind(kind)
     schema.check_file_schema(arrow_schema, path)
     groups, first = _row_groups(metadata, data.path, data.day, filters)

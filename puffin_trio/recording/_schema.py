@@ -28,6 +28,7 @@ major version is refused with :exc:`~puffin_trio.errors.SchemaVersionError`.
 from __future__ import annotations
 
 import enum
+import itertools
 import operator
 import types
 import typing
@@ -68,7 +69,10 @@ _TIMESTAMP_FIELDS: Final = frozenset({"ts_event", "ts_recv", "window_start", "wi
 #: String fields with few distinct values per file that users filter and group on.
 _DICTIONARY_FIELDS: Final = frozenset({"symbol"})
 _LEVEL: Final = pa.struct(
-    [pa.field("price", pa.float64(), nullable=False), pa.field("size", pa.float64(), nullable=False)]
+    [
+        pa.field("price", pa.float64(), nullable=False),
+        pa.field("size", pa.float64(), nullable=False),
+    ]
 )
 #: Partition names that differ from the codec's type tag (the issue's layout says ``kind=book``).
 _KIND_NAMES: Final[Mapping[type, str]] = {OrderBookUpdate: "book"}
@@ -126,8 +130,7 @@ def _read_strings(array: pa.Array) -> list[Any]:
         if pc.any(pc.equal(lengths, 0)).as_py():
             # The empty list and [""] both join to "": tell them apart by length.
             return [
-                tuples[i] if n else ()
-                for i, n in zip(indices, lengths.to_pylist(), strict=True)
+                tuples[i] if n else () for i, n in zip(indices, lengths.to_pylist(), strict=True)
             ]
         return list(map(tuples.__getitem__, indices))
     flat = iter(values.to_pylist())
@@ -137,11 +140,9 @@ def _read_strings(array: pa.Array) -> list[Any]:
 def _read_levels(array: pa.Array) -> list[Any]:
     """``list<struct<price, size>>`` -> tuples of ``(price, size)`` pairs."""
     levels = array.values
-    pairs = list(
-        zip(levels.field(0).to_pylist(), levels.field(1).to_pylist(), strict=True)
-    )
+    pairs = list(zip(levels.field(0).to_pylist(), levels.field(1).to_pylist(), strict=True))
     offsets = array.offsets.to_pylist()
-    return [tuple(pairs[a:b]) for a, b in zip(offsets, offsets[1:], strict=False)]
+    return [tuple(pairs[a:b]) for a, b in itertools.pairwise(offsets)]
 
 
 # --------------------------------------------------------------------------- columns
@@ -195,6 +196,13 @@ def _arrow_type(owner: type, name: str, annotation: Any) -> tuple[pa.DataType, b
     )
 
 
+def _converter(arrow: pa.DataType) -> Callable[[list[Any]], pa.Array]:
+    def convert(values: list[Any]) -> pa.Array:
+        return pa.array(values, type=arrow)
+
+    return convert
+
+
 def _columns(cls: type) -> tuple[Column, ...]:
     hints = typing.get_type_hints(cls)
     columns = []
@@ -206,7 +214,7 @@ def _columns(cls: type) -> tuple[Column, ...]:
                 type=arrow,
                 nullable=nullable,
                 default=field.default,
-                to_arrow=lambda values, t=arrow: pa.array(values, type=t),
+                to_arrow=_converter(arrow),
                 from_arrow=reader,
             )
         )
@@ -240,9 +248,7 @@ class EventSchema:
     @property
     def string_columns(self) -> list[str]:
         return [
-            c.name
-            for c in self.columns
-            if c.type == pa.string() or pa.types.is_dictionary(c.type)
+            c.name for c in self.columns if c.type == pa.string() or pa.types.is_dictionary(c.type)
         ]
 
     def to_batch(self, events: Sequence[Event], rec_index: Sequence[int]) -> pa.RecordBatch:
@@ -340,7 +346,9 @@ def check_version(metadata: Mapping[bytes, bytes] | None, path: str) -> str:
     metadata = metadata or {}
     raw_version, raw_kind = metadata.get(VERSION_KEY), metadata.get(KIND_KEY)
     if raw_version is None or raw_kind is None:
-        raise ReplayError(f"{path}: not a puffin_trio recording file (no schema version)", path=path)
+        raise ReplayError(
+            f"{path}: not a puffin_trio recording file (no schema version)", path=path
+        )
     text = raw_version.decode("utf-8", "replace")
     major_text, _, minor_text = text.partition(".")
     if not (major_text.isdigit() and minor_text.isdigit()):

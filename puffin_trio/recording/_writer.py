@@ -50,7 +50,9 @@ ROW_GROUP_ROWS: Final = 122_880
 #: Integer columns written as deltas (they grow steadily, so deltas take a few bits);
 #: every other column is dictionary-encoded (Parquet falls back to plain encoding
 #: by itself when a column has too many distinct values).
-_DELTA_COLUMNS: Final = frozenset({"ts_event", "ts_recv", "window_start", "window_end", "seq", REC_INDEX})
+_DELTA_COLUMNS: Final = frozenset(
+    {"ts_event", "ts_recv", "window_start", "window_end", "seq", REC_INDEX}
+)
 
 _REASONS: Final[Mapping[int, str]] = {
     errno_codes.ENOSPC: "no space left on the device (disk full)",
@@ -63,12 +65,11 @@ _REASONS: Final[Mapping[int, str]] = {
 }
 
 
-def recording_error(action: str, path: Path, exc: OSError, lost: int = 0) -> RecordingError:
+def recording_error(action: str, path: Path, exc: OSError) -> RecordingError:
     """A RecordingError for ``exc``, naming ``path`` and saying what happened in words."""
     code = exc.errno
     reason = _REASONS.get(code, exc.strerror or str(exc)) if code is not None else str(exc)
-    tail = f"; {lost} buffered events were not written" if lost else ""
-    error = RecordingError(f"cannot {action} {path}: {reason}{tail}", path=str(path), errno=code)
+    error = RecordingError(f"cannot {action} {path}: {reason}", path=str(path), errno=code)
     error.__cause__ = exc
     return error
 
@@ -156,13 +157,13 @@ def _write_segment(job: SegmentJob, fsync: bool) -> int:
             if fsync:
                 _fsync(tmp)
         except OSError as exc:
-            raise recording_error("write", tmp, exc, lost=table.num_rows) from exc
+            raise recording_error("write", tmp, exc) from exc
         try:
             os.rename(tmp, path)
             if fsync:
                 _fsync(job.directory, directory=True)
         except OSError as exc:
-            raise recording_error("close", path, exc, lost=table.num_rows) from exc
+            raise recording_error("close", path, exc) from exc
     except BaseException:
         _remove(tmp)
         raise
