@@ -163,6 +163,46 @@ async def test_statistics_count_what_is_on_disk_and_what_is_still_at_risk(tmp_pa
     assert final.files == 1
 
 
+async def test_two_runs_in_one_directory_replay_merged_by_receive_time(tmp_path: Path) -> None:
+    first = [trade(i, MIDNIGHT + 2 * i * 1000) for i in range(3000)]
+    second = [trade(i, MIDNIGHT + (2 * i + 1) * 1000, symbol="MSFT") for i in range(3000)]
+    for events in (first, second):
+        async with open_recorder(tmp_path) as recorder:
+            for event in events:
+                await recorder.write(event)
+    assert len({p.name.split("-")[1] for p in data_files(tmp_path)}) == 2  # two run names
+    assert await replay_all(tmp_path) == sorted(first + second, key=lambda e: e.ts_recv)
+
+
+async def test_a_segment_left_behind_by_a_crash_after_finishing_is_not_read_twice(
+    tmp_path: Path,
+) -> None:
+    """A crash between renaming a finished file into place and removing its segments
+    leaves both; the finished file supersedes its segments."""
+    events = [trade(i, MIDNIGHT + i) for i in range(100)]
+    async with open_recorder(tmp_path) as recorder:
+        for event in events:
+            await recorder.write(event)
+    (finished,) = data_files(tmp_path)
+    leftover = finished.with_name(finished.name.replace(".parquet", ".seg000000.parquet"))
+    await trio.to_thread.run_sync(shutil.copyfile, finished, leftover)
+    assert await replay_all(tmp_path) == events
+
+
+async def test_an_empty_recording_replays_nothing(tmp_path: Path) -> None:
+    async with open_recorder(tmp_path):
+        pass
+    assert await replay_all(tmp_path) == []
+
+
+async def test_writing_after_the_block_is_refused(tmp_path: Path) -> None:
+    async with open_recorder(tmp_path) as recorder:
+        await recorder.write(trade(0, MIDNIGHT))
+    with pytest.raises(trio.ClosedResourceError):
+        await recorder.write(trade(1, MIDNIGHT + 1))
+    assert await replay_all(tmp_path) == [trade(0, MIDNIGHT)]
+
+
 # --------------------------------------------------------------------------- rotation
 
 

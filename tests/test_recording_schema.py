@@ -169,3 +169,24 @@ def test_enum_columns_round_trip_and_refuse_unknown_values(tmp_path: Path) -> No
     _rewrite(path, table.set_column(index, "reason", reasons), b"%d.0" % SCHEMA_VERSION[0])
     with pytest.raises(ReplayError, match="column 'reason'"):
         trio.run(_replay_all, tmp_path)
+
+
+def test_a_file_damaged_inside_its_data_fails_the_replay_naming_it(tmp_path: Path) -> None:
+    """The footer is intact (so the file is planned), a data page is not: the
+    replay's block is cancelled and ReplayError raised from ``open_replay``."""
+    path = _recording_with(tmp_path)
+    data = bytearray(path.read_bytes())
+    page = pq.read_metadata(path).row_group(0).column(0).data_page_offset
+    data[page : page + 64] = bytes(64)
+    path.write_bytes(bytes(data))
+    received: list[object] = []
+
+    async def replay() -> None:
+        async with open_replay(tmp_path) as events:
+            async for event in events:
+                received.append(event)
+
+    with pytest.raises(ReplayError, match="damaged file") as info:
+        trio.run(replay)
+    assert info.value.path == str(path)
+    assert received == []

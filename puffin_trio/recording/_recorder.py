@@ -214,8 +214,9 @@ class Recorder:
 
         If cancelled, the event was not recorded. Raises :exc:`TypeError` for
         an object that is not an event (``puffin_trio.events.EVENT_TYPES``),
-        and the recorder's :exc:`~puffin_trio.errors.RecordingError` once
-        writing has failed. A field whose value does not fit its column is
+        the recorder's :exc:`~puffin_trio.errors.RecordingError` once
+        writing has failed, and :exc:`trio.ClosedResourceError` after the
+        recorder's block has ended. A field whose value does not fit its column is
         found when the slice of events holding it is converted, and raised
         as :exc:`~puffin_trio.errors.CodecError` from that call (the other
         events are kept).
@@ -298,6 +299,8 @@ class Recorder:
     def _raise_if_failed(self) -> None:
         if self._error is not None:
             raise self._error
+        if self._closing:
+            raise trio.ClosedResourceError("the recorder is closed")
         if self._rejected:
             rejected, self._rejected = self._rejected, []
             raise rejected[0]
@@ -325,7 +328,7 @@ class Recorder:
             chosen = [events[i] for i in indices] if len(indices) < len(events) else events
             positions = [base + i for i in indices]
             try:
-                batch = schema.to_batch(chosen, positions)
+                batch = schema.to_batch(chosen, positions, provider=provider)
             except _CONVERSION_ERRORS:
                 checked = self._convert_checked(schema, chosen, positions)
                 if checked is None:
@@ -624,4 +627,5 @@ async def open_recorder(
         raise
     if recorder._error is not None:
         raise recorder._error
-    recorder._raise_if_failed()
+    if recorder._rejected:
+        raise recorder._rejected[0]

@@ -51,8 +51,8 @@ from puffin_trio.recording._schema import (
 __all__ = ["open_replay"]
 
 #: Rows read, filtered and turned into events at a time per chain: ~1.5 MB of
-#: events, and ~3 ms of a worker thread, so the thread hand-off (~50 µs) costs
-#: about 1 %.
+#: events and a few ms of work on the event loop (so other tasks wait at most
+#: that long), while the thread hand-off per batch (~50 µs) costs about 1 %.
 _BATCH_ROWS: Final = 4096
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _INT64_MIN: Final = -(2**63)
@@ -175,29 +175,17 @@ def _plan(
 # --------------------------------------------------------------------------- reading
 
 
-@attrs.define
-class _Batch:
-    """Events read from one chain, with their merge keys (Python lists and Arrow arrays)."""
-
-    events: list[Event]
-    ts: list[int]
-    rec: list[int]
-    ts_array: pa.Array
-    rec_array: pa.Array
-
-
 class _ChainReader:
-    """Reads one chain's files batch by batch (blocking; called from a worker thread)."""
+    """Reads one chain's files as filtered Arrow batches (blocking: a worker thread)."""
 
     def __init__(self, chain: _Chain, filters: _Filters) -> None:
-        self._schema = chain.schema
         self._files: Iterator[_File] = iter(chain.files)
         self._filters = filters
         self._batches: Iterator[pa.RecordBatch] | None = None
         self._file: pq.ParquetFile | None = None
-        self._path = ""
+        self.path = ""
 
-    def read(self) -> _Batch | None:
+    def read(self) -> pa.RecordBatch | None:
         """The next non-empty filtered batch, or None when the chain is exhausted."""
         while True:
             if self._batches is None:
@@ -209,35 +197,25 @@ class _ChainReader:
             try:
                 batch = next(self._batches, None)
             except (OSError, pa.ArrowException) as exc:
-                raise ReplayError(f"{self._path}: damaged file ({exc})", path=self._path) from exc
+                raise ReplayError(f"{self.path}: damaged file ({exc})", path=self.path) from exc
             if batch is None:
                 self.close()
                 continue
             batch = self._filter(batch)
             if batch.num_rows:
-                events, ts = self._schema.from_batch(batch, self._path)
-                rec = batch.column(REC_INDEX)
-                return _Batch(
-                    events,
-                    ts,
-                    rec.to_pylist(),
-                    batch.column("ts_recv").view(pa.int64()),
-                    rec,
-                )
+                return batch
 
     def _open(self, file: _File) -> None:
-        self._path = str(file.path)
+        self.path = str(file.path)
         try:
             parquet = pq.ParquetFile(
-                file.path,
-                read_dictionary=list(file.dictionary),
-                memory_map=False,
+                file.path, read_dictionary=list(file.dictionary), memory_map=False
             )
             self._batches = parquet.iter_batches(
-                batch_size=_BATCH_ROWS, row_groups=list(file.row_groups), use_threads=False
+                batch_size=_BATCH_ROWS, row_groups=list(file.row_groups)
             )
         except (OSError, pa.ArrowException) as exc:
-            raise ReplayError(f"{self._path}: cannot read ({exc})", path=self._path) from exc
+            raise ReplayError(f"{self.path}: cannot read ({exc})", path=self.path) from exc
         self._file = parquet
 
     def _filter(self, batch: pa.RecordBatch) -> pa.RecordBatch:
@@ -266,28 +244,70 @@ class _ChainReader:
         self._batches = None
 
 
-class _Source:
-    """One chain being merged: its reader and the unpublished rest of its current batch."""
+#: What a chain's read-ahead task hands over: a batch and its file, or the failure.
+_Read = tuple[str, pa.RecordBatch] | ReplayError
 
-    def __init__(self, chain: _Chain, filters: _Filters) -> None:
+
+class _Source:
+    """One chain being merged: a task reading ahead, and the unpublished rest of a batch.
+
+    The task reads Arrow batches in a worker thread, where Parquet decoding
+    runs without the GIL, one batch ahead of the merge. Turning a batch into
+    events is Python work and happens on the event loop: in a worker thread it
+    would only contend for the GIL with the consumer, and every pyarrow call's
+    release and re-acquisition of the GIL would wait out the interpreter's
+    5 ms switch interval (this made replay several times slower).
+    """
+
+    def __init__(self, chain: _Chain, filters: _Filters, nursery: trio.Nursery) -> None:
         self.rank = chain.rank
-        self.reader = _ChainReader(chain, filters)
-        self.batch: _Batch | None = None
+        self.schema = chain.schema
+        send, self._receive = trio.open_memory_channel[_Read](1)
+        nursery.start_soon(self._read_ahead, _ChainReader(chain, filters), send)
+        self.events: list[Event] = []
+        self.ts: list[int] = []
+        self.rec: list[int] = []
+        self.ts_array: pa.Array | None = None
+        self.rec_array: pa.Array | None = None
         self.pos = 0
+
+    @staticmethod
+    async def _read_ahead(reader: _ChainReader, send: trio.MemorySendChannel[_Read]) -> None:
+        async with send:
+            try:
+                while (batch := await trio.to_thread.run_sync(reader.read)) is not None:
+                    await send.send((reader.path, batch))
+            except ReplayError as exc:
+                await send.send(exc)
+            finally:
+                reader.close()
+
+    async def next_batch(self) -> bool:
+        """Take the next batch (waiting for it) and turn it into events; False at the end."""
+        try:
+            read = await self._receive.receive()
+        except trio.EndOfChannel:
+            return False
+        if isinstance(read, ReplayError):
+            raise read
+        path, batch = read
+        self.events, self.ts = self.schema.from_batch(batch, path)
+        self.rec_array = batch.column(REC_INDEX)
+        self.rec = self.rec_array.to_pylist()
+        self.ts_array = batch.column("ts_recv").view(pa.int64())
+        self.pos = 0
+        return True
 
     @property
     def remaining(self) -> int:
-        return 0 if self.batch is None else len(self.batch.events) - self.pos
+        return len(self.events) - self.pos
 
     def last_key(self) -> _Key:
-        assert self.batch is not None
-        return (self.batch.ts[-1], self.rank, self.batch.rec[-1])
+        return (self.ts[-1], self.rank, self.rec[-1])
 
     def count_upto(self, bound: _Key) -> int:
         """How many of the remaining events have a key <= ``bound``."""
-        batch = self.batch
-        assert batch is not None
-        ts, pos = batch.ts, self.pos
+        ts, pos = self.ts, self.pos
         bound_ts, bound_rank, bound_rec = bound
         high = bisect_right(ts, bound_ts, pos)
         low = bisect_left(ts, bound_ts, pos, high)
@@ -295,7 +315,7 @@ class _Source:
             return high - pos
         if self.rank > bound_rank:
             return low - pos
-        return bisect_right(batch.rec, bound_rec, low, high) - pos
+        return bisect_right(self.rec, bound_rec, low, high) - pos
 
 
 # --------------------------------------------------------------------------- merging
@@ -323,18 +343,19 @@ class _Replay:
         caller's block), so that it is raised from ``open_replay``.
         """
         try:
-            await self._merge()
-        except ReplayError as exc:
-            self.error = exc
-            on_error.cancel()
+            async with trio.open_nursery() as readers:
+                try:
+                    await self._merge(readers)
+                except ReplayError as exc:
+                    self.error = exc
+                    on_error.cancel()
+                readers.cancel_scope.cancel()
         finally:
-            for source in self._active:
-                source.reader.close()
             self.fanout.close()
 
-    async def _merge(self) -> None:
+    async def _merge(self, readers: trio.Nursery) -> None:
         while True:
-            bound = await self._fill()
+            bound = await self._fill(readers)
             if bound is None:
                 return
             taken = []
@@ -346,7 +367,7 @@ class _Replay:
                     taken.append((source, count))
             await self._publish(self._merged(taken))
 
-    async def _fill(self) -> _Key | None:
+    async def _fill(self, readers: trio.Nursery) -> _Key | None:
         """Give every active chain a batch and open the chains that are due; the merge bound.
 
         The bound is the smallest last key among the buffered batches (None
@@ -354,14 +375,12 @@ class _Replay:
         """
         while True:
             for source in [s for s in self._active if s.remaining == 0]:
-                source.batch = await trio.to_thread.run_sync(source.reader.read)
-                source.pos = 0
-                if source.batch is None:
+                if not await source.next_batch():
                     self._active.remove(source)
             keys = [s.last_key() for s in self._active]
             bound = min(keys) if keys else None
             if self._pending and (bound is None or self._pending[0].first_ts <= bound[0]):
-                self._active.append(_Source(self._pending.pop(0), self._filters))
+                self._active.append(_Source(self._pending.pop(0), self._filters, readers))
                 continue
             return bound
 
@@ -370,18 +389,16 @@ class _Replay:
         """The taken events of every chain in one list, sorted by their keys."""
         if len(taken) == 1:
             source, count = taken[0]
-            assert source.batch is not None
-            events = source.batch.events[source.pos : source.pos + count]
+            events = source.events[source.pos : source.pos + count]
             source.pos += count
             return events
         flat: list[Event] = []
         ts_parts, rank_parts, rec_parts = [], [], []
         for source, count in taken:
-            batch = source.batch
-            assert batch is not None
-            flat.extend(batch.events[source.pos : source.pos + count])
-            ts_parts.append(batch.ts_array.slice(source.pos, count))
-            rec_parts.append(batch.rec_array.slice(source.pos, count))
+            assert source.ts_array is not None and source.rec_array is not None
+            flat.extend(source.events[source.pos : source.pos + count])
+            ts_parts.append(source.ts_array.slice(source.pos, count))
+            rec_parts.append(source.rec_array.slice(source.pos, count))
             rank_parts.append(pa.repeat(pa.scalar(source.rank, pa.int32()), count))
             source.pos += count
         columns = {"ts": pa.concat_arrays(ts_parts), "rec": pa.concat_arrays(rec_parts)}

@@ -96,6 +96,10 @@ def _read_plain(array: pa.Array) -> list[Any]:
 
 def _read_dictionary(array: pa.Array, convert: Callable[[Any], Any] | None = None) -> list[Any]:
     """A dictionary array's values, each distinct value converted (and allocated) once."""
+    if len(array.dictionary) > len(array) and convert is None:
+        # Mostly distinct values (ids): the dictionary holds the whole page's values,
+        # so converting it would cost more than converting the rows themselves.
+        return array.dictionary.take(array.indices).to_pylist()  # type: ignore[no-any-return]
     values = array.dictionary.to_pylist()
     if convert is not None:
         values = [convert(v) for v in values]
@@ -251,15 +255,21 @@ class EventSchema:
             c.name for c in self.columns if c.type == pa.string() or pa.types.is_dictionary(c.type)
         ]
 
-    def to_batch(self, events: Sequence[Event], rec_index: Sequence[int]) -> pa.RecordBatch:
+    def to_batch(
+        self, events: Sequence[Event], rec_index: Sequence[int], *, provider: str | None = None
+    ) -> pa.RecordBatch:
         """One record batch of ``events`` (all of this class), with their run indices.
 
+        ``provider``: the provider of every event, when the caller knows they
+        share one (the column is then built without looking at the events).
         Raises what pyarrow raises for a value of the wrong type
         (:exc:`pyarrow.ArrowInvalid`, :exc:`pyarrow.ArrowTypeError`,
         :exc:`OverflowError`); :meth:`bad_field` names the culprit.
         """
         arrays = [
-            column.to_arrow(list(map(getter, events)))
+            pa.repeat(pa.scalar(provider, pa.string()), len(events))
+            if provider is not None and column.name == "provider"
+            else column.to_arrow(list(map(getter, events)))
             for column, getter in zip(self.columns, self._getters, strict=True)
         ]
         arrays.append(pa.array(rec_index, type=pa.int64()))
