@@ -208,11 +208,16 @@ class _ChainReader:
     def _open(self, file: _File) -> None:
         self.path = str(file.path)
         try:
+            # pre_buffer would read every selected row group of the file up front
+            # (the whole file: tens of MB per chain); local reads need no coalescing.
             parquet = pq.ParquetFile(
-                file.path, read_dictionary=list(file.dictionary), memory_map=False
+                file.path,
+                read_dictionary=list(file.dictionary),
+                memory_map=False,
+                pre_buffer=False,
             )
             self._batches = parquet.iter_batches(
-                batch_size=_BATCH_ROWS, row_groups=list(file.row_groups)
+                batch_size=_BATCH_ROWS, row_groups=list(file.row_groups), use_threads=False
             )
         except (OSError, pa.ArrowException) as exc:
             raise ReplayError(f"{self.path}: cannot read ({exc})", path=self.path) from exc
@@ -259,11 +264,17 @@ class _Source:
     5 ms switch interval (this made replay several times slower).
     """
 
-    def __init__(self, chain: _Chain, filters: _Filters, nursery: trio.Nursery) -> None:
+    def __init__(
+        self,
+        chain: _Chain,
+        filters: _Filters,
+        nursery: trio.Nursery,
+        limiter: trio.CapacityLimiter,
+    ) -> None:
         self.rank = chain.rank
         self.schema = chain.schema
         send, self._receive = trio.open_memory_channel[_Read](1)
-        nursery.start_soon(self._read_ahead, _ChainReader(chain, filters), send)
+        nursery.start_soon(self._read_ahead, _ChainReader(chain, filters), send, limiter)
         self.events: list[Event] = []
         self.ts: list[int] = []
         self.rec: list[int] = []
@@ -272,10 +283,16 @@ class _Source:
         self.pos = 0
 
     @staticmethod
-    async def _read_ahead(reader: _ChainReader, send: trio.MemorySendChannel[_Read]) -> None:
+    async def _read_ahead(
+        reader: _ChainReader,
+        send: trio.MemorySendChannel[_Read],
+        limiter: trio.CapacityLimiter,
+    ) -> None:
         async with send:
             try:
-                while (batch := await trio.to_thread.run_sync(reader.read)) is not None:
+                while (
+                    batch := await trio.to_thread.run_sync(reader.read, limiter=limiter)
+                ) is not None:
                     await send.send((reader.path, batch))
             except ReplayError as exc:
                 await send.send(exc)
@@ -334,6 +351,10 @@ class _Replay:
         #: time"), so a consumer's ``lag_ns`` says how far behind the replay it is.
         self.now_ns = 0
         self.fanout = FanOut(clock=lambda: self.now_ns)
+        #: One read at a time: reading is a fraction of the work (the events are
+        #: built on the loop), and each extra reading thread keeps its own
+        #: allocator heap (tens of MB of RSS with pyarrow's mimalloc).
+        self._limiter = trio.CapacityLimiter(1)
         self.error: ReplayError | None = None
 
     async def run(self, on_error: trio.CancelScope) -> None:
@@ -380,7 +401,8 @@ class _Replay:
             keys = [s.last_key() for s in self._active]
             bound = min(keys) if keys else None
             if self._pending and (bound is None or self._pending[0].first_ts <= bound[0]):
-                self._active.append(_Source(self._pending.pop(0), self._filters, readers))
+                chain = self._pending.pop(0)
+                self._active.append(_Source(chain, self._filters, readers, self._limiter))
                 continue
             return bound
 
