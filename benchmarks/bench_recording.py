@@ -352,8 +352,15 @@ def rss_child(directory: str, warm_up: str) -> None:
 # --------------------------------------------------------------------------- report
 
 
-def best(fn: Any, repeats: int) -> float:
-    return min(fn() for _ in range(repeats))
+def best_interleaved(fns: dict[str, Any], repeats: int) -> dict[str, float]:
+    """The best time of each function over ``repeats`` rounds, one call of each per
+    round, so that a noisy neighbour slows all of them alike."""
+    times: dict[str, float] = {}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            elapsed = fn()
+            times[name] = min(times.get(name, elapsed), elapsed)
+    return times
 
 
 def main() -> None:
@@ -388,29 +395,38 @@ def main() -> None:
             path.mkdir()
             return path
 
-        floor_write = best(lambda: convert_floor(events), repeats)
-        one_thread = best(lambda: write_one_thread(fresh("floor"), events), repeats)
-        channel = best(lambda: trio.run(channel_only, events), repeats)
-        ours_write = best(lambda: trio.run(record, fresh("rec"), events), repeats)
+        recording = work / "rec"
+        took = best_interleaved(
+            {
+                "convert": lambda: convert_floor(events),
+                "one thread": lambda: write_one_thread(fresh("floor"), events),
+                "channel": lambda: trio.run(channel_only, events),
+                "record": lambda: trio.run(record, fresh("rec"), events),
+            },
+            repeats,
+        )
         rows.append(
             (
                 "record, events/s",
-                f"{n / ours_write:,.0f}",
-                f"{n / floor_write:,.0f} (Arrow conversion alone)",
-                f"{floor_write / ours_write:.0%}",
+                f"{n / took['record']:,.0f}",
+                f"{n / took['convert']:,.0f} (Arrow conversion alone)",
+                f"{took['convert'] / took['record']:.0%}",
             )
         )
-
-        recording = work / "rec"
-        floor_read = best(lambda: replay_floor(recording)[1], repeats)
-        ours_read = best(lambda: trio.run(replay, recording)[1], repeats)
         assert trio.run(replay, recording)[0] == n
+        took |= best_interleaved(
+            {
+                "read floor": lambda: replay_floor(recording)[1],
+                "replay": lambda: trio.run(replay, recording)[1],
+            },
+            repeats,
+        )
         rows.append(
             (
                 "replay (speed=None), events/s",
-                f"{n / ours_read:,.0f}",
-                f"{n / floor_read:,.0f} (read + build alone)",
-                f"{floor_read / ours_read:.0%}",
+                f"{n / took['replay']:,.0f}",
+                f"{n / took['read floor']:,.0f} (read + build alone)",
+                f"{took['read floor'] / took['replay']:.0%}",
             )
         )
 
@@ -460,8 +476,8 @@ def main() -> None:
         print()
         print(
             f"* record, other baselines: convert + pq.write_table in one thread "
-            f"{n / one_thread:,.0f} events/s; the source and consumer loop alone (FanOut "
-            f"publish_batch -> async for) {n / channel:,.0f} events/s"
+            f"{n / took['one thread']:,.0f} events/s; the source and consumer loop alone (FanOut "
+            f"publish_batch -> async for) {n / took['channel']:,.0f} events/s"
         )
         print(
             f"* the {big:,}-event recording: written at {big / big_write:,.0f} events/s "
