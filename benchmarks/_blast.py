@@ -47,8 +47,9 @@ import orjson
 import trio
 import trio_websocket
 
+from puffin_trio._event_builder import event_builder
 from puffin_trio.events import EVENT_TYPES, Gap, Quote, Status, Trade
-from puffin_trio.providers._base import Frame, Provider, ProviderProtocol, event_builder
+from puffin_trio.providers._base import Frame, Provider, ProviderProtocol
 from puffin_trio.providers.alpaca import DEFAULT_MAX_MESSAGE_SIZE, AlpacaProvider, rfc3339_to_ns
 from puffin_trio.providers.ib import IBProvider
 from puffin_trio.providers.polygon import PolygonProvider

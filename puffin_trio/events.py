@@ -1,6 +1,6 @@
 """The normalised event model: every provider's data ends up as one of these.
 
-This module owns the value types that flow from the codecs to the consumers:
+This module owns the value types that flow from the provider protocols to the consumers:
 ``Trade``, ``Quote``, ``OrderBookUpdate``, ``Bar`` (market data) and
 ``Status``, ``Gap`` (what happened to the stream itself). They are frozen,
 slotted attrs classes: cheap to build on the hot path (one allocation per

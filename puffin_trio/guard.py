@@ -1,16 +1,21 @@
 """Sequence-gap detection: duplicates, reordering and holes in per-stream sequence numbers.
 
 This module owns :class:`SequenceGuard`, a sans-IO state machine that sits
-between a provider codec and the fan-out. Events go in with a stream key and
+between a provider protocol and the fan-out. Events go in with a stream key and
 the current time; events come out in sequence order, with a
 :class:`~puffin_trio.events.Gap` exactly where something is missing.
 
 It must not do I/O, read a clock, log, sleep or know about any provider: the
-session passes the time in (``now_ns``, integer nanoseconds from any
-monotonic clock, e.g. ``int(trio.current_time() * 1e9)``) and calls
-:meth:`SequenceGuard.poll` from a timer (sleeping until
-:meth:`SequenceGuard.next_deadline_ns`). Every method returns at once; none
-blocks, none is a checkpoint.
+session passes the time in and calls :meth:`SequenceGuard.poll` from a timer
+(sleeping until :meth:`SequenceGuard.next_deadline_ns`). Every method returns
+at once; none blocks, none is a checkpoint.
+
+Clocks: every method takes ``now_ns``, integer nanoseconds from a
+**monotonic** clock (e.g. ``int(trio.current_time() * 1e9)``), for the
+deadlines, and ``wall_ns``, nanoseconds since the epoch from the **wall
+clock**, stamped as ``ts_recv`` on the ``Gap`` events it makes (it defaults
+to ``now_ns`` for callers with one clock). A wall clock stepping (NTP) must
+never move a deadline: that is why the two are separate.
 
 Usage::
 
@@ -218,7 +223,8 @@ class SequenceGuard(Generic[E]):
     (> 0) bounds how long a buffered message waits for a missing predecessor.
     Raises :class:`~puffin_trio.errors.ConfigurationError` for anything else.
 
-    ``now_ns`` must not go backwards between calls (a monotonic clock).
+    ``now_ns`` must not go backwards between calls (a monotonic clock);
+    ``wall_ns`` only stamps the ``Gap`` events (see the module docstring).
     """
 
     __slots__ = (
@@ -268,14 +274,20 @@ class SequenceGuard(Generic[E]):
         return self._mode
 
     def feed(
-        self, key: str, event: E, now_ns: int, out: list[E | Gap] | None = None
+        self,
+        key: str,
+        event: E,
+        now_ns: int,
+        out: list[E | Gap] | None = None,
+        wall_ns: int | None = None,
     ) -> list[E | Gap]:
         """Take one event of stream ``key`` received at ``now_ns``; append what it releases.
 
         Appends to ``out`` (a new list when ``None``) whatever can now be
-        delivered, in sequence order, with a ``Gap`` before the first event
-        after a hole; returns ``out``. Appends nothing when the event is
-        buffered or dropped. Also releases this key's messages whose time is up.
+        delivered, in sequence order, with a ``Gap`` (``ts_recv=wall_ns``)
+        before the first event after a hole; returns ``out``. Appends nothing
+        when the event is buffered or dropped. Also releases this key's
+        messages whose time is up.
         """
         if out is None:
             out = []
@@ -291,7 +303,9 @@ class SequenceGuard(Generic[E]):
                 self._delivered += 1
                 out.append(event)
             else:
-                self._feed_strict(key, stream, seq, event, now_ns, out)
+                self._feed_strict(
+                    key, stream, seq, event, now_ns, out, now_ns if wall_ns is None else wall_ns
+                )
             return out
         tracked = self._monotonic.get(key)
         if tracked is None:
@@ -309,7 +323,9 @@ class SequenceGuard(Generic[E]):
         out.append(event)
         return out
 
-    def poll(self, now_ns: int, out: list[E | Gap] | None = None) -> list[E | Gap]:
+    def poll(
+        self, now_ns: int, out: list[E | Gap] | None = None, wall_ns: int | None = None
+    ) -> list[E | Gap]:
         """Release, across all keys, what has waited ``max_delay_ns`` or more; return ``out``.
 
         Appends to ``out`` (a new list when ``None``), in sequence order per key.
@@ -318,8 +334,9 @@ class SequenceGuard(Generic[E]):
         if out is None:
             out = []
         if self._waiting:
+            wall = now_ns if wall_ns is None else wall_ns
             for key, stream in list(self._waiting.items()):
-                self._expire(key, stream, now_ns, out)
+                self._expire(key, stream, now_ns, out, wall)
         return out
 
     def next_deadline_ns(self) -> int | None:
@@ -333,7 +350,9 @@ class SequenceGuard(Generic[E]):
             next(iter(stream.pending.values()))[0] for stream in self._waiting.values()
         )
 
-    def reset(self, key: str, now_ns: int, out: list[E | Gap] | None = None) -> list[E | Gap]:
+    def reset(
+        self, key: str, now_ns: int, out: list[E | Gap] | None = None, wall_ns: int | None = None
+    ) -> list[E | Gap]:
         """Forget ``key`` (after a reconnect or an unsubscribe); return ``out``.
 
         Buffered messages are flushed first, in order, with a ``Gap`` for each
@@ -345,15 +364,17 @@ class SequenceGuard(Generic[E]):
         self._monotonic.pop(key, None)
         stream = self._strict.pop(key, None)
         if stream is not None:
-            self._flush(key, stream, now_ns, out)
+            self._flush(key, stream, now_ns if wall_ns is None else wall_ns, out)
         return out
 
-    def reset_all(self, now_ns: int, out: list[E | Gap] | None = None) -> list[E | Gap]:
+    def reset_all(
+        self, now_ns: int, out: list[E | Gap] | None = None, wall_ns: int | None = None
+    ) -> list[E | Gap]:
         """:meth:`reset` every key; return ``out``."""
         if out is None:
             out = []
         for key, stream in self._strict.items():
-            self._flush(key, stream, now_ns, out)
+            self._flush(key, stream, now_ns if wall_ns is None else wall_ns, out)
         self._strict.clear()
         self._monotonic.clear()
         return out
@@ -378,6 +399,7 @@ class SequenceGuard(Generic[E]):
         event: E,
         now_ns: int,
         out: list[E | Gap],
+        wall_ns: int,
     ) -> None:
         """The strict mode's slow path: a first message, a duplicate, a late one or a hole."""
         if stream is None:
@@ -404,22 +426,26 @@ class SequenceGuard(Generic[E]):
             pending[seq] = (now_ns, event)
             heapq.heappush(stream.order, seq)
             if len(pending) > self.window:
-                self._give_up(key, stream, now_ns, out)
-        self._expire(key, stream, now_ns, out)
+                self._give_up(key, stream, wall_ns, out)
+        self._expire(key, stream, now_ns, out, wall_ns)
 
-    def _expire(self, key: str, stream: _StrictStream[E], now_ns: int, out: list[E | Gap]) -> None:
+    def _expire(
+        self, key: str, stream: _StrictStream[E], now_ns: int, out: list[E | Gap], wall_ns: int
+    ) -> None:
         """Give up on holes until the oldest buffered message has waited less than the bound."""
         pending = stream.pending
         while pending and now_ns - next(iter(pending.values()))[0] >= self.max_delay_ns:
-            self._give_up(key, stream, now_ns, out)
+            self._give_up(key, stream, wall_ns, out)
 
-    def _flush(self, key: str, stream: _StrictStream[E], now_ns: int, out: list[E | Gap]) -> None:
+    def _flush(self, key: str, stream: _StrictStream[E], wall_ns: int, out: list[E | Gap]) -> None:
         """Give up on every hole of ``key``, releasing all it buffers."""
         while stream.pending:
-            self._give_up(key, stream, now_ns, out)
+            self._give_up(key, stream, wall_ns, out)
 
-    def _give_up(self, key: str, stream: _StrictStream[E], now_ns: int, out: list[E | Gap]) -> None:
-        """Declare the lowest hole missing: a ``Gap``, then the buffered run that follows it."""
+    def _give_up(
+        self, key: str, stream: _StrictStream[E], wall_ns: int, out: list[E | Gap]
+    ) -> None:
+        """Declare the lowest hole missing: a ``Gap`` stamped ``wall_ns``, then what follows."""
         received = stream.order[0]
         event = stream.pending[received][1]
         expected = stream.expected
@@ -429,7 +455,7 @@ class SequenceGuard(Generic[E]):
                 provider=event.provider,
                 symbol=event.symbol,
                 ts_event=event.ts_event,
-                ts_recv=now_ns,
+                ts_recv=wall_ns,
                 stream=key,
                 reason=GapReason.SEQUENCE,
                 expected=expected,

@@ -61,6 +61,7 @@ __all__ = [
     "TradingCalendar",
     "USEquityCalendar",
     "calendar_for",
+    "preload",
     "session_at",
 ]
 
@@ -200,8 +201,8 @@ class USEquityCalendar:
         """Import ``exchange_calendars`` and build the holiday tables now (blocking, up to ~1 s).
 
         Optional: the first question about a date in range does it otherwise.
-        ``Supervisor.add`` calls it before anything streams, so a live session
-        never stalls on it.
+        A session calls it through :func:`preload` before anything streams, so
+        a live session never stalls on it.
         """
         self._tables()
 
@@ -311,6 +312,20 @@ def calendar_for(asset_class: str) -> TradingCalendar:
         raise ConfigurationError(
             f"no market-hours calendar for asset class {asset_class!r}; use one of {known}"
         ) from None
+
+
+def preload(calendar: TradingCalendar) -> None:
+    """Build whatever ``calendar`` would otherwise build on its first question, now.
+
+    The US equity calendar imports ``exchange_calendars`` and pandas (~1 s,
+    ~60 MB, once per process); the session calls this when it is made, before
+    anything streams, rather than let its first market-hours check stall every
+    task mid-stream. (Not in a worker thread: under a ``MockClock`` a thread
+    wait lets the clock run to any deadline.) Other calendars need nothing.
+    Blocking; not a checkpoint.
+    """
+    if isinstance(calendar, USEquityCalendar):
+        calendar.load()
 
 
 def session_at(ts_ns: int) -> MarketSession:

@@ -68,6 +68,7 @@ __all__ = [
     "SimQuote",
     "SimTick",
     "SimTrade",
+    "fold_trade",
     "is_crypto_symbol",
 ]
 
@@ -96,6 +97,27 @@ _QUOTE_CONDITIONS = ("R",)
 _RESIZE = 0.5
 _IMPROVE = 0.65
 _DEPLETE = 0.8
+
+
+def fold_trade(bars: dict[str, list[float]], trade: SimTrade) -> None:
+    """Fold ``trade`` into the open bar of its symbol in ``bars``, opening it if needed.
+
+    A bar is ``[open, high, low, close, volume, count, price * volume]``: what
+    every simulator's bar messages are made of.
+    """
+    price, size = trade.price, trade.size
+    bar = bars.get(trade.symbol)
+    if bar is None:
+        bars[trade.symbol] = [price, price, price, price, size, 1, price * size]
+        return
+    if price > bar[1]:
+        bar[1] = price
+    if price < bar[2]:
+        bar[2] = price
+    bar[3] = price
+    bar[4] += size
+    bar[5] += 1
+    bar[6] += price * size
 
 
 def is_crypto_symbol(symbol: str) -> bool:

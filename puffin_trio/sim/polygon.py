@@ -1,9 +1,10 @@
 """A protocol-faithful local Polygon.io / Massive WebSocket server.
 
-This module owns the *server* side of the Polygon/Massive stream protocol
-(``/work/shared/protocols.md`` section 2), written independently of the client
-codec in :mod:`puffin_trio.providers.polygon` (which it must not import) so the
-two cross-check each other; the official ``massive`` SDK is also tested
+This module owns the *server* side of the Polygon/Massive stream protocol (as
+Polygon's WebSocket documentation describes it,
+https://polygon.io/docs/stocks/ws_getting-started), written independently of
+the client protocol in :mod:`puffin_trio.providers.polygon` (which it must not
+import) so the two cross-check each other; the official ``massive`` SDK is also tested
 against it. It speaks:
 
 * two clusters on one port, chosen by the request path: ``/stocks`` and
@@ -72,28 +73,26 @@ connection. Timing uses trio's clock, so tests under
 
 from __future__ import annotations
 
-import functools
 import logging
 import random
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Sequence
-from typing import Any, Literal, NoReturn
+from typing import Any, ClassVar, Literal, NoReturn
 
 import attrs
 import orjson
 import trio
-from trio_websocket import WebSocketConnection, wrap_server_stream
+from trio_websocket import WebSocketConnection, WebSocketRequest
 
 from puffin_trio.errors import ConfigurationError
 from puffin_trio.sim._common import (
-    DISCONNECTS,
-    HANDSHAKE_TIMEOUT,
-    MAX_CLIENT_MESSAGE,
     WsSimConnection,
+    WsSimServer,
     check_settings,
     same_secret,
 )
+from puffin_trio.sim._server import SimRecorder, listen, market
 from puffin_trio.sim.faults import Fault, FaultKind, FaultPlan, PausableStream
 from puffin_trio.sim.market import (
     ROUND_LOT,
@@ -101,6 +100,7 @@ from puffin_trio.sim.market import (
     SimBook,
     SimQuote,
     SimTrade,
+    fold_trade,
     is_crypto_symbol,
 )
 
@@ -128,7 +128,7 @@ DEFAULT_RATE = 50.0
 AUTH_TIMEOUT = 10.0
 
 #: ``message`` text of each status the simulator sends, as the real server
-#: words them (protocols.md 2.3).
+#: words them.
 STATUS_MESSAGES: dict[str, str] = {
     "connected": "Connected Successfully",
     "auth_success": "authenticated",
@@ -215,21 +215,12 @@ class PolygonConnectionRecord:
         return [m for frame in self.sent for m in frame if m.get("ev") != "status"]
 
 
-class PolygonSimRecorder:
+class PolygonSimRecorder(SimRecorder[PolygonConnectionRecord]):
     """Records every connection a :func:`serve_polygon` server accepts.
 
     ``max_frames`` bounds the frames kept per connection (100 000: minutes of
     a test's traffic at the default rate; pass no recorder to benchmarks).
     """
-
-    def __init__(self, *, max_frames: int = 100_000) -> None:
-        self.max_frames = max_frames
-        self.connections: list[PolygonConnectionRecord] = []
-
-    @property
-    def accepted(self) -> int:
-        """How many WebSocket connections were accepted so far."""
-        return len(self.connections)
 
 
 def _status(status: str, message: str) -> dict[str, Any]:
@@ -240,72 +231,40 @@ def _known_status(status: str) -> dict[str, Any]:
     return _status(status, STATUS_MESSAGES[status])
 
 
-class _Server:
+@attrs.define(eq=False, kw_only=True)
+class _Server(WsSimServer[PolygonConnectionRecord]):
     """Shared state of one :func:`serve_polygon` server (configuration, connection slots)."""
 
-    def __init__(
-        self,
-        *,
-        model: MarketModel,
-        faults: FaultPlan,
-        rate: float | None,
-        batch: int,
-        key: str,
-        sequence: Literal["contiguous", "polygon"],
-        seed: int,
-        entitlements: frozenset[str] | None,
-        wall_clock: Callable[[], int],
-        recorder: PolygonSimRecorder | None,
-        auth_timeout: float,
-        max_connections_per_key: int,
-        on_connection_limit: Literal["evict_oldest", "reject_new"],
-    ) -> None:
-        self.model = model
-        self.faults = faults
-        self.rate = rate
-        self.batch = batch
-        self.key = key
-        self.sequence = sequence
-        self.seed = seed
-        self.entitlements = entitlements
-        self.wall_clock = wall_clock
-        self.recorder = recorder
-        self.auth_timeout = auth_timeout
-        self.max_connections_per_key = max_connections_per_key
-        self.on_connection_limit = on_connection_limit
-        self.accepted = 0
-        #: Authenticated connections per key, oldest first.
-        self.active: dict[str, list[_Connection]] = {}
+    logger: ClassVar[logging.Logger] = logger
+    log_prefix: ClassVar[str] = "polygon sim"
 
-    async def handle_stream(self, stream: trio.SocketStream) -> None:
-        """Serve one TCP connection until either side ends it. Never raises on a disconnect."""
-        transport = PausableStream(stream)
-        number = 0
-        try:
-            async with trio.open_nursery() as nursery:  # trio-websocket's reader task
-                ws = None
-                with trio.move_on_after(HANDSHAKE_TIMEOUT):
-                    request = await wrap_server_stream(
-                        nursery, transport, max_message_size=MAX_CLIENT_MESSAGE
-                    )
-                    path = request.path.split("?", 1)[0]
-                    market = path.strip("/")
-                    if market in ("stocks", "crypto"):
-                        ws = await request.accept()
-                    else:
-                        await request.reject(404, body=b"unknown cluster: use /stocks or /crypto")
-                if ws is not None:
-                    self.accepted += 1
-                    number = self.accepted
-                    record = PolygonConnectionRecord(number, request.path, market)
-                    if self.recorder is not None:
-                        self.recorder.connections.append(record)
-                    await _Connection(self, ws, transport, record).run()
-                nursery.cancel_scope.cancel()
-        except* DISCONNECTS as group:
-            logger.debug("polygon sim: connection %d lost: %r", number, group.exceptions[0])
-        finally:
-            await trio.aclose_forcefully(transport)
+    sequence: Literal["contiguous", "polygon"]
+    seed: int
+    entitlements: frozenset[str] | None
+    on_connection_limit: Literal["evict_oldest", "reject_new"]
+    #: Authenticated connections per key, oldest first.
+    active: dict[str, list[_Connection]] = attrs.field(init=False, factory=dict)
+
+    async def _accept(self, request: WebSocketRequest) -> WebSocketConnection | None:
+        if _market(request) in ("stocks", "crypto"):
+            ws: WebSocketConnection = await request.accept()
+            return ws
+        await request.reject(404, body=b"unknown cluster: use /stocks or /crypto")
+        return None
+
+    def _record(self, number: int, request: WebSocketRequest) -> PolygonConnectionRecord:
+        return PolygonConnectionRecord(number, request.path, _market(request))
+
+    def _connection(
+        self, ws: WebSocketConnection, transport: PausableStream, record: PolygonConnectionRecord
+    ) -> _Connection:
+        return _Connection(self, ws, transport, record)
+
+
+def _market(request: WebSocketRequest) -> str:
+    """The cluster a request asks for: its path without the query or slashes."""
+    path: str = request.path
+    return path.split("?", 1)[0].strip("/")
 
 
 class _Bars:
@@ -321,27 +280,9 @@ class _Bars:
         self.open: dict[str, list[float]] = {}
         self.window: int | None = None
 
-    def add(self, trade: SimTrade) -> None:
-        price, size = trade.price, trade.size
-        agg = self.open.get(trade.symbol)
-        if agg is None:
-            self.open[trade.symbol] = [price, price, price, price, size, 1, price * size]
-            return
-        if price > agg[1]:
-            agg[1] = price
-        if price < agg[2]:
-            agg[2] = price
-        agg[3] = price
-        agg[4] += size
-        agg[5] += 1
-        agg[6] += price * size
-
 
 class _Connection(WsSimConnection[PolygonConnectionRecord]):
     """One client session on one cluster: the Polygon protocol on :class:`WsSimConnection`."""
-
-    _logger = logger
-    _log_prefix = "polygon sim"
 
     def __init__(
         self,
@@ -672,7 +613,7 @@ class _Connection(WsSimConnection[PolygonConnectionRecord]):
     def _add_to_bars(self, trade: SimTrade) -> None:
         for bars in self._bars:
             if trade.symbol in bars.symbols:
-                bars.add(trade)
+                fold_trade(bars.open, trade)
         day = self._day.get(trade.symbol)
         if day is None:
             self._day[trade.symbol] = [trade.price, trade.size, trade.price * trade.size]
@@ -789,11 +730,10 @@ async def serve_polygon(
         )
     if isinstance(symbols, str):
         raise ConfigurationError(f"symbols takes a list of symbols, not the string {symbols!r}")
-    if model is None:
-        model = MarketModel(_model_symbols(_DEFAULT_SYMBOLS if symbols is None else symbols),
-                            seed=seed)  # fmt: skip
-    elif symbols is not None:
-        model.add_symbols(_model_symbols(symbols))
+    model = market(
+        model, None if symbols is None else _model_symbols(symbols),
+        _model_symbols(_DEFAULT_SYMBOLS), seed,
+    )  # fmt: skip
     server = _Server(
         model=model,
         faults=faults if faults is not None else FaultPlan(),
@@ -809,11 +749,11 @@ async def serve_polygon(
         max_connections_per_key=max_connections_per_key,
         on_connection_limit=on_connection_limit,
     )
-    async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(
-            functools.partial(trio.serve_tcp, server.handle_stream, port, host=host)
-        )
-        bound_port: int = listeners[0].socket.getsockname()[1]
-        logger.debug("polygon sim: listening on %s:%d", host, bound_port)
-        task_status.started(bound_port)
-        await trio.sleep_forever()
+    await listen(
+        server.handle_stream,
+        host=host,
+        port=port,
+        logger=logger,
+        label="polygon sim",
+        task_status=task_status,
+    )
