@@ -40,10 +40,10 @@ import attrs
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from puffin_trio._event_builder import event_builder
 from puffin_trio.codec import TYPE_TAGS
 from puffin_trio.errors import ReplayError, SchemaVersionError
 from puffin_trio.events import EVENT_TYPES, Event, OrderBookUpdate
-from puffin_trio.providers._base import event_builder
 
 __all__ = [
     "KINDS",
