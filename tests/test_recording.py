@@ -189,6 +189,18 @@ async def test_a_segment_left_behind_by_a_crash_after_finishing_is_not_read_twic
     assert await replay_all(tmp_path) == events
 
 
+async def test_leaving_a_replay_early_stops_it(tmp_path: Path) -> None:
+    events = [trade(i, MIDNIGHT + i, symbol=("AAPL", "MSFT")[i % 2]) for i in range(20_000)]
+    async with open_recorder(tmp_path) as recorder:
+        for event in events:
+            await recorder.write(event)
+    async with open_replay(tmp_path) as channel:
+        first = [await channel.receive() for _ in range(10)]
+    assert first == events[:10]
+    with pytest.raises(trio.ClosedResourceError):
+        await channel.receive()
+
+
 async def test_an_empty_recording_replays_nothing(tmp_path: Path) -> None:
     async with open_recorder(tmp_path):
         pass
