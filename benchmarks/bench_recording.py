@@ -45,13 +45,15 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import trio
+from _harness import print_header, print_table, verdict
 
 from puffin_trio import Event, FanOut, Quote, Trade, open_recorder, open_replay
 from puffin_trio.providers import AlpacaProvider, PolygonProvider
 from puffin_trio.recording._schema import SCHEMAS
 from puffin_trio.recording._writer import ROW_GROUP_ROWS, _options
 from puffin_trio.sim import MarketModel
-from puffin_trio.sim.alpaca import rfc3339_ns
+from puffin_trio.sim import alpaca as alpaca_sim
+from puffin_trio.sim import polygon as polygon_sim
 from puffin_trio.sim.market import SimQuote, SimTrade
 
 SYMBOLS = ("AAPL", "MSFT", "NVDA", "AMZN", "TSLA")
@@ -59,8 +61,6 @@ SYMBOLS = ("AAPL", "MSFT", "NVDA", "AMZN", "TSLA")
 FRAME = 20
 #: Receive-time step between frames: 20 messages every 40 µs, 500k messages/s.
 FRAME_STEP_NS = 40_000
-_POLYGON_EXCHANGES = {"V": 15, "Q": 12, "N": 10, "P": 11, "K": 8, "Z": 19}
-_POLYGON_TAPES = {"A": 1, "B": 2, "C": 3}
 
 
 # --------------------------------------------------------------------------- data
@@ -77,80 +77,26 @@ def _ticks(count: int, seed: int) -> Iterator[tuple[int, SimTrade | SimQuote]]:
 
 
 def alpaca_json(count: int) -> list[dict[str, Any]]:
-    """Alpaca stock messages as the feed spells them (quote sizes in round lots)."""
-    out: list[dict[str, Any]] = []
-    for ts, t in _ticks(count, seed=1):
-        if isinstance(t, SimTrade):
-            out.append(
-                {
-                    "T": "t",
-                    "S": t.symbol,
-                    "i": t.trade_id,
-                    "x": t.exchange,
-                    "p": t.price,
-                    "s": t.size,
-                    "c": list(t.conditions),
-                    "t": rfc3339_ns(ts),
-                    "z": t.tape,
-                }
-            )
-        else:
-            out.append(
-                {
-                    "T": "q",
-                    "S": t.symbol,
-                    "bx": t.bid_exchange,
-                    "bp": t.bid,
-                    "bs": int(t.bid_size) // 100,
-                    "ax": t.ask_exchange,
-                    "ap": t.ask,
-                    "as": int(t.ask_size) // 100,
-                    "c": list(t.conditions),
-                    "t": rfc3339_ns(ts),
-                    "z": t.tape,
-                }
-            )
-    return out
+    """Alpaca stock messages, built by the Alpaca simulator's own builders (JSON times)."""
+    return [
+        alpaca_sim.stock_trade(t, alpaca_sim.wire_time(ts, msgpack_encoding=False))
+        if isinstance(t, SimTrade)
+        else alpaca_sim.stock_quote(t, alpaca_sim.wire_time(ts, msgpack_encoding=False))
+        for ts, t in _ticks(count, seed=1)
+    ]
 
 
 def polygon_json(count: int) -> list[dict[str, Any]]:
-    """Polygon stock ``T``/``Q`` messages as the feed spells them (ms times, per-symbol ``q``)."""
-    seqs: dict[tuple[str, str], int] = {}
+    """Polygon stock ``T``/``Q`` messages, built by the Polygon simulator's own builders
+    (ms times, ``q`` counting up per event type and symbol)."""
+    seqs: dict[tuple[type, str], int] = {}
     out: list[dict[str, Any]] = []
     for ts, t in _ticks(count, seed=2):
-        ev = "T" if isinstance(t, SimTrade) else "Q"
-        q = seqs[(ev, t.symbol)] = seqs.get((ev, t.symbol), 0) + 1
+        q = seqs[(type(t), t.symbol)] = seqs.get((type(t), t.symbol), 0) + 1
         if isinstance(t, SimTrade):
-            out.append(
-                {
-                    "ev": "T",
-                    "sym": t.symbol,
-                    "i": str(t.trade_id),
-                    "x": _POLYGON_EXCHANGES[t.exchange],
-                    "p": t.price,
-                    "s": int(t.size),
-                    "t": ts // 1_000_000,
-                    "q": q,
-                    "z": _POLYGON_TAPES[t.tape],
-                }
-            )
+            out.append(polygon_sim.stock_trade(t, ts // 1_000_000, q))
         else:
-            out.append(
-                {
-                    "ev": "Q",
-                    "sym": t.symbol,
-                    "bx": _POLYGON_EXCHANGES[t.bid_exchange],
-                    "bp": t.bid,
-                    "bs": int(t.bid_size) // 100,
-                    "ax": _POLYGON_EXCHANGES[t.ask_exchange],
-                    "ap": t.ask,
-                    "as": int(t.ask_size) // 100,
-                    "c": 1,
-                    "t": ts // 1_000_000,
-                    "q": q,
-                    "z": _POLYGON_TAPES[t.tape],
-                }
-            )
+            out.append(polygon_sim.stock_quote(t, ts // 1_000_000, q))
     return out
 
 
@@ -365,7 +311,7 @@ def best_interleaved(fns: dict[str, Any], repeats: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="1M events for RSS, one round")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--big", type=int, default=10_000_000)
@@ -377,14 +323,11 @@ def main() -> None:
     repeats = 1 if args.quick else args.repeats
     big = 1_000_000 if args.quick else args.big
 
+    print_header("recording and replay", args)
+    print(f"pyarrow {pa.__version__}")
     events, json_bytes = decode(args.events)
     n = len(events)
-    print(
-        f"{n:,} events ({sum(isinstance(e, Trade) for e in events):,} trades), "
-        f"Python {sys.version.split()[0]}, pyarrow {pa.__version__}, "
-        f"{os.cpu_count()} CPUs",
-        flush=True,
-    )
+    print(f"{n:,} events ({sum(isinstance(e, Trade) for e in events):,} trades)", flush=True)
     work = Path(tempfile.mkdtemp(prefix="bench_recording_"))
     try:
         rows: list[tuple[str, str, str, str]] = []
@@ -463,16 +406,11 @@ def main() -> None:
             )
         )
 
-        print()
-        header = ("measurement", "ours", "floor / baseline", "ratio")
-        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
-        rule = "  ".join("=" * w for w in widths)
-        print(rule)
-        print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
-        print(rule)
-        for row in rows:
-            print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
-        print(rule)
+        print_table(
+            f"recording and replay (best of {repeats}, interleaved)",
+            ("measurement", "ours", "floor / baseline", "ratio"),
+            rows,
+        )
         print()
         print(
             f"* record, other baselines: convert + pq.write_table in one thread "
@@ -484,7 +422,11 @@ def main() -> None:
             f"(including building the events), {disk_bytes(big_dir) / 2**20:.0f} MiB on "
             f"disk, replayed at {big / report['seconds']:,.0f} events/s in the child"
         )
-        print("* targets: record >= 500,000/s; replay >= 1,000,000/s; RSS < 200 MB")
+        peak_mb = report["peak_kb"] / 1024
+        print()
+        print(f"{verdict(n / took['record'] >= 500_000)}  record >= 500,000 events/s")
+        print(f"{verdict(n / took['replay'] >= 1_000_000)}  replay >= 1,000,000 events/s")
+        print(f"{verdict(peak_mb < 200)}  peak RSS < 200 MB replaying {big:,} events")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -3,8 +3,8 @@
 This module owns :class:`ConflatingBuffer`: a consumer's buffer that keeps,
 per ``(provider, symbol)``, one slot for the latest pending ``Quote`` and one
 for the merge of the pending ``OrderBookUpdate`` events, in queue order with
-every other event, which it never merges (see :mod:`puffin_trio.channels`
-for the policy as a consumer sees it). The rules a merge follows (how levels
+every other event, which it never merges (``docs/guide/channels.rst``
+describes the policy as a consumer sees it). The rules a merge follows (how levels
 apply, which delta is stale) are the order book's, in :mod:`puffin_trio.book`:
 applying a merged update equals applying the updates it absorbed. It must not
 block, spawn tasks or log.

@@ -3,137 +3,14 @@
 This module owns :class:`FanOut`, the junction between the provider sessions'
 readers (which call :meth:`FanOut.publish`, :meth:`FanOut.publish_batch` or
 :meth:`FanOut.publish_nowait`) and user code (which iterates an
-:class:`EventReceiver`, a :class:`trio.abc.ReceiveChannel` of events). Every
+:class:`EventReceiver`, a :class:`trio.abc.ReceiveChannel` of events); every
 consumer has its own buffer of at most ``capacity`` entries and a declared
-overflow policy that says what happens when that buffer is full.
-
-It must not do I/O, decode frames, know about providers, spawn tasks or log
-per event. It never drops an event silently: every loss is counted in
-:meth:`FanOut.statistics` and announced to the consumer that suffered it.
-
-Overflow policies
------------------
-
-``"block"`` (the default): the publisher waits until the consumer has room.
-    Nothing is lost, and the consumer's pace becomes everyone's pace: a full
-    "block" consumer stops the publisher, so every other consumer of the same
-    :class:`FanOut` (whatever its policy) stops receiving too. Upstream, the
-    wait travels all the way to the exchange, the way trio-websocket's
-    ``docs/backpressure.rst`` describes for its own queue:
-
-    1. The session's reader is parked in ``publish`` and stops asking the
-       transport for frames.
-    2. trio-websocket's message queue (``message_queue_size``: 1 message by
-       default, 256 as :mod:`puffin_trio.transports.ws` sets it) fills; its
-       background task then stops reading the socket, and so stops answering
-       the server's pings. The pong our own heartbeat
-       waits for is not read either, so a stall longer than the session's
-       ``ping_timeout`` ends in a ``HeartbeatTimeout`` and a reconnect
-       (announced by ``Status`` and ``Gap(reason="reconnect")`` events).
-    3. The kernel's TCP receive buffer fills (Linux: 128 KiB at first,
-       auto-tuned up to 6 MiB, so from a tenth of a second to a few seconds
-       of a busy JSON feed at 1-2 MB/s), the advertised window drops to zero,
-       and the server's send buffer fills.
-    4. The server gives up on the client: Alpaca sends ``407 slow client``
-       (which "may not arrive" before it disconnects); Polygon/Massive closes
-       the connection (users see ``1011 keepalive ping timeout`` or an abrupt
-       close, sometimes after a ``slow_consumer`` status).
-
-    So "block" is right for a consumer that must see everything and is
-    reliably faster than the feed on average (a recorder writing to local
-    disk); a consumer that stalls for seconds will get the session
-    disconnected. That is the user's declared choice.
-
-``"drop_oldest"``: publishing never waits for this consumer. When its buffer
-    is full, the oldest queued event is discarded to make room for the new
-    one. Use it for consumers that want recent data and can live with holes
-    (a live display).
-
-``"conflate"``: publishing never waits for this consumer. ``Quote`` events
-    are key-addressed slots: a newer quote for the same ``(provider, symbol)``
-    replaces the pending one (counted as *conflated*, which is not a loss). An
-    ``OrderBookUpdate`` is merged into the pending update for its ``(provider,
-    symbol)``: later levels win per price, a snapshot replaces everything
-    before it, and a delta after a snapshot is applied to that snapshot, so
-    the merged update applied to a book gives the same book as applying each
-    update in turn. (The merged update carries the latest update's
-    timestamps and ``seq``; its levels are not re-sorted.) All other events
-    (``Trade``, ``Bar``, ``Status``, ``Gap``, ...) are never conflated and
-    keep their order. When a new entry needs room in a full buffer, the
-    oldest non-conflatable event is dropped (counting the incoming event, so
-    a trade arriving at a buffer that holds only quote/book slots is itself
-    dropped); only when a *new* quote/book slot arrives at a buffer that
-    holds nothing but slots is the oldest slot dropped. Use it for consumers
-    that track state (top of book, order books) and must not fall behind.
-
-    Book updates that carry ``seq`` are merged so that a book following
-    :class:`~puffin_trio.book.OrderBook`'s rules ends in the same state from
-    the merged stream as from every update, whether it is live or still
-    buffering deltas for a snapshot. That takes two more rules. A delta whose
-    ``seq`` is not above the pending update's is ignored, as a live book
-    ignores a stale delta (one in flight when a newer snapshot was taken). A
-    snapshot older than an update already published for its book (a REST
-    snapshot that lags the stream) is queued on its own and merged with
-    nothing before or after it: a book that is waiting for it replays its
-    buffered newer deltas onto it, and merging would hide them. This assumes
-    deltas reach the fan-out in ``seq`` order (the ``SequenceGuard``'s job)
-    and that a snapshot is the book's state at its ``seq``. Barriers (below)
-    reset the per-book ``seq`` memory, since a new connection may restart
-    the numbering.
-
-Ordering and announcements
---------------------------
-
-Within one consumer, events come out in the order they were published, with
-two documented exceptions under ``"conflate"``:
-
-* A pending quote/book slot keeps the queue position of its *first* pending
-  (undelivered) occurrence and carries the latest value, so a quote can
-  overtake trades published between its first occurrence and its latest one.
-* ``Status``, ``Gap`` and ``TradingStatus`` events are barriers: a quote or
-  book update published after one of them never merges into a slot queued
-  before it (it opens a new slot), so a consumer never sees post-reconnect or
-  post-halt state ahead of the event that announced the reconnect or halt.
-
-When a consumer has lost events (``"drop_oldest"``, or a ``"conflate"``
-overflow), the next thing it receives, before any further event, is one
-``Gap(reason=GapReason.OVERFLOW, stream=<consumer name>, missing=<events
-dropped since the last announcement>, provider="puffin", symbol="")`` whose
-``ts_event`` and ``ts_recv`` are the time of the first of those drops (from the
-:class:`FanOut`'s clock). Dropped events are the oldest queued ones (or, under
-"conflate", the incoming event in the case above), so the announcement comes
-where the loss was or before it, never after. It is not counted in the
-capacity (it is one pending counter, not a queued event).
-
-Memory
-------
-
-A consumer's buffer never holds more than ``capacity`` entries: queued events
-plus quote/book slots. A typical ``Trade`` is about 350 bytes with its numbers
-and strings, so the default 1024 entries is about 0.35 MiB per consumer. A
-merged book slot holds one level per distinct price touched since the consumer
-last took that symbol's book (deletions included, since the consumer's book may
-still hold those levels), so its size is bounded by the book's price range, not
-by ``capacity``; "conflate" also remembers one ``seq`` per book since the last
-barrier.
-
-Speed
------
-
-Delivering an event costs O(1) per consumer and allocates nothing for
-``"block"`` and ``"drop_oldest"`` (a conflated quote/book costs a small key and
-slot). :meth:`FanOut.publish` is one checkpoint per event, like
-:meth:`trio.MemorySendChannel.send`; :meth:`FanOut.publish_batch` is one
-checkpoint per batch, so a reader that decodes a frame into N events pays one
-scheduler round-trip, not N, unless a "block" consumer is full. A publisher
-parked on a full "block" consumer is woken once that consumer is down to half
-its capacity, so the two hand over batches, not single events.
-:meth:`EventReceiver.receive` (and ``async for``) hands out queued events
-without a scheduler round-trip or even a cancellation check, checkpointing at
-least every 64 events: ~0.1 µs per event for a consumer that keeps up. So a
-cancellation reaches a consumer that never has to wait within 64 events (a
-few hundred µs of work), not on the very next call; a call that raises
-``Cancelled`` has taken nothing.
+overflow policy (``"block"``, ``"drop_oldest"``, ``"conflate"``). It must not
+do I/O, decode frames, know about providers, spawn tasks, log per event, or
+drop an event silently: every loss is counted in :meth:`FanOut.statistics` and
+announced to the consumer that suffered it. What each policy does to the
+publisher, the socket and the provider, with numbers, and the ordering,
+memory and speed guarantees, are in ``docs/guide/channels.rst``.
 """
 
 from __future__ import annotations
@@ -161,7 +38,7 @@ __all__ = [
     "Overflow",
 ]
 
-#: What a consumer's buffer does when it is full (see the module docstring).
+#: What a consumer's buffer does when it is full (see ``docs/guide/channels.rst``).
 Overflow = Literal["block", "drop_oldest", "conflate"]
 
 #: ``receive`` checks for cancellation and yields to the scheduler at least

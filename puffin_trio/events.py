@@ -59,7 +59,7 @@ def ns_to_datetime(ts_ns: int) -> datetime:
 # Every event class is ``attrs.frozen(kw_only=True, weakref_slot=False)``.
 # No ``__weakref__`` slot (events are values; nothing holds them weakly): that
 # keeps the layout that lets the decoders build events fast
-# (:func:`~puffin_trio.providers._base.event_builder`).
+# (:func:`~puffin_trio._event_builder.event_builder`).
 
 
 class _Timestamped:

@@ -17,74 +17,8 @@ clock**, stamped as ``ts_recv`` on the ``Gap`` events it makes (it defaults
 to ``now_ns`` for callers with one clock). A wall clock stepping (NTP) must
 never move a deadline: that is why the two are separate.
 
-Usage::
-
-    guard: SequenceGuard[Trade] = SequenceGuard("strict")
-    guard.feed("sim:T:AAPL", trade_with_seq_7, now_ns)  # -> [trade 7]  (the start)
-    guard.feed("sim:T:AAPL", trade_with_seq_9, now_ns)  # -> []  (9 waits for 8)
-    guard.feed("sim:T:AAPL", trade_with_seq_8, now_ns)  # -> [trade 8, trade 9]
-    guard.feed("sim:T:AAPL", trade_with_seq_8, now_ns)  # -> []  (a duplicate, counted)
-    guard.feed("sim:T:AAPL", trade_with_seq_12, now_ns)  # -> []  (waits for 10)
-    guard.poll(now_ns + guard.max_delay_ns)  # -> [Gap(expected=10, missing=2), trade 12]
-
-Every method that produces events takes an optional ``out`` list, appends to
-it and returns it. Without ``out`` a new list is made per call; the session
-passes one list it reuses (``out.clear()`` after publishing), so the in-order
-case allocates nothing but the counters' integers.
-
-Modes:
-
-* ``"strict"``: sequences are contiguous (our simulators, crypto books).
-  Out-of-order messages wait in a bounded reorder buffer for their
-  predecessors; holes are reported exactly, as one ``Gap`` per run of missing
-  numbers (``expected`` = first missing, ``received`` = the number released
-  next, ``missing`` = how many).
-* ``"monotonic"``: sequences increase but skip (Polygon's per-symbol ``q``).
-  A hole is normal, so nothing is buffered (``max_delay_ns`` plays no part)
-  and no ``Gap`` is ever reported: a message is delivered at once if its
-  number is above every number delivered so far, otherwise it is dropped as
-  a duplicate or as late.
-* ``"none"``: pass-through (Alpaca and IB carry no sequence numbers).
-
-An event whose ``seq`` is ``None`` passes straight through in every mode (in strict
-mode, ahead of any messages its key is buffering).
-
-Semantics, per stream key:
-
-* The first number seen (or the first after :meth:`~SequenceGuard.reset`) is
-  the start: it is delivered, and nothing before it is a gap. A message that
-  later arrives with a smaller number came too late to be delivered in order.
-* *Duplicate*: the number was already delivered or is already buffered. The
-  message is dropped and counted.
-* *Late*: the number is below what was delivered (strict: it was already
-  reported missing, or precedes the start; monotonic: it is below the
-  highest number delivered and was not itself delivered). It cannot be
-  delivered in order, so it is dropped and counted in ``late``. In strict
-  mode its number was already announced by a ``Gap``, and ``missing`` stays
-  as it is: it counts what the output announced, and an announcement is not
-  taken back. To tell a duplicate from a late message the guard remembers
-  the last ``window`` holes per key (strict) or the last ``window`` delivered
-  numbers (monotonic); an old message beyond that memory counts as late.
-* *Giving up* (strict): when a message arrives that would make a key's
-  buffer hold more than ``window`` messages, or when the key's oldest
-  buffered message has waited ``max_delay_ns`` or more, the guard declares
-  the lowest hole missing: a ``Gap`` followed by the buffered messages it
-  was holding back, in order. ``reset`` and ``reset_all`` give up on every
-  hole of the keys they flush.
-* A provider that restarts its numbering without a reconnect makes every
-  later message late; whoever knows the numbering restarted calls ``reset``.
-
-Accounting (what the tests assert): every input message is exactly one of
-delivered, duplicate, late or buffered, so ``inputs == delivered +
-duplicates + late + buffered``. In strict mode the delivered numbers and the
-numbers reported missing tile each key's range from its start to the next
-expected number exactly once, so per key and since its start, ``delivered +
-missing == expected - start`` (counting only events that carry a ``seq``).
-
-Memory: a key holds at most ``window`` buffered messages plus ``window``
-remembered holes (or delivered numbers). The number of keys is not bounded
-here: keys are the session's subscriptions, which the user already bounds;
-``reset(key)`` forgets a key when it is unsubscribed.
+How each mode treats duplicates, late messages and holes, the accounting the
+tests assert, and the memory bounds are in ``docs/guide/gaps.rst``.
 """
 
 from __future__ import annotations
@@ -156,7 +90,7 @@ class SequenceGuardStatistics:
     * ``duplicates``: dropped because the number was already delivered or
       buffered.
     * ``late``: dropped because the number could no longer be delivered in
-      order (see the module docstring).
+      order (see ``docs/guide/gaps.rst``).
     * ``gaps``: ``Gap`` events emitted; ``missing``: the sum of their
       ``missing`` counts.
     * ``buffered``: messages waiting in reorder buffers now.
@@ -215,7 +149,7 @@ class _MonotonicStream:
 
 
 class SequenceGuard(Generic[E]):
-    """Per-key duplicate, reorder and gap detection (sans-IO; see the module docstring).
+    """Per-key duplicate, reorder and gap detection (sans-IO; see ``docs/guide/gaps.rst``).
 
     ``mode`` is ``"strict"``, ``"monotonic"`` or ``"none"``. ``window`` (> 0)
     bounds each key's reorder buffer in messages, and is also how many holes

@@ -110,7 +110,7 @@ class SupervisorStatistics:
 class Supervisor:
     """Runs provider sessions under a restart policy and fans their events out.
 
-    Use :meth:`open`; see the module docstring for the restart semantics.
+    Use :meth:`open`; the restart semantics are in ``docs/guide/supervision.rst``.
     """
 
     def __init__(
@@ -267,7 +267,7 @@ class Supervisor:
         """A new consumer: an async context manager yielding a bounded receive channel.
 
         Every consumer gets every event (market data, ``Status``, ``Gap``) in
-        order, under its own overflow policy (see :mod:`puffin_trio.channels`).
+        order, under its own overflow policy (see ``docs/guide/channels.rst``).
         Registration happens on entering the block, before any checkpoint.
         """
         return self._fanout.consumer(capacity=capacity, overflow=overflow, name=name)

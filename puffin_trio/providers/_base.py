@@ -236,6 +236,7 @@ class UnknownMessage:
     kind: str
 
 
+#: Every item a protocol's ``receive`` returns besides events: what the session acts on.
 Control = (
     Connected
     | Authenticated

@@ -4,46 +4,14 @@ This module owns the *server* side of the Alpaca stream protocol (as Alpaca
 documents it, https://docs.alpaca.markets/docs/streaming-market-data),
 written independently of the client protocol in
 :mod:`puffin_trio.providers.alpaca` (which it must not import) so the two
-cross-check each other; alpaca-py itself is also tested against it. It speaks:
-
-* ``[{"T":"success","msg":"connected"}]`` on connect, then ``auth`` within
-  ``auth_timeout`` (``404 auth timeout`` and close otherwise); errors 400,
-  401, 402, 403, 406 (connection limit per key) and 410 as documented;
-* ``subscribe``/``unsubscribe``, additive/subtractive per channel, ``"*"``,
-  implicit ``corrections``/``cancelErrors``, one full ``subscription`` reply
-  per action;
-* msgpack binary frames (timestamps as msgpack Timestamp, ext type -1) when
-  the upgrade request says ``Content-Type: application/msgpack`` (alpaca-py
-  always does), JSON text frames otherwise (RFC 3339 timestamps, ns
-  precision, trailing zeros trimmed); client messages in either encoding;
-* data from a :class:`~puffin_trio.sim.market.MarketModel`, for subscribed
-  symbols only: trades ``t``, quotes ``q``, minute bars ``b`` (aggregated from
-  the connection's simulated trades, sent when the wall-clock minute changes)
-  and, on crypto streams, order books ``o`` (a full ``r:true`` book first).
-  Statuses, LULDs, updated and daily bars are accepted but never generated.
-
-and injects the faults of a :class:`~puffin_trio.sim.faults.FaultPlan`. On
-the Alpaca wire they look like this:
-
-* ``DROP``: TCP closed, no close frame; ``CLOSE``: close frame with the code;
-* ``SILENT``: no data, while pings and subscribe/auth messages are answered;
-* ``MALFORMED``: one frame of the payload (default ``\\x00garbage``, binary
-  for msgpack clients, text for JSON clients);
-* ``UNKNOWN_MESSAGE``: ``[{"T":"zz","msg":"simulated unknown message type"}]``;
-* ``REJECT_AUTH``: ``[{"T":"error","code":<code>,"msg":...}]`` instead of
-  ``authenticated``; ``CONNECTION_LIMIT``: the same with ``406``; the
-  connection stays open and a later auth on it is treated normally;
-* ``SLOW``: a delay before every frame, control replies included;
-* ``IGNORE_PINGS``: the server stops reading the socket (see
-  :class:`~puffin_trio.sim.faults.PausableStream`); data keeps flowing.
-
-It must not listen on anything but loopback, log per message, or log secrets.
-
-Every connection runs in its own tasks (a reader for client messages, a data
-pump, an auth deadline); a client that goes away only ends its own
-connection. Timing uses trio's clock (``trio.sleep``), so tests under
-``MockClock(autojump_threshold=0)`` run instantly; message timestamps come
-from ``wall_clock``.
+cross-check each other; alpaca-py itself is also tested against it. It must
+not listen on anything but loopback, log per message, or log secrets. Every
+connection runs in its own tasks (a reader for client messages, a data pump,
+an auth deadline); timing uses trio's clock, message timestamps come from
+``wall_clock``. What it speaks (JSON or msgpack, auth, subscriptions, trades,
+quotes, bars, crypto books), and how each fault of a
+:class:`~puffin_trio.sim.faults.FaultPlan` looks on the Alpaca wire, is in
+``docs/guide/simulators.rst``.
 """
 
 from __future__ import annotations
@@ -81,8 +49,13 @@ __all__ = [
     "STOCK_CHANNELS",
     "AlpacaConnectionRecord",
     "AlpacaSimRecorder",
+    "crypto_quote",
+    "crypto_trade",
     "rfc3339_ns",
     "serve_alpaca",
+    "stock_quote",
+    "stock_trade",
+    "wire_time",
 ]
 
 logger = logging.getLogger(__name__)
@@ -136,6 +109,13 @@ def rfc3339_ns(ts_ns: int) -> str:
     if not nanos:
         return base + "Z"
     return f"{base}.{nanos:09d}".rstrip("0") + "Z"
+
+
+def wire_time(ts_ns: int, *, msgpack_encoding: bool) -> msgpack.Timestamp | str:
+    """A data message's ``t``: a msgpack Timestamp (ns exact), or RFC 3339 text for JSON."""
+    if msgpack_encoding:
+        return msgpack.Timestamp.from_unix_nano(ts_ns)
+    return rfc3339_ns(ts_ns)
 
 
 @attrs.define(eq=False)
@@ -309,9 +289,7 @@ class _Connection(WsSimConnection[AlpacaConnectionRecord]):
         await self._send_control({"T": "error", "code": code, "msg": ERROR_MESSAGES[code]})
 
     def _stamp(self, ts_ns: int) -> msgpack.Timestamp | str:
-        if self._packer is not None:
-            return msgpack.Timestamp.from_unix_nano(ts_ns)
-        return rfc3339_ns(ts_ns)
+        return wire_time(ts_ns, msgpack_encoding=self._packer is not None)
 
     # -- client messages ---------------------------------------------------
 
@@ -444,9 +422,9 @@ class _Connection(WsSimConnection[AlpacaConnectionRecord]):
                 if tick.symbol in bar_symbols:
                     fold_trade(self._bars, tick)
                 if tick.symbol in trade_to:
-                    append(_crypto_trade(tick, stamp) if crypto else _stock_trade(tick, stamp))
+                    append(crypto_trade(tick, stamp) if crypto else stock_trade(tick, stamp))
             elif type(tick) is SimQuote:
-                append(_crypto_quote(tick, stamp) if crypto else _stock_quote(tick, stamp))
+                append(crypto_quote(tick, stamp) if crypto else stock_quote(tick, stamp))
             else:
                 assert type(tick) is SimBook
                 append(self._book_message(tick, stamp))
@@ -490,21 +468,29 @@ class _Connection(WsSimConnection[AlpacaConnectionRecord]):
         self._bar_minute = minute
 
 
-def _stock_trade(t: SimTrade, stamp: msgpack.Timestamp | str) -> dict[str, Any]:
+# --------------------------------------------------------------------------- data messages
+# One message per model tick, as the real server spells it; ``stamp`` is from
+# :func:`wire_time`. The benchmarks' blast servers build their data with these.
+
+
+def stock_trade(t: SimTrade, stamp: msgpack.Timestamp | str) -> dict[str, Any]:
+    """A stock trade ``t``."""
     return {
         "T": "t", "S": t.symbol, "i": t.trade_id, "x": t.exchange, "p": t.price, "s": t.size,
         "c": t.conditions, "t": stamp, "z": t.tape,
     }  # fmt: skip
 
 
-def _crypto_trade(t: SimTrade, stamp: msgpack.Timestamp | str) -> dict[str, Any]:
+def crypto_trade(t: SimTrade, stamp: msgpack.Timestamp | str) -> dict[str, Any]:
+    """A crypto trade ``t`` (with the taker side)."""
     return {
         "T": "t", "S": t.symbol, "p": t.price, "s": t.size, "t": stamp, "i": t.trade_id,
         "tks": t.taker_side,
     }  # fmt: skip
 
 
-def _stock_quote(q: SimQuote, stamp: msgpack.Timestamp | str) -> dict[str, Any]:
+def stock_quote(q: SimQuote, stamp: msgpack.Timestamp | str) -> dict[str, Any]:
+    """A stock quote ``q`` (sizes in round lots, as Alpaca sends them)."""
     return {
         "T": "q", "S": q.symbol, "bx": q.bid_exchange, "bp": q.bid,
         "bs": int(q.bid_size) // ROUND_LOT, "ax": q.ask_exchange, "ap": q.ask,
@@ -512,7 +498,8 @@ def _stock_quote(q: SimQuote, stamp: msgpack.Timestamp | str) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _crypto_quote(q: SimQuote, stamp: msgpack.Timestamp | str) -> dict[str, Any]:
+def crypto_quote(q: SimQuote, stamp: msgpack.Timestamp | str) -> dict[str, Any]:
+    """A crypto quote ``q``."""
     return {
         "T": "q", "S": q.symbol, "bp": q.bid, "bs": q.bid_size, "ap": q.ask, "as": q.ask_size,
         "t": stamp,

@@ -2,73 +2,18 @@
 
 This module owns the *server* side of the Polygon/Massive stream protocol (as
 Polygon's WebSocket documentation describes it,
-https://polygon.io/docs/stocks/ws_getting-started), written independently of
-the client protocol in :mod:`puffin_trio.providers.polygon` (which it must not
-import) so the two cross-check each other; the official ``massive`` SDK is also tested
-against it. It speaks:
-
-* two clusters on one port, chosen by the request path: ``/stocks`` and
-  ``/crypto`` (anything else is refused with HTTP 404), as in
-  ``wss://socket.massive.com/stocks``;
-* ``[{"ev":"status","status":"connected","message":"Connected Successfully"}]``
-  on connect; ``{"action":"auth","params":KEY}`` answered with
-  ``auth_success`` or ``auth_failed`` (the connection stays open), and
-  ``auth_timeout`` plus close 1008 when no auth comes within ``auth_timeout``;
-* ``subscribe``/``unsubscribe`` with comma-separated topics (trimmed,
-  ``T.*`` wildcards), one ``success`` status frame per topic
-  (``subscribed to: T.AAPL`` / ``unsubscribed to: T.AAPL``), all of one
-  request sent before any data that follows it; a topic whose event type is
-  not in ``entitlements`` is answered ``error``/``not authorized`` instead;
-* the connection limit (``max_connections_per_key`` authenticated
-  connections per key): by default the *oldest* connection is evicted with a
-  ``max_connections`` status and close 1008 (what Massive is reported to do);
-  with ``on_connection_limit="reject_new"`` the new one gets that instead;
-* data from a :class:`~puffin_trio.sim.market.MarketModel`, as JSON arrays of
-  events, for subscribed symbols only: stocks ``T``, ``Q`` (sizes in round
-  lots), ``A`` (per second) and ``AM`` (per minute, both aggregated from the
-  connection's simulated trades and sent when the wall-clock window closes);
-  crypto ``XT``, ``XQ``, ``XL2`` (every message the full book, see below),
-  ``XAS`` and ``XA``. ``LULD``, ``FMV`` and ``NOI`` topics are confirmed but
-  never generated. Timestamps are Unix milliseconds from ``wall_clock``.
-
-Symbols: the model spells crypto pairs ``BTC/USD`` (its own convention), the
-wire ``BTC-USD``; stock tickers are the same on both.
-
-Sequence numbers ``q`` are on stock ``T`` and ``Q`` only, per connection and
-per event type and symbol: ``sequence="contiguous"`` counts 1, 2, 3, ... (so a
-client can detect every hole exactly); ``sequence="polygon"`` increases with
-random holes, as Polygon's do ("1, 2, 6, 9, 10, 11").
-
-XL2 semantics: Polygon does not document whether an ``XL2`` message is a
-snapshot or a diff; its reference calls each side "an array of bid prices
-... with a maximum depth of 100". The simulator sends the whole (top-``depth``)
-book in every ``XL2`` message: a client must treat each one as a snapshot.
-
-Faults of a :class:`~puffin_trio.sim.faults.FaultPlan` look like this on the
-Polygon wire:
-
-* ``DROP``: TCP closed, no close frame; ``CLOSE``: close frame with the code
-  (1000 makes the massive SDK stop, 1008/1011 make it reconnect);
-* ``SILENT``: no data, while pings and subscribe/auth messages are answered;
-* ``MALFORMED``: one frame of the payload (default ``\\x00garbage`` as text);
-* ``UNKNOWN_MESSAGE``: ``[{"ev":"ZZ","message":"simulated unknown message type"}]``;
-* ``REJECT_AUTH``: ``auth_failed`` instead of ``auth_success``;
-  ``CONNECTION_LIMIT``: ``max_connections`` then close 1008;
-* ``GAP``: the next ``count`` data messages are generated (the market and
-  the sequence numbers move on) but never sent; they are kept in the
-  connection record's ``skipped``;
-* ``DUPLICATE``: the last ``count`` data messages are sent again, as one frame;
-* ``REORDER``: the next ``count`` data messages are sent in reverse order, as
-  one frame;
-* ``SLOW``: a delay before every frame; ``IGNORE_PINGS``: the server stops
-  reading the socket (see :class:`~puffin_trio.sim.faults.PausableStream`).
-
-It must not listen on anything but loopback, log per message, or log keys.
-
-Every connection runs in its own tasks (a reader for client messages, a data
-pump, an auth deadline); a client that goes away only ends its own
-connection. Timing uses trio's clock, so tests under
-``MockClock(autojump_threshold=0)`` run instantly.
+https://polygon.io/docs/stocks/ws_getting-started; ``/stocks`` and
+``/crypto`` clusters on one port), written independently of the client
+protocol in :mod:`puffin_trio.providers.polygon` (which it must not import)
+so the two cross-check each other; the official ``massive`` SDK is also
+tested against it. It must not listen on anything but loopback, log per
+message, or log keys. Every connection runs in its own tasks (a reader for
+client messages, a data pump, an auth deadline); timing uses trio's clock,
+message timestamps (Unix ms) come from ``wall_clock``. What it speaks
+(auth, topics, the connection limit, stock and crypto events, ``q`` sequence
+numbers, ``XL2`` as snapshots), and how each fault of a
+:class:`~puffin_trio.sim.faults.FaultPlan` looks on the Polygon wire, is in
+``docs/guide/simulators.rst``.
 """
 
 from __future__ import annotations
@@ -113,6 +58,8 @@ __all__ = [
     "PolygonConnectionRecord",
     "PolygonSimRecorder",
     "serve_polygon",
+    "stock_quote",
+    "stock_trade",
 ]
 
 logger = logging.getLogger(__name__)
@@ -554,9 +501,17 @@ class _Connection(WsSimConnection[PolygonConnectionRecord]):
                 if tick.symbol in bar_symbols:
                     self._add_to_bars(tick)
                 if tick.symbol in trade_to:
-                    append(self._crypto_trade(tick, ms) if crypto else self._stock_trade(tick, ms))
+                    append(
+                        self._crypto_trade(tick, ms)
+                        if crypto
+                        else stock_trade(tick, ms, self._next_seq(self._trade_seq, tick.symbol))
+                    )
             elif type(tick) is SimQuote:
-                append(self._crypto_quote(tick, ms) if crypto else self._stock_quote(tick, ms))
+                append(
+                    self._crypto_quote(tick, ms)
+                    if crypto
+                    else stock_quote(tick, ms, self._next_seq(self._quote_seq, tick.symbol))
+                )
             else:
                 assert type(tick) is SimBook
                 append(self._book(tick.symbol, now, ms))
@@ -568,25 +523,6 @@ class _Connection(WsSimConnection[PolygonConnectionRecord]):
             seq += 1 + int(self._holes() * _MAX_HOLE)
         counters[symbol] = seq
         return seq
-
-    def _stock_trade(self, t: SimTrade, ms: int) -> dict[str, Any]:
-        message = {
-            "ev": "T", "sym": t.symbol, "i": str(t.trade_id), "x": _EXCHANGE_IDS[t.exchange],
-            "p": t.price, "s": int(t.size), "t": ms, "q": self._next_seq(self._trade_seq, t.symbol),
-            "z": _TAPE_IDS[t.tape],
-        }  # fmt: skip
-        codes = [_TRADE_CONDITIONS[c] for c in t.conditions if c in _TRADE_CONDITIONS]
-        if codes:
-            message["c"] = codes
-        return message
-
-    def _stock_quote(self, q: SimQuote, ms: int) -> dict[str, Any]:
-        return {
-            "ev": "Q", "sym": q.symbol, "bx": _EXCHANGE_IDS[q.bid_exchange], "bp": q.bid,
-            "bs": int(q.bid_size) // ROUND_LOT, "ax": _EXCHANGE_IDS[q.ask_exchange], "ap": q.ask,
-            "as": int(q.ask_size) // ROUND_LOT, "c": _QUOTE_CONDITIONS[q.conditions[0]], "t": ms,
-            "q": self._next_seq(self._quote_seq, q.symbol), "z": _TAPE_IDS[q.tape],
-        }  # fmt: skip
 
     def _crypto_trade(self, t: SimTrade, ms: int) -> dict[str, Any]:
         return {
@@ -652,6 +588,36 @@ class _Connection(WsSimConnection[PolygonConnectionRecord]):
             "vw": round(pv / v, 4), "o": o, "c": c, "h": h, "l": low,
             "a": round(day_pv / day_volume, 4), "z": int(v // n), "s": start, "e": end,
         }  # fmt: skip
+
+
+# --------------------------------------------------------------------------- data messages
+# Stock trades and quotes as the real server spells them (Unix ms ``t``, the
+# per-symbol ``q`` the caller numbers). The benchmarks' blast servers build
+# their data with these.
+
+
+def stock_trade(trade: SimTrade, ms: int, seq: int) -> dict[str, Any]:
+    """A ``T`` message (an odd lot carries condition 37)."""
+    message = {
+        "ev": "T", "sym": trade.symbol, "i": str(trade.trade_id),
+        "x": _EXCHANGE_IDS[trade.exchange], "p": trade.price, "s": int(trade.size), "t": ms,
+        "q": seq, "z": _TAPE_IDS[trade.tape],
+    }  # fmt: skip
+    codes = [_TRADE_CONDITIONS[c] for c in trade.conditions if c in _TRADE_CONDITIONS]
+    if codes:
+        message["c"] = codes
+    return message
+
+
+def stock_quote(quote: SimQuote, ms: int, seq: int) -> dict[str, Any]:
+    """A ``Q`` message (sizes in round lots, as Polygon sends them)."""
+    return {
+        "ev": "Q", "sym": quote.symbol, "bx": _EXCHANGE_IDS[quote.bid_exchange], "bp": quote.bid,
+        "bs": int(quote.bid_size) // ROUND_LOT, "ax": _EXCHANGE_IDS[quote.ask_exchange],
+        "ap": quote.ask, "as": int(quote.ask_size) // ROUND_LOT,
+        "c": _QUOTE_CONDITIONS[quote.conditions[0]], "t": ms, "q": seq,
+        "z": _TAPE_IDS[quote.tape],
+    }  # fmt: skip
 
 
 _DEFAULT_SYMBOLS = ("AAPL", "MSFT", "NVDA", "BTC-USD", "ETH-USD")

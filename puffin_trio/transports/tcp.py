@@ -6,12 +6,13 @@ payload:
 
 * :class:`FrameDecoder` is the sans-IO de-framer: bytes in (any chunking:
   split prefixes, many messages per read), payloads out. Hypothesis feeds it
-  arbitrary chunkings in the tests. It and :func:`encode_frame` live with the
-  IB protocol (:mod:`puffin_trio.providers.ib._framing`), which must not
-  import trio; they are re-exported here.
+  arbitrary chunkings in the tests. It, :func:`encode_frame` and
+  ``DEFAULT_MAX_FRAME_SIZE`` (with the reason for its value) live with the IB
+  protocol (:mod:`puffin_trio.providers.ib._framing`), which must not import
+  trio; they are re-exported here.
 * :class:`Pacer` is the sans-IO outbound rate limit: at most ``rate``
   messages in any window of ``period`` seconds.
-* :class:`TcpTransport` satisfies :class:`~puffin_trio.providers._base.Transport`
+* :class:`TcpTransport` satisfies :class:`~puffin_trio.transports.Transport`
   on top of a trio stream: ``receive`` returns one de-framed payload, ``send``
   writes bytes *exactly as given* (the IB protocol produces wire-ready messages
   with their own length prefixes, because the TWS ``API\\0`` prologue is not
@@ -20,17 +21,6 @@ payload:
   ``async with`` block.
 
 It must not parse payloads (the provider protocols do that) or log per message.
-
-Why these defaults:
-
-* ``max_frame_size`` 0xFFFFFF (16 MiB - 1): the official ``ibapi`` client's
-  ``MAX_MSG_LEN`` (see :mod:`puffin_trio.providers.ib._framing` for why).
-* ``receive_size`` 64 KiB per socket read: a TWS burst (a depth book being
-  rebuilt, many tickers) is thousands of ~40-byte messages; one read then
-  yields hundreds of them for one trip through the event loop.
-* ``connect_timeout`` 10 s: TWS and IB Gateway run on the same host or LAN and
-  accept in milliseconds; 10 s catches a black-holed address without
-  tripping on a loaded machine.
 """
 
 from __future__ import annotations
@@ -61,7 +51,13 @@ __all__ = [
     "open_tcp_transport",
 ]
 
+#: Bytes per socket read: a TWS burst (a depth book being rebuilt, many tickers)
+#: is thousands of ~40-byte messages; one 64 KiB read then yields hundreds of
+#: them for one trip through the event loop.
 DEFAULT_RECEIVE_SIZE = 64 * 1024
+#: Seconds: TWS and IB Gateway run on the same host or LAN and accept in
+#: milliseconds; 10 s catches a black-holed address without tripping on a
+#: loaded machine.
 DEFAULT_CONNECT_TIMEOUT = 10.0
 
 class Pacer:

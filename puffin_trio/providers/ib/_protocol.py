@@ -2,16 +2,10 @@
 
 This module owns the client side of the TWS conversation: the handshake and
 ``startApi``, one request per subscribed channel and symbol (and its cancel),
-and decoding TWS messages into normalised events and control items (see the
-package docstring for the channels and what each request yields). It must
-not do I/O, read a clock (``ts_recv`` is passed in) or log per message.
-
-Hot path: messages are split on NUL as ``bytes`` and dispatched on the raw id
-field; numbers are parsed straight from bytes; per-request state is found by
-the raw request-id field, with no int conversion; events are built into their
-slots (:func:`~puffin_trio._event_builder.event_builder`). A message that
-fails to parse becomes :class:`Malformed`; a data message for a request that
-is no longer open (in flight while we cancelled it) is dropped silently.
+and decoding TWS messages into normalised events and control items. It must
+not do I/O, read a clock (``ts_recv`` is passed in) or log per message. The
+channels and what each request yields, and how decoding (the hot path) is
+kept fast, are described in ``docs/guide/ib.rst``.
 """
 
 from __future__ import annotations
@@ -140,7 +134,7 @@ class IBProtocol(ProviderProtocol):
     ``startApi`` (71) with the client id; ``nextValidId`` (9) gives
     :class:`Authenticated` (``managedAccounts`` (15) is kept in
     :attr:`accounts`). Then :meth:`subscribe` queues one request per channel
-    and symbol (see the package docstring) with request ids drawn from
+    and symbol (see ``docs/guide/ib.rst``) with request ids drawn from
     ``request_ids`` (default: 1, 2, 3, ... for this connection, as ib_async
     numbers them; the protocol owns its counter, the frozen provider holds
     none); subscribing a topic that is already open cancels the old request

@@ -82,8 +82,8 @@ class IBProvider(Provider):
       The TWS API is plain TCP without encryption or login (TWS is already
       logged in and only accepts its trusted IPs): keep it on the same host
       or a trusted LAN.
-    * Channels ``trades``, ``quotes``, ``books``, ``bars`` (see the module
-      docstring for the request behind each), tuned by ``trade_ticks``
+    * Channels ``trades``, ``quotes``, ``books``, ``bars`` (see
+      ``docs/guide/ib.rst`` for the request behind each), tuned by ``trade_ticks``
       (``"AllLast"``/``"Last"``), ``quotes_via`` (``"mktdata"``/
       ``"tick_by_tick"``) and ``depth_rows`` (10).
     * ``contracts``: symbol -> :class:`IBContract` for symbols that are not
@@ -108,7 +108,8 @@ class IBProvider(Provider):
       :class:`~puffin_trio.errors.ConnectionLimitError`; TWS sends no such
       error (a taken client id is fatal instead), so it is here for the
       common provider interface.
-    * ``connect_timeout=10``: see :mod:`puffin_trio.transports.tcp`.
+    * ``connect_timeout=10``: see ``DEFAULT_CONNECT_TIMEOUT`` in
+      :mod:`puffin_trio.transports.tcp`.
 
     Limits: ``max_messages_per_second=45`` paces every outgoing message in
     the transport (TWS allows 50; see

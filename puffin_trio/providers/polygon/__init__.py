@@ -15,33 +15,10 @@ or put the API key anywhere but the auth frame: the key is left out of every
 
 Its modules, by concern: ``_wire`` (channel names, limits), ``_fields`` (wire
 values -> event values), ``_errors`` (what each error status means),
-``_protocol`` (the state machine) and ``_provider`` (configuration).
-
-Normalisation choices (Polygon's wire values -> the event model):
-
-* Exchange, condition and indicator codes are integers on the wire and text
-  in the events (``4`` -> ``"4"``); tapes 1/2/3 become ``"A"``/``"B"``/``"C"``,
-  the letters Alpaca and the SIPs use.
-* Stock quote sizes stay in round lots, as sent (Alpaca's are too); crypto
-  sizes are units. A trade's ``ds`` (decimal size, fractional shares) wins
-  over ``s`` when present, as do aggregates' ``dv`` over ``v``.
-* Crypto trade conditions ``1``/``2`` (sell side / buy side) become the
-  taker side ``"S"``/``"B"``, as Alpaca's ``tks`` does; ``0`` means none.
-* ``q`` becomes ``seq``. It exists on stock trades, quotes and LULD and is
-  per symbol and increasing but not contiguous, so the guard mode is
-  ``"monotonic"`` (duplicates and reordering are caught, holes are normal);
-  :class:`StrictPolygonProtocol` uses ``"strict"`` for servers whose numbers
-  are contiguous per stream, like our simulator's ``sequence="contiguous"``.
-* ``XL2`` (crypto L2) is decoded as a **snapshot** of the top levels
-  (``OrderBookUpdate(snapshot=True)``). Polygon does not document whether a
-  message is a snapshot or a diff, but its
-  reference describes ``b``/``a`` as "an array of bid [ask] prices ... with a
-  maximum depth of 100", which is a bounded top-of-book picture, not a list
-  of changed levels. Reading a diff as a snapshot would drop levels until the
-  next message; reading snapshots as diffs would keep dead levels for good,
-  which is the worse failure. A level of size 0 in a snapshot is dropped.
-* ``LULD``'s ``t`` is documented in ms but sampled in ns, so its unit is
-  taken from its magnitude; every other ``t``, ``s``, ``e`` is ms.
+``_protocol`` (the state machine) and ``_provider`` (configuration). How
+Polygon's wire values are normalised into events (codes, tapes, lot sizes,
+``q`` as ``seq``, ``XL2`` as snapshots, LULD timestamps) is in
+``docs/guide/providers.rst``.
 """
 
 

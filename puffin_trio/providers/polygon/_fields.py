@@ -1,7 +1,7 @@
 """How Polygon's wire values become event values: codes, tapes, sides, timestamps.
 
 This module owns the field conversions of the Polygon protocol (the
-normalisation choices the package docstring lists). Each raises
+normalisation choices ``docs/guide/providers.rst`` lists). Each raises
 ``TypeError``/``ValueError`` on a value it cannot convert, which the protocol
 turns into :class:`~puffin_trio.providers._base.Malformed`. It must not build
 events or do I/O.

@@ -3,18 +3,10 @@
 This module owns the wire protocol of one connection: the ``connected``/``auth``
 handshake, topic subscriptions split under a size limit, per-topic
 confirmations folded into subscription acks, and decoding JSON frames into
-normalised events and control items (see the package docstring for the
-normalisation choices). It must not do I/O, read a clock (``ts_recv`` is
-passed in), log per message, or put the API key anywhere but the auth frame.
-
-Decoding is the hot path: one dict of ``ev`` -> bound method per connection,
-timestamps converted with one multiplication (Polygon sends Unix
-milliseconds), small integer codes turned into text through a table, and
-events built straight into their slots (``event_builder``, shared by every
-provider protocol). Required fields are checked by the conversions
-themselves; a message that fails becomes
-:class:`~puffin_trio.providers._base.Malformed` and the rest of its frame
-still decodes.
+normalised events and control items (the normalisation choices, and how
+decoding, the hot path, is kept fast, are in ``docs/guide/providers.rst``).
+It must not do I/O, read a clock (``ts_recv`` is passed in), log per message,
+or put the API key anywhere but the auth frame.
 """
 
 from __future__ import annotations

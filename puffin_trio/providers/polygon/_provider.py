@@ -62,7 +62,7 @@ class PolygonProvider(WebSocketProvider):
       announced as a ``Gap``).
     * Channels: ``trades``, ``quotes``, ``bars`` (minute: ``AM``/``XA``),
       ``second_bars`` (``A``/``XAS``); stocks add ``lulds``, crypto adds
-      ``books`` (``XL2``, decoded as snapshots: see the module docstring).
+      ``books`` (``XL2``, decoded as snapshots: see ``docs/guide/providers.rst``).
       Symbols are Polygon's (``"AAPL"``, ``"BTC-USD"``); ``"*"`` subscribes to
       every symbol (``T.*``).
 

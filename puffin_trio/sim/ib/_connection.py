@@ -1,8 +1,8 @@
 """One client of the fake TWS: handshake, requests and replies, the data pump, faults.
 
 This module owns :class:`Connection`, everything that happens on one socket
-of :func:`~puffin_trio.sim.ib.serve_ib` (see the package docstring for the
-protocol and the faults). It must not listen or hold server-wide state
+of :func:`~puffin_trio.sim.ib.serve_ib` (``docs/guide/simulators.rst`` describes
+the protocol and the faults). It must not listen or hold server-wide state
 beyond what :class:`~puffin_trio.sim.ib._server.Server` lends it (the model,
 the client ids in use).
 """
@@ -10,7 +10,6 @@ the client ids in use).
 from __future__ import annotations
 
 import logging
-import time
 from typing import TYPE_CHECKING
 
 import trio
@@ -26,6 +25,7 @@ from puffin_trio.sim.ib._requests import (
     Quotes,
     Subscription,
     Ticks,
+    quote_ticks,
     trade_tick,
 )
 from puffin_trio.sim.ib._wire import (
@@ -35,7 +35,8 @@ from puffin_trio.sim.ib._wire import (
     SERVER_VERSION,
     VERSIONS,
     Reader,
-    frame,
+    connection_time,
+    encode_message,
     num,
 )
 from puffin_trio.sim.market import SimBook, SimQuote, SimTrade
@@ -115,9 +116,7 @@ class Connection:
         match = VERSIONS.match(versions)
         if match is None or not int(match[1]) <= SERVER_VERSION <= int(match[2]):
             return False
-        now = self._server.wall_clock() // NS
-        when = time.strftime("%Y%m%d %H:%M:%S", time.gmtime(now)) + " UTC"
-        await self._send([[str(SERVER_VERSION), when]])
+        await self._send([[str(SERVER_VERSION), connection_time(self._server.wall_clock() // NS)]])
         return True
 
     # -- sending -------------------------------------------------------------
@@ -127,7 +126,7 @@ class Connection:
         async with self._lock:
             if self._delay and trio.current_time() < self._slow_until:
                 await trio.sleep(self._delay)
-            await self._stream.send_all(b"".join(frame(m) for m in messages))
+            await self._stream.send_all(b"".join(encode_message(m) for m in messages))
             if data:
                 self._data_sent += len(messages)
             if self._recorded:
@@ -316,7 +315,7 @@ class Connection:
             window = seconds - seconds % BAR_SECONDS
             for sub in subs:
                 if type(sub) is Ticks and sub.kind in ("1", "2"):
-                    out.append(trade_tick(sub, tick, seconds))
+                    out.append(trade_tick(sub.req_id, sub.kind, tick, seconds))
                 elif type(sub) is Quotes:
                     out.append(["1", "6", sub.req_id, "4", repr(tick.price), num(tick.size), "0"])
                     out.append(["46", "6", sub.req_id, "45", str(seconds)])
@@ -348,17 +347,7 @@ class Connection:
         return out
 
     def _quote_messages(self, sub: Quotes, quote: SimQuote) -> list[list[str]]:
-        """tickPrice for a side whose price moved, tickSize for one whose size alone did."""
-        out = []
-        for tick_type, size_type, level, last in (
-            ("1", "0", (quote.bid, quote.bid_size), sub.bid),
-            ("2", "3", (quote.ask, quote.ask_size), sub.ask),
-        ):
-            price, size = level
-            if last is None or last[0] != price:
-                out.append(["1", "6", sub.req_id, tick_type, repr(price), num(size), "1"])
-            elif last[1] != size:
-                out.append(["2", "6", sub.req_id, size_type, num(size)])
+        out = quote_ticks(sub.req_id, quote, sub.bid, sub.ask)
         sub.bid = (quote.bid, quote.bid_size)
         sub.ask = (quote.ask, quote.ask_size)
         return out

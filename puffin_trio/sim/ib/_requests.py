@@ -13,7 +13,7 @@ from __future__ import annotations
 import attrs
 
 from puffin_trio.sim.ib._wire import num
-from puffin_trio.sim.market import MarketModel, SimBook, SimTrade
+from puffin_trio.sim.market import MarketModel, SimBook, SimQuote, SimTrade
 
 __all__ = [
     "BAR_SECONDS",
@@ -24,6 +24,7 @@ __all__ = [
     "Quotes",
     "Subscription",
     "Ticks",
+    "quote_ticks",
     "row_operations",
     "trade_tick",
 ]
@@ -204,9 +205,38 @@ class Bars:
 Subscription = Quotes | Ticks | Depth | Bars
 
 
-def trade_tick(sub: Ticks, trade: SimTrade, seconds: int) -> list[str]:
+# --------------------------------------------------------------------------- data messages
+# Messages as field lists (``encode_message`` puts them on the wire). The
+# benchmarks' blast server builds its data with these.
+
+
+def trade_tick(req_id: str, kind: str, trade: SimTrade, seconds: int) -> list[str]:
+    """A ``tickByTick`` (99) trade of type ``kind`` (``"1"`` Last, ``"2"`` AllLast)."""
     conditions = " ".join(c for c in trade.conditions if c != "@")
     return [
-        "99", sub.req_id, sub.kind, str(seconds), repr(trade.price), num(trade.size), "0",
+        "99", req_id, kind, str(seconds), repr(trade.price), num(trade.size), "0",
         _VENUES.get(trade.exchange, trade.exchange), conditions,
     ]  # fmt: skip
+
+
+def quote_ticks(
+    req_id: str,
+    quote: SimQuote,
+    bid: tuple[float, float] | None,
+    ask: tuple[float, float] | None,
+) -> list[list[str]]:
+    """``reqMktData`` L1 for ``quote``, given the (price, size) last sent per side.
+
+    A ``tickPrice`` (1) for a side whose price moved (or was never sent), a
+    ``tickSize`` (2) for one whose size alone did, nothing for an unchanged side.
+    """
+    out = []
+    for tick_type, size_type, price, size, last in (
+        ("1", "0", quote.bid, quote.bid_size, bid),
+        ("2", "3", quote.ask, quote.ask_size, ask),
+    ):
+        if last is None or last[0] != price:
+            out.append(["1", "6", req_id, tick_type, repr(price), num(size), "1"])
+        elif last[1] != size:
+            out.append(["2", "6", req_id, size_type, num(size)])
+    return out

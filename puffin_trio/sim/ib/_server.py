@@ -168,7 +168,7 @@ async def serve_ib(
       gets error 200. The model is shared by all connections.
     * ``rate``: market steps per second per connection (``None`` or ``0``: as
       fast as possible, still a checkpoint per step).
-    * ``faults``: what to break (see the module docstring for the kinds).
+    * ``faults``: what to break (``docs/guide/simulators.rst`` lists the kinds).
     * ``wall_clock``: ns since the epoch, for the timestamps TWS sends.
     * ``recorder``: an :class:`IBSimRecorder` to inspect from tests.
     * ``account``: the managed account reported after ``startApi``.

@@ -3,7 +3,8 @@
 This module owns what :mod:`puffin_trio.sim.ib` writes and reads on the
 socket below the level of a request: the length-prefixed framing (the
 simulator's own, independent of the client's), the server version it answers
-with, the text of each error code, and how TWS prints a number. It must not
+with, the text of each error code, how TWS prints a number and its connection
+time. It must not
 know the market or hold connection state.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import re
 import struct
+import time
 from collections.abc import Sequence
 
 import trio
@@ -23,7 +25,8 @@ __all__ = [
     "SERVER_VERSION",
     "VERSIONS",
     "Reader",
-    "frame",
+    "connection_time",
+    "encode_message",
     "num",
 ]
 
@@ -65,9 +68,15 @@ def num(value: float) -> str:
     return str(int(value)) if value == int(value) else repr(value)
 
 
-def frame(fields: Sequence[str]) -> bytes:
+def encode_message(fields: Sequence[str]) -> bytes:
+    """One TWS message on the wire: the length prefix, then every field NUL-terminated."""
     payload = ("\0".join(fields) + "\0").encode()
     return PREFIX.pack(len(payload)) + payload
+
+
+def connection_time(seconds: int) -> str:
+    """The connection time TWS sends after the server version: ``20240102 15:04:05 UTC``."""
+    return time.strftime("%Y%m%d %H:%M:%S", time.gmtime(seconds)) + " UTC"
 
 
 class Reader:
