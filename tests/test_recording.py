@@ -31,7 +31,7 @@ from puffin_trio import (
     open_replay,
 )
 from puffin_trio.cli import open_demo_supervisor
-from puffin_trio.events import Gap, Quote
+from puffin_trio.events import Gap, GapReason, Quote
 from puffin_trio.recording import KINDS
 from puffin_trio.testing import events as any_event
 from puffin_trio.testing import mock_wall_clock
@@ -450,17 +450,27 @@ async def test_paced_replay_reproduces_the_recorded_inter_arrival_times(
 async def test_duckdb_counts_and_vwap_per_symbol_equal_the_recorded_events(
     tmp_path: Path,
 ) -> None:
-    """A recording of the embedded simulators (with a reconnect), read by DuckDB."""
+    """A recording of the embedded simulators, read by DuckDB: until the Alpaca
+    simulator's dropped connection has been announced and 500 events more have
+    come, with trades from all three providers."""
     seen: list[Event] = []
+    reconnected_at: int | None = None
+    providers: set[str] = set()
     async with open_demo_supervisor(symbols=["AAPL", "MSFT"], rate=400.0, chaos=True) as sup:
         async with (
             sup.events(capacity=4096, overflow="block", name="recorder") as events,
             open_recorder(tmp_path, flush_interval=0.25) as recorder,
         ):
-            with trio.move_on_after(2.5):
+            with trio.fail_after(60):
                 async for event in events:
                     await recorder.write(event)
-                    seen.append(event)  # recorded: a cancelled write records nothing
+                    seen.append(event)
+                    if isinstance(event, Trade):
+                        providers.add(event.provider)
+                    elif isinstance(event, Gap) and event.reason is GapReason.RECONNECT:
+                        reconnected_at = len(seen)
+                    if reconnected_at and len(seen) > reconnected_at + 500 and len(providers) == 3:
+                        break
     trades = [e for e in seen if isinstance(e, Trade)]
     expected: dict[tuple[str, str], tuple[int, float]] = {}
     for key, group in itertools.groupby(

@@ -32,10 +32,11 @@ async def replay_all(path: Path, **filters: object) -> list[Event]:
 def sim_recording(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[Path, subprocess.CompletedProcess[str]]:
-    """``record sim`` for 4 s with its dropped Alpaca connection, flushed every 0.25 s."""
+    """``record sim`` for 5 s, flushed every 0.25 s. The Alpaca simulator drops its
+    first connection after 600 messages: at 600 messages/s, about a second in."""
     out = tmp_path_factory.mktemp("cli") / "recording"
     result = run_cli(
-        "record", "sim", "--out", str(out), "--duration", "4", "--rate", "300",
+        "record", "sim", "--out", str(out), "--duration", "5", "--rate", "600",
         "--symbols", "AAPL,MSFT", "--flush-interval", "0.25",
     )  # fmt: skip
     return out, result
