@@ -6,9 +6,8 @@
 * :func:`open_replay` reads a recording back as a channel of the same event
   objects, in ``ts_recv`` order, optionally paced and filtered.
 
-The layout, the column types, the crash bound and the numbers are in the
-documentation of :mod:`puffin_trio.recording._layout`, ``_schema`` and
-``_recorder``, and in README.rst.
+The layout, the column types, the schema version, the crash bound and the
+numbers are in ``docs/guide/recording.rst``.
 """
 
 from puffin_trio.recording._recorder import (
