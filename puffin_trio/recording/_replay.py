@@ -54,6 +54,8 @@ __all__ = ["open_replay"]
 #: events and a few ms of work on the event loop (so other tasks wait at most
 #: that long), while the thread hand-off per batch (~50 µs) costs about 1 %.
 _BATCH_ROWS: Final = 4096
+#: Batches each chain reads ahead of the merge (Arrow data, a few hundred kB each).
+_READ_AHEAD: Final = 1
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _INT64_MIN: Final = -(2**63)
 _INT64_MAX: Final = 2**63 - 1
@@ -273,7 +275,7 @@ class _Source:
     ) -> None:
         self.rank = chain.rank
         self.schema = chain.schema
-        send, self._receive = trio.open_memory_channel[_Read](1)
+        send, self._receive = trio.open_memory_channel[_Read](_READ_AHEAD)
         nursery.start_soon(self._read_ahead, _ChainReader(chain, filters), send, limiter)
         self.events: list[Event] = []
         self.ts: list[int] = []
