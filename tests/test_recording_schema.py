@@ -171,6 +171,21 @@ def test_enum_columns_round_trip_and_refuse_unknown_values(tmp_path: Path) -> No
         trio.run(_replay_all, tmp_path)
 
 
+@pytest.mark.parametrize("reason", list(GapReason), ids=str)
+def test_every_gap_reason_round_trips_through_a_recording(
+    tmp_path: Path, reason: GapReason
+) -> None:
+    gap = Gap(provider="sim", symbol="", ts_event=10**18, ts_recv=10**18, stream="sim",
+              reason=reason, window_start=10**18, window_end=10**18)  # fmt: skip
+
+    async def record() -> None:
+        async with open_recorder(tmp_path) as recorder:
+            await recorder.write(gap)
+
+    trio.run(record)
+    assert trio.run(_replay_all, tmp_path) == [gap]
+
+
 def test_a_file_damaged_inside_its_data_fails_the_replay_naming_it(tmp_path: Path) -> None:
     """The footer is intact (so the file is planned), a data page is not: the
     replay's block is cancelled and ReplayError raised from ``open_replay``."""
