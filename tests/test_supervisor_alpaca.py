@@ -118,7 +118,8 @@ async def test_abrupt_close_reconnects_resubscribes_and_announces_the_gap(
 
 
 async def test_heartbeat_timeout_restarts_the_session(autojump_clock: MockClock) -> None:
-    faults = FaultPlan.ignore_pings_after(5)
+    """No pong, and nothing else either: the link is dead."""
+    faults = FaultPlan.ignore_pings_after(5) + FaultPlan.silent_after(5)
     async with alpaca_sim(faults=faults) as (url, rec, wall):
         async with Supervisor.open(wall_clock=wall, restart=FAST_RESTART) as sup:
             sup.add(provider(url, ping_interval=5.0, ping_timeout=3.0), quotes=["AAPL"])
@@ -131,21 +132,21 @@ async def test_heartbeat_timeout_restarts_the_session(autojump_clock: MockClock)
     assert rec.accepted == 2
 
 
-async def test_a_heartbeat_timeout_drops_the_link_at_once(autojump_clock: MockClock) -> None:
-    """The reconnect is announced at the pong deadline: no closing handshake is spent on a
-    link declared dead (the simulator reads nothing, so it would never answer one)."""
-    interval, timeout = 5.0, 3.0
-    async with alpaca_sim(faults=FaultPlan.ignore_pings_after(5)) as (url, _, wall):
+async def test_a_link_that_streams_but_answers_no_ping_is_kept(autojump_clock: MockClock) -> None:
+    """Inbound data is a sign of life: the pong deadline applies only when nothing arrives."""
+    faults = FaultPlan.ignore_pings_after(5)
+    async with alpaca_sim(faults=faults, rate=20.0) as (url, rec, wall):
         async with Supervisor.open(wall_clock=wall, restart=FAST_RESTART) as sup:
-            sup.add(provider(url, ping_interval=interval, ping_timeout=timeout), quotes=["AAPL"])
+            sup.add(provider(url, ping_interval=5.0, ping_timeout=3.0), quotes=["AAPL"])
             async with sup.events() as events:
-                seen = await collect_until(
-                    events, lambda s: (SessionState.RECONNECTING, 1) in states(s)
-                )
-    status = {e.state: e.ts_event for e in seen if isinstance(e, Status)}
-    # The heartbeat starts with authentication, a moment before streaming.
-    late = status[SessionState.RECONNECTING] - status[SessionState.STREAMING]
-    assert late / 1e9 <= interval + timeout + 0.01
+                seen: list[Event] = []
+                with trio.move_on_after(60):
+                    async for event in events:
+                        seen.append(event)
+                        assert len(seen) < 10_000
+    assert SessionState.RECONNECTING not in [e.state for e in seen if isinstance(e, Status)]
+    assert sum(isinstance(e, Quote) for e in seen) > 60 * 20 * 0.9
+    assert rec.accepted == 1
 
 
 async def test_heartbeat_measures_round_trip_time(autojump_clock: MockClock) -> None:

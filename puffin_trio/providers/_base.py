@@ -29,7 +29,7 @@ The session drives a protocol like this::
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -312,9 +312,10 @@ def normalize_topics(
     """Validate channel names and symbols; return a clean ``channel -> frozenset`` mapping.
 
     Raises :class:`ConfigurationError` for an unknown channel, a symbol that is
-    not a non-empty string without whitespace or commas, or a bare string
-    passed where a list was meant (``trades="AAPL"`` would otherwise subscribe
-    to ``A``, ``P`` and ``L``).
+    not a non-empty string without whitespace or commas, or anything but a
+    collection of symbols where one was meant: a bare string
+    (``trades="AAPL"`` would otherwise subscribe to ``A``, ``P`` and ``L``),
+    ``None`` or a number.
     """
     clean: dict[str, frozenset[str]] = {}
     for channel, symbols in topics.items():
@@ -327,6 +328,11 @@ def normalize_topics(
             raise ConfigurationError(
                 f"{provider}: {channel}= takes a list of symbols, not the string {symbols!r}; "
                 f"write {channel}=[{symbols!r}]"
+            )
+        if not isinstance(symbols, Iterable):
+            raise ConfigurationError(
+                f"{provider}: {channel}= takes a list of symbols, not {symbols!r}; "
+                f"write {channel}=['AAPL', ...], or leave it out"
             )
         out = set()
         for symbol in symbols:
@@ -353,7 +359,8 @@ class Provider(abc.ABC):
 
     * ``ping_interval``: time between heartbeats.
     * ``ping_timeout``: deadline for the heartbeat's answer (WebSocket pong, or
-      IB's ``reqCurrentTime`` reply); missing it restarts the session.
+      IB's ``reqCurrentTime`` reply); missing it restarts the session, unless
+      data kept arriving meanwhile (a slow link is not a dead one).
     * ``stale_after``: a subscription silent this long during its market
       session is resubscribed, and if it stays silent as long again, the
       session reconnects.

@@ -9,6 +9,7 @@ and exception.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, ClassVar, Literal
 
@@ -66,6 +67,27 @@ _STALE_AFTER: Mapping[str, float] = {
 #: is itself kilobytes.
 _MIN_MESSAGE_SIZE = 64 * 1024
 
+#: What Alpaca accepts as a symbol; its server answers anything else with 400
+#: "invalid syntax", a fatal error found only after connecting. Alpaca's
+#: symbols are all upper case, so a symbol is upper-cased first (``"brk.b"``
+#: subscribes ``"BRK.B"``, and its events say ``"BRK.B"``). Stocks: a root of
+#: at most 5 letters plus a class or warrant suffix (``"BRK.B"``); 16
+#: characters leave room for any listed symbol, and any symbol fits the
+#: smallest subscribe frame (``MIN_FRAME_BYTES``). Crypto: ``BASE/QUOTE``.
+_STOCK_SYMBOLS = _config.SymbolRule(
+    re.compile(r"[A-Z0-9][A-Z0-9.\-]{0,15}"),
+    "Alpaca stock symbols are 1 to 16 letters, digits, '.' or '-' (e.g. 'BRK.B')",
+    upper=True,
+    hints=((re.compile("/"), "crypto pairs are on AlpacaProvider(feed='crypto')"),),
+)
+_CRYPTO_SYMBOLS = _config.SymbolRule(
+    re.compile(r"[A-Z0-9]{1,15}/[A-Z0-9]{1,15}"),
+    "Alpaca crypto symbols are pairs BASE/QUOTE of up to 15 letters or digits each "
+    "(e.g. 'BTC/USD')",
+    upper=True,
+    hints=((re.compile("^[^/]+-[^/]+$"), "Alpaca writes pairs with a slash, not a dash"),),
+)
+
 
 @attrs.frozen(init=False)
 class AlpacaProvider(WebSocketProvider):
@@ -106,6 +128,11 @@ class AlpacaProvider(WebSocketProvider):
     ``allow_insecure=True`` permits a plain ``ws://`` URL to a host that is
     not loopback (the key then travels in clear). ``name`` is the session's
     name (events always say ``provider="alpaca"``).
+
+    Symbols are upper-cased, then must be 1 to 16 letters, digits, ``.`` or
+    ``-`` on stock feeds (``"BRK.B"``), or ``BASE/QUOTE`` on the crypto feed
+    (``"BTC/USD"``); ``"*"`` is every symbol. Anything else is a
+    ConfigurationError at ``sup.add``.
     """
 
     name: ClassVar[str] = PROVIDER
@@ -217,8 +244,10 @@ class AlpacaProvider(WebSocketProvider):
         return [("Content-Type", f"application/{self.encoding}")]
 
     def normalize(self, topics: Topics) -> dict[str, frozenset[str]]:
-        """Validate ``topics`` for this feed (``books`` on crypto, ``lulds`` on stocks only)."""
-        return check_topics(topics, crypto=self.is_crypto)
+        """Validate ``topics`` for this feed (``books`` on crypto, ``lulds`` on stocks only)
+        and its symbols (upper-cased; see the class docstring)."""
+        rule = _CRYPTO_SYMBOLS if self.is_crypto else _STOCK_SYMBOLS
+        return _config.check_symbols(PROVIDER, check_topics(topics, crypto=self.is_crypto), rule)
 
     def check(self) -> None:
         """Raise :class:`ConfigurationError` if the key or secret is missing."""

@@ -9,6 +9,7 @@ for every connection. It must not do I/O, and keeps the key out of every
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, ClassVar, Literal
 
@@ -43,6 +44,31 @@ HOSTS: Mapping[str, str] = {"realtime": "socket.massive.com", "delayed": "delaye
 #: Smallest accepted ``max_message_size``: a status burst confirming a few
 #: hundred topics must fit.
 _MIN_MESSAGE_SIZE = 64 * 1024
+
+#: What Polygon accepts as a symbol; anything else would be subscribed, never
+#: confirmed, and fail the session's subscription deadline after connecting.
+#: Stock tickers are case-sensitive (Polygon's own words): upper case, with
+#: lower-case CQS suffixes for preferreds and warrants (``"BACpL"``), so their
+#: case is kept and a ticker must start upper case or with a digit; at most 16
+#: characters (real ones have at most 10). Crypto pairs are ``FROM-TO`` in upper
+#: case (``"BTC-USD"``), so they are upper-cased. Any valid topic fits the
+#: smallest subscribe frame (``MIN_FRAME_BYTES``).
+_STOCK_SYMBOLS = _config.SymbolRule(
+    re.compile(r"[A-Z0-9][A-Za-z0-9.\-]{0,15}"),
+    "Polygon stock tickers are 1 to 16 letters, digits, '.' or '-', starting with an "
+    "upper-case letter or a digit (e.g. 'BRK.A')",
+    hints=(
+        (re.compile("^[a-z]"), "tickers are case-sensitive: did you mean {upper!r}?"),
+        (re.compile("[/:]"), "crypto pairs are on PolygonProvider(market='crypto')"),
+    ),
+)
+_CRYPTO_SYMBOLS = _config.SymbolRule(
+    re.compile(r"[A-Z0-9]{1,15}-[A-Z0-9]{1,15}"),
+    "Polygon crypto symbols are pairs FROM-TO of up to 15 letters or digits each "
+    "(e.g. 'BTC-USD')",
+    upper=True,
+    hints=((re.compile("^[XxCc]:"), "the crypto cluster's symbols have no 'X:' prefix"),),
+)
 
 
 @attrs.frozen(init=False)
@@ -88,6 +114,11 @@ class PolygonProvider(WebSocketProvider):
     ``allow_insecure=True`` permits a plain ``ws://`` URL to a host that is
     not loopback (the key then travels in clear). ``name`` is the session's
     name (events always say ``provider="polygon"``).
+
+    Symbols: stock tickers keep their case (they are case-sensitive) and are 1
+    to 16 letters, digits, ``.`` or ``-`` starting upper case or with a digit;
+    crypto pairs are upper-cased and must read ``FROM-TO``; ``"*"`` is every
+    symbol. Anything else is a ConfigurationError at ``sup.add``.
     """
 
     name: ClassVar[str] = PROVIDER
@@ -186,8 +217,10 @@ class PolygonProvider(WebSocketProvider):
         return calendar_for("crypto" if self.is_crypto else "us_equity")
 
     def normalize(self, topics: Topics) -> dict[str, frozenset[str]]:
-        """Validate ``topics`` for this cluster (``books`` on crypto, ``lulds`` on stocks)."""
-        return check_topics(topics, crypto=self.is_crypto)
+        """Validate ``topics`` for this cluster (``books`` on crypto, ``lulds`` on stocks)
+        and its symbols (see the class docstring)."""
+        rule = _CRYPTO_SYMBOLS if self.is_crypto else _STOCK_SYMBOLS
+        return _config.check_symbols(PROVIDER, check_topics(topics, crypto=self.is_crypto), rule)
 
     def check(self) -> None:
         """Raise :class:`ConfigurationError` if no API key was given or found."""
