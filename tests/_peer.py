@@ -55,6 +55,8 @@ class Peer:
     client_close: int | None = None
     #: Pongs the client sent (answers to :meth:`ping`).
     pongs: int = 0
+    #: Pings of the client this peer answered.
+    pings: int = 0
     #: permessage-deflate was negotiated.
     deflate: bool = False
 
@@ -98,6 +100,13 @@ class Peer:
             if not await self._read():
                 raise trio.EndOfChannel("the client closed")
 
+    async def answer_ping(self) -> None:
+        """Read until the client's next ping has been answered."""
+        count = self.pings
+        while self.pings == count:
+            if not await self._read():
+                raise trio.EndOfChannel("the client closed")
+
     async def receive(self) -> str | bytes:
         """The client's next message (pings are answered meanwhile)."""
         count = len(self.received)
@@ -126,6 +135,7 @@ class Peer:
                 self.received.append(event.data)
             elif isinstance(event, Ping):
                 await self.stream.send_all(self.ws.send(event.response()))
+                self.pings += 1
             elif isinstance(event, Pong):
                 self.pongs += 1
             elif isinstance(event, CloseConnection):

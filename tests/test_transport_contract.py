@@ -358,29 +358,30 @@ async def test_no_socket_of_ours_remains_after_server_initiated_closes(
     assert len(server.peers) == 3
 
 
-async def test_abort_closes_the_socket_at_once_and_keeps_what_already_arrived(
+async def test_after_an_abort_what_arrived_is_readable_and_leaving_takes_no_handshake(
     ws_transport: WsTransportName, autojump_clock: MockClock
 ) -> None:
-    """Issue 9 defect 8's primitive: a link declared dead is dropped without a close handshake."""
+    """Issue 9 defect 8's primitive: a link declared dead is dropped without a closing
+    handshake (the deaf peer would never answer one); what reached us before that is
+    still read first (issue 9 defect 9)."""
 
-    async def burst_then_silence(peer: Peer) -> None:
+    async def burst_then_deaf(peer: Peer) -> None:
         for i in range(3):
             await peer.send_text(f"m{i}")
-        await peer.drain()
+        await peer.answer_ping()
+        await trio.sleep_forever()  # reads nothing more: a close frame would go unanswered
 
     with no_garbage_collection():
-        async with serve_peer(burst_then_silence) as server:
-            start = trio.current_time()
+        async with serve_peer(burst_then_deaf) as server:
             async with open_ws_transport(server.url, transport=ws_transport) as ws:
                 assert await ws.receive() == "m0"
                 await ws.ping()  # m1 and m2 have arrived
                 ws.abort()
-                assert our_sockets(server.port) == []
                 assert ws.receive_nowait() == "m1"
-                assert ws.receive_nowait() == "m2"
-                with pytest.raises(ConnectionLost, match="aborted"):
-                    await ws.receive()
-            assert trio.current_time() - start < 0.1
+                assert await ws.receive() == "m2"
+                start = trio.current_time()
+            assert trio.current_time() - start < 0.01
+            assert our_sockets(server.port) == []
             assert server.peers[0].client_close is None  # no closing handshake
 
 

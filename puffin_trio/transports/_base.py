@@ -47,10 +47,11 @@ class Transport(Protocol):
       first. Transports without one raise
       :class:`~puffin_trio.errors.ProtocolError` (their providers use an
       application-level heartbeat instead).
-    * ``abort`` ends the connection at once, without a closing handshake:
-      for a link declared dead, where waiting for the peer only wastes time.
-      Messages that had already arrived stay readable with
-      ``receive_nowait``.
+    * ``abort`` declares the link dead: leaving the ``async with`` block then
+      closes the socket at once, without a closing handshake (waiting for a
+      peer that stopped answering only wastes time). Until then, what has
+      already arrived (in the transport's queue or the socket's buffer) can
+      still be read, so that nothing that reached us is thrown away.
     * The socket is closed as soon as the connection ends, whoever ends it
       and however: a peer's close, a dropped link, a protocol error, an
       abort, or the end of the ``async with`` block that opened it. No socket

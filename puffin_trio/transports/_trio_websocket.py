@@ -198,12 +198,10 @@ class TrioWebsocketTransport:
         scope.cancel()
 
     def abort(self) -> None:
-        """Close the socket now, without a closing handshake. Not a checkpoint.
-
-        Messages that had already arrived stay readable with :meth:`receive_nowait`.
-        """
+        """The link is declared dead: leaving the block closes the socket at once, with
+        no closing handshake. Not a checkpoint. What has already arrived stays readable
+        until then (the session drains it)."""
         self._aborted = True
-        self._stream.end(None)
 
     async def aclose(self) -> None:
         """Close: cleanly (close frame, the peer's reply, TCP; bounded by
@@ -227,8 +225,6 @@ class TrioWebsocketTransport:
 
     def _ended(self, reason: trio_websocket.CloseReason | None) -> ConnectionLost:
         """The typed error for this connection's end, with its close code."""
-        if self._aborted:
-            return ConnectionLost("connection aborted by us (no closing handshake)", code=1006)
         sent = self._stream.close_sent
         if reason is None and sent is not None:
             # trio-websocket failed the connection (wsproto found a protocol error)

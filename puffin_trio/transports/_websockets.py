@@ -303,13 +303,10 @@ class WebsocketsTransport:
             raise self._ended()
 
     def abort(self) -> None:
-        """Close the socket now, without a closing handshake. Not a checkpoint.
-
-        Messages that had already arrived stay readable with :meth:`receive_nowait`.
-        """
+        """The link is declared dead: leaving the block closes the socket at once, with
+        no closing handshake. Not a checkpoint. What has already arrived stays readable
+        until then (the session drains it)."""
         self._aborted = True
-        close_socket_now(self._conn.stream)
-        self._conn.release_reader()
 
     async def aclose(self) -> None:
         """Close: cleanly (close frame, the peer's reply, TCP; bounded by
@@ -330,8 +327,6 @@ class WebsocketsTransport:
 
     def _ended(self) -> ConnectionLost:
         """The typed error for this connection's end, with its close code."""
-        if self._aborted:
-            return ConnectionLost("connection aborted by us (no closing handshake)", code=1006)
         protocol = self._conn.protocol
         received, sent = protocol.close_rcvd, protocol.close_sent
         if received is not None and (sent is None or protocol.close_rcvd_then_sent):

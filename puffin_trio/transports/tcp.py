@@ -39,7 +39,6 @@ from puffin_trio.providers.ib._framing import (
     check_frame_size,
     encode_frame,
 )
-from puffin_trio.transports._sockets import close_socket_now
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
@@ -217,13 +216,8 @@ class TcpTransport:
         )
 
     def abort(self) -> None:
-        """Close the socket now. Not a checkpoint.
-
-        Payloads already de-framed stay readable with :meth:`receive_nowait`.
-        A stream without an OS socket (a test's memory stream) is closed when
-        the ``async with`` block of :func:`open_tcp_transport` ends.
-        """
-        close_socket_now(self._stream)
+        """Nothing to do: TCP has no closing handshake, so leaving the ``async with`` block
+        of :func:`open_tcp_transport` always closes the socket at once."""
 
     async def aclose(self) -> None:
         """Close the socket (immediately; TCP needs no closing handshake here)."""
