@@ -7,10 +7,14 @@ users drive them with their own I/O, fuzzers and outside tests with bytes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import orjson
 import pytest
 
 import puffin_trio.providers as providers
+from puffin_trio.errors import ConfigurationError
 from puffin_trio.events import Trade
 from puffin_trio.providers import (
     AlpacaProtocol,
@@ -107,3 +111,31 @@ def test_a_protocol_that_declares_slots_has_no_instance_dict(proto: ProviderProt
     assert not hasattr(proto, "__dict__")
     with pytest.raises(AttributeError):
         proto.unexpected = 1  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("make", [lambda **kw: AlpacaProvider(key="k", secret="s", **kw),
+                                  lambda **kw: PolygonProvider(key="k", **kw)],
+                         ids=["alpaca", "polygon"])  # fmt: skip
+class TestWebSocketTransportChoice:
+    """``transport=`` and ``compression=`` are checked when the provider is made."""
+
+    def test_websockets_is_the_default_and_trio_websocket_the_option(
+        self, make: Callable[..., Any]
+    ) -> None:
+        assert make().transport == "websockets"
+        assert make(transport="trio-websocket").transport == "trio-websocket"
+
+    @pytest.mark.parametrize("bad", ["wsproto", "", None, 1])
+    def test_an_unknown_transport_is_a_configuration_error(
+        self, make: Callable[..., Any], bad: object
+    ) -> None:
+        with pytest.raises(ConfigurationError, match="transport must be one of"):
+            make(transport=bad)
+
+    def test_compression_needs_a_library_that_has_it(self, make: Callable[..., Any]) -> None:
+        assert make(compression=True).compression is True
+        assert make(transport="trio-websocket").compression is None
+        with pytest.raises(ConfigurationError, match="no permessage-deflate"):
+            make(transport="trio-websocket", compression=True)
+        with pytest.raises(ConfigurationError, match="compression must be"):
+            make(compression="yes")

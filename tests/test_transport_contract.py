@@ -507,9 +507,26 @@ async def test_the_connection_ends_at_once_while_a_slow_consumer_holds_the_queue
 # --------------------------------------------------------------------------- compression
 
 
-async def test_compression_is_negotiated_when_asked_for(autojump_clock: MockClock) -> None:
+async def test_compression_is_offered_by_default_where_the_library_has_it(
+    ws_transport: WsTransportName, autojump_clock: MockClock
+) -> None:
+    """websockets offers permessage-deflate (the server accepts it here) and messages
+    round-trip compressed; trio-websocket has none and offers nothing."""
     async with serve_peer(echo, deflate=True) as server:
-        async with open_ws_transport(server.url, compression=True) as ws:
+        async with open_ws_transport(server.url, transport=ws_transport) as ws:
             await ws.send_all(["compressed " * 20])
             assert await ws.receive() == "compressed " * 20
-    assert server.peers[0].deflate
+    assert server.peers[0].deflate is (ws_transport == "websockets")
+
+
+async def test_compression_can_be_turned_off(autojump_clock: MockClock) -> None:
+    async with serve_peer(echo, deflate=True) as server:
+        async with open_ws_transport(server.url, compression=False) as ws:
+            await ws.send_all(["plain"])
+            assert await ws.receive() == "plain"
+    assert not server.peers[0].deflate
+
+
+def test_trio_websocket_refuses_compression() -> None:
+    with pytest.raises(ConfigurationError, match="no permessage-deflate"):
+        open_ws_transport("ws://127.0.0.1:1/", transport="trio-websocket", compression=True)

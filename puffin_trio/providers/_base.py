@@ -420,12 +420,15 @@ class WebSocketProvider(Provider):
     with ``allow_insecure=True``). ``max_message_size`` bounds one incoming
     message: the connection is closed (1009) if the server sends more.
     ``transport`` names the WebSocket library: ``"websockets"`` (the
-    default) or ``"trio-websocket"`` (see :mod:`puffin_trio.transports.ws`).
+    default) or ``"trio-websocket"`` (see :mod:`puffin_trio.transports.ws`);
+    ``compression`` offers permessage-deflate (``None``: the transport's
+    default, on for websockets; trio-websocket has none).
     """
 
     url: str
     max_message_size: int
     transport: WsTransportName
+    compression: bool | None
     allow_insecure: bool
 
     def headers(self) -> list[tuple[str, str]]:
@@ -442,4 +445,5 @@ class WebSocketProvider(Provider):
             headers=self.headers(),
             max_message_size=self.max_message_size,
             allow_insecure=self.allow_insecure,
+            compression=self.compression,
         )

@@ -2,7 +2,8 @@
 
 This module owns the validators the provider classes call in their
 ``__init__`` (:func:`seconds`, :func:`byte_size`, :func:`integer`,
-:func:`flag`, :func:`session_name`, :func:`websocket_url`, :func:`ws_transport`), the credential
+:func:`flag`, :func:`session_name`, :func:`websocket_url`, :func:`ws_transport`,
+:func:`compression`), the credential
 reader (:func:`credential`) and the symbol check their ``normalize`` applies
 (:class:`SymbolRule`, :func:`check_symbols`), so that every provider words the
 same mistake the same way. It also owns :func:`check_ws_url`, the URL rule
@@ -36,6 +37,7 @@ __all__ = [
     "byte_size",
     "check_symbols",
     "check_ws_url",
+    "compression",
     "credential",
     "flag",
     "integer",
@@ -173,6 +175,21 @@ def websocket_url(provider: str, url: object, *, allow_insecure: bool = False) -
         raise ConfigurationError(f"{provider}: url must be a string, not {url!r}")
     check_ws_url(url, allow_insecure=allow_insecure)
     return url
+
+
+def compression(provider: str, value: object, transport: WsTransportName) -> bool | None:
+    """The ``compression=`` of a WebSocket provider: ``None`` (the transport's default),
+    ``True`` or ``False``; ``True`` needs a transport that has permessage-deflate."""
+    if value is not None and not isinstance(value, bool):
+        raise ConfigurationError(
+            f"{provider}: compression must be True, False or None (the default), not {value!r}"
+        )
+    if value and transport == "trio-websocket":
+        raise ConfigurationError(
+            f"{provider}: trio-websocket has no permessage-deflate; use transport='websockets' "
+            "or leave compression unset"
+        )
+    return value
 
 
 def ws_transport(provider: str, value: object) -> WsTransportName:

@@ -125,6 +125,8 @@ class AlpacaProvider(WebSocketProvider):
     constants ``DEFAULT_MAX_MESSAGE_SIZE``/``DEFAULT_MAX_FRAME_BYTES`` say why.
     ``transport``: the WebSocket library, ``"websockets"`` (its native trio
     client, the default and the faster) or ``"trio-websocket"``.
+    ``compression``: offer permessage-deflate (``None``, the default: on with
+    websockets, which has it; trio-websocket has none).
     ``allow_insecure=True`` permits a plain ``ws://`` URL to a host that is
     not loopback (the key then travels in clear). ``name`` is the session's
     name (events always say ``provider="alpaca"``).
@@ -149,6 +151,7 @@ class AlpacaProvider(WebSocketProvider):
     max_message_size: int
     max_frame_bytes: int
     transport: WsTransportName
+    compression: bool | None
     allow_insecure: bool
     session_name: str
     _key: str | None = attrs.field(repr=False)
@@ -171,6 +174,7 @@ class AlpacaProvider(WebSocketProvider):
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         transport: WsTransportName = DEFAULT_WS_TRANSPORT,
+        compression: bool | None = None,
         allow_insecure: bool = False,
         name: str = PROVIDER,
     ) -> None:
@@ -215,6 +219,9 @@ class AlpacaProvider(WebSocketProvider):
                 PROVIDER, "max_frame_bytes", max_frame_bytes, MIN_FRAME_BYTES
             ),
             transport=_config.ws_transport(PROVIDER, transport),
+            compression=_config.compression(
+                PROVIDER, compression, _config.ws_transport(PROVIDER, transport)
+            ),
             allow_insecure=allow_insecure,
             session_name=_config.session_name(PROVIDER, name),
             key=_config.credential(PROVIDER, key, (KEY_ENV,), "key"),

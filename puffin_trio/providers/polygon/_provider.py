@@ -111,6 +111,8 @@ class PolygonProvider(WebSocketProvider):
     constants ``DEFAULT_MAX_MESSAGE_SIZE``/``DEFAULT_MAX_FRAME_BYTES`` say why.
     ``transport``: the WebSocket library, ``"websockets"`` (its native trio
     client, the default and the faster) or ``"trio-websocket"``.
+    ``compression``: offer permessage-deflate (``None``, the default: on with
+    websockets, which has it; trio-websocket has none).
     ``allow_insecure=True`` permits a plain ``ws://`` URL to a host that is
     not loopback (the key then travels in clear). ``name`` is the session's
     name (events always say ``provider="polygon"``).
@@ -134,6 +136,7 @@ class PolygonProvider(WebSocketProvider):
     max_message_size: int
     max_frame_bytes: int
     transport: WsTransportName
+    compression: bool | None
     allow_insecure: bool
     session_name: str
     _key: str | None = attrs.field(repr=False)
@@ -153,6 +156,7 @@ class PolygonProvider(WebSocketProvider):
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         transport: WsTransportName = DEFAULT_WS_TRANSPORT,
+        compression: bool | None = None,
         allow_insecure: bool = False,
         name: str = PROVIDER,
     ) -> None:
@@ -194,6 +198,9 @@ class PolygonProvider(WebSocketProvider):
                 PROVIDER, "max_frame_bytes", max_frame_bytes, MIN_FRAME_BYTES
             ),
             transport=_config.ws_transport(PROVIDER, transport),
+            compression=_config.compression(
+                PROVIDER, compression, _config.ws_transport(PROVIDER, transport)
+            ),
             allow_insecure=allow_insecure,
             session_name=_config.session_name(PROVIDER, name),
             key=_config.credential(PROVIDER, key, KEY_ENVS, "key"),
