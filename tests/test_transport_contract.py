@@ -437,6 +437,35 @@ async def test_cancellation_ends_the_connection_at_once(
         assert our_sockets(server.port) == []
 
 
+async def test_big_writes_both_ways_at_once_do_not_deadlock(
+    ws_transport: WsTransportName, autojump_clock: MockClock
+) -> None:
+    """Both sides write more than the socket buffers hold before reading (a large
+    subscription that the server answers frame by frame): the transport keeps reading
+    (into its queue, which holds them all) while its own write waits, so both complete."""
+    chunk = b"x" * 60_000
+    count = 200  # 12 MB each way: more than loopback's socket buffers, fewer messages than
+    # the transport's queue (256)
+
+    async def write_then_read(peer: Peer) -> None:
+        for _ in range(count):
+            await peer.send_bytes(chunk)
+        for _ in range(count):
+            await peer.receive()
+        await peer.send_text("done")
+        await peer.drain()
+
+    async with serve_peer(write_then_read) as server:
+        async with open_ws_transport(
+            server.url, transport=ws_transport, max_message_size=1 << 20
+        ) as ws:
+            with trio.fail_after(60):
+                await ws.send_all([chunk] * count)
+                received = [await ws.receive() for _ in range(count + 1)]
+    assert received[:count] == [chunk] * count
+    assert received[-1] == "done"
+
+
 # --------------------------------------------------------------------------- slow consumer
 
 

@@ -17,6 +17,10 @@ takes each message where the library's reader task assembles it
 above ``message_queue_size`` queued messages its reader task stops reading
 the socket (``pause_reading``), and resumes at a quarter of it.
 
+The library's reader task writes too (pongs, close replies), under the same
+lock as our sends; it must never wait for that lock (see ``send_data``), or a
+large subscription could deadlock against a server answering it.
+
 Two more hooks make the socket end with the connection: once a close frame
 is sent or received, or the library fails the connection (a protocol error
 such as reserved bits or an oversized message), the queue ends and the peer
@@ -110,6 +114,8 @@ class _FeedConnection(ClientConnection):
         self.ended = False
         self._fragments: list[Frame] = []
         self._reaping = False
+        self._flushing = False
+        self._reader_task: trio.lowlevel.Task | None = None
         super().__init__(
             nursery,
             stream,
@@ -159,10 +165,28 @@ class _FeedConnection(ClientConnection):
             self.paused = True
             self.pause_reading()
 
+    async def recv_events(self) -> None:
+        """The library's reader task, as it is; noted so that :meth:`send_data` knows it."""
+        self._reader_task = trio.lowlevel.current_task()
+        await super().recv_events()
+
     async def send_data(self) -> None:
-        """The library's write step, which also runs after every read: once the protocol
-        has left OPEN (a close frame either way, or a failure), start closing."""
-        await super().send_data()
+        """The library's write step, which also runs after every read.
+
+        The reader task never waits for the send lock: while another task holds
+        it (our subscribe frames, blocked because the server is busy writing to
+        us and not reading), waiting would stop the reading, the server's writes
+        would block in turn, and neither side would move again. Its write (a
+        pong, a close reply) goes to a task of its own instead, in order. Once
+        the protocol has left OPEN (a close frame either way, or a failure),
+        closing starts.
+        """
+        if self.send_lock.locked() and trio.lowlevel.current_task() is self._reader_task:
+            if not self._flushing:
+                self._flushing = True
+                self.nursery.start_soon(self._flush)
+        else:
+            await super().send_data()
         if not self._reaping and self.protocol.state in (CLOSING, CLOSED):
             self._closing()
 
@@ -199,11 +223,14 @@ class _FeedConnection(ClientConnection):
         self._closing()
 
     async def _flush(self) -> None:
+        """Write what the protocol has queued, in a task of its own."""
         try:
-            await self.send_data()
+            await super().send_data()
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            # The socket was closed meanwhile (by an abort, or by us leaving).
+            # The socket was closed meanwhile (by us leaving, or the peer).
             self.set_connection_exc(exc)
+        finally:
+            self._flushing = False
 
     def _closing(self) -> None:
         """Leaving OPEN: end the queue, and drop the socket if the peer does not close it."""

@@ -1,0 +1,181 @@
+"""Subscriptions at scale: CPU to confirm thousands of topics, and cost per message by symbols.
+
+Run: ``python benchmarks/bench_subscriptions.py [--quick] [--case alpaca|polygon]``.
+
+Against the package's simulators (a child process each), as a user would
+drive them (``sup.add(provider, trades=symbols, quotes=symbols)``):
+
+* **confirmation**: this process's CPU from ``sup.add`` to the session's
+  ``streaming`` status (every topic confirmed: Alpaca confirms with the
+  growing complete set after each subscribe frame, Polygon with one status
+  per topic), for 2,500 to 10,000 symbols x (trades, quotes); then to
+  unsubscribe half of them live (``sup.unsubscribe`` returns once confirmed).
+  The market calendar is loaded before the clock starts.
+* **cost per message**: with 10 to 10,000 symbols subscribed, the simulator
+  streams at a fixed rate (messages spread uniformly over the symbols, 20
+  per frame) and this process's CPU per message is measured over a window:
+  per-symbol state (liveness, the sequence guard's streams) must not make a
+  message dearer as the subscription grows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import trio
+from _blast import Case
+from _harness import CONTROL_TYPES, RUN_TIMEOUT, print_table, run_script, server, verdict
+
+from puffin_trio import SessionState, Status, Supervisor
+from puffin_trio.market_hours import preload
+
+#: Symbols x (trades, quotes) for the confirmation rows.
+CONFIRM_SIZES = (2_500, 5_000, 10_000)
+#: Subscribed symbols for the cost-per-message rows.
+SCALE_SIZES = (10, 100, 1_000, 10_000)
+#: The simulator's rate (messages/s) and frame size for the cost-per-message rows.
+SCALE_RATE = 20_000.0
+SCALE_BATCH = 20
+#: Seconds measured per cost-per-message row, after the first data.
+FULL_SECONDS = 6.0
+QUICK_SECONDS = 2.0
+#: Targets of issue 11.
+CONFIRM_TARGET_S = 1.0
+FLAT_TARGET = 0.20
+
+
+def symbols(count: int) -> list[str]:
+    """``count`` distinct valid symbols for either provider (``S00000``...)."""
+    return [f"S{n:05d}" for n in range(count)]
+
+
+def _is_streaming(event: object) -> bool:
+    return isinstance(event, Status) and event.state is SessionState.STREAMING
+
+
+@dataclass
+class Confirmation:
+    topics: int
+    cpu: float
+    wall: float
+    unsubscribe_cpu: float
+
+
+async def confirm(case: Case, port: int, variant: str, count: int) -> Confirmation:
+    names = symbols(count)
+    provider = case.provider(port, variant)
+    preload(provider.calendar)
+    with trio.fail_after(RUN_TIMEOUT):
+        async with Supervisor.open() as sup:
+            async with sup.events(capacity=100_000, overflow="drop_oldest") as events:
+                wall, cpu = time.perf_counter(), time.process_time()
+                sup.add(provider, trades=names, quotes=names)
+                async for event in events:
+                    if _is_streaming(event):
+                        break
+                cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+                half = names[count // 2 :]
+                unsubscribe = time.process_time()
+                done = await sup.unsubscribe(case.name, trades=half, quotes=half)
+                unsubscribe = time.process_time() - unsubscribe
+                if not done:
+                    raise RuntimeError("the unsubscribe was not confirmed")
+                return Confirmation(2 * count, cpu, wall, unsubscribe)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def cost(case: Case, port: int, variant: str, count: int, seconds: float) -> float:
+    """CPU µs per market event with ``count`` symbols subscribed, over ``seconds``."""
+    names = symbols(count)
+    provider = case.provider(port, variant)
+    preload(provider.calendar)
+    control = CONTROL_TYPES
+    with trio.fail_after(RUN_TIMEOUT + seconds):
+        async with Supervisor.open() as sup:
+            async with sup.events(capacity=4096, overflow="block") as events:
+                sup.add(provider, trades=names, quotes=names)
+                async for event in events:
+                    if type(event) not in control:
+                        break
+                got = 0
+                cpu = time.process_time()
+                with trio.move_on_after(seconds):
+                    while True:
+                        for event in await events.receive_batch(4096):
+                            if type(event) not in control:
+                                got += 1
+                return (time.process_time() - cpu) * 1e6 / max(got, 1)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def benchmark(args: argparse.Namespace, cases: list[Case]) -> None:
+    seconds = QUICK_SECONDS if args.quick else FULL_SECONDS
+    feeds = [(case, case.variants[0]) for case in cases if case.name in ("alpaca", "polygon")]
+    confirmations: list[list[str]] = []
+    costs: list[list[str]] = []
+    verdicts: list[str] = []
+    for case, variant in feeds:
+        with server(["--serve-sim", case.name, "--rate", "50", "--batch", "1"]) as port:
+            for count in CONFIRM_SIZES:
+                gc.collect()
+                c = trio.run(confirm, case, port, variant, count)
+                confirmations.append(
+                    [case.name, f"{count:,} x 2", f"{c.topics:,}", f"{c.cpu:.3f}",
+                     f"{c.wall:.2f}", f"{c.unsubscribe_cpu:.3f}"]
+                )  # fmt: skip
+                if count == CONFIRM_SIZES[-1]:
+                    verdicts.append(
+                        f"{verdict(c.cpu < CONFIRM_TARGET_S)}  {case.name}: {count:,} symbols x "
+                        f"(trades, quotes) confirmed with {c.cpu:.2f} s of CPU (target < "
+                        f"{CONFIRM_TARGET_S:g} s)"
+                    )
+        arguments = ["--serve-sim", case.name, "--rate", str(SCALE_RATE)]
+        with server([*arguments, "--batch", str(SCALE_BATCH)]) as port:
+            per: dict[int, float] = {}
+            for count in SCALE_SIZES:
+                gc.collect()
+                per[count] = trio.run(cost, case, port, variant, count, seconds)
+            base = per[SCALE_SIZES[0]]
+            costs.append(
+                [case.name, *[f"{per[c]:.2f}" for c in SCALE_SIZES],
+                 f"{max(abs(v / base - 1) for v in per.values()):.0%}"]
+            )  # fmt: skip
+            worst = max(abs(v / base - 1) for v in per.values())
+            verdicts.append(
+                f"{verdict(worst <= FLAT_TARGET)}  {case.name}: cost per message from "
+                f"{SCALE_SIZES[0]:,} to {SCALE_SIZES[-1]:,} symbols within {worst:.0%} "
+                f"(target ±{FLAT_TARGET:.0%})"
+            )
+    print_table(
+        "Confirming a subscription: this process's CPU from sup.add to streaming (s)",
+        ["provider", "symbols", "topics", "CPU s", "wall s", "unsubscribe half, CPU s"],
+        confirmations,
+    )
+    print_table(
+        f"CPU µs per message by symbols subscribed (simulator at {SCALE_RATE:,.0f} msg/s, "
+        f"{SCALE_BATCH} per frame, {seconds:g} s each)",
+        ["provider", *[f"{c:,}" for c in SCALE_SIZES], "max deviation"],
+        costs,
+    )
+    print(
+        "CPU: this process (the session and its consumer), user + system. The simulators run\n"
+        "in a child process; with 10,000 symbols they spend seconds of their own on the\n"
+        "subscription (the wall column), ours is the CPU column. Messages are drawn uniformly\n"
+        "over the subscribed symbols; the consumer takes them with receive_batch."
+    )
+    print("\n## Targets (issue 11)\n")
+    for line in verdicts:
+        print(line)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    run_script(__doc__, "subscriptions at scale", benchmark, argv)
+
+
+if __name__ == "__main__":
+    main()
+
