@@ -22,6 +22,10 @@ test:
 bench: $(VENV)/bin/puffin-trio
 	$(VENV)/bin/python benchmarks/bench_core.py $(ARGS)
 	$(VENV)/bin/python benchmarks/bench_throughput.py $(ARGS)
+	$(VENV)/bin/python benchmarks/bench_clients.py $(ARGS)
+	$(VENV)/bin/python benchmarks/bench_wakeups.py $(ARGS)
+	$(VENV)/bin/python benchmarks/bench_subscriptions.py $(ARGS)
+	$(VENV)/bin/python benchmarks/bench_deflate.py $(ARGS)
 	$(VENV)/bin/python benchmarks/bench_decode.py $(ARGS)
 	$(VENV)/bin/python benchmarks/bench_latency.py $(ARGS)
 	$(VENV)/bin/python benchmarks/bench_rss.py $(ARGS)

@@ -98,8 +98,8 @@ async def cost(case: Case, port: int, variant: str, count: int, seconds: float) 
         async with Supervisor.open() as sup:
             async with sup.events(capacity=4096, overflow="block") as events:
                 sup.add(provider, trades=names, quotes=names)
-                async for event in events:
-                    if type(event) not in control:
+                async for event in events:  # data flows while the subscription is confirmed
+                    if _is_streaming(event):
                         break
                 got = 0
                 cpu = time.process_time()
