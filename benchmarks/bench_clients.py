@@ -18,7 +18,8 @@ messages after it (wall clock, and that process's own CPU time):
   transport's ceiling);
 * ``ours``, ``ours/tws``: ``Supervisor`` -> ``sup.events(overflow="block")``
   -> ``receive_batch``, counting market events, on websockets (the default)
-  and on trio-websocket;
+  and on trio-websocket; ``ours/for``: on websockets, iterating instead
+  (``async for``: trio's contract, a checkpoint per event);
 * ``alpaca-py`` (Alpaca msgpack only: it always speaks msgpack):
   ``StockDataStream`` with handlers for trades and quotes, which receive its
   pydantic models (its default, ``raw_data=False``);
@@ -54,7 +55,7 @@ from _blast import SYMBOLS, Case
 from _blast_alpaca import ALPACA, KEY, SECRET
 from _blast_polygon import KEY as POLYGON_KEY
 from _blast_polygon import POLYGON
-from _harness import CASES, RUN_TIMEOUT, fmt_rate, print_table, run_script, verdict
+from _harness import CASES, CONTROL_TYPES, RUN_TIMEOUT, fmt_rate, print_table, run_script, verdict
 from bench_throughput import (
     Timing,
     bare_throughput,
@@ -64,6 +65,9 @@ from bench_throughput import (
     pipeline_throughput,
     spread,
 )
+
+from puffin_trio import Supervisor
+from puffin_trio.channels import DEFAULT_CAPACITY
 
 SCRIPT = os.path.abspath(__file__)
 
@@ -120,11 +124,34 @@ def _bare(library: str, build: bool) -> Callable[[Case, str, int, int], Timing]:
     return run
 
 
-def _ours(transport: str) -> Callable[[Case, str, int, int], Timing]:
+def _ours(transport: str, batched: bool = True) -> Callable[[Case, str, int, int], Timing]:
     def run(case: Case, variant: str, port: int, n: int) -> Timing:
-        return trio.run(pipeline_throughput, case, port, variant, n, transport)
+        if batched:
+            return trio.run(pipeline_throughput, case, port, variant, n, transport)
+        return trio.run(_iterated, case, port, variant, n)
 
     return run
+
+
+async def _iterated(case: Case, port: int, variant: str, n: int) -> Timing:
+    """Our pipeline with a consumer that iterates (``async for``: a checkpoint per event)."""
+    control = CONTROL_TYPES
+    with trio.fail_after(RUN_TIMEOUT):
+        async with Supervisor.open() as sup:
+            sup.add(case.provider(port, variant), **case.topics)  # type: ignore[arg-type]
+            async with sup.events(capacity=DEFAULT_CAPACITY, overflow="block") as events:
+                async for ev in events:
+                    if type(ev) not in control:
+                        break
+                start, cpu = time.perf_counter(), time.process_time()
+                got = 0
+                async for ev in events:
+                    if type(ev) not in control:
+                        got += 1
+                        if got == n:
+                            break
+                return Timing(got, time.perf_counter() - start, time.process_time() - cpu)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _alpaca_py(case: Case, variant: str, port: int, n: int) -> Timing:
@@ -202,6 +229,7 @@ CLIENTS: tuple[Client, ...] = (
     Client("trio-websocket", _any, _bare("trio-websocket", build=False)),
     Client("ours", _any, _ours("websockets")),
     Client("ours/tws", _any, _ours("trio-websocket")),
+    Client("ours/for", _any, _ours("websockets", batched=False)),
     Client(
         "alpaca-py",
         lambda case, variant: case.name == "alpaca" and variant == "msgpack",
@@ -327,7 +355,8 @@ def report(rows: Sequence[Row], s: Settings) -> None:
         "counting messages. floor: the ceiling also building one event per message unchecked.\n"
         "trio-websocket: the same bare client on trio-websocket (64 KiB reads, queue 256).\n"
         "ours: Supervisor -> sup.events(capacity=1024, overflow='block') -> receive_batch(1024),\n"
-        "normalised events (Polygon: monotonic sequence guard); ours/tws: on trio-websocket.\n"
+        "normalised events (Polygon: monotonic sequence guard); ours/tws: on trio-websocket;\n"
+        "ours/for: async for instead of receive_batch (a checkpoint per event).\n"
         "alpaca-py: StockDataStream (msgpack) -> handlers get its models. massive:\n"
         "WebSocketClient(raw=False) -> its models -> a processor per frame; +orjson:\n"
         "custom_json=orjson. The SDKs run asyncio in their own processes."
