@@ -1,0 +1,1 @@
+"""Redis Streams distribution: one process publishes, any number consume."""
