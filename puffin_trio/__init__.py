@@ -24,6 +24,9 @@ from puffin_trio.errors import (
     ProtocolError,
     ProviderError,
     PuffinError,
+    RedisAuthenticationError,
+    RedisConnectionError,
+    RedisError,
     RestartBudgetExceeded,
     StaleFeedError,
     SubscriptionError,
@@ -47,6 +50,14 @@ from puffin_trio.events import (
 )
 from puffin_trio.guard import GuardMode, SequenceGuard, SequenceGuardStatistics
 from puffin_trio.market_hours import MarketSession
+from puffin_trio.redis import (
+    RedisFeed,
+    RedisFeedStatistics,
+    RedisPublisher,
+    RedisPublisherStatistics,
+    open_redis_feed,
+    open_redis_publisher,
+)
 from puffin_trio.session import ProviderSession, SessionStatistics, SessionTimeouts
 from puffin_trio.supervisor import RestartPolicy, Supervisor, SupervisorStatistics, open_feed
 
@@ -83,6 +94,13 @@ __all__ = [
     "ProviderSession",
     "PuffinError",
     "Quote",
+    "RedisAuthenticationError",
+    "RedisConnectionError",
+    "RedisError",
+    "RedisFeed",
+    "RedisFeedStatistics",
+    "RedisPublisher",
+    "RedisPublisherStatistics",
     "RestartBudgetExceeded",
     "RestartPolicy",
     "SequenceGuard",
@@ -103,4 +121,6 @@ __all__ = [
     "codec",
     "market_hours",
     "open_feed",
+    "open_redis_feed",
+    "open_redis_publisher",
 ]

@@ -194,7 +194,7 @@ class RedisFeed(EventReceiver):
 
     def _consumed(self) -> int:
         """Events that left this channel's buffer (taken, or dropped by the policy)."""
-        return self._reader.pushed - len(self._buffer)
+        return self._fanout.statistics().published - len(self._buffer)
 
     def _waiting(self) -> bool:
         """The consumer is parked in receive() on an empty buffer: it finished the last event."""
@@ -682,6 +682,7 @@ class _Reader:
             else:
                 rounds.append(round_)
             return
+        round_.pushed = len(items)
         rounds.append(round_)
         try:
             await self.fanout.publish_batch(items)
@@ -1174,5 +1175,5 @@ async def open_redis_feed(
                     async with receiver:
                         yield receiver
                 finally:
-                    fanout.close()
                     nursery.cancel_scope.cancel()
+            fanout.close()
