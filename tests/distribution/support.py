@@ -65,7 +65,7 @@ def make_events(count: int, *, start: int = 0) -> list[Event]:
     out.append(
         Gap(
             provider="alpaca", symbol="AAPL", ts_event=T0, ts_recv=T0, stream="T:AAPL",
-            reason=GapReason.SEQUENCE, expected=1, received=3, missing=2,
+            reason=GapReason.SEQUENCE, expected=start + 1, received=start + 3, missing=2,
         )  # fmt: skip
     )
     return out
