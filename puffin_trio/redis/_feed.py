@@ -246,9 +246,29 @@ _Note = tuple[Gap, str, int | None]
 
 
 class _Round:
-    """What one round pushed to the channel, kept until it is consumed (for positions)."""
+    """What one round pushed to the channel, kept until it is consumed (for positions).
 
-    __slots__ = ("after", "base", "before", "cum_start", "entries", "notes", "pushed", "slots", "txs")
+    :meth:`position_after` walks the round in push order from where its last
+    call stopped (consumption only moves forward), so a consumer that asks
+    for its position after every event pays O(1) per event, not O(round).
+    """
+
+    __slots__ = (
+        "_at",
+        "_g",
+        "_note",
+        "_owner",
+        "_running",
+        "after",
+        "base",
+        "before",
+        "cum_start",
+        "entries",
+        "notes",
+        "pushed",
+        "slots",
+        "txs",
+    )
 
     def __init__(self, base: int, before: dict[str, int]) -> None:
         self.cum_start = 0
@@ -263,6 +283,14 @@ class _Round:
         self.txs: list[tuple[int, int]] = []
         self.before = before
         self.after = Position(0, 0, {})
+        # the walk: items taken so far, global index reached, notes taken there, counts
+        self._at = 0
+        self._g = base
+        self._note = 0
+        self._running: dict[str, int] | None = None
+        #: Per global index - base: (stream, its count after that event), for every
+        #: event of the round's entries, wanted or not (built on the first walk).
+        self._owner: list[tuple[str, int] | None] = []
 
     def items(self) -> list[Event]:
         """Everything the round pushes, in order: announcements first at their index."""
@@ -280,50 +308,48 @@ class _Round:
                 out.append(event)
         return out
 
-    def first_untaken(self, taken: int) -> tuple[int, set[str]]:
-        """Global index of the first item not taken, and the streams whose gap there isn't."""
-        seen = 0
-        base = self.base
-        notes = self.notes
-        for offset, event in enumerate(self.slots):
-            g = base + offset
-            pending = notes.get(g, ())
-            for position, _ in enumerate(pending):
-                if seen == taken:
-                    return g, {name for _, name, _ in pending[position:]}
-                seen += 1
-            if event is not None:
-                if seen == taken:
-                    return g, set()
-                seen += 1
-        return base + len(self.slots), set()
-
     def position_after(self, taken: int) -> Position:
         """The position once the first ``taken`` items of this round have been consumed."""
-        x, unannounced = self.first_untaken(taken)
-        running = dict(self.before)
-        stopped: set[str] = set()
-        for entry in self.entries:
-            name = entry.name
-            if name in stopped:
+        running = self._running
+        if running is None:
+            running = self._running = dict(self.before)
+            owner: list[tuple[str, int] | None] = [None] * len(self.slots)
+            base = self.base
+            for entry in self.entries:
+                if not entry.bad:
+                    for i, g in enumerate(entry.indices()):
+                        owner[g - base] = (entry.name, entry.n + i + 1)
+            self._owner = owner
+        slots, notes, owner, base = self.slots, self.notes, self._owner, self.base
+        end = base + len(slots)
+        while self._g < end:
+            g = self._g
+            pending = notes.get(g, ())
+            if self._note < len(pending):
+                if self._at == taken:
+                    break
+                gap, name, _ = pending[self._note]
+                if name:
+                    running[name] = gap.received if gap.received is not None else 0
+                self._note += 1
+                self._at += 1
                 continue
-            known = running.get(name)
-            if known is not None and entry.n > known:
-                gap_taken = x > entry.g0 or (x == entry.g0 and name not in unannounced)
-                if not gap_taken:
-                    stopped.add(name)  # keep the count before its gap: resume re-announces it
-                    continue
-            done = entry.before(x)
-            if known is None and not done:
-                stopped.add(name)
-                continue
-            running[name] = max(known or 0, entry.n + done)
-        tx = self.txs[-1][1] if self.txs else self.after.tx
-        for start, end in self.txs:
-            if start <= x < end:
+            if slots[g - base] is not None:
+                if self._at == taken:
+                    break
+                self._at += 1
+            mark = owner[g - base]
+            if mark is not None and mark[1] > running.get(mark[0], -1):
+                running[mark[0]] = mark[1]
+            self._g += 1
+            self._note = 0
+        x = self._g
+        tx = self.after.tx
+        for start, stop in self.txs:
+            if start <= x < stop:
                 tx = start
                 break
-        return Position(self.after.epoch, tx, running)
+        return Position(self.after.epoch, tx, dict(running))
 
 
 class _Reader:
@@ -381,10 +407,10 @@ class _Reader:
 
     # ------------------------------------------------------------------ positions
 
-    def start_at(self, position: Position, *, known_end: bool = True) -> None:
+    def start_at(self, position: Position) -> None:
         self.epoch = position.epoch
-        self.clock_cursor = id_before(position.epoch, position.tx) if known_end else b"0-0"
-        self.g_end = position.tx if known_end else None
+        self.clock_cursor = id_before(position.epoch, position.tx)
+        self.g_end = position.tx
         self.counts = dict(position.counts)
         self.consumed_state = position
 
@@ -911,6 +937,37 @@ end
 return 1
 """
 
+# The oldest transaction the clock names and, atomically, each stream's event count
+# there: the events of its first entry at or after that transaction, or all of its
+# events if it has none (0 for a stream of an older epoch, or none).
+_SNAPSHOT_EARLIEST: Final = """
+local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+if not first[1] then return {false} end
+local id = first[1][1]
+local epoch = string.match(id, '^(%d+)-')
+local function field(f, name)
+  for j = 1, #f, 2 do
+    if f[j] == name then return tonumber(f[j + 1]) end
+  end
+  return 0
+end
+local out = {id}
+for i = 2, #KEYS do
+  local count = 0
+  local e = redis.call('XRANGE', KEYS[i], id, '+', 'COUNT', 1)
+  if e[1] then
+    count = field(e[1][2], 'n')
+  else
+    local last = redis.call('XREVRANGE', KEYS[i], '+', '-', 'COUNT', 1)
+    if last[1] and string.match(last[1][1], '^(%d+)-') == epoch then
+      count = field(last[1][2], 'n') + field(last[1][2], 'c')
+    end
+  end
+  out[#out + 1] = string.format('%d', count)
+end
+return out
+"""
+
 # Read new entries for this member and, in the same atomic step, check each stream's
 # entries against the group's running count (kept in the group's hash): a jump is a
 # loss the group has not seen, whichever member reads it. Returns
@@ -1061,6 +1118,18 @@ def _check_layout(meta: Mapping[bytes, bytes], prefix: str, server: str) -> None
         )
 
 
+async def _snapshot_earliest(reader: _Reader, meta: Mapping[bytes, bytes]) -> Position:
+    """The position at the oldest transaction the clock still names, with every count."""
+    keys = [reader.layout.clock, *(reader.keys[name] for name in reader.names)]
+    reply = await reader.client.eval(_SNAPSHOT_EARLIEST, keys=keys, args=[])
+    if not reply or not reply[0]:
+        epoch = int(meta[b"epoch"]) if meta else 0
+        return Position(epoch, 0, dict.fromkeys(reader.names, 0))
+    epoch, tx = parse_id(reply[0])
+    counts = {name: int(count) for name, count in zip(reader.names, reply[1:], strict=True)}
+    return Position(epoch, tx, counts)
+
+
 @asynccontextmanager
 async def open_redis_feed(
     url: str,
@@ -1162,8 +1231,7 @@ async def open_redis_feed(
                 elif start == "latest":
                     reader.start_at(await _snapshot_latest(reader, meta))
                 else:
-                    epoch = int(meta[b"epoch"]) if meta else 0
-                    reader.start_at(Position(epoch, 0, {}), known_end=False)
+                    reader.start_at(await _snapshot_earliest(reader, meta))
             except (*CONNECTION_ERRORS, redis_errors.ResponseError) as exc:
                 raise RedisError(f"cannot start reading from {reader.server}: {exc}") from None
             async with trio.open_nursery() as nursery:

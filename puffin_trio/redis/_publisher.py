@@ -445,20 +445,28 @@ class RedisPublisher:
         tx.size = size
         return tx
 
-    def _trim(self, g_end: int) -> dict[str, Any]:
-        """XADD trimming arguments keeping about the last ``maxlen`` events of the prefix."""
+    def _trim(self, g_end: int, *, exact: bool) -> dict[str, Any]:
+        """XADD trimming arguments keeping the last ``maxlen`` events of the prefix.
+
+        Streams are trimmed approximately (``MINID ~``: whole radix-tree nodes,
+        cheap), so they keep at least everything from the threshold on. The
+        clock is trimmed exactly (``MINID =``), so a transaction the clock still
+        names always has all its entries: a consumer that finds the clock
+        start later than it expected knows exactly where to resume.
+        """
         if self._maxlen is None or g_end <= self._maxlen:
             return {}
         return {
             "trim_strategy": PureToken.MINID,
-            "trim_operator": PureToken.APPROXIMATELY,
+            "trim_operator": PureToken.EQUAL if exact else PureToken.APPROXIMATELY,
             "threshold": entry_id(self._epoch, g_end - self._maxlen),
         }
 
     async def _execute(self, tx: _Tx) -> None:
         """Run ``tx`` in MULTI/EXEC; _Unreachable if waiting may help, RedisError if not."""
         tx.attempts += 1
-        trim = self._trim(tx.g_end)
+        trim = self._trim(tx.g_end, exact=False)
+        clock_trim = self._trim(tx.g_end, exact=True)
         started = trio.current_time()
         try:
             with trio.fail_after(self._write_timeout):
@@ -469,7 +477,7 @@ class RedisPublisher:
                     ]
                     identifier, fields = tx.clock
                     requests.append(
-                        pipe.xadd(self._layout.clock, fields, identifier=identifier, **trim)
+                        pipe.xadd(self._layout.clock, fields, identifier=identifier, **clock_trim)
                     )
         except trio.TooSlowError:
             self._client.connection_pool.disconnect()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import attrs
 import trio
 
 from puffin_trio import (
@@ -69,6 +70,17 @@ def make_events(count: int, *, start: int = 0) -> list[Event]:
         )  # fmt: skip
     )
     return out
+
+
+def same_gaps(events: Sequence[Event]) -> list[Event]:
+    """``events`` with the feed's own Gaps stamped 0: they carry the time they were noticed,
+    which differs between two readings of the same stream."""
+    return [
+        attrs.evolve(e, ts_event=0, ts_recv=0)
+        if isinstance(e, Gap) and e.provider == "puffin" and not e.stream.startswith("redis-publisher")
+        else e
+        for e in events
+    ]
 
 
 def data(events: Sequence[Event]) -> list[Event]:

@@ -21,7 +21,15 @@ from puffin_trio import (
 )
 from puffin_trio.redis._layout import FAMILY_OF, Layout, entry_id, shard_of
 from tests.distribution.conftest import RedisServer, free_port
-from tests.distribution.support import collect, data, make_events, publish, read_all, take
+from tests.distribution.support import (
+    collect,
+    data,
+    make_events,
+    publish,
+    read_all,
+    same_gaps,
+    take,
+)
 
 
 async def test_a_consumer_gets_the_same_events_in_the_same_order(
@@ -242,3 +250,33 @@ async def test_bad_arguments_are_configuration_errors(redis_server: RedisServer)
         with pytest.raises(ConfigurationError):
             async with open_redis_publisher(url, **options):  # type: ignore[arg-type]
                 pass
+
+
+async def test_a_position_taken_around_a_gap_announces_it_exactly_once(
+    redis_server: RedisServer,
+) -> None:
+    """Cut just before, at and after a trimming Gap: before + after the resume hold it once."""
+    url = redis_server.url
+    second = make_events(6000, start=50)
+    await publish(url, make_events(50))
+    async with open_redis_feed(url, start="earliest", capacity=4) as feed:
+        first = await take(feed, 3)  # the reader now holds its first round, the rest waits
+        await publish(url, second, maxlen=500)
+        position = feed.position()
+    async with open_redis_feed(url, start=position) as feed:
+        tail: list[Event] = []
+        with trio.fail_after(20):
+            while not tail or tail[-1] != second[-1]:
+                tail.append(await feed.receive())
+            tail.append(await feed.receive())  # the publisher's "stopped"
+    everything = first + tail
+    gap_at = [i for i, e in enumerate(everything) if isinstance(e, Gap) and e.provider == "puffin"]
+    assert gap_at
+    cuts = {gap_at[0] - 1, gap_at[0], gap_at[0] + 1, gap_at[1], gap_at[-1] + 1}
+    for cut in sorted(c for c in cuts if c >= len(first)):
+        async with open_redis_feed(url, start=position) as feed:
+            before = await take(feed, cut - len(first))
+            middle = feed.position()
+        async with open_redis_feed(url, start=middle) as feed:
+            after = await take(feed, len(everything) - cut)
+        assert same_gaps(first + before + after) == same_gaps(everything), cut
