@@ -49,7 +49,9 @@ from puffin_trio.events import (
     TradingStatus,
 )
 from puffin_trio.guard import GuardMode, SequenceGuard, SequenceGuardStatistics
+from puffin_trio.histogram import HistogramSnapshot
 from puffin_trio.market_hours import MarketSession
+from puffin_trio.metrics import serve_metrics
 from puffin_trio.redis import (
     RedisFeed,
     RedisFeedStatistics,
@@ -80,6 +82,7 @@ __all__ = [
     "Gap",
     "GapReason",
     "GuardMode",
+    "HistogramSnapshot",
     "HeartbeatTimeout",
     "LimitBands",
     "MarketEvent",
@@ -123,4 +126,5 @@ __all__ = [
     "open_feed",
     "open_redis_feed",
     "open_redis_publisher",
+    "serve_metrics",
 ]
