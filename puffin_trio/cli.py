@@ -10,6 +10,9 @@ pieces (``Supervisor``, providers, ``puffin_trio.sim``, ``BarAggregator``).
 * ``puffin-trio stream alpaca|polygon|ib --symbols AAPL,MSFT``: real data
   (keys, or a running TWS/Gateway), one JSON line per event on stdout.
 * ``puffin-trio sim alpaca|polygon|ib --port 8765``: run a simulator on its own.
+* ``puffin-trio publish alpaca|polygon|ib|sim --redis URL``, ``puffin-trio stream
+  redis://...`` and ``puffin-trio demo --redis URL``: distribution through Redis
+  Streams (see :mod:`puffin_trio.redis._cli`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import sys
 import time
 from collections import deque
@@ -35,6 +39,7 @@ from puffin_trio.bars import BarAggregator
 from puffin_trio.errors import ConfigurationError, PuffinError
 from puffin_trio.events import Bar, Event, Gap, Quote, SessionState, Status, Trade
 from puffin_trio.providers import AlpacaProvider, IBProvider, PolygonProvider, Provider
+from puffin_trio.redis import _cli as redis_cli
 from puffin_trio.supervisor import RestartPolicy, Supervisor
 
 __all__ = ["main"]
@@ -142,6 +147,44 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return "-" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
+async def start_simulators(
+    nursery: trio.Nursery, symbols: Sequence[str], rate: float, *, chaos: bool
+) -> list[Provider]:
+    """Start the Alpaca, Polygon and IB simulators in ``nursery``; their providers.
+
+    With ``chaos`` the Alpaca simulator drops the first connection after 600
+    messages, so a reconnect, a resubscribe and its ``Gap`` can be seen.
+    """
+    from puffin_trio.sim import FaultPlan, serve_alpaca, serve_ib, serve_polygon
+
+    faults = FaultPlan.drop_after(600, connection=1) if chaos else FaultPlan()
+    alpaca_port = await nursery.start(
+        partial(
+            serve_alpaca,
+            symbols=list(symbols),
+            rate=rate,
+            batch=4,
+            key=DEMO_KEY,
+            secret=DEMO_SECRET,
+            faults=faults,
+        )
+    )
+    polygon_port = await nursery.start(
+        partial(serve_polygon, symbols=list(symbols), rate=rate, batch=4, key=DEMO_KEY)
+    )
+    ib_port = await nursery.start(partial(serve_ib, symbols=list(symbols), rate=rate))
+    return [
+        AlpacaProvider(
+            feed="iex",
+            key=DEMO_KEY,
+            secret=DEMO_SECRET,
+            url=f"ws://127.0.0.1:{alpaca_port}/v2/iex",
+        ),
+        PolygonProvider(key=DEMO_KEY, url=f"ws://127.0.0.1:{polygon_port}/stocks"),
+        IBProvider(host="127.0.0.1", port=ib_port, client_id=1),
+    ]
+
+
 async def run_demo(
     *,
     duration: float | None,
@@ -157,58 +200,45 @@ async def run_demo(
     messages, so the demo shows a reconnect, a resubscribe and the
     ``Gap(reason="reconnect")`` that announces it.
     """
-    from puffin_trio.sim import FaultPlan, serve_alpaca, serve_ib, serve_polygon
+    async with trio.open_nursery() as nursery:
+        providers = await start_simulators(nursery, symbols, rate, chaos=chaos)
+        restart = RestartPolicy(initial=0.5, max_delay=5.0)
+        async with Supervisor.open(restart=restart) as sup:
+            for provider in providers:
+                sup.add(provider, trades=list(symbols), quotes=list(symbols))
+            async with sup.events(capacity=4096, overflow="conflate", name="view") as events:
+                view = await show_view(events, duration=duration, console=console, live=live)
+        nursery.cancel_scope.cancel()
+    return view
 
+
+async def show_view(
+    events: trio.abc.ReceiveChannel[Event],
+    *,
+    duration: float | None,
+    console: Console | None = None,
+    live: bool | None = None,
+) -> DemoView:
+    """The demo's live view of ``events`` for ``duration`` seconds (None: until cancelled).
+
+    Without a terminal (``live`` False) the final view and a summary line are
+    printed once at the end.
+    """
     console = console or Console(width=None if sys.stdout.isatty() else 120)
     live = console.is_terminal if live is None else live
     view = DemoView()
-    faults = FaultPlan.drop_after(600, connection=1) if chaos else FaultPlan()
     bars: dict[str, BarAggregator] = {}
-    async with trio.open_nursery() as nursery:
-        alpaca_port = await nursery.start(
-            partial(
-                serve_alpaca,
-                symbols=list(symbols),
-                rate=rate,
-                batch=4,
-                key=DEMO_KEY,
-                secret=DEMO_SECRET,
-                faults=faults,
-            )
-        )
-        polygon_port = await nursery.start(
-            partial(serve_polygon, symbols=list(symbols), rate=rate, batch=4, key=DEMO_KEY)
-        )
-        ib_port = await nursery.start(partial(serve_ib, symbols=list(symbols), rate=rate))
-        alpaca = AlpacaProvider(
-            feed="iex",
-            key=DEMO_KEY,
-            secret=DEMO_SECRET,
-            url=f"ws://127.0.0.1:{alpaca_port}/v2/iex",
-        )
-        polygon = PolygonProvider(key=DEMO_KEY, url=f"ws://127.0.0.1:{polygon_port}/stocks")
-        ib = IBProvider(host="127.0.0.1", port=ib_port, client_id=1)
-        restart = RestartPolicy(initial=0.5, max_delay=5.0)
-        async with Supervisor.open(restart=restart) as sup:
-            sup.add(alpaca, trades=list(symbols), quotes=list(symbols))
-            sup.add(polygon, trades=list(symbols), quotes=list(symbols))
-            sup.add(ib, trades=list(symbols), quotes=list(symbols))
-            async with sup.events(capacity=4096, overflow="conflate", name="view") as events:
-                started = time.monotonic()
-                deadline = math.inf if duration is None else trio.current_time() + duration
-                with trio.move_on_at(deadline):
-                    if live:
-                        with Live(
-                            view.render(0.0), console=console, refresh_per_second=4
-                        ) as screen:
-                            await _consume(events, view, bars, screen)
-                    else:
-                        await _consume(events, view, bars, None)
-                elapsed = time.monotonic() - started
-                final = view.render(time.monotonic())
-        nursery.cancel_scope.cancel()
+    started = time.monotonic()
+    deadline = math.inf if duration is None else trio.current_time() + duration
+    with trio.move_on_at(deadline):
+        if live:
+            with Live(view.render(0.0), console=console, refresh_per_second=4) as screen:
+                await _consume(events, view, bars, screen)
+        else:
+            await _consume(events, view, bars, None)
+    elapsed = time.monotonic() - started
     if not live:
-        console.print(final)
+        console.print(view.render(time.monotonic()))
         console.print(
             f"streamed {view.events} events in {elapsed:.1f} s "
             f"({view.events / max(elapsed, 1e-9):.0f} events/s); gaps announced: {view.gaps}"
@@ -303,13 +333,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="simulator + full pipeline + live view (no keys needed)")
     demo.add_argument("--duration", type=float, default=None, help="seconds (default: Ctrl-C)")
-    demo.add_argument("--symbols", type=_symbols, default=list(DEMO_SYMBOLS))
+    demo.add_argument("--symbols", type=_symbols, default=None, help="AAPL,MSFT,...")
     demo.add_argument("--rate", type=float, default=200.0, help="simulated messages/s")
     demo.add_argument("--no-chaos", action="store_true", help="do not inject a dropped connection")
+    redis_cli.add_demo_options(demo)
 
-    stream = sub.add_parser("stream", help="stream real data as JSON lines")
-    stream.add_argument("provider", choices=["alpaca", "polygon", "ib"])
-    stream.add_argument("--symbols", type=_symbols, required=True)
+    stream = sub.add_parser("stream", help="stream real data (or a Redis feed) as JSON lines")
+    stream.add_argument("provider", type=_provider_or_url, help="alpaca, polygon, ib or redis://...")
+    stream.add_argument("--symbols", type=_symbols, default=None)
     stream.add_argument("--channels", type=_symbols, default=["trades", "quotes"])
     stream.add_argument("--feed", default="iex", help="alpaca: iex, sip, delayed_sip, test, crypto")
     stream.add_argument("--market", default="stocks", help="polygon: stocks or crypto")
@@ -318,13 +349,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     stream.add_argument("--url", default=None, help="override the WebSocket URL")
     stream.add_argument("--duration", type=float, default=None)
+    redis_cli.add_stream_options(stream)
 
     sim = sub.add_parser("sim", help="run a provider simulator on 127.0.0.1")
     sim.add_argument("provider", choices=["alpaca", "polygon", "ib"])
     sim.add_argument("--port", type=int, default=8765)
     sim.add_argument("--symbols", type=_symbols, default=list(DEMO_SYMBOLS))
     sim.add_argument("--rate", type=float, default=200.0)
+
+    redis_cli.add_publish_parser(sub)
     return parser
+
+
+def _provider_or_url(text: str) -> str:
+    if text in ("alpaca", "polygon", "ib") or redis_cli.is_redis_url(text):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"invalid choice: {text!r} (choose from alpaca, polygon, ib, or a redis:// URL)"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -335,16 +377,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        if args.command == "demo":
+        if args.command == "demo" and args.redis:
+            trio.run(redis_cli.run_redis_demo, args)
+        elif args.command == "demo":
             trio.run(
                 lambda: run_demo(
                     duration=args.duration,
-                    symbols=args.symbols,
+                    symbols=args.symbols or list(DEMO_SYMBOLS),
                     rate=args.rate,
                     chaos=not args.no_chaos,
                 )
             )
+        elif args.command == "stream" and redis_cli.is_redis_url(args.provider):
+            trio.run(redis_cli.run_redis_stream, args)
+        elif args.command == "publish":
+            trio.run(redis_cli.run_publish, args)
         elif args.command == "stream":
+            if not args.symbols:
+                raise ConfigurationError("stream needs --symbols (for example --symbols AAPL,MSFT)")
             provider: Provider
             if args.provider == "alpaca":
                 provider = AlpacaProvider(feed=args.feed, url=args.url)
@@ -357,6 +407,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             trio.run(run_sim, args.provider, args.port, args.symbols, args.rate)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader of our stdout went away (`... | head`): stop quietly, and keep
+        # the interpreter's final flush from failing too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except ConfigurationError as exc:
         print(f"puffin-trio: {exc}", file=sys.stderr)
         return 2

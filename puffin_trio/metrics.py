@@ -70,6 +70,7 @@ IDLE_TIMEOUT: Final = 60.0
 MAX_REQUEST_BYTES: Final = 16 * 1024
 _READ_SIZE: Final = 16 * 1024
 
+_Family = CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily
 #: A statistics source: a callable returning a frozen attrs statistics object.
 StatisticsSource = Callable[[], Any]
 
@@ -138,7 +139,7 @@ class _Collector(Collector):
     def collect(self) -> Iterable[Metric]:
         if self._sup is not None:
             yield from self._supervisor(self._sup)
-        families: dict[str, Metric] = {}
+        families: dict[str, _Family] = {}
         for source in self._sources:
             statistics = source()
             name = _source_name(statistics)
@@ -197,10 +198,10 @@ class _Collector(Collector):
                 family.add_metric([name, c.policy], getattr(c, field))
             yield family
         for field, help_text in _CONSUMER_GAUGES.items():
-            family = GaugeMetricFamily(f"puffin_consumer_{field}", help_text, labels=labels)
+            gauge = GaugeMetricFamily(f"puffin_consumer_{field}", help_text, labels=labels)
             for name, c in consumers.items():
-                family.add_metric([name, c.policy], getattr(c, field))
-            yield family
+                gauge.add_metric([name, c.policy], getattr(c, field))
+            yield gauge
         age = GaugeMetricFamily(
             "puffin_consumer_lag_seconds",
             "Age of the oldest queued event (now - its ts_recv)",
@@ -213,7 +214,7 @@ class _Collector(Collector):
     # -- any other source: its attrs fields -------------------------------------------------
 
     def _flatten(
-        self, families: dict[str, Metric], prefix: str, statistics: Any, labels: dict[str, str]
+        self, families: dict[str, _Family], prefix: str, statistics: Any, labels: dict[str, str]
     ) -> None:
         if not attrs.has(type(statistics)):
             raise ConfigurationError(
@@ -241,18 +242,19 @@ class _Collector(Collector):
                 _add_histogram(family, values, value)
             elif attrs.has(type(value)):
                 self._flatten(families, metric, value, labels)
-            elif isinstance(value, bool | int | float) and not isinstance(value, str):
+            elif isinstance(value, bool | int | float):
                 if isinstance(value, float) and math.isnan(value):
                     continue
                 counter = field.metadata.get("metric") == "counter"
-                family = families.get(metric)
-                if family is None:
-                    family = families[metric] = (
+                scalar = families.get(metric)
+                if scalar is None:
+                    scalar = families[metric] = (
                         CounterMetricFamily(metric, doc, labels=names)
                         if counter
                         else GaugeMetricFamily(metric, doc, labels=names)
                     )
-                family.add_metric(values, float(value))
+                assert not isinstance(scalar, HistogramMetricFamily)
+                scalar.add_metric(values, float(value))
 
 
 def metrics_registry(
@@ -303,7 +305,7 @@ async def serve_metrics(
         finally:
             await stream.aclose()
 
-    await trio.serve_listeners(handle, listeners)  # type: ignore[arg-type]
+    await trio.serve_listeners(handle, listeners)
     raise AssertionError("serve_listeners returned")  # pragma: no cover
 
 
@@ -349,7 +351,9 @@ async def _serve_connection(stream: trio.SocketStream, registry: CollectorRegist
         return  # timed out
 
 
-async def _next_request(stream: trio.SocketStream, connection: h11.Connection) -> h11.Request | None:
+async def _next_request(
+    stream: trio.SocketStream, connection: h11.Connection
+) -> h11.Request | None:
     """The next request, its body drained; None when the client closed the connection."""
     request: h11.Request | None = None
     while True:

@@ -49,13 +49,14 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, cast
 
 import attrs
 import coredis
 import coredis.exceptions as redis_errors
 import msgpack
 import trio
+from coredis.response.types import StreamEntry
 
 from puffin_trio.channels import ConsumerStatistics, EventReceiver, FanOut, Overflow
 from puffin_trio.errors import CodecError, ConfigurationError, RedisError
@@ -69,13 +70,11 @@ from puffin_trio.redis._connection import (
 )
 from puffin_trio.redis._encoding import FIELD_INDEX, TAGS, decode_batch
 from puffin_trio.redis._layout import (
-    CONTROL,
     FAMILIES,
     LAYOUT_VERSION,
     SHARDS,
     Layout,
     Position,
-    entry_id,
     id_before,
     parse_id,
     subscribed_suffixes,
@@ -241,6 +240,15 @@ class _Entry:
         return sum(1 for g in self.indices() if g < x)
 
 
+def _fields(entry: StreamEntry) -> Mapping[bytes, bytes]:
+    """An entry's fields (bytes: the client does not decode responses)."""
+    return cast(Mapping[bytes, bytes], entry.field_values)
+
+
+def _ident(entry: StreamEntry) -> bytes:
+    return cast(bytes, entry.identifier)
+
+
 #: An announcement the reader makes: (stream name or "", the stream's count before it).
 _Note = tuple[Gap, str, int | None]
 
@@ -387,10 +395,12 @@ class _Reader:
         self.rng = random.Random()
         self.read_group = client.register_script(_READ_GROUP)
         self.ensure_group = client.register_script(_ENSURE_GROUP)
+        self.counts_script = client.register_script(_COUNTS_AT)
         # where we stand (what was pushed to the channel)
         self.epoch = 0
         self.clock_cursor = b"0-0"
         self.g_end: int | None = None
+        self.check_counts = False
         self.counts: dict[str, int] = {}
         self.pushed = 0
         # what the consumer has consumed: the state after the last wholly consumed round
@@ -411,6 +421,9 @@ class _Reader:
         self.epoch = position.epoch
         self.clock_cursor = id_before(position.epoch, position.tx)
         self.g_end = position.tx
+        #: The first round checks every stream's count (as after a hole): whatever was
+        #: trimmed since the position was taken is announced right at the start.
+        self.check_counts = True
         self.counts = dict(position.counts)
         self.consumed_state = position
 
@@ -505,20 +518,32 @@ class _Reader:
             self.counts.clear()
             self.g_end = None
         self.epoch = epoch
-        hole = self.g_end is None or first != self.g_end
+        before = dict(self.counts)
+        hole = self.g_end is None or first != self.g_end or self.check_counts
+        self.check_counts = False
+        if hole:
+            # Transactions were trimmed (or lost) before we read them: learn every
+            # stream's count where the clock resumes, and announce each loss here.
+            found = await self.counts_at(_ident(clock[0]))
+            for name, count in (found[1] if found else {}).items():
+                known = self.counts.get(name)
+                if known is not None and count > known:
+                    notes.append((first, (self._loss_gap(name, known, count), name, known)))
+                if known is None or count > known:
+                    self.counts[name] = count
         changed: set[str] = set(self.names) if hole else set()
         txs: list[tuple[int, int]] = []
         end = first
         for item in clock:
             _, tx_start = parse_id(item.identifier)
-            fields = item.field_values
+            fields = _fields(item)
             end = int(fields[b"e"])
             txs.append((tx_start, end))
             if not hole:
                 changed.update(
                     name for name in fields.get(b"k", b"").decode().split() if name in self.keys
                 )
-        entries: list[_Entry] = []
+        entries: list[_Entry | None] = []
         if changed:
             cursor = id_before(epoch, first)
             data = await client.xread(
@@ -530,14 +555,24 @@ class _Reader:
                     entry_epoch, g0 = parse_id(item.identifier)
                     if entry_epoch != epoch or g0 >= end:
                         break  # a later transaction than the clock told us: next round
-                    entries.append(self._decode(name, item.identifier, g0, item.field_values))
+                    entries.append(self._decode(name, _ident(item), g0, _fields(item)))
         round_ = self._assemble([e for e in entries if e is not None], first, end, notes)
+        round_.before = before
         round_.txs = txs
         round_.after = Position(epoch, end, dict(self.counts))
         await self._push(round_)
-        self.clock_cursor = clock[-1].identifier
+        self.clock_cursor = _ident(clock[-1])
         self.g_end = end
         self.n["rounds"] += 1
+
+    async def counts_at(self, ident: bytes) -> tuple[tuple[int, int], dict[str, int]] | None:
+        """Every subscribed stream's event count at transaction ``ident`` (b"": the oldest)."""
+        keys = [self.layout.clock, *(self.keys[name] for name in self.names)]
+        reply: Any = await self.counts_script(keys=keys, args=[ident])
+        if not reply or not reply[0]:
+            return None
+        counts = {name: int(count) for name, count in zip(self.names, reply[1:], strict=True)}
+        return parse_id(reply[0]), counts
 
     def _reset_gap(self, epoch: int) -> Gap:
         self.n["resets"] += 1
@@ -730,7 +765,7 @@ class _Reader:
     async def _read_group(self) -> None:
         """One read as a group member: new entries (with group-wide loss detection), or wait."""
         keys = [*self.keys.values(), self.layout.group(self.group or ""), self.layout.clock]
-        reply = await self.read_group(
+        reply: Any = await self.read_group(
             keys=keys, args=[self.group or "", self.consumer or "", CLOCK_BATCH]
         )
         streams, gaps, clock_last = reply
@@ -847,13 +882,12 @@ class _Reader:
                 await self._lost_while_pending(name, len(deleted))
             entries = []
             for item in claimed:
-                if item.identifier in self.inflight:
+                ident = _ident(item)
+                if ident in self.inflight:
                     continue  # ours and still in our channel: not a second delivery
-                entry = self._decode(
-                    name, item.identifier, parse_id(item.identifier)[1], item.field_values
-                )
+                entry = self._decode(name, ident, parse_id(ident)[1], _fields(item))
                 if entry is None:
-                    self.unacked.append((self.pushed, key, item.identifier))
+                    self.unacked.append((self.pushed, key, ident))
                 else:
                     entries.append(entry)
             if entries:
@@ -910,9 +944,19 @@ _TRANSIENT: Final = ("LOADING", "NOGROUP", "OOM", "BUSY", "TRYAGAIN", "MASTERDOW
 _CLAIM_CALLS: Final = 16
 
 
+#: Lua: the numeric value of field ``name`` in an entry's flat field list (nil if absent).
+_LUA_FIELD: Final = """
+local function field(f, name)
+  for j = 1, #f, 2 do
+    if f[j] == name then return tonumber(f[j + 1]) end
+  end
+  return nil
+end
+"""
+
 # Atomically create the group on every stream (if missing) and, for a group that starts
 # at the end, remember each stream's event count so that a loss is detected from the start.
-_ENSURE_GROUP: Final = """
+_ENSURE_GROUP: Final = _LUA_FIELD + """
 local n = #KEYS - 1
 local hash = KEYS[n + 1]
 for i = 1, n do
@@ -923,10 +967,7 @@ for i = 1, n do
     local last = redis.call('XREVRANGE', KEYS[i], '+', '-', 'COUNT', 1)
     if last[1] then
       local f = last[1][2]
-      local en, ec
-      for j = 1, #f, 2 do
-        if f[j] == 'n' then en = tonumber(f[j + 1]) elseif f[j] == 'c' then ec = tonumber(f[j + 1]) end
-      end
+      local en, ec = field(f, 'n'), field(f, 'c')
       local epoch = string.match(last[1][1], '^(%d+)-')
       if en and ec and epoch then
         redis.call('HSET', hash, KEYS[i], epoch .. ':' .. string.format('%d', en + ec))
@@ -937,30 +978,28 @@ end
 return 1
 """
 
-# The oldest transaction the clock names and, atomically, each stream's event count
-# there: the events of its first entry at or after that transaction, or all of its
-# events if it has none (0 for a stream of an older epoch, or none).
-_SNAPSHOT_EARLIEST: Final = """
-local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
-if not first[1] then return {false} end
-local id = first[1][1]
-local epoch = string.match(id, '^(%d+)-')
-local function field(f, name)
-  for j = 1, #f, 2 do
-    if f[j] == name then return tonumber(f[j + 1]) end
-  end
-  return 0
+# Each stream's event count at transaction ARGV[1] (the oldest the clock names if
+# ARGV[1] is empty), atomically: the count of its first entry at or after that
+# transaction, or all of its events if it has none (0 for a stream of another epoch).
+# Returns {transaction id, count per stream...}, or {false} if the clock is empty.
+_COUNTS_AT: Final = _LUA_FIELD + """
+local id = ARGV[1]
+if id == '' then
+  local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+  if not first[1] then return {false} end
+  id = first[1][1]
 end
+local epoch = string.match(id, '^(%d+)-')
 local out = {id}
 for i = 2, #KEYS do
   local count = 0
   local e = redis.call('XRANGE', KEYS[i], id, '+', 'COUNT', 1)
   if e[1] then
-    count = field(e[1][2], 'n')
+    count = field(e[1][2], 'n') or 0
   else
     local last = redis.call('XREVRANGE', KEYS[i], '+', '-', 'COUNT', 1)
     if last[1] and string.match(last[1][1], '^(%d+)-') == epoch then
-      count = field(last[1][2], 'n') + field(last[1][2], 'c')
+      count = (field(last[1][2], 'n') or 0) + (field(last[1][2], 'c') or 0)
     end
   end
   out[#out + 1] = string.format('%d', count)
@@ -972,7 +1011,7 @@ return out
 # entries against the group's running count (kept in the group's hash): a jump is a
 # loss the group has not seen, whichever member reads it. Returns
 # {streams or false, gaps, last clock id (when nothing was read)}.
-_READ_GROUP: Final = """
+_READ_GROUP: Final = _LUA_FIELD + """
 local n = #KEYS - 2
 local hash = KEYS[n + 1]
 local clock = KEYS[n + 2]
@@ -997,11 +1036,7 @@ for _, stream in ipairs(reply) do
     expected = tonumber(x)
   end
   for _, entry in ipairs(stream[2]) do
-    local f = entry[2]
-    local en, ec
-    for j = 1, #f, 2 do
-      if f[j] == 'n' then en = tonumber(f[j + 1]) elseif f[j] == 'c' then ec = tonumber(f[j + 1]) end
-    end
+    local en, ec = field(entry[2], 'n'), field(entry[2], 'c')
     local e = string.match(entry[1], '^(%d+)-')
     if en and ec and e then
       if e ~= epoch then
@@ -1043,7 +1078,11 @@ def _filter(
     def wanted(tag: int, values: tuple[Any, ...]) -> bool:
         provider = values[0]
         if tag in control:
-            if providers is not None and provider != PUBLISHER_PROVIDER and provider not in providers:
+            if (
+                providers is not None
+                and provider != PUBLISHER_PROVIDER
+                and provider not in providers
+            ):
                 return False
             symbol = values[symbol_at[tag]]
             return symbols is None or symbol == "" or symbol in symbols
@@ -1120,13 +1159,11 @@ def _check_layout(meta: Mapping[bytes, bytes], prefix: str, server: str) -> None
 
 async def _snapshot_earliest(reader: _Reader, meta: Mapping[bytes, bytes]) -> Position:
     """The position at the oldest transaction the clock still names, with every count."""
-    keys = [reader.layout.clock, *(reader.keys[name] for name in reader.names)]
-    reply = await reader.client.eval(_SNAPSHOT_EARLIEST, keys=keys, args=[])
-    if not reply or not reply[0]:
+    found = await reader.counts_at(b"")
+    if found is None:
         epoch = int(meta[b"epoch"]) if meta else 0
         return Position(epoch, 0, dict.fromkeys(reader.names, 0))
-    epoch, tx = parse_id(reply[0])
-    counts = {name: int(count) for name, count in zip(reader.names, reply[1:], strict=True)}
+    (epoch, tx), counts = found
     return Position(epoch, tx, counts)
 
 
@@ -1177,7 +1214,9 @@ async def open_redis_feed(
     families = _check_kinds(kinds)
     position: Position | None = None
     if not isinstance(start, str):
-        raise ConfigurationError(f"start= must be 'latest', 'earliest' or a position, got {start!r}")
+        raise ConfigurationError(
+            f"start= must be 'latest', 'earliest' or a position, got {start!r}"
+        )
     if start not in ("latest", "earliest"):
         if group is not None:
             raise ConfigurationError(
@@ -1192,7 +1231,9 @@ async def open_redis_feed(
     if group is not None and consumer is None:
         consumer = f"{socket.gethostname()}-{os.getpid()}"
     if not (isinstance(claim_idle, int | float) and 0 < claim_idle < math.inf):
-        raise ConfigurationError(f"claim_idle must be a positive number of seconds, got {claim_idle!r}")
+        raise ConfigurationError(
+            f"claim_idle must be a positive number of seconds, got {claim_idle!r}"
+        )
     fanout = FanOut(clock=wall_clock)
     receiver = fanout.open_consumer(
         capacity=capacity, overflow=overflow, name=f"redis:{prefix}", receiver_type=RedisFeed

@@ -27,6 +27,7 @@ It must not decode frames or know providers; one publisher writes one prefix.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import random
@@ -104,6 +105,8 @@ CLOSE_TIMEOUT: Final = 5.0
 PUBLISHER_PROVIDER: Final = "puffin"
 
 _COUNTER: Final = {"metric": "counter"}
+#: Transaction starts remembered per ``maxlen`` events (see ``_remember_start``).
+_TRIM_SAMPLES: Final = 64
 
 
 @attrs.frozen(kw_only=True)
@@ -205,6 +208,8 @@ class RedisPublisher:
         self._epoch = 0
         self._g = 0
         self._slots: dict[str, _Slot] = {}
+        #: Sampled transaction starts (global indices): where trimming may cut.
+        self._starts: deque[int] = deque()
         #: (event class, symbol) -> (slot, tag, values_of): the routing cache.
         self._routes: dict[type, dict[str, tuple[_Slot, int, Callable[[Any], Any]]]] = {}
         self._connected = True
@@ -428,7 +433,7 @@ class RedisPublisher:
             if index[-1] - first == count - 1:
                 deltas = b""
             else:
-                deltas = encode_batch([b - a for a, b in zip(index, index[1:], strict=False)])
+                deltas = encode_batch([b - a for a, b in itertools.pairwise(index)])
             payload = encode_batch(slot.flat)
             size += len(payload)
             fields = {b"n": b"%d" % slot.n, b"c": b"%d" % count, b"x": deltas, b"d": payload}
@@ -443,24 +448,45 @@ class RedisPublisher:
         )
         tx.g_end = g
         tx.size = size
+        self._remember_start(self._g)
         return tx
 
     def _trim(self, g_end: int, *, exact: bool) -> dict[str, Any]:
-        """XADD trimming arguments keeping the last ``maxlen`` events of the prefix.
+        """XADD trimming arguments keeping (at least) the last ``maxlen`` events.
 
-        Streams are trimmed approximately (``MINID ~``: whole radix-tree nodes,
-        cheap), so they keep at least everything from the threshold on. The
-        clock is trimmed exactly (``MINID =``), so a transaction the clock still
-        names always has all its entries: a consumer that finds the clock
-        start later than it expected knows exactly where to resume.
+        The threshold is the start of a transaction, at or before
+        ``g_end - maxlen``: whole transactions are kept. Streams are trimmed
+        approximately (``MINID ~``: whole radix-tree nodes, cheap), so they keep
+        at least everything from the threshold on; the clock is trimmed exactly
+        (``MINID =``). So every transaction the clock names still has all its
+        entries, and a consumer that finds the clock starting later than it
+        expected knows exactly what it missed.
         """
-        if self._maxlen is None or g_end <= self._maxlen:
+        if self._maxlen is None:
+            return {}
+        starts = self._starts
+        limit = g_end - self._maxlen
+        while len(starts) > 1 and starts[1] <= limit:
+            starts.popleft()
+        if not starts or starts[0] > limit:
             return {}
         return {
             "trim_strategy": PureToken.MINID,
             "trim_operator": PureToken.EQUAL if exact else PureToken.APPROXIMATELY,
-            "threshold": entry_id(self._epoch, g_end - self._maxlen),
+            "threshold": entry_id(self._epoch, starts[0]),
         }
+
+    def _remember_start(self, g: int) -> None:
+        """Keep a transaction start as a possible trimming threshold, every ~maxlen/64 events.
+
+        64 samples bound what is kept beyond ``maxlen`` to 1/64 of it (plus one
+        transaction), in constant memory whatever the transaction sizes.
+        """
+        starts = self._starts
+        if self._maxlen is not None and (
+            not starts or g - starts[-1] >= max(1, self._maxlen // _TRIM_SAMPLES)
+        ):
+            starts.append(g)
 
     async def _execute(self, tx: _Tx) -> None:
         """Run ``tx`` in MULTI/EXEC; _Unreachable if waiting may help, RedisError if not."""
@@ -581,6 +607,9 @@ class RedisPublisher:
                 self._epoch = epoch
             if epoch == self._epoch:
                 self._g = int(clock[0].field_values[b"e"])
+                oldest = await self._client.xrange(layout.clock, count=1)
+                if oldest and parse_id(oldest[0].identifier)[0] == epoch:
+                    self._starts.append(parse_id(oldest[0].identifier)[1])
         if not self._epoch:
             self._epoch = max(1, self._wall() // 1_000_000)
         names = subscribed_suffixes(None, ("trades", "quotes", "books", "bars", "statuses"))

@@ -67,7 +67,7 @@ class RedisServer:
             "--daemonize", "no",
             "--loglevel", "notice",
             "--logfile", str(self.log),
-        ]  # fmt: skip
+        ]
         if self.password:
             args += ["--requirepass", self.password]
         self.starts += 1

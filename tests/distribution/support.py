@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import attrs
 import trio
@@ -41,33 +41,33 @@ def make_events(count: int, *, start: int = 0) -> list[Event]:
                 provider=provider, symbol=symbol, ts_event=ts, ts_recv=ts + 7, price=100 + i / 100,
                 size=float(i % 500 + 1), exchange="V", trade_id=str(i), conditions=("@", "T"),
                 seq=i,
-            )  # fmt: skip
+            )
         elif kind in (1, 4, 7, 10):
             event = Quote(
                 provider=provider, symbol=symbol, ts_event=ts, ts_recv=ts + 5, bid=99.5 + i / 100,
                 ask=100.5 + i / 100, bid_size=3.0, ask_size=4.0, conditions=("R",),
-            )  # fmt: skip
+            )
         elif kind == 2:
             event = OrderBookUpdate(
                 provider=provider, symbol=symbol, ts_event=ts, ts_recv=ts + 9,
                 bids=((99.0, 1.5), (98.5, 0.0)), asks=((101.0, 2.0),), snapshot=i % 22 == 2, seq=i,
-            )  # fmt: skip
+            )
         elif kind == 5:
             event = Bar(
                 provider=provider, symbol=symbol, ts_event=ts, ts_recv=ts + 3, open=1.0, high=2.0,
                 low=0.5, close=1.5, volume=100.0, interval_s=60, trade_count=7, vwap=1.2,
-            )  # fmt: skip
+            )
         else:
             event = Status(
                 provider=provider, ts_event=ts, ts_recv=ts, state=SessionState.STREAMING,
                 session=provider, detail=f"event {i}",
-            )  # fmt: skip
+            )
         out.append(event)
     out.append(
         Gap(
             provider="alpaca", symbol="AAPL", ts_event=T0, ts_recv=T0, stream="T:AAPL",
             reason=GapReason.SEQUENCE, expected=start + 1, received=start + 3, missing=2,
-        )  # fmt: skip
+        )
     )
     return out
 
@@ -77,7 +77,9 @@ def same_gaps(events: Sequence[Event]) -> list[Event]:
     which differs between two readings of the same stream."""
     return [
         attrs.evolve(e, ts_event=0, ts_recv=0)
-        if isinstance(e, Gap) and e.provider == "puffin" and not e.stream.startswith("redis-publisher")
+        if isinstance(e, Gap)
+        and e.provider == "puffin"
+        and not e.stream.startswith("redis-publisher")
         else e
         for e in events
     ]
@@ -101,11 +103,11 @@ async def publish(url: str, events: Sequence[Event], **options: object) -> None:
         fanout.close()
 
 
-async def collect(feed: RedisFeed, count: int, *, timeout: float = 20.0) -> list[Event]:
-    """Receive until ``count`` non-announcement events arrived (or fail after ``timeout``)."""
+async def collect(feed: RedisFeed, count: int, *, seconds: float = 20.0) -> list[Event]:
+    """Receive until ``count`` non-announcement events arrived (or fail after ``seconds``)."""
     out: list[Event] = []
     got = 0
-    with trio.fail_after(timeout):
+    with trio.fail_after(seconds):
         async for event in feed:
             out.append(event)
             if event.provider != "puffin":
@@ -115,12 +117,28 @@ async def collect(feed: RedisFeed, count: int, *, timeout: float = 20.0) -> list
     return out
 
 
-async def take(feed: RedisFeed, count: int, *, timeout: float = 20.0) -> list[Event]:
-    """Receive exactly ``count`` items (announcements included), failing after ``timeout``."""
-    with trio.fail_after(timeout):
+async def take(feed: RedisFeed, count: int, *, seconds: float = 20.0) -> list[Event]:
+    """Receive exactly ``count`` items (announcements included), failing after ``seconds``."""
+    with trio.fail_after(seconds):
         return [await feed.receive() for _ in range(count)]
 
 
 async def read_all(url: str, count: int, **options: object) -> list[Event]:
     async with open_redis_feed(url, start="earliest", **options) as feed:  # type: ignore[arg-type]
         return await collect(feed, count)
+
+
+#: How long wait_until waits for a condition before failing the test.
+WAIT_SECONDS = 60.0
+
+
+async def wait_until(condition: Callable[[], bool]) -> None:
+    """Wait until ``condition()`` holds, checking every 10 ms; fail after WAIT_SECONDS.
+
+    For state owned by another component that offers no notification (a
+    publisher's counters, a subprocess's output): this polls a fact, it does
+    not sleep and hope.
+    """
+    with trio.fail_after(WAIT_SECONDS):
+        while not condition():  # noqa: ASYNC110 - no event to wait on; see the docstring
+            await trio.sleep(0.01)

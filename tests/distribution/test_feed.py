@@ -100,7 +100,7 @@ async def test_a_filtered_position_resumes_exactly_too(redis_server: RedisServer
     async with open_redis_feed(redis_server.url, start="earliest", **options) as feed:
         everything = await collect(feed, sum(getattr(e, "symbol", "") == "NVDA" for e in sent)
                                    + sum(1 for e in sent if isinstance(e, Status | Gap)
-                                         and e.symbol in ("", "NVDA")))  # fmt: skip
+                                         and e.symbol in ("", "NVDA")))
         everything += await take(feed, 1)  # the publisher's "stopped"
     for cut in (1, 5, 40, 90):
         async with open_redis_feed(redis_server.url, start="earliest", **options) as feed:
@@ -171,7 +171,7 @@ async def test_an_undecodable_entry_is_counted_logged_and_skipped(
             identifier=entry_id(epoch, g),
         )
         await client.xadd(layout.clock, {b"e": b"%d" % (g + 3), b"k": name.encode()},
-                          identifier=entry_id(epoch, g))  # fmt: skip
+                          identifier=entry_id(epoch, g))
     await publish(url, second)
     with caplog.at_level(logging.WARNING, logger="puffin_trio.redis.feed"):
         async with open_redis_feed(url, start="earliest") as feed:

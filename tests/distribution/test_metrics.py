@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import http.client
-from collections.abc import Callable
 from functools import partial
 
 import pytest
@@ -45,15 +44,13 @@ def samples(text: str) -> dict[str, list[Sample]]:
 
 
 def value(parsed: dict[str, list[Sample]], name: str, **labels: str) -> float:
-    matches = [s.value for s in parsed[name] if all(s.labels.get(k) == v for k, v in labels.items())]
+    matches = [
+        s.value for s in parsed[name] if all(s.labels.get(k) == v for k, v in labels.items())
+    ]
     assert len(matches) == 1, (name, labels, parsed.get(name))
     return matches[0]
 
 
-async def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    with trio.fail_after(timeout):
-        while not condition():
-            await trio.sleep(0.02)
 
 
 async def test_a_scrape_exports_sessions_consumers_the_publisher_and_a_feed(
@@ -66,25 +63,27 @@ async def test_a_scrape_exports_sessions_consumers_the_publisher_and_a_feed(
                 serve_alpaca, symbols=["AAPL", "MSFT"], rate=2000, batch=5, key="k", secret="s",
                 faults=FaultPlan.drop_after(300, connection=1),
             )
-        )  # fmt: skip
+        )
         async with (
             Supervisor.open(restart=RestartPolicy(initial=0.05)) as sup,
             open_redis_publisher(url) as publisher,
             open_redis_feed(url, symbols=["AAPL"]) as feed,
-            trio.open_nursery() as tasks,
         ):
-            async with sup.events(capacity=4096, name="to-redis") as channel:
+            async with (
+                sup.events(capacity=4096, name="to-redis") as channel,
+                trio.open_nursery() as tasks,
+            ):
                 tasks.start_soon(publisher.publish, channel)
                 sup.add(
                     AlpacaProvider(key="k", secret="s", url=f"ws://127.0.0.1:{sim}/v2/iex"),
                     trades=["AAPL", "MSFT"], quotes=["AAPL", "MSFT"],
-                )  # fmt: skip
+                )
                 port = await tasks.start(
                     partial(
                         serve_metrics, sup, port=0,
                         sources=[publisher.statistics, feed.feed_statistics],
                     )
-                )  # fmt: skip
+                )
                 received = 0
                 with trio.fail_after(20):
                     async for _ in feed:

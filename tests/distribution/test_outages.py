@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import trio
 
 from puffin_trio import (
@@ -17,14 +15,7 @@ from puffin_trio import (
     open_redis_publisher,
 )
 from tests.distribution.conftest import RedisServer
-from tests.distribution.support import data, make_events, take
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    """Poll ``condition`` (a state we can observe, not a guess) every 10 ms, bounded."""
-    with trio.fail_after(timeout):
-        while not condition():
-            await trio.sleep(0.01)
+from tests.distribution.support import data, make_events, take, wait_until
 
 
 async def account(feed: object, total: int) -> list[Event]:

@@ -11,7 +11,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
@@ -29,7 +29,7 @@ from puffin_trio import (
 from puffin_trio.providers import AlpacaProvider, IBProvider, PolygonProvider
 from puffin_trio.sim import serve_alpaca, serve_ib, serve_polygon
 from tests.distribution.conftest import RedisServer
-from tests.distribution.support import data, make_events, publish
+from tests.distribution.support import data, make_events, publish, wait_until
 
 CONSUMER = [sys.executable, "-m", "tests.distribution.consumer_process"]
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -79,11 +79,6 @@ class Consumer:
         return self.process.wait(timeout=60)
 
 
-async def wait_until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
-    """Poll an observable condition every 20 ms, bounded."""
-    with trio.fail_after(timeout):
-        while not condition():
-            await trio.sleep(0.02)
 
 
 async def start_consumers(nursery: trio.Nursery, consumers: Sequence[Consumer]) -> None:
@@ -130,11 +125,11 @@ async def test_three_consumer_processes_get_exactly_what_the_publishers_channel_
                 sup.add(
                     AlpacaProvider(key="k", secret="s", url=f"ws://127.0.0.1:{alpaca}/v2/iex"),
                     trades=symbols, quotes=symbols,
-                )  # fmt: skip
+                )
                 sup.add(
                     PolygonProvider(key="k", url=f"ws://127.0.0.1:{polygon}/stocks"),
                     trades=symbols, quotes=symbols,
-                )  # fmt: skip
+                )
                 sup.add(IBProvider(port=ib), trades=symbols, quotes=symbols)
                 await wait_until(lambda: len(recorded) >= 4000)
         # the supervisor has closed: both channels ended; the publisher wrote "stopped"
