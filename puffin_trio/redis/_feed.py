@@ -47,7 +47,15 @@ import random
 import socket
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Collection,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager
 from typing import Any, Final, Literal, cast
 
@@ -77,19 +85,24 @@ from puffin_trio.redis._layout import (
     Position,
     id_before,
     parse_id,
+    shard_of,
     subscribed_suffixes,
 )
 from puffin_trio.redis._publisher import PUBLISHER_PROVIDER
+from puffin_trio.redis._scripts import COUNTS_AT, ENSURE_GROUP, READ_GROUP, READ_ROUND
 
 __all__ = ["RedisFeed", "RedisFeedStatistics", "open_redis_feed"]
 
 logger = logging.getLogger("puffin_trio.redis.feed")
 
-#: Publish transactions read per round. Each names at most one entry per
-#: stream, so a round reads at most this many entries per stream: at the
-#: publisher's 4096 events per transaction, up to a million events in one
-#: round for a consumer catching up, a few for one that keeps up.
+#: Publish transactions read per round, at most; and events per round, at most
+#: (whole transactions, at least one). A round costs one command (~0.3 ms of
+#: client CPU with coredis), so 16,384 events make it 0.02 µs per event, while
+#: a round's events, held at once, stay a few MB: rounds of a million events
+#: (a consumer catching up) made Python's garbage collector walk them all,
+#: doubling the cost per event.
 CLOCK_BATCH: Final = 256
+ROUND_EVENTS: Final = 16_384
 #: Milliseconds a read waits on the clock stream for new data before asking
 #: again. Cancellation interrupts the wait at once (coredis drops the
 #: connection), so this only bounds how long a silently dead connection goes
@@ -240,6 +253,19 @@ class _Entry:
         return sum(1 for g in self.indices() if g < x)
 
 
+def txs_events(clock: Sequence[Any]) -> int:
+    """How many events the clock entries of a round cover."""
+    first = parse_id(clock[0][0])[1]
+    last = dict(_pairs(clock[-1][1]))
+    return int(last[b"e"]) - first
+
+
+def _pairs(flat: Sequence[Any]) -> Iterator[tuple[Any, Any]]:
+    """``[a, 1, b, 2]`` -> ``(a, 1), (b, 2)``: a script's flat reply."""
+    items = iter(flat)
+    return zip(items, items, strict=True)
+
+
 def _fields(entry: StreamEntry) -> Mapping[bytes, bytes]:
     """An entry's fields (bytes: the client does not decode responses)."""
     return cast(Mapping[bytes, bytes], entry.field_values)
@@ -370,6 +396,8 @@ class _Reader:
         url: str,
         layout: Layout,
         names: list[str],
+        families: Sequence[str],
+        shards: str,
         providers: frozenset[str] | None,
         symbols: frozenset[str] | None,
         fanout: FanOut,
@@ -393,14 +421,21 @@ class _Reader:
         self.wall = wall_clock
         self.wanted = _filter(providers, symbols)
         self.rng = random.Random()
-        self.read_group = client.register_script(_READ_GROUP)
-        self.ensure_group = client.register_script(_ENSURE_GROUP)
-        self.counts_script = client.register_script(_COUNTS_AT)
+        self.read_round = client.register_script(READ_ROUND)
+        self.read_group = client.register_script(READ_GROUP)
+        self.ensure_group = client.register_script(ENSURE_GROUP)
+        self.counts_at = client.register_script(COUNTS_AT)
+        #: What the scripts read: prefix, families, shards ("*" or "3,17"), shard count.
+        self.spec = [layout.prefix.encode(), ",".join(families).encode(), shards.encode(),
+                     b"%d" % SHARDS]  # fmt: skip
+        self.round_args = [*self.spec, b"%d" % ROUND_EVENTS]
         # where we stand (what was pushed to the channel)
         self.epoch = 0
         self.clock_cursor = b"0-0"
         self.g_end: int | None = None
         self.check_counts = False
+        #: The last round read everything there was: the next one starts by waiting.
+        self.caught_up = False
         self.counts: dict[str, int] = {}
         self.pushed = 0
         # what the consumer has consumed: the state after the last wholly consumed round
@@ -503,76 +538,61 @@ class _Reader:
 
     async def _read_round(self) -> None:
         """One round: clock, changed streams, merge, publish (see the module docstring)."""
-        client = self.client
-        clock_key = self.layout.clock
-        reply = await client.xread(
-            {clock_key: self.clock_cursor}, count=CLOCK_BATCH, block=BLOCK_MS
+        if self.caught_up:
+            # The last round took everything there was: wait on the clock alone (one
+            # key) before asking for the next one, rather than asking to hear "nothing".
+            self.caught_up = False
+            await self.client.xread(
+                {self.layout.clock: self.clock_cursor}, count=1, block=BLOCK_MS
+            )
+        expected = b"" if self.g_end is None else b"%d" % self.g_end
+        check = b"1" if self.check_counts else b"0"
+        reply: Any = await self.read_round(
+            keys=[self.layout.clock],
+            args=[self.clock_cursor, CLOCK_BATCH, expected, check, *self.round_args],
         )
-        clock = reply.get(clock_key.encode(), ()) if reply else ()
-        if not clock:
+        if not reply:
+            self.caught_up = True
             return
+        clock, counts, data = reply
+        self.caught_up = len(clock) < CLOCK_BATCH and txs_events(clock) < ROUND_EVENTS
+        self.check_counts = False
         notes: list[tuple[int, _Note]] = []
-        epoch, first = parse_id(clock[0].identifier)
+        epoch, first = parse_id(clock[0][0])
         if self.epoch and epoch != self.epoch:
             notes.append((first, (self._reset_gap(epoch), "", None)))
             self.counts.clear()
             self.g_end = None
         self.epoch = epoch
         before = dict(self.counts)
-        hole = self.g_end is None or first != self.g_end or self.check_counts
-        self.check_counts = False
-        if hole:
-            # Transactions were trimmed (or lost) before we read them: learn every
-            # stream's count where the clock resumes, and announce each loss here.
-            found = await self.counts_at(_ident(clock[0]))
-            for name, count in (found[1] if found else {}).items():
+        if counts:
+            # Transactions were trimmed (or lost) before we read them, or we are just
+            # starting: every stream's count where the clock resumes; a stream that
+            # is behind it lost events, announced here.
+            for name, count in _pairs(counts):
+                name, count = name.decode(), int(count)
                 known = self.counts.get(name)
                 if known is not None and count > known:
                     notes.append((first, (self._loss_gap(name, known, count), name, known)))
                 if known is None or count > known:
                     self.counts[name] = count
-        changed: set[str] = set(self.names) if hole else set()
-        txs: list[tuple[int, int]] = []
-        end = first
-        for item in clock:
-            _, tx_start = parse_id(item.identifier)
-            fields = _fields(item)
-            end = int(fields[b"e"])
-            txs.append((tx_start, end))
-            if not hole:
-                changed.update(
-                    name for name in fields.get(b"k", b"").decode().split() if name in self.keys
-                )
-        entries: list[_Entry | None] = []
-        if changed:
-            cursor = id_before(epoch, first)
-            data = await client.xread(
-                {self.keys[name]: cursor for name in sorted(changed)}, count=len(clock)
-            )
-            for key, items in (data or {}).items():
-                name = self.name_of[key]
-                for item in items:
-                    entry_epoch, g0 = parse_id(item.identifier)
-                    if entry_epoch != epoch or g0 >= end:
-                        break  # a later transaction than the clock told us: next round
-                    entries.append(self._decode(name, _ident(item), g0, _fields(item)))
-        round_ = self._assemble([e for e in entries if e is not None], first, end, notes)
+        txs = [(parse_id(ident)[1], int(dict(_pairs(fields))[b"e"])) for ident, fields in clock]
+        end = txs[-1][1]
+        entries: list[_Entry] = []
+        for name, items in _pairs(data):
+            name = name.decode()
+            for ident, flat in items:
+                entry = self._decode(name, ident, parse_id(ident)[1], dict(_pairs(flat)))
+                if entry is not None:
+                    entries.append(entry)
+        round_ = self._assemble(entries, first, end, notes)
         round_.before = before
         round_.txs = txs
         round_.after = Position(epoch, end, dict(self.counts))
         await self._push(round_)
-        self.clock_cursor = _ident(clock[-1])
+        self.clock_cursor = clock[-1][0]
         self.g_end = end
         self.n["rounds"] += 1
-
-    async def counts_at(self, ident: bytes) -> tuple[tuple[int, int], dict[str, int]] | None:
-        """Every subscribed stream's event count at transaction ``ident`` (b"": the oldest)."""
-        keys = [self.layout.clock, *(self.keys[name] for name in self.names)]
-        reply: Any = await self.counts_script(keys=keys, args=[ident])
-        if not reply or not reply[0]:
-            return None
-        counts = {name: int(count) for name, count in zip(self.names, reply[1:], strict=True)}
-        return parse_id(reply[0]), counts
 
     def _reset_gap(self, epoch: int) -> Gap:
         self.n["resets"] += 1
@@ -944,119 +964,6 @@ _TRANSIENT: Final = ("LOADING", "NOGROUP", "OOM", "BUSY", "TRYAGAIN", "MASTERDOW
 _CLAIM_CALLS: Final = 16
 
 
-#: Lua: the numeric value of field ``name`` in an entry's flat field list (nil if absent).
-_LUA_FIELD: Final = """
-local function field(f, name)
-  for j = 1, #f, 2 do
-    if f[j] == name then return tonumber(f[j + 1]) end
-  end
-  return nil
-end
-"""
-
-# Atomically create the group on every stream (if missing) and, for a group that starts
-# at the end, remember each stream's event count so that a loss is detected from the start.
-_ENSURE_GROUP: Final = _LUA_FIELD + """
-local n = #KEYS - 1
-local hash = KEYS[n + 1]
-for i = 1, n do
-  local r = redis.pcall('XGROUP', 'CREATE', KEYS[i], ARGV[1], ARGV[2], 'MKSTREAM')
-  if type(r) == 'table' and r.err then
-    if not string.find(r.err, 'BUSYGROUP') then return r end
-  elseif ARGV[2] == '$' then
-    local last = redis.call('XREVRANGE', KEYS[i], '+', '-', 'COUNT', 1)
-    if last[1] then
-      local f = last[1][2]
-      local en, ec = field(f, 'n'), field(f, 'c')
-      local epoch = string.match(last[1][1], '^(%d+)-')
-      if en and ec and epoch then
-        redis.call('HSET', hash, KEYS[i], epoch .. ':' .. string.format('%d', en + ec))
-      end
-    end
-  end
-end
-return 1
-"""
-
-# Each stream's event count at transaction ARGV[1] (the oldest the clock names if
-# ARGV[1] is empty), atomically: the count of its first entry at or after that
-# transaction, or all of its events if it has none (0 for a stream of another epoch).
-# Returns {transaction id, count per stream...}, or {false} if the clock is empty.
-_COUNTS_AT: Final = _LUA_FIELD + """
-local id = ARGV[1]
-if id == '' then
-  local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
-  if not first[1] then return {false} end
-  id = first[1][1]
-end
-local epoch = string.match(id, '^(%d+)-')
-local out = {id}
-for i = 2, #KEYS do
-  local count = 0
-  local e = redis.call('XRANGE', KEYS[i], id, '+', 'COUNT', 1)
-  if e[1] then
-    count = field(e[1][2], 'n') or 0
-  else
-    local last = redis.call('XREVRANGE', KEYS[i], '+', '-', 'COUNT', 1)
-    if last[1] and string.match(last[1][1], '^(%d+)-') == epoch then
-      count = (field(last[1][2], 'n') or 0) + (field(last[1][2], 'c') or 0)
-    end
-  end
-  out[#out + 1] = string.format('%d', count)
-end
-return out
-"""
-
-# Read new entries for this member and, in the same atomic step, check each stream's
-# entries against the group's running count (kept in the group's hash): a jump is a
-# loss the group has not seen, whichever member reads it. Returns
-# {streams or false, gaps, last clock id (when nothing was read)}.
-_READ_GROUP: Final = _LUA_FIELD + """
-local n = #KEYS - 2
-local hash = KEYS[n + 1]
-local clock = KEYS[n + 2]
-local args = {'XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3], 'STREAMS'}
-for i = 1, n do args[#args + 1] = KEYS[i] end
-for i = 1, n do args[#args + 1] = '>' end
-local reply = redis.call(unpack(args))
-local gaps = {}
-if not reply then
-  local last = redis.call('XREVRANGE', clock, '+', '-', 'COUNT', 1)
-  local id = '0-0'
-  if last[1] then id = last[1][1] end
-  return {false, gaps, id}
-end
-for _, stream in ipairs(reply) do
-  local key = stream[1]
-  local state = redis.call('HGET', hash, key)
-  local epoch, expected
-  if state then
-    local e, x = string.match(state, '^(%d+):(%d+)$')
-    epoch = e
-    expected = tonumber(x)
-  end
-  for _, entry in ipairs(stream[2]) do
-    local en, ec = field(entry[2], 'n'), field(entry[2], 'c')
-    local e = string.match(entry[1], '^(%d+)-')
-    if en and ec and e then
-      if e ~= epoch then
-        epoch = e
-        expected = nil
-      end
-      if expected and en > expected then
-        gaps[#gaps + 1] = {key, entry[1], string.format('%d', expected), string.format('%d', en)}
-      end
-      if (not expected) or en + ec > expected then expected = en + ec end
-    end
-  end
-  if epoch and expected then
-    redis.call('HSET', hash, key, epoch .. ':' .. string.format('%d', expected))
-  end
-end
-return {reply, gaps, false}
-"""
-
-
 # --------------------------------------------------------------------------- filters
 
 
@@ -1159,11 +1066,12 @@ def _check_layout(meta: Mapping[bytes, bytes], prefix: str, server: str) -> None
 
 async def _snapshot_earliest(reader: _Reader, meta: Mapping[bytes, bytes]) -> Position:
     """The position at the oldest transaction the clock still names, with every count."""
-    found = await reader.counts_at(b"")
-    if found is None:
+    reply: Any = await reader.counts_at(keys=[reader.layout.clock], args=reader.spec)
+    if not reply or not reply[0]:
         epoch = int(meta[b"epoch"]) if meta else 0
         return Position(epoch, 0, dict.fromkeys(reader.names, 0))
-    (epoch, tx), counts = found
+    epoch, tx = parse_id(reply[0])
+    counts = {name.decode(): int(count) for name, count in _pairs(reply[1:])}
     return Position(epoch, tx, counts)
 
 
@@ -1240,6 +1148,9 @@ async def open_redis_feed(
     )
     assert isinstance(receiver, RedisFeed)
     names = subscribed_suffixes(symbol_set, families)
+    shards = "*" if symbol_set is None else ",".join(
+        str(shard) for shard in sorted({shard_of(symbol) for symbol in symbol_set})
+    )
     with unwrap_group():
         async with open_client(
             url,
@@ -1252,6 +1163,8 @@ async def open_redis_feed(
                 url=url,
                 layout=layout,
                 names=names,
+                families=families,
+                shards=shards,
                 providers=provider_set,
                 symbols=symbol_set,
                 fanout=fanout,

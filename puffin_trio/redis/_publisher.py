@@ -41,7 +41,6 @@ import attrs
 import coredis
 import coredis.exceptions as redis_errors
 import trio
-from coredis.tokens import PureToken
 
 from puffin_trio.errors import ConfigurationError, RedisError
 from puffin_trio.events import Event, Gap, GapReason, SessionState, Status
@@ -66,6 +65,7 @@ from puffin_trio.redis._layout import (
     subscribed_suffixes,
     suffix,
 )
+from puffin_trio.redis._scripts import WRITE
 
 __all__ = [
     "DEFAULT_BUFFER",
@@ -162,14 +162,19 @@ class _Slot:
 
 
 class _Tx:
-    """A built transaction: retried unchanged (same ids) until Redis acknowledges it."""
+    """A built transaction: retried unchanged (same ids) until Redis acknowledges it.
 
-    __slots__ = ("attempts", "clock", "counts", "entries", "events", "g_end", "size")
+    ``keys`` and ``entries`` are the :data:`._scripts.WRITE` script's keys (the
+    clock, then one stream per entry) and its per-entry arguments.
+    """
+
+    __slots__ = ("attempts", "clock", "counts", "entries", "events", "g_end", "keys", "size")
 
     def __init__(self) -> None:
         self.events: list[Event] = []
-        self.entries: list[tuple[str, bytes, dict[bytes, bytes]]] = []
-        self.clock: tuple[bytes, dict[bytes, bytes]] = (b"", {})
+        self.keys: list[str] = []
+        self.entries: list[bytes] = []
+        self.clock: list[bytes] = []
         self.counts: list[tuple[_Slot, int]] = []
         self.g_end = 0
         self.size = 0
@@ -195,6 +200,7 @@ class RedisPublisher:
         wall_clock: Callable[[], int],
     ) -> None:
         self._client = client
+        self._write = client.register_script(WRITE)
         self._server = redact(url)
         self._layout = layout
         self._maxlen = maxlen
@@ -426,6 +432,8 @@ class RedisPublisher:
         epoch = self._epoch
         names: list[str] = []
         size = 0
+        tx.keys.append(self._layout.clock)
+        arguments = tx.entries
         for slot in used:
             index = slot.index
             count = len(index)
@@ -436,23 +444,20 @@ class RedisPublisher:
                 deltas = encode_batch([b - a for a, b in itertools.pairwise(index)])
             payload = encode_batch(slot.flat)
             size += len(payload)
-            fields = {b"n": b"%d" % slot.n, b"c": b"%d" % count, b"x": deltas, b"d": payload}
-            tx.entries.append((slot.key, entry_id(epoch, first), fields))
+            tx.keys.append(slot.key)
+            arguments += (entry_id(epoch, first), b"%d" % slot.n, b"%d" % count, deltas, payload)
             tx.counts.append((slot, slot.n + count))
             names.append(slot.name)
             slot.flat = []
             slot.index = []
-        tx.clock = (
-            entry_id(epoch, self._g),
-            {b"e": b"%d" % g, b"k": " ".join(names).encode()},
-        )
+        tx.clock = [entry_id(epoch, self._g), b"%d" % g, " ".join(names).encode()]
         tx.g_end = g
         tx.size = size
         self._remember_start(self._g)
         return tx
 
-    def _trim(self, g_end: int, *, exact: bool) -> dict[str, Any]:
-        """XADD trimming arguments keeping (at least) the last ``maxlen`` events.
+    def _threshold(self, g_end: int) -> bytes:
+        """Where to trim (an entry id), keeping (at least) the last ``maxlen`` events; b"": not yet.
 
         The threshold is the start of a transaction, at or before
         ``g_end - maxlen``: whole transactions are kept. Streams are trimmed
@@ -463,18 +468,14 @@ class RedisPublisher:
         expected knows exactly what it missed.
         """
         if self._maxlen is None:
-            return {}
+            return b""
         starts = self._starts
         limit = g_end - self._maxlen
         while len(starts) > 1 and starts[1] <= limit:
             starts.popleft()
         if not starts or starts[0] > limit:
-            return {}
-        return {
-            "trim_strategy": PureToken.MINID,
-            "trim_operator": PureToken.EQUAL if exact else PureToken.APPROXIMATELY,
-            "threshold": entry_id(self._epoch, starts[0]),
-        }
+            return b""
+        return entry_id(self._epoch, starts[0])
 
     def _remember_start(self, g: int) -> None:
         """Keep a transaction start as a possible trimming threshold, every ~maxlen/64 events.
@@ -489,53 +490,36 @@ class RedisPublisher:
             starts.append(g)
 
     async def _execute(self, tx: _Tx) -> None:
-        """Run ``tx`` in MULTI/EXEC; _Unreachable if waiting may help, RedisError if not."""
+        """Write ``tx`` (one atomic script); _Unreachable if waiting may help, RedisError if not."""
         tx.attempts += 1
-        trim = self._trim(tx.g_end, exact=False)
-        clock_trim = self._trim(tx.g_end, exact=True)
+        threshold = self._threshold(tx.g_end)
+        retry = b"1" if tx.attempts > 1 else b"0"
         started = trio.current_time()
         try:
             with trio.fail_after(self._write_timeout):
-                async with self._client.pipeline(transaction=True, raise_on_error=False) as pipe:
-                    requests = [
-                        pipe.xadd(key, fields, identifier=identifier, **trim)
-                        for key, identifier, fields in tx.entries
-                    ]
-                    identifier, fields = tx.clock
-                    requests.append(
-                        pipe.xadd(self._layout.clock, fields, identifier=identifier, **clock_trim)
-                    )
+                await self._write(
+                    keys=tx.keys, args=[*tx.clock, threshold, threshold, retry, *tx.entries]
+                )
         except trio.TooSlowError:
             self._client.connection_pool.disconnect()
             timeout = TimeoutError(f"no reply within {self._write_timeout} s (write timeout)")
             raise _Unreachable from timeout
-        except (*CONNECTION_ERRORS, redis_errors.ResponseError) as exc:
+        except CONNECTION_ERRORS as exc:
             raise _Unreachable from exc
-        for request in requests:
-            try:
-                await request
-            except redis_errors.ResponseError as exc:
-                self._check_refusal(exc, tx)
-            except CONNECTION_ERRORS as exc:
-                raise _Unreachable from exc
+        except redis_errors.ResponseError as exc:
+            text = str(exc)
+            if "DUPLICATE" in text:
+                raise RedisError(
+                    f"another writer is using prefix {self._layout.prefix!r} on {self._server} "
+                    f"(its stream ids are ahead of ours); one publisher per prefix"
+                ) from None
+            if "WRONGTYPE" in text:
+                raise RedisError(
+                    f"a key under prefix {self._layout.prefix!r} on {self._server} is not a "
+                    f"stream; pick another prefix or delete the key"
+                ) from None
+            raise _Unreachable from exc
         self._write_seconds = trio.current_time() - started
-
-    def _check_refusal(self, exc: redis_errors.ResponseError, tx: _Tx) -> None:
-        """One command of the transaction was refused: fine, transient or fatal?"""
-        text = str(exc)
-        if "equal or smaller" in text:
-            if tx.attempts > 1:
-                return  # a retry of a write whose reply was lost: already stored
-            raise RedisError(
-                f"another writer is using prefix {self._layout.prefix!r} on {self._server} "
-                f"(its stream ids are ahead of ours); one publisher per prefix"
-            )
-        if "WRONGTYPE" in text:
-            raise RedisError(
-                f"a key under prefix {self._layout.prefix!r} on {self._server} is not a stream; "
-                f"pick another prefix or delete the key"
-            )
-        raise _Unreachable from exc
 
     def _commit(self, tx: _Tx) -> None:
         for slot, n in tx.counts:
@@ -543,7 +527,7 @@ class RedisPublisher:
         self._g = tx.g_end
         self._published += len(tx.events)
         self._transactions += 1
-        self._entries += len(tx.entries)
+        self._entries += len(tx.keys) - 1
         self._bytes += tx.size
 
     async def _outage(self, cause: BaseException) -> None:
