@@ -309,6 +309,7 @@ class RedisPublisher:
 
     async def _make_room(self, event: Event) -> bool:
         """The buffer is full: wait while Redis is reachable; drop and count while it is not."""
+        self._max_buffered = max(self._max_buffered, self._buffered())
         while self._buffered() >= self._capacity:
             if not self._connected:
                 if not self._lost_pending:

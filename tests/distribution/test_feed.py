@@ -11,6 +11,8 @@ import trio
 from puffin_trio import (
     ConfigurationError,
     Event,
+    FanOut,
+    RedisError,
     Gap,
     GapReason,
     RedisAuthenticationError,
@@ -280,3 +282,42 @@ async def test_a_position_taken_around_a_gap_announces_it_exactly_once(
         async with open_redis_feed(url, start=middle) as feed:
             after = await take(feed, len(everything) - cut)
         assert same_gaps(first + before + after) == same_gaps(everything), cut
+
+
+async def test_a_publisher_restart_is_announced_and_the_stream_carries_on(
+    redis_server: RedisServer,
+) -> None:
+    """A second publisher on the same prefix continues the counts: consumers see the
+    first one stop and the second start (Status events), and nothing missing."""
+    first, second = make_events(400), make_events(400, start=400)
+    url = redis_server.url
+    async with open_redis_feed(url, start="latest") as feed:
+        await publish(url, first)
+        await publish(url, second)
+        got = await take(feed, len(first) + len(second) + 4)
+        statistics = feed.feed_statistics()
+    assert data(got) == first + second
+    announcements = [(e.state.value, e.detail) for e in got if isinstance(e, Status)
+                     and e.provider == "puffin"]  # fmt: skip
+    assert announcements == [
+        ("streaming", "publisher started"),
+        ("closed", "publisher stopped"),
+        ("streaming", "publisher started"),
+        ("closed", "publisher stopped"),
+    ]
+    assert statistics.gaps == 0 and statistics.resets == 0
+
+
+async def test_two_publishers_on_one_prefix_is_a_typed_error(redis_server: RedisServer) -> None:
+    url = redis_server.url
+    fanout = FanOut()
+    with pytest.raises(RedisError, match="one publisher per prefix"):
+        async with (
+            fanout.consumer() as channel,
+            open_redis_publisher(url) as slow,
+            trio.open_nursery() as nursery,
+        ):
+            nursery.start_soon(slow.publish, channel)
+            await publish(url, make_events(50))  # another publisher writes meanwhile
+            await fanout.publish_batch(make_events(10))
+            await slow.flush()

@@ -72,6 +72,8 @@ async def test_a_redis_restart_loses_only_what_the_gaps_count(redis_server: Redi
         got = first + await account(feed, sent_total - len(data(first)))
         fanout.close()
     assert statistics.reconnects == 1 and statistics.lost > 0
+    # bounded: the buffer, plus the outage's three announcements (Status, Gap, Status)
+    assert 500 <= statistics.max_buffered <= 503
     gaps = [e for e in got if isinstance(e, Gap) and e.provider == "puffin"]
     publisher_gaps = [g for g in gaps if g.stream == "redis-publisher:puffin"]
     stream_gaps = [g for g in gaps if g.stream != "redis-publisher:puffin"]
