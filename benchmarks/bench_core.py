@@ -35,6 +35,23 @@ def best_rate(fn: Callable[[], int], repeats: int) -> float:
     return best
 
 
+#: A table row: what was measured, operations per second, ratio to its group's baseline.
+Row = tuple[str, float, float]
+
+
+def against(
+    repeats: int, baseline: tuple[str, Callable[[], int]], *measured: tuple[str, Callable[[], int]]
+) -> list[Row]:
+    """The baseline's row, then each measured call's, with its ratio to the baseline."""
+    label, fn = baseline
+    base = best_rate(fn, repeats)
+    rows = [(label, base, 1.0)]
+    for label, fn in measured:
+        rate = best_rate(fn, repeats)
+        rows.append((label, rate, rate / base))
+    return rows
+
+
 def trade(seq: int, symbol: str = "AAPL") -> Trade:
     return Trade(
         provider="sim",
@@ -61,7 +78,7 @@ def reorder(items: list[Trade], displacement: int, rng: random.Random) -> list[T
     return out
 
 
-def bench_guard(n: int, repeats: int) -> list[tuple[str, float, float]]:
+def bench_guard(n: int, repeats: int) -> list[Row]:
     in_order = [trade(i) for i in range(n)]
     shuffled = reorder(list(in_order), 8, random.Random(1))
 
@@ -83,19 +100,16 @@ def bench_guard(n: int, repeats: int) -> list[tuple[str, float, float]]:
 
         return go
 
-    base = best_rate(baseline, repeats)
-    rows = [("guard: baseline (list append)", base, 1.0)]
-    for label, events, mode in (
-        ("guard: strict, in order", in_order, "strict"),
-        ("guard: strict, reordered (d=8)", shuffled, "strict"),
-        ("guard: monotonic, in order", in_order, "monotonic"),
-    ):
-        rate = best_rate(run(events, mode), repeats)
-        rows.append((label, rate, rate / base))
-    return rows
+    return against(
+        repeats,
+        ("guard: baseline (list append)", baseline),
+        ("guard: strict, in order", run(in_order, "strict")),
+        ("guard: strict, reordered (d=8)", run(shuffled, "strict")),
+        ("guard: monotonic, in order", run(in_order, "monotonic")),
+    )
 
 
-def bench_book(levels: int, n: int, repeats: int) -> list[tuple[str, float, float]]:
+def bench_book(levels: int, n: int, repeats: int) -> list[Row]:
     rng = random.Random(levels)
     bids = tuple((100.0 - i * 0.01, 100.0) for i in range(levels))
     asks = tuple((100.01 + i * 0.01, 100.0) for i in range(levels))
@@ -134,15 +148,14 @@ def bench_book(levels: int, n: int, repeats: int) -> list[tuple[str, float, floa
             book.apply(d)
         return n
 
-    base = best_rate(baseline, repeats)
-    r = best_rate(run, repeats)
-    return [
-        (f"book {levels} levels: baseline (2 dict sets)", base, 1.0),
-        (f"book {levels} levels: OrderBook.apply", r, r / base),
-    ]
+    return against(
+        repeats,
+        (f"book {levels} levels: baseline (2 dict sets)", baseline),
+        (f"book {levels} levels: OrderBook.apply", run),
+    )
 
 
-def bench_codec(n: int, repeats: int) -> list[tuple[str, float, float]]:
+def bench_codec(n: int, repeats: int) -> list[Row]:
     events = [trade(i) for i in range(n)]
     plain = [
         {"T": "t", "S": e.symbol, "p": e.price, "s": e.size, "t": e.ts_event, "i": e.trade_id}
@@ -187,7 +200,7 @@ def bench_codec(n: int, repeats: int) -> list[tuple[str, float, float]]:
     return rows
 
 
-def bench_bars(n: int, repeats: int) -> list[tuple[str, float, float]]:
+def bench_bars(n: int, repeats: int) -> list[Row]:
     symbols = ["AAPL", "MSFT", "NVDA", "AMZN"]
     trades = [
         Trade(
@@ -213,12 +226,11 @@ def bench_bars(n: int, repeats: int) -> list[tuple[str, float, float]]:
             agg.add(t)
         return n
 
-    base = best_rate(baseline, repeats)
-    r = best_rate(run, repeats)
-    return [
-        ("bars: baseline (dict volume sum)", base, 1.0),
-        ("bars: BarAggregator.add (60 s)", r, r / base),
-    ]
+    return against(
+        repeats,
+        ("bars: baseline (dict volume sum)", baseline),
+        ("bars: BarAggregator.add (60 s)", run),
+    )
 
 
 def main() -> None:
@@ -227,7 +239,7 @@ def main() -> None:
     args = parser.parse_args()
     n = 20_000 if args.quick else 200_000
     repeats = 3 if args.quick else 5
-    rows: list[tuple[str, float, float]] = []
+    rows: list[Row] = []
     rows += bench_guard(n, repeats)
     rows += bench_book(10, n, repeats)
     rows += bench_book(1000, n, repeats)

@@ -2,13 +2,13 @@
 
 Run: ``python benchmarks/bench_massive_sdk.py [--quick]``.
 
-One Polygon blast server (``bench_e2e.py --serve polygon``: connected, auth,
-a status per topic, then pre-encoded stocks ``T``/``Q`` frames as fast as
-the socket takes them) feeds, in turn and interleaved, on the same
-subscription (trades and quotes of ten symbols):
+One Polygon blast server (``_blast_polygon.py``: connected, auth, a status per
+topic, then pre-encoded stocks ``T``/``Q`` frames as fast as the socket takes
+them) feeds, in turn and interleaved, on the same subscription (trades and
+quotes of ten symbols):
 
 * **ceiling**: tuned trio-websocket + ``orjson.loads`` per frame (as in
-  ``bench_e2e.py`` section 1);
+  ``bench_throughput.py``);
 * **ours**: ``Supervisor`` -> ``sup.events()`` with ``PolygonProvider``, the
   consumer counting market events;
 * **massive**: ``massive.WebSocketClient(feed="127.0.0.1:PORT",
@@ -37,31 +37,31 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib.metadata import version
 from importlib.util import find_spec
 from typing import Any
 
 import orjson
-from _blast import CASES, POLYGON_KEY, SYMBOLS
-from bench_e2e import (
+from _blast import SYMBOLS, Case
+from _blast_polygon import KEY as POLYGON_KEY
+from _blast_polygon import POLYGON
+from _harness import RUN_TIMEOUT, fmt_rate, print_table, run_script
+from bench_throughput import (
     FULL,
     QUICK,
-    RUN_TIMEOUT,
     Settings,
     Timing,
+    bare_throughput,
     best_cpu,
     best_rate,
-    ceiling_throughput,
-    fmt_rate,
+    blast_server,
     measure,
     pipeline_throughput,
     pool_for,
-    print_table,
-    server,
     spread,
 )
 
 SCRIPT = os.path.abspath(__file__)
-POLYGON = CASES["polygon"]
 #: JSON modules the SDK is run with: its default, and the one it documents as
 #: pluggable (``custom_json``) that our provider uses.
 PARSERS = ("json", "orjson")
@@ -140,14 +140,13 @@ def measure_massive(port: int, n: int, parser: str) -> Timing:
 
 def compare(s: Settings) -> list[Row]:
     """Every client on one server per frame size, ``s.repeats`` interleaved rounds of
-    ``s.throughput_n`` messages (the sizes of ``bench_e2e.py`` section 1)."""
+    ``s.messages`` messages (the sizes of ``bench_throughput.py``)."""
     rows = []
-    for batch, n in s.throughput_n.items():
-        pool = str(pool_for(POLYGON, n, s))
-        with server(["--serve", "polygon", "--batch", str(batch), "--pool", pool]) as port:
+    for batch, n in s.messages.items():
+        with blast_server(POLYGON, batch, pool_for(POLYGON, n, s)) as port:
             row = Row(batch, n, [], [], {p: [] for p in PARSERS})
             for _ in range(s.repeats):  # interleaved, so machine noise hits every column alike
-                row.ceiling.append(measure(ceiling_throughput, POLYGON, port, "json", n))
+                row.ceiling.append(measure(bare_throughput, POLYGON, port, "json", n, False))
                 row.ours.append(measure(pipeline_throughput, POLYGON, port, "json", n))
                 for parser in PARSERS:
                     row.massive[parser].append(measure_massive(port, n, parser))
@@ -194,29 +193,32 @@ def report(rows: Sequence[Row], repeats: int) -> None:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small runs: a smoke test")
-    parser.add_argument("--massive-child", nargs=3, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.massive_child:
-        port, n, json_module = args.massive_child
-        print(json.dumps(massive_child(int(port), int(n), json_module)), flush=True)
-        return
+def benchmark(args: argparse.Namespace, cases: list[Case]) -> None:
     if find_spec("massive") is None:
         print("the massive SDK is not installed (pip install massive): nothing to compare")
         return
-    from importlib.metadata import version
-
-    s = QUICK if args.quick else FULL
-    print("# puffin_trio vs the massive SDK" + (" (--quick)" if args.quick else ""))
-    print(f"date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
-    load = os.getloadavg()
-    print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     print(f"massive {version('massive')}, websockets {version('websockets')}")
-    started = time.perf_counter()
+    s = QUICK if args.quick else FULL
     report(compare(s), s.repeats)
-    print(f"\ntotal {time.perf_counter() - started:.0f} s")
+
+
+#: The SDK child's role (``--massive-child PORT N JSON``); internal.
+OPTIONS = {"--massive-child": {"nargs": 3, "help": argparse.SUPPRESS}}
+
+
+def sdk_role(args: argparse.Namespace) -> bool:
+    """Run the SDK child ``--massive-child PORT N JSON`` asks for, if it does."""
+    if not args.massive_child:
+        return False
+    port, n, json_module = args.massive_child
+    print(json.dumps(massive_child(int(port), int(n), json_module)), flush=True)
+    return True
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    run_script(
+        __doc__, "puffin_trio vs the massive SDK", benchmark, argv, options=OPTIONS, roles=sdk_role
+    )
 
 
 if __name__ == "__main__":

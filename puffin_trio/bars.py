@@ -7,7 +7,7 @@ s per symbol, in buckets aligned to multiples of the interval in exchange time
 
 It is sans-IO and must not do I/O, log, read a clock or run a timer: the
 caller passes the time to :meth:`BarAggregator.flush` (a timer task calls it
-to close quiet intervals). It does not validate trades (the provider codecs
+to close quiet intervals). It does not validate trades (the provider protocols
 do, at the trust boundary). Every method is synchronous, never blocks and is
 not a trio checkpoint.
 """
@@ -120,7 +120,7 @@ class BarAggregator:
 
     One trade stamped far in the future opens a far-future bucket for its
     symbol, and every trade before it is then late: exchange timestamps are
-    trusted here, so the codecs must reject nonsense.
+    trusted here, so the provider protocols must reject nonsense.
     """
 
     __slots__ = ("_bars", "_interval_ns", "_late", "_open_bars", "_symbols", "_trades", "provider")

@@ -16,7 +16,7 @@ the stream: the :class:`SequenceGuard` upstream detects gaps and the session
 announces them as ``Gap`` events; :class:`OrderBooks` reacts with
 :meth:`OrderBook.mark_resync`, and the consumer asks for fresh snapshots with
 ``await sup.resync(name, books=[...])``. It does not validate updates either
-(that is the provider codecs' job at the trust boundary): prices must not
+(that is the provider protocols' job at the trust boundary): prices must not
 be NaN, and an update must belong to this book's symbol.
 
 Every method is synchronous, never blocks and is not a trio checkpoint.
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import enum
 import operator
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, MutableMapping, Sequence
 from itertools import islice
 from typing import Any
 
@@ -36,7 +36,15 @@ from sortedcontainers import SortedDict
 from puffin_trio.errors import ConfigurationError
 from puffin_trio.events import Gap, GapReason, OrderBookUpdate
 
-__all__ = ["DEFAULT_MAX_PENDING", "BookState", "OrderBook", "OrderBookStatistics", "OrderBooks"]
+__all__ = [
+    "DEFAULT_MAX_PENDING",
+    "BookState",
+    "OrderBook",
+    "OrderBookStatistics",
+    "OrderBooks",
+    "apply_levels",
+    "is_stale",
+]
 
 #: How many deltas a book buffers while it waits for a snapshot. Binance's
 #: "manage a local order book" procedure (buffer the stream, fetch a REST
@@ -223,8 +231,8 @@ class OrderBook:
     def _apply_snapshot(self, snapshot: OrderBookUpdate) -> None:
         self._bids.clear()
         self._asks.clear()
-        _set_levels(self._bids, snapshot.bids)
-        _set_levels(self._asks, snapshot.asks)
+        apply_levels(self._bids, snapshot.bids)
+        apply_levels(self._asks, snapshot.asks)
         self._snapshots_applied += 1
         self._seq = snapshot.seq
         self._ts_event = snapshot.ts_event
@@ -248,13 +256,13 @@ class OrderBook:
 
     def _apply_delta(self, delta: OrderBookUpdate) -> None:
         seq = delta.seq
+        if is_stale(seq, self._seq):
+            self._deltas_discarded += 1
+            return
         if seq is not None:
-            if self._seq is not None and seq <= self._seq:
-                self._deltas_discarded += 1
-                return
             self._seq = seq
-        _set_levels(self._bids, delta.bids)
-        _set_levels(self._asks, delta.asks)
+        apply_levels(self._bids, delta.bids)
+        apply_levels(self._asks, delta.asks)
         self._deltas_applied += 1
         self._ts_event = delta.ts_event
 
@@ -411,12 +419,27 @@ class OrderBook:
         )
 
 
-def _set_levels(side: Any, levels: Iterable[_Level]) -> None:
+def apply_levels(side: MutableMapping[float, float], levels: Iterable[_Level]) -> None:
+    """Apply ``(price, size)`` levels to one side of a book, in order.
+
+    A size above 0 sets the level; 0 (or below, which no provider sends)
+    deletes it, and deleting an absent level does nothing. The book's rule,
+    and conflation's when it merges updates (:mod:`puffin_trio._conflation`).
+    """
     for price, size in levels:
         if size > 0:
             side[price] = size
         else:
             side.pop(price, None)
+
+
+def is_stale(seq: int | None, last_seq: int | None) -> bool:
+    """Whether a delta numbered ``seq`` is stale after ``last_seq``: both known, not above it.
+
+    A stale delta (e.g. in flight when a REST snapshot arrived) is ignored, by
+    the book and by conflation alike.
+    """
+    return seq is not None and last_seq is not None and seq <= last_seq
 
 
 def _check_levels(n: int) -> None:

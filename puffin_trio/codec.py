@@ -5,44 +5,10 @@ This module owns the serialised form of every class in
 a ``"type"`` tag (``"trade"``, ``"quote"``, ``"order_book_update"``, ... — the
 class name in snake case, see :data:`TYPE_TAGS`), written as JSON (orjson) or
 msgpack. It must not do I/O, know about providers, or change the event model.
-
-Round trips are exact: ``loads(dumps(e, format=f), format=f) == e`` for every
-event, in both formats, including ``-0.0``, subnormals, the largest floats,
-empty tuples and any Unicode text. NaN and ±inf are floats msgpack carries
-natively; JSON has no spelling for them (orjson would write ``null``), so the
-JSON form writes them as the strings ``"NaN"``, ``"Infinity"`` and
-``"-Infinity"``, the spellings of JavaScript and of Python's :mod:`json`.
-
-Integers (timestamps in ns, sequence numbers, counts) must fit in a signed
-64-bit integer, the range of Parquet/Arrow ``int64``, Java ``long`` and
-msgpack/JSON readers in other languages. :func:`dumps` raises
-:class:`~puffin_trio.errors.CodecError` for an integer outside it, naming the
-field, rather than writing a record that cannot be read back or loaded into a
-columnar sink.
-
-:func:`loads` is a trust boundary (recordings on disk, bytes from Redis or
-another process). Anything that is not a valid event raises
-:class:`~puffin_trio.errors.CodecError` and nothing else; the message names the
-event type and the offending fields. It is strict:
-
-* the top level must be a map with a known ``"type"`` tag;
-* every field without a default must be present; fields with a default may be
-  omitted (so recordings made before a field was added stay readable);
-* unknown fields are rejected, not ignored: the event model only grows by
-  adding defaulted fields, so an unknown field means corruption, a typo or a
-  recording from a newer version, and dropping data silently is worse than
-  failing (principle 3 of the design);
-* integers must be integers (not ``true``, ``3.0`` or ``"3"``) within int64;
-* floats accept a number (integers are converted, as JSON does not tell
-  ``1`` from ``1.0``) or one of the three non-finite strings above, nothing else;
-* strings must be strings, booleans booleans, enums one of their values, and
-  tuples arrays of the right element type (a string is not an array of
-  characters; a book level is exactly a ``[price, size]`` pair).
-
-Speed: the (un)structure functions are generated once per class by
-``cattrs.gen`` (straight-line code, no per-call reflection). :func:`dumps`
-assumes the event was built by trusted code and checks only what the wire
-cannot carry (integer range, unencodable text such as lone surrogates).
+Round trips are exact; :func:`loads` is a trust boundary that raises
+:class:`~puffin_trio.errors.CodecError` for anything that is not a valid event.
+The rules (non-finite floats in JSON, the int64 range, what ``loads`` rejects)
+are in ``docs/guide/codec.rst``.
 """
 
 from __future__ import annotations
@@ -330,7 +296,7 @@ def loads(data: bytes | bytearray | memoryview, *, format: Format = "json") -> E
     """Parse bytes written by :func:`dumps` (same ``format``) back into an event.
 
     Raises :class:`~puffin_trio.errors.CodecError`, and only that, for anything
-    that is not a valid serialised event (see the module docstring for the rules).
+    that is not a valid serialised event (``docs/guide/codec.rst`` lists the rules).
     """
     if format == "json":
         try:

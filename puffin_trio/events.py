@@ -1,6 +1,6 @@
 """The normalised event model: every provider's data ends up as one of these.
 
-This module owns the value types that flow from the codecs to the consumers:
+This module owns the value types that flow from the provider protocols to the consumers:
 ``Trade``, ``Quote``, ``OrderBookUpdate``, ``Bar`` (market data) and
 ``Status``, ``Gap`` (what happened to the stream itself). They are frozen,
 slotted attrs classes: cheap to build on the hot path (one allocation per
@@ -59,7 +59,7 @@ def ns_to_datetime(ts_ns: int) -> datetime:
 # Every event class is ``attrs.frozen(kw_only=True, weakref_slot=False)``.
 # No ``__weakref__`` slot (events are values; nothing holds them weakly): that
 # keeps the layout that lets the decoders build events fast
-# (:func:`~puffin_trio.providers._base.event_builder`).
+# (:func:`~puffin_trio._event_builder.event_builder`).
 
 
 class _Timestamped:

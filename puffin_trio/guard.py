@@ -1,85 +1,24 @@
 """Sequence-gap detection: duplicates, reordering and holes in per-stream sequence numbers.
 
 This module owns :class:`SequenceGuard`, a sans-IO state machine that sits
-between a provider codec and the fan-out. Events go in with a stream key and
+between a provider protocol and the fan-out. Events go in with a stream key and
 the current time; events come out in sequence order, with a
 :class:`~puffin_trio.events.Gap` exactly where something is missing.
 
 It must not do I/O, read a clock, log, sleep or know about any provider: the
-session passes the time in (``now_ns``, integer nanoseconds from any
-monotonic clock, e.g. ``int(trio.current_time() * 1e9)``) and calls
-:meth:`SequenceGuard.poll` from a timer (sleeping until
-:meth:`SequenceGuard.next_deadline_ns`). Every method returns at once; none
-blocks, none is a checkpoint.
+session passes the time in and calls :meth:`SequenceGuard.poll` from a timer
+(sleeping until :meth:`SequenceGuard.next_deadline_ns`). Every method returns
+at once; none blocks, none is a checkpoint.
 
-Usage::
+Clocks: every method takes ``now_ns``, integer nanoseconds from a
+**monotonic** clock (e.g. ``int(trio.current_time() * 1e9)``), for the
+deadlines, and ``wall_ns``, nanoseconds since the epoch from the **wall
+clock**, stamped as ``ts_recv`` on the ``Gap`` events it makes (it defaults
+to ``now_ns`` for callers with one clock). A wall clock stepping (NTP) must
+never move a deadline: that is why the two are separate.
 
-    guard: SequenceGuard[Trade] = SequenceGuard("strict")
-    guard.feed("sim:T:AAPL", trade_with_seq_7, now_ns)  # -> [trade 7]  (the start)
-    guard.feed("sim:T:AAPL", trade_with_seq_9, now_ns)  # -> []  (9 waits for 8)
-    guard.feed("sim:T:AAPL", trade_with_seq_8, now_ns)  # -> [trade 8, trade 9]
-    guard.feed("sim:T:AAPL", trade_with_seq_8, now_ns)  # -> []  (a duplicate, counted)
-    guard.feed("sim:T:AAPL", trade_with_seq_12, now_ns)  # -> []  (waits for 10)
-    guard.poll(now_ns + guard.max_delay_ns)  # -> [Gap(expected=10, missing=2), trade 12]
-
-Every method that produces events takes an optional ``out`` list, appends to
-it and returns it. Without ``out`` a new list is made per call; the session
-passes one list it reuses (``out.clear()`` after publishing), so the in-order
-case allocates nothing but the counters' integers.
-
-Modes:
-
-* ``"strict"``: sequences are contiguous (our simulators, crypto books).
-  Out-of-order messages wait in a bounded reorder buffer for their
-  predecessors; holes are reported exactly, as one ``Gap`` per run of missing
-  numbers (``expected`` = first missing, ``received`` = the number released
-  next, ``missing`` = how many).
-* ``"monotonic"``: sequences increase but skip (Polygon's per-symbol ``q``).
-  A hole is normal, so nothing is buffered (``max_delay_ns`` plays no part)
-  and no ``Gap`` is ever reported: a message is delivered at once if its
-  number is above every number delivered so far, otherwise it is dropped as
-  a duplicate or as late.
-* ``"none"``: pass-through (Alpaca and IB carry no sequence numbers).
-
-An event whose ``seq`` is ``None`` passes straight through in every mode (in strict
-mode, ahead of any messages its key is buffering).
-
-Semantics, per stream key:
-
-* The first number seen (or the first after :meth:`~SequenceGuard.reset`) is
-  the start: it is delivered, and nothing before it is a gap. A message that
-  later arrives with a smaller number came too late to be delivered in order.
-* *Duplicate*: the number was already delivered or is already buffered. The
-  message is dropped and counted.
-* *Late*: the number is below what was delivered (strict: it was already
-  reported missing, or precedes the start; monotonic: it is below the
-  highest number delivered and was not itself delivered). It cannot be
-  delivered in order, so it is dropped and counted in ``late``. In strict
-  mode its number was already announced by a ``Gap``, and ``missing`` stays
-  as it is: it counts what the output announced, and an announcement is not
-  taken back. To tell a duplicate from a late message the guard remembers
-  the last ``window`` holes per key (strict) or the last ``window`` delivered
-  numbers (monotonic); an old message beyond that memory counts as late.
-* *Giving up* (strict): when a message arrives that would make a key's
-  buffer hold more than ``window`` messages, or when the key's oldest
-  buffered message has waited ``max_delay_ns`` or more, the guard declares
-  the lowest hole missing: a ``Gap`` followed by the buffered messages it
-  was holding back, in order. ``reset`` and ``reset_all`` give up on every
-  hole of the keys they flush.
-* A provider that restarts its numbering without a reconnect makes every
-  later message late; whoever knows the numbering restarted calls ``reset``.
-
-Accounting (what the tests assert): every input message is exactly one of
-delivered, duplicate, late or buffered, so ``inputs == delivered +
-duplicates + late + buffered``. In strict mode the delivered numbers and the
-numbers reported missing tile each key's range from its start to the next
-expected number exactly once, so per key and since its start, ``delivered +
-missing == expected - start`` (counting only events that carry a ``seq``).
-
-Memory: a key holds at most ``window`` buffered messages plus ``window``
-remembered holes (or delivered numbers). The number of keys is not bounded
-here: keys are the session's subscriptions, which the user already bounds;
-``reset(key)`` forgets a key when it is unsubscribed.
+How each mode treats duplicates, late messages and holes, the accounting the
+tests assert, and the memory bounds are in ``docs/guide/gaps.rst``.
 """
 
 from __future__ import annotations
@@ -151,7 +90,7 @@ class SequenceGuardStatistics:
     * ``duplicates``: dropped because the number was already delivered or
       buffered.
     * ``late``: dropped because the number could no longer be delivered in
-      order (see the module docstring).
+      order (see ``docs/guide/gaps.rst``).
     * ``gaps``: ``Gap`` events emitted; ``missing``: the sum of their
       ``missing`` counts.
     * ``buffered``: messages waiting in reorder buffers now.
@@ -210,7 +149,7 @@ class _MonotonicStream:
 
 
 class SequenceGuard(Generic[E]):
-    """Per-key duplicate, reorder and gap detection (sans-IO; see the module docstring).
+    """Per-key duplicate, reorder and gap detection (sans-IO; see ``docs/guide/gaps.rst``).
 
     ``mode`` is ``"strict"``, ``"monotonic"`` or ``"none"``. ``window`` (> 0)
     bounds each key's reorder buffer in messages, and is also how many holes
@@ -218,7 +157,8 @@ class SequenceGuard(Generic[E]):
     (> 0) bounds how long a buffered message waits for a missing predecessor.
     Raises :class:`~puffin_trio.errors.ConfigurationError` for anything else.
 
-    ``now_ns`` must not go backwards between calls (a monotonic clock).
+    ``now_ns`` must not go backwards between calls (a monotonic clock);
+    ``wall_ns`` only stamps the ``Gap`` events (see the module docstring).
     """
 
     __slots__ = (
@@ -268,14 +208,20 @@ class SequenceGuard(Generic[E]):
         return self._mode
 
     def feed(
-        self, key: str, event: E, now_ns: int, out: list[E | Gap] | None = None
+        self,
+        key: str,
+        event: E,
+        now_ns: int,
+        out: list[E | Gap] | None = None,
+        wall_ns: int | None = None,
     ) -> list[E | Gap]:
         """Take one event of stream ``key`` received at ``now_ns``; append what it releases.
 
         Appends to ``out`` (a new list when ``None``) whatever can now be
-        delivered, in sequence order, with a ``Gap`` before the first event
-        after a hole; returns ``out``. Appends nothing when the event is
-        buffered or dropped. Also releases this key's messages whose time is up.
+        delivered, in sequence order, with a ``Gap`` (``ts_recv=wall_ns``)
+        before the first event after a hole; returns ``out``. Appends nothing
+        when the event is buffered or dropped. Also releases this key's
+        messages whose time is up.
         """
         if out is None:
             out = []
@@ -291,7 +237,9 @@ class SequenceGuard(Generic[E]):
                 self._delivered += 1
                 out.append(event)
             else:
-                self._feed_strict(key, stream, seq, event, now_ns, out)
+                self._feed_strict(
+                    key, stream, seq, event, now_ns, out, now_ns if wall_ns is None else wall_ns
+                )
             return out
         tracked = self._monotonic.get(key)
         if tracked is None:
@@ -309,7 +257,9 @@ class SequenceGuard(Generic[E]):
         out.append(event)
         return out
 
-    def poll(self, now_ns: int, out: list[E | Gap] | None = None) -> list[E | Gap]:
+    def poll(
+        self, now_ns: int, out: list[E | Gap] | None = None, wall_ns: int | None = None
+    ) -> list[E | Gap]:
         """Release, across all keys, what has waited ``max_delay_ns`` or more; return ``out``.
 
         Appends to ``out`` (a new list when ``None``), in sequence order per key.
@@ -318,8 +268,9 @@ class SequenceGuard(Generic[E]):
         if out is None:
             out = []
         if self._waiting:
+            wall = now_ns if wall_ns is None else wall_ns
             for key, stream in list(self._waiting.items()):
-                self._expire(key, stream, now_ns, out)
+                self._expire(key, stream, now_ns, out, wall)
         return out
 
     def next_deadline_ns(self) -> int | None:
@@ -333,7 +284,9 @@ class SequenceGuard(Generic[E]):
             next(iter(stream.pending.values()))[0] for stream in self._waiting.values()
         )
 
-    def reset(self, key: str, now_ns: int, out: list[E | Gap] | None = None) -> list[E | Gap]:
+    def reset(
+        self, key: str, now_ns: int, out: list[E | Gap] | None = None, wall_ns: int | None = None
+    ) -> list[E | Gap]:
         """Forget ``key`` (after a reconnect or an unsubscribe); return ``out``.
 
         Buffered messages are flushed first, in order, with a ``Gap`` for each
@@ -345,15 +298,17 @@ class SequenceGuard(Generic[E]):
         self._monotonic.pop(key, None)
         stream = self._strict.pop(key, None)
         if stream is not None:
-            self._flush(key, stream, now_ns, out)
+            self._flush(key, stream, now_ns if wall_ns is None else wall_ns, out)
         return out
 
-    def reset_all(self, now_ns: int, out: list[E | Gap] | None = None) -> list[E | Gap]:
+    def reset_all(
+        self, now_ns: int, out: list[E | Gap] | None = None, wall_ns: int | None = None
+    ) -> list[E | Gap]:
         """:meth:`reset` every key; return ``out``."""
         if out is None:
             out = []
         for key, stream in self._strict.items():
-            self._flush(key, stream, now_ns, out)
+            self._flush(key, stream, now_ns if wall_ns is None else wall_ns, out)
         self._strict.clear()
         self._monotonic.clear()
         return out
@@ -378,6 +333,7 @@ class SequenceGuard(Generic[E]):
         event: E,
         now_ns: int,
         out: list[E | Gap],
+        wall_ns: int,
     ) -> None:
         """The strict mode's slow path: a first message, a duplicate, a late one or a hole."""
         if stream is None:
@@ -404,22 +360,26 @@ class SequenceGuard(Generic[E]):
             pending[seq] = (now_ns, event)
             heapq.heappush(stream.order, seq)
             if len(pending) > self.window:
-                self._give_up(key, stream, now_ns, out)
-        self._expire(key, stream, now_ns, out)
+                self._give_up(key, stream, wall_ns, out)
+        self._expire(key, stream, now_ns, out, wall_ns)
 
-    def _expire(self, key: str, stream: _StrictStream[E], now_ns: int, out: list[E | Gap]) -> None:
+    def _expire(
+        self, key: str, stream: _StrictStream[E], now_ns: int, out: list[E | Gap], wall_ns: int
+    ) -> None:
         """Give up on holes until the oldest buffered message has waited less than the bound."""
         pending = stream.pending
         while pending and now_ns - next(iter(pending.values()))[0] >= self.max_delay_ns:
-            self._give_up(key, stream, now_ns, out)
+            self._give_up(key, stream, wall_ns, out)
 
-    def _flush(self, key: str, stream: _StrictStream[E], now_ns: int, out: list[E | Gap]) -> None:
+    def _flush(self, key: str, stream: _StrictStream[E], wall_ns: int, out: list[E | Gap]) -> None:
         """Give up on every hole of ``key``, releasing all it buffers."""
         while stream.pending:
-            self._give_up(key, stream, now_ns, out)
+            self._give_up(key, stream, wall_ns, out)
 
-    def _give_up(self, key: str, stream: _StrictStream[E], now_ns: int, out: list[E | Gap]) -> None:
-        """Declare the lowest hole missing: a ``Gap``, then the buffered run that follows it."""
+    def _give_up(
+        self, key: str, stream: _StrictStream[E], wall_ns: int, out: list[E | Gap]
+    ) -> None:
+        """Declare the lowest hole missing: a ``Gap`` stamped ``wall_ns``, then what follows."""
         received = stream.order[0]
         event = stream.pending[received][1]
         expected = stream.expected
@@ -429,7 +389,7 @@ class SequenceGuard(Generic[E]):
                 provider=event.provider,
                 symbol=event.symbol,
                 ts_event=event.ts_event,
-                ts_recv=now_ns,
+                ts_recv=wall_ns,
                 stream=key,
                 reason=GapReason.SEQUENCE,
                 expected=expected,

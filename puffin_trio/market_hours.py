@@ -1,42 +1,13 @@
 """Market hours: which trading session an instant falls in, per asset class.
 
 This module owns the answer to "should this feed be trading now?", which the
-health-checker asks about once a second per session so that a quiet feed at
-night is not mistaken for a dead one. It must not do I/O (the holiday tables
+health-checker asks every quarter of ``stale_after`` per session so that a
+quiet feed at night is not mistaken for a dead one: :class:`USEquityCalendar` (NYSE hours,
+holidays and early closes, with pre- and post-market) and
+:class:`AlwaysOpenCalendar` (crypto). It must not do I/O (the holiday tables
 come from rules shipped inside ``exchange_calendars``), know about providers,
-or be called per message.
-
-US equities (:class:`USEquityCalendar`), in America/New_York local time:
-
-* ``pre``: 04:00-09:30, ``regular``: 09:30-16:00, ``post``: 16:00-20:00,
-  ``closed`` otherwise, on weekends and on NYSE holidays (no extended hours
-  either on a full holiday).
-* Every interval is half-open, ``[start, end)``: 04:00:00 exactly is ``pre``,
-  09:30 ``regular``, 16:00 ``post``, 20:00 ``closed``.
-* On an early-close day (the day after Thanksgiving, Christmas Eve, the day
-  before or after Independence Day; 13:00 close since 1993) the regular session
-  ends at the early close and the post-market session runs from it to 17:00:
-  NYSE Arca's late trading session and Nasdaq's after-hours session close at
-  17:00 on those days, as the exchanges announce with each holiday schedule.
-  Pre-market is unchanged.
-* Holidays and early closes come from the XNYS calendar of
-  ``exchange_calendars`` (which includes ad-hoc closures such as 2025-01-09,
-  the national day of mourning for President Carter), built for
-  :data:`CALENDAR_START` to :data:`CALENDAR_END`. Outside that range the rules
-  fall back to weekdays only: every Monday-Friday has the normal hours and no
-  holiday is known. Inside it, dates after the library's release are projected
-  from today's holiday rules, so a closure announced later (a day of mourning,
-  a new holiday) is only known after upgrading ``exchange_calendars``.
-
-Crypto (:class:`AlwaysOpenCalendar`) trades around the clock: always ``regular``.
-
-Cost: importing ``exchange_calendars`` (pandas) and building the tables takes
-about a second, so it happens lazily, on the first question about a date inside
-the calendar's range, and blocks the caller then. Call
-:meth:`USEquityCalendar.load` from a worker thread at startup
-(``await trio.to_thread.run_sync(calendar.load)``) to keep that out of the
-event loop. After that each date's boundaries are computed once and cached; a
-repeated question costs a timezone conversion and a cache hit (about 1 us).
+or be called per message. The hours, the calendar's range and the one-time
+cost of loading it are in ``docs/guide/market-hours.rst``.
 """
 
 from __future__ import annotations
@@ -61,6 +32,7 @@ __all__ = [
     "TradingCalendar",
     "USEquityCalendar",
     "calendar_for",
+    "preload",
     "session_at",
 ]
 
@@ -175,7 +147,7 @@ def _new_york_date(ts_ns: int) -> date:
 class USEquityCalendar:
     """US equity sessions (NYSE holidays and early closes; pre/post-market).
 
-    See the module docstring for the hours and the calendar's range. Instances
+    See ``docs/guide/market-hours.rst`` for the hours and the calendar's range. Instances
     are cheap to create and load nothing until first asked about a date inside
     the calendar's range; the shared one is ``calendar_for("us_equity")``.
 
@@ -200,8 +172,8 @@ class USEquityCalendar:
         """Import ``exchange_calendars`` and build the holiday tables now (blocking, up to ~1 s).
 
         Optional: the first question about a date in range does it otherwise.
-        ``Supervisor.add`` calls it before anything streams, so a live session
-        never stalls on it.
+        A session calls it through :func:`preload` before anything streams, so
+        a live session never stalls on it.
         """
         self._tables()
 
@@ -311,6 +283,20 @@ def calendar_for(asset_class: str) -> TradingCalendar:
         raise ConfigurationError(
             f"no market-hours calendar for asset class {asset_class!r}; use one of {known}"
         ) from None
+
+
+def preload(calendar: TradingCalendar) -> None:
+    """Build whatever ``calendar`` would otherwise build on its first question, now.
+
+    The US equity calendar imports ``exchange_calendars`` and pandas (~1 s,
+    ~60 MB, once per process); the session calls this when it is made, before
+    anything streams, rather than let its first market-hours check stall every
+    task mid-stream. (Not in a worker thread: under a ``MockClock`` a thread
+    wait lets the clock run to any deadline.) Other calendars need nothing.
+    Blocking; not a checkpoint.
+    """
+    if isinstance(calendar, USEquityCalendar):
+        calendar.load()
 
 
 def session_at(ts_ns: int) -> MarketSession:

@@ -1,11 +1,12 @@
-"""One provider connection: handshake, subscriptions, and the three sibling tasks.
+"""One provider connection: handshake, subscriptions, and the tasks that run while it is up.
 
 This module owns :class:`ProviderSession`. One call of :meth:`ProviderSession.run`
 is one connection: connect, authenticate, (re)subscribe everything desired,
-then stream until something fails. Streaming runs in the session's own
-nursery with sibling tasks:
+then stream until something fails. The session alone sets its state and
+builds its own ``Status`` events. Streaming runs in the session's own nursery
+with up to five sibling tasks:
 
-* **reader**: frame -> provider codec -> sequence guard -> fan-out. It never
+* **reader**: frame -> provider protocol -> sequence guard -> fan-out. It never
   waits on processing beyond the consumers' declared overflow policies.
 * **heartbeat**: a WebSocket ping (or the provider's application request,
   e.g. IB's ``reqCurrentTime``) every ``ping_interval`` seconds, whose answer
@@ -16,27 +17,32 @@ nursery with sibling tasks:
   fails with :class:`StaleFeedError` (and the supervisor reconnects). Quiet
   while the market is closed is not dead.
 * **commander**: applies live ``subscribe``/``unsubscribe`` commands.
+* **guard timer** (providers with sequence numbers only): releases what the
+  sequence guard has held back for its time bound.
 
-Any task that raises cancels the session's scope; :meth:`run` then raises
-that first error, typed. Restarting is not this module's job: the
-:mod:`~puffin_trio.supervisor` does it.
+The reader runs from the start of the connection; the others once it is
+authenticated. Any task that raises cancels the session's scope; :meth:`run`
+then raises that first error, typed. Restarting is not this module's job:
+the :mod:`~puffin_trio.supervisor` does it.
 
-Time: trio's clock (``trio.current_time()``) for every deadline, so tests run
-under ``MockClock``; ``wall_clock`` (injectable, default ``time.time_ns``) for
-``ts_recv`` and for market hours.
+Time: trio's clock (``trio.current_time()``) for every deadline, the guard's
+included, so tests run under ``MockClock``; ``wall_clock`` (injectable,
+default ``time.time_ns``) for ``ts_recv``, the timestamps of ``Status`` and
+``Gap`` events, and market hours.
 """
-
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
 from collections.abc import Callable, Mapping
-from typing import Final, Literal
+from typing import Literal
 
 import attrs
 import trio
 
+from puffin_trio._liveness import Liveness
 from puffin_trio.channels import FanOut
 from puffin_trio.errors import (
     HeartbeatTimeout,
@@ -49,18 +55,16 @@ from puffin_trio.events import (
     Event,
     Gap,
     GapReason,
-    OrderBookUpdate,
-    Quote,
     SessionState,
     Status,
-    Trade,
 )
 from puffin_trio.guard import SequenceGuard
 from puffin_trio.histogram import HistogramSnapshot, LagHistogram
-from puffin_trio.market_hours import MarketSession
+from puffin_trio.market_hours import MarketSession, preload
 from puffin_trio.providers._base import (
     Authenticated,
     Connected,
+    Control,
     Frame,
     HeartbeatReply,
     Malformed,
@@ -70,33 +74,18 @@ from puffin_trio.providers._base import (
     ProviderProtocol,
     SubscriptionAck,
     Topics,
-    Transport,
     UnknownMessage,
 )
 from puffin_trio.subscriptions import SubscriptionState, subtract_topics
+from puffin_trio.transports import Transport
 
 __all__ = ["ProviderSession", "SessionStatistics", "SessionTimeouts"]
 
 logger = logging.getLogger("puffin_trio.session")
 
-#: Channels whose silence means something is wrong. Bars arrive once a minute
-#: and statuses/LULD only on events, so silence there proves nothing.
-_LIVENESS_CHANNELS: Mapping[type, str] = {
-    Trade: "trades",
-    Quote: "quotes",
-    OrderBookUpdate: "books",
-}
 _EVENT_CLASSES = frozenset(EVENT_TYPES)
 
 
-class _Untracked(dict[str, float]):
-    """Liveness of a channel whose silence proves nothing (bars, statuses): not kept."""
-
-    def __setitem__(self, key: str, value: float) -> None:
-        """Drop it: liveness is kept only for trades, quotes and books."""
-
-
-_UNTRACKED: Final = _Untracked()
 #: Most events the reader decodes from already-arrived frames before publishing:
 #: enough to amortise the publish checkpoint (~4 µs) over many events, few
 #: enough (a few hundred µs of decoding) that consumers see data promptly.
@@ -187,7 +176,14 @@ class ProviderSession:
         self.timeouts = timeouts or SessionTimeouts()
         self.subscriptions = SubscriptionState(topics)
         self.state = SessionState.CONNECTING
-        self._commands_send, self._commands_recv = trio.open_memory_channel[_Command](64)
+        # Unbounded in type only: a command is queued by a subscribe/unsubscribe/resync
+        # call while the session streams, and the commander takes each one as soon as
+        # the previous one is sent. Queueing never blocks, so a call cannot be
+        # cancelled between changing the desired set and queueing its command.
+        self._commands_send, self._commands_recv = trio.open_memory_channel[_Command](math.inf)
+        # The calendar's tables load now (up to ~1 s once per process), before
+        # anything streams, not at the health-checker's first question.
+        preload(provider.calendar)
         # counters
         self.connects = 0
         self.messages = 0
@@ -203,8 +199,11 @@ class ProviderSession:
         #: Events a past connection's guard still held, published when the next one starts.
         self._carry: list[Event | Gap] = []
         # liveness: event class -> symbol -> trio time of the last event
-        self._last_seen: dict[type, dict[str, float]] = {cls: {} for cls in _LIVENESS_CHANNELS}
-        self._streaming_since = 0.0
+        self._liveness = Liveness()
+        #: trio time at which the current connection reached STREAMING (None: not yet).
+        self._streamed_from: float | None = None
+        #: trio time at which the last connection ended (for statistics() after the run).
+        self._ended_at: float | None = None
         self._last_event_wall: int | None = None
         self._heartbeat_reply = trio.Event()
         #: True while the provider says data is not flowing (IB 1100, farm down).
@@ -229,6 +228,7 @@ class ProviderSession:
         proto = provider.protocol()
         self.subscriptions.connection_lost()
         self._guard = SequenceGuard(proto.guard_mode) if proto.guard_mode != "none" else None
+        self._streamed_from = None
         self._authenticated = trio.Event()
         self._streaming = trio.Event()
         self.stale = False
@@ -265,6 +265,7 @@ class ProviderSession:
                 self._frames_before += transport.frames_received
                 self._bytes_before += transport.bytes_received
                 self._transport = None
+                self._ended_at = trio.current_time()
                 self._retire_guard()
         if failure:
             if self._carry:
@@ -281,15 +282,24 @@ class ProviderSession:
         confirmation. Returns True once confirmed; False if the session is not
         streaming (the topics are sent when it next connects) or no
         confirmation came in time.
+
+        Cancellation: a call cancelled before it starts (its first checkpoint)
+        changes nothing. Once started, the topics are desired and their
+        subscribe frame is queued in one step; cancelling the wait for the
+        confirmation does not take them back (the frame may be on the wire
+        already), so they are kept for reconnects like any others.
         """
+        await trio.lowlevel.checkpoint_if_cancelled()
         self.subscriptions.want(topics)
         return await self._command("subscribe", topics)
 
     async def unsubscribe(self, topics: Mapping[str, frozenset[str]]) -> bool:
         """Remove subscriptions (from the desired set, and live if streaming).
 
-        Returns True once the server confirmed the removal, as :meth:`subscribe`.
+        Returns True once the server confirmed the removal; cancellation as
+        for :meth:`subscribe` (once started, the topics are no longer desired).
         """
+        await trio.lowlevel.checkpoint_if_cancelled()
         self.subscriptions.unwant(topics)
         return await self._command("unsubscribe", topics)
 
@@ -300,6 +310,7 @@ class ProviderSession:
         Only topics that are subscribed are touched. Returns True once the
         provider confirmed the new subscription.
         """
+        await trio.lowlevel.checkpoint_if_cancelled()
         wanted = {c: s & self.subscriptions.desired.get(c, frozenset()) for c, s in topics.items()}
         wanted = {c: s for c, s in wanted.items() if s}
         if not wanted:
@@ -308,19 +319,22 @@ class ProviderSession:
         return await self._command("resync", wanted)
 
     def statistics(self) -> SessionStatistics:
-        """Counters and state; cheap, never blocks."""
+        """Counters and state; cheap, never blocks, not a checkpoint.
+
+        Works outside a trio run too (e.g. after ``trio.run`` returned): the
+        ages in ``last_message_age`` are then measured at the moment the last
+        connection ended.
+        """
         gaps, dups, late = self._guard_totals
         if self._guard is not None:
             g = self._guard.statistics()
             gaps, dups, late = gaps + g.gaps, dups + g.duplicates, late + g.late
         t = self._transport
-        now = trio.current_time()
-        ages: dict[str, float | None] = {}
-        for cls, channel in _LIVENESS_CHANNELS.items():
-            seen = self._last_seen[cls]
-            for symbol in sorted(self.subscriptions.desired.get(channel, ())):
-                last = seen.get(symbol)
-                ages[f"{channel}:{symbol}"] = None if last is None else now - last
+        try:
+            now: float | None = trio.current_time()
+        except RuntimeError:  # no trio run: as of the end of the last connection
+            now = self._ended_at
+        ages = self._liveness.ages(now, self.subscriptions.desired)
         return SessionStatistics(
             name=self.name,
             provider=self.provider.name,
@@ -346,8 +360,29 @@ class ProviderSession:
         )
 
     async def announce(self, state: SessionState, *, detail: str = "", attempt: int = 0) -> None:
-        """Publish a ``Status`` event (used by the supervisor for reconnecting/failed/closed)."""
+        """Enter ``state`` and publish its ``Status`` (the supervisor's reconnecting/failed)."""
         await self._set_state(state, detail=detail, attempt=attempt)
+
+    def announce_closed(self) -> None:
+        """The session will not run again: enter ``closed`` unless it ``failed``.
+
+        Its ``Status`` is published if every consumer has room: this runs while
+        the supervisor is being cancelled and cannot wait for a full consumer.
+        Not a checkpoint.
+        """
+        if self.state is SessionState.FAILED:
+            return
+        self.state = SessionState.CLOSED
+        with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError):
+            self._fanout.publish_nowait(self._status(SessionState.CLOSED))
+
+    def streamed_for(self, now: float) -> float:
+        """Seconds the current (or last) connection has been streaming at trio time ``now``.
+
+        Measured from the moment it reached ``streaming``: connecting,
+        authenticating and subscribing do not count. 0 if it never got there.
+        """
+        return 0.0 if self._streamed_from is None else now - self._streamed_from
 
     # ------------------------------------------------------------------ internals
 
@@ -366,10 +401,9 @@ class ProviderSession:
 
         nursery.start_soon(guarded, name=f"{self.name}:{getattr(fn, '__name__', fn)}")
 
-    async def _set_state(self, state: SessionState, *, detail: str = "", attempt: int = 0) -> None:
-        self.state = state
+    def _status(self, state: SessionState, *, detail: str = "", attempt: int = 0) -> Status:
         now = self._wall()
-        status = Status(
+        return Status(
             provider=self.provider.name,
             session=self.name,
             state=state,
@@ -378,16 +412,19 @@ class ProviderSession:
             ts_event=now,
             ts_recv=now,
         )
-        await self._fanout.publish(status)
+
+    async def _set_state(self, state: SessionState, *, detail: str = "", attempt: int = 0) -> None:
+        self.state = state
+        await self._fanout.publish(self._status(state, detail=detail, attempt=attempt))
 
     async def _command(
         self, action: Literal["subscribe", "unsubscribe", "resync"], topics: Topics
     ) -> bool:
         if self.state is not SessionState.STREAMING:
-            await trio.lowlevel.checkpoint()
+            await trio.lowlevel.cancel_shielded_checkpoint()
             return False
         cmd = _Command(action, topics)
-        await self._commands_send.send(cmd)
+        self._commands_send.send_nowait(cmd)
         with trio.move_on_after(self.timeouts.subscribe):
             await cmd.done.wait()
             await self.subscriptions.wait_confirmed(topics, removed=action == "unsubscribe")
@@ -421,17 +458,9 @@ class ProviderSession:
         # The outage ends here: announce it before anything the new connection
         # delivers (data may flow before every subscription frame is confirmed).
         self.state = SessionState.SUBSCRIBING
-        now = self._wall()
-        announce: list[Event] = [
-            Status(
-                provider=self.provider.name,
-                session=self.name,
-                state=SessionState.SUBSCRIBING,
-                attempt=attempt,
-                ts_event=now,
-                ts_recv=now,
-            )
-        ]
+        status = self._status(SessionState.SUBSCRIBING, attempt=attempt)
+        now = status.ts_event
+        announce: list[Event] = [status]
         if attempt > 0:
             announce.append(
                 Gap(
@@ -474,21 +503,9 @@ class ProviderSession:
         self._until_streaming = None
         self._streaming.set()
         self.state = SessionState.STREAMING
-        self._streaming_since = trio.current_time()
-        for seen in self._last_seen.values():
-            seen.clear()
-        now = self._wall()
-        out: list[Event] = [
-            Status(
-                provider=self.provider.name,
-                session=self.name,
-                state=SessionState.STREAMING,
-                attempt=attempt,
-                ts_event=now,
-                ts_recv=now,
-            )
-        ]
-        return out
+        self._streamed_from = trio.current_time()
+        self._liveness.restart(self._streamed_from)
+        return [self._status(SessionState.STREAMING, attempt=attempt)]
 
     async def _reader(self, proto: ProviderProtocol, transport: Transport) -> None:
         """Receive -> decode -> guard -> publish.
@@ -502,10 +519,11 @@ class ProviderSession:
         guard = self._guard
         feed = None if guard is None else guard.feed
         stream_key = proto.stream_key
-        # Event class -> where its symbols' liveness goes; a control item's class
-        # is not in it. One lookup per item tells events from controls.
-        tracked: dict[type, dict[str, float]] = dict.fromkeys(_EVENT_CLASSES, _UNTRACKED)
-        tracked.update(self._last_seen)
+        # Trades, quotes and books: where their symbols' liveness goes. One lookup
+        # per item for those (the bulk of the data); other items take a second one
+        # to tell events whose silence proves nothing (bars, ...) from controls.
+        liveness = self._liveness.seen
+        event_classes = _EVENT_CLASSES
         batch: list[Event] = []
         append = batch.append
         failure: ProviderError | None = None
@@ -513,20 +531,18 @@ class ProviderSession:
             frame: Frame | None = await transport.receive()
             ts_recv = self._wall()
             now = trio.current_time()
+            now_ns = int(now * 1e9)
             while frame is not None:
                 items = proto.receive(frame, ts_recv)
                 outgoing = proto.data_to_send()
                 if outgoing:
                     await transport.send_all(outgoing)
                 for item in items:
-                    seen = tracked.get(type(item))
+                    cls = type(item)
+                    seen = liveness.get(cls)
                     if seen is not None:
                         seen[item.symbol] = now  # type: ignore[union-attr]
-                        if feed is None:
-                            append(item)  # type: ignore[arg-type]
-                        else:
-                            feed(stream_key(item), item, ts_recv, batch)  # type: ignore[arg-type]
-                    else:
+                    elif cls not in event_classes:
                         error = self._control(item)  # type: ignore[arg-type]
                         if error is not None:
                             failure = error
@@ -534,6 +550,11 @@ class ProviderSession:
                             desired, attempt = self._until_streaming
                             if self.subscriptions.is_confirmed(desired):
                                 batch.extend(self._start_streaming(attempt))
+                        continue
+                    if feed is None:
+                        append(item)  # type: ignore[arg-type]
+                    else:
+                        feed(stream_key(item), item, now_ns, batch, ts_recv)  # type: ignore[arg-type]
                 if failure is not None or self._notices or len(batch) >= _MAX_BATCH:
                     break
                 frame = transport.receive_nowait()
@@ -550,17 +571,7 @@ class ProviderSession:
             if self._notices:
                 await self._act_on_notices(proto, transport)
 
-    def _control(
-        self,
-        item: Connected
-        | Authenticated
-        | SubscriptionAck
-        | HeartbeatReply
-        | ProviderNotice
-        | ProviderFailure
-        | Malformed
-        | UnknownMessage,
-    ) -> ProviderError | None:
+    def _control(self, item: Control) -> ProviderError | None:
         """Act on a control item; return a provider error that must end the connection."""
         if isinstance(item, SubscriptionAck):
             self.subscriptions.confirm(item.topics, complete=item.complete)
@@ -644,20 +655,6 @@ class ProviderSession:
                 )
             self.heartbeat_rtt = trio.current_time() - start
 
-    def _silent(self, now: float, stale_after: float) -> dict[str, frozenset[str]]:
-        """Confirmed liveness subscriptions with no event for ``stale_after`` seconds."""
-        silent: dict[str, set[str]] = {}
-        confirmed = self.subscriptions.confirmed
-        for cls, channel in _LIVENESS_CHANNELS.items():
-            seen = self._last_seen[cls]
-            for symbol in confirmed.get(channel, ()):
-                if symbol == "*":
-                    continue
-                last = seen.get(symbol, self._streaming_since)
-                if now - last >= stale_after:
-                    silent.setdefault(channel, set()).add(symbol)
-        return {c: frozenset(s) for c, s in silent.items()}
-
     def _market_open(self) -> bool:
         return self.provider.calendar.session_at(self._wall()) is not MarketSession.CLOSED
 
@@ -667,7 +664,7 @@ class ProviderSession:
         if not math.isfinite(stale_after) or stale_after <= 0:
             return
         period = max(stale_after / 4, 0.05)
-        resubscribed_at: dict[tuple[str, str], float] = {}
+        liveness = self._liveness
         while True:
             await trio.sleep(period)
             now = trio.current_time()
@@ -675,29 +672,13 @@ class ProviderSession:
                 # Quiet while the market is closed is not dead; nor is it while the
                 # provider itself says data is not flowing (IB 1100): reconnecting to
                 # it would not help, and it tells us when data is back.
-                resubscribed_at.clear()
-                self._streaming_since = now
-                for seen in self._last_seen.values():
-                    seen.clear()
+                liveness.restart(now)
                 continue
-            silent = self._silent(now, stale_after)
-            fresh: dict[str, set[str]] = {}
-            dead: list[str] = []
-            for channel, symbols in silent.items():
-                for symbol in symbols:
-                    since = resubscribed_at.get((channel, symbol))
-                    if since is None:
-                        fresh.setdefault(channel, set()).add(symbol)
-                        resubscribed_at[(channel, symbol)] = now
-                    elif now - since >= stale_after:
-                        dead.append(f"{channel}:{symbol}")
-            for key in list(resubscribed_at):
-                if key[1] not in silent.get(key[0], ()):
-                    del resubscribed_at[key]
+            fresh, dead = liveness.check(now, self.subscriptions.confirmed, stale_after)
             if dead:
                 raise StaleFeedError(
                     f"silent for {stale_after} s after a resubscribe during market hours: "
-                    f"{', '.join(sorted(dead)[:10])}",
+                    f"{', '.join(dead[:10])}",
                     provider=self.provider.name,
                 )
             if fresh:
@@ -730,9 +711,9 @@ class ProviderSession:
     async def _guard_timer(self) -> None:
         """Release what the guard has held for its time bound.
 
-        The guard runs on the wall clock (``ts_recv``), so the ``Gap`` events it
-        makes carry a real receive time; a wall-clock step backwards only makes a
-        hole wait longer (the guard's count bound still applies).
+        The guard's deadlines run on trio's clock (monotonic, and mocked in
+        tests), so a wall-clock step cannot make it give up early or late; the
+        ``Gap`` events it makes carry the wall clock as their ``ts_recv``.
         """
         guard = self._guard
         assert guard is not None
@@ -742,8 +723,9 @@ class ProviderSession:
             if deadline is None:
                 await trio.sleep(guard.max_delay_ns / 1e9)
                 continue
-            await trio.sleep(max(0.0, (deadline - self._wall()) / 1e9))
-            guard.poll(self._wall(), out)
+            await trio.sleep_until(deadline / 1e9)
+            # Woken at or after the deadline; the float round trip may read 1 ns short.
+            guard.poll(max(deadline, _monotonic_ns()), out, self._wall())
             if out:
                 self.messages += len(out)
                 await self._fanout.publish_batch(out)
@@ -757,7 +739,7 @@ class ProviderSession:
         # What it still held (and the holes behind it) is published first thing on
         # the next connection: the connection is gone and we may be cancelled here,
         # so there is no waiting for a full consumer now.
-        self._carry.extend(guard.reset_all(self._wall()))
+        self._carry.extend(guard.reset_all(_monotonic_ns(), wall_ns=self._wall()))
         g = guard.statistics()
         gaps, dups, late = self._guard_totals
         self._guard_totals = (gaps + g.gaps, dups + g.duplicates, late + g.late)
@@ -767,6 +749,11 @@ class ProviderSession:
     def last_event_wall(self) -> int | None:
         """Wall-clock ns of the last event received (start of an outage window)."""
         return self._last_event_wall
+
+
+def _monotonic_ns() -> int:
+    """trio's clock in integer ns: the guard's deadline clock."""
+    return int(trio.current_time() * 1e9)
 
 
 def _describe(topics: Mapping[str, object]) -> str:

@@ -2,8 +2,8 @@
 
 This module owns :class:`SubscriptionState`, the per-session record of
 subscriptions as *desired* (what the user asked for, replayed on every
-reconnect), *pending* (sent, not yet confirmed) and *confirmed* (the server
-said so). It is plain data with no I/O; the session changes it and waits on
+reconnect) and *confirmed* (the server said so); what is desired and not
+confirmed is in flight. It is plain data with no I/O; the session changes it and waits on
 it.
 
 Desired state is changed only by the user (``sup.add``, ``sup.subscribe``,
@@ -19,7 +19,7 @@ import trio
 
 from puffin_trio.providers._base import Topics
 
-__all__ = ["SubscriptionState", "merge_topics", "subtract_topics", "topics_count"]
+__all__ = ["SubscriptionState", "merge_topics", "subtract_topics"]
 
 
 def merge_topics(a: Mapping[str, frozenset[str]], b: Topics) -> dict[str, frozenset[str]]:
@@ -39,13 +39,8 @@ def subtract_topics(a: Mapping[str, frozenset[str]], b: Topics) -> dict[str, fro
     return {c: s for c, s in out.items() if s}
 
 
-def topics_count(topics: Topics) -> int:
-    """Number of (channel, symbol) pairs."""
-    return sum(len(s) for s in topics.values())
-
-
 class SubscriptionState:
-    """Desired / pending / confirmed subscriptions of one session.
+    """Desired and confirmed subscriptions of one session.
 
     :meth:`wait_confirmed` blocks until the server has confirmed a set of
     topics (each :meth:`confirm` wakes the waiters to re-check).
@@ -55,11 +50,6 @@ class SubscriptionState:
         self.desired: dict[str, frozenset[str]] = dict(desired or {})
         self.confirmed: dict[str, frozenset[str]] = {}
         self._changed = trio.Event()
-
-    @property
-    def pending(self) -> dict[str, frozenset[str]]:
-        """Desired but not (yet) confirmed."""
-        return subtract_topics(self.desired, self.confirmed)
 
     def want(self, topics: Topics) -> None:
         """Add to the desired set."""

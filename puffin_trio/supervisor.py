@@ -22,12 +22,13 @@ raised from ``async with Supervisor.open()``; with ``fail_fast=False`` the
 failed session stays ``failed`` (announced by ``Status``) and the others go
 on.
 
-It must not parse frames or know any provider's protocol.
+It must not parse frames or know any provider's protocol, and it never sets a
+session's state or builds its ``Status`` events: the session does, when asked
+(:meth:`~puffin_trio.session.ProviderSession.announce`, ``announce_closed``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
 import time
@@ -39,7 +40,13 @@ from typing import Any
 import attrs
 import trio
 
-from puffin_trio.channels import ConsumerStatistics, EventReceiver, FanOut, Overflow
+from puffin_trio.channels import (
+    DEFAULT_CAPACITY,
+    ConsumerStatistics,
+    EventReceiver,
+    FanOut,
+    Overflow,
+)
 from puffin_trio.errors import (
     ConfigurationError,
     ConnectionLimitError,
@@ -47,8 +54,7 @@ from puffin_trio.errors import (
     ProtocolError,
     RestartBudgetExceeded,
 )
-from puffin_trio.events import SessionState, Status
-from puffin_trio.market_hours import USEquityCalendar
+from puffin_trio.events import SessionState
 from puffin_trio.providers._base import Provider
 from puffin_trio.session import ProviderSession, SessionStatistics, SessionTimeouts
 
@@ -69,8 +75,10 @@ class RestartPolicy:
       is not hammered.
     * ``jitter`` 0.2: each delay is scaled by a random factor in [0.8, 1.0],
       so many clients dropped at once do not reconnect in lockstep.
-    * ``stable_after`` 60 s: a connection that streamed this long resets the
-      backoff to ``initial`` (its failure is a new incident).
+    * ``stable_after`` 60 s: a connection that streamed this long (from the
+      moment it reached ``streaming``: connecting, authenticating and
+      subscribing do not count) resets the backoff to ``initial`` (its
+      failure is a new incident).
     * ``intensity`` 10 restarts within ``period`` 600 s: more than that means
       something is persistently wrong (Puffin gave up after 10 attempts);
       escalate rather than loop forever.
@@ -102,7 +110,7 @@ class SupervisorStatistics:
 class Supervisor:
     """Runs provider sessions under a restart policy and fans their events out.
 
-    Use :meth:`open`; see the module docstring for the restart semantics.
+    Use :meth:`open`; the restart semantics are in ``docs/guide/supervision.rst``.
     """
 
     def __init__(
@@ -193,16 +201,10 @@ class Supervisor:
         missing credentials, unknown channels, bad symbols or a duplicate
         session name. The session starts at the supervisor's next checkpoint.
         Not a checkpoint; the first call in a process for a US-equity provider
-        blocks ~1 s loading the exchange calendar.
+        blocks ~1 s while the session loads the exchange calendar
+        (:func:`~puffin_trio.market_hours.preload`).
         """
         provider.check()
-        calendar = provider.calendar
-        if isinstance(calendar, USEquityCalendar) and not calendar.loaded:
-            # Once per process: exchange_calendars + pandas (~1 s, ~60 MB). Here, before
-            # anything streams, rather than at a session's first market-hours check,
-            # where it would stall every task mid-stream. (Not in a worker thread:
-            # under a MockClock a thread wait lets the clock run to any deadline.)
-            calendar.load()
         asked = {"trades": trades, "quotes": quotes, "books": books, "bars": bars, **channels}
         topics = provider.normalize({c: s for c, s in asked.items() if len(s)})
         name = name or provider.session_name
@@ -256,12 +258,16 @@ class Supervisor:
     # ------------------------------------------------------------------ consumers
 
     def events(
-        self, capacity: int = 1024, overflow: Overflow = "block", *, name: str | None = None
+        self,
+        capacity: int = DEFAULT_CAPACITY,
+        overflow: Overflow = "block",
+        *,
+        name: str | None = None,
     ) -> Any:
         """A new consumer: an async context manager yielding a bounded receive channel.
 
         Every consumer gets every event (market data, ``Status``, ``Gap``) in
-        order, under its own overflow policy (see :mod:`puffin_trio.channels`).
+        order, under its own overflow policy (see ``docs/guide/channels.rst``).
         Registration happens on entering the block, before any checkpoint.
         """
         return self._fanout.consumer(capacity=capacity, overflow=overflow, name=name)
@@ -285,7 +291,6 @@ class Supervisor:
         outage_start: int | None = None
         try:
             while True:
-                started = trio.current_time()
                 try:
                     await session.run(attempt=attempt, outage_start=outage_start)
                 except FatalProviderError as exc:
@@ -301,7 +306,7 @@ class Supervisor:
                     )
                 outage_start = session.last_event_wall or self._wall()
                 now = trio.current_time()
-                if now - started >= policy.stable_after:
+                if session.streamed_for(now) >= policy.stable_after:
                     incident = 0
                 restarts.append(now)
                 while restarts and now - restarts[0] > policy.period:
@@ -333,19 +338,7 @@ class Supervisor:
                 )
                 await trio.sleep(delay)
         finally:
-            if session.state is not SessionState.FAILED:
-                session.state = SessionState.CLOSED
-                now = self._wall()
-                closed = Status(
-                    provider=session.provider.name,
-                    session=session.name,
-                    state=SessionState.CLOSED,
-                    ts_event=now,
-                    ts_recv=now,
-                )
-                # Best effort: we are being cancelled and cannot wait for a full consumer.
-                with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError):
-                    self._fanout.publish_nowait(closed)
+            session.announce_closed()
 
     async def _escalate(self, session: ProviderSession, error: BaseException, attempt: int) -> None:
         logger.error("%s: giving up: %s", session.name, error)
@@ -362,7 +355,7 @@ class Supervisor:
 async def open_feed(
     provider: Provider,
     *,
-    capacity: int = 1024,
+    capacity: int = DEFAULT_CAPACITY,
     overflow: Overflow = "block",
     trades: Collection[str] = (),
     quotes: Collection[str] = (),

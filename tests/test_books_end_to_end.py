@@ -27,7 +27,7 @@ from puffin_trio import (
 from puffin_trio.providers.alpaca import AlpacaProvider
 from puffin_trio.sim import AlpacaConnectionRecord, FaultPlan
 
-from .test_supervisor_alpaca import KEY, SECRET, alpaca_sim
+from ._support import KEY, SECRET, alpaca_sim
 
 SYMBOLS = ["BTC/USD", "ETH/USD"]
 

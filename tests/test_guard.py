@@ -805,3 +805,28 @@ def test_sequence_streams_reject_bad_bounds(kwargs: dict[str, int], message: str
 def test_bounded_reorderings_reject_a_negative_bound() -> None:
     with pytest.raises(ValueError, match="max_displacement must be >= 0, got -1"):
         bounded_reorderings([1, 2], -1)
+
+
+def test_deadlines_run_on_now_ns_and_gaps_carry_wall_ns() -> None:
+    """The two clocks are separate: a wall clock stepping an hour forward moves no
+    deadline, and the ``Gap`` a deadline produces is stamped with the wall clock."""
+    wall = 1_700_000_000_000_000_000
+    guard: SequenceGuard[Trade] = SequenceGuard("strict")
+    assert guard.feed(KEY, trade(1), 0, wall_ns=wall) == [trade(1)]
+    assert guard.feed(KEY, trade(3), 1_000, wall_ns=wall) == []
+    assert guard.feed(KEY, trade(4), 2_000, wall_ns=wall + 3600 * 10**9) == []
+    assert guard.next_deadline_ns() == 1_000 + guard.max_delay_ns
+    assert guard.poll(guard.max_delay_ns, wall_ns=wall + 7) == []
+    released = guard.poll(1_000 + guard.max_delay_ns, wall_ns=wall + 9)
+    gap = released[0]
+    assert isinstance(gap, Gap) and (gap.expected, gap.missing) == (2, 1)
+    assert gap.ts_recv == wall + 9
+    assert released[1:] == [trade(3), trade(4)]
+
+
+def test_one_clock_serves_both_when_no_wall_time_is_given() -> None:
+    guard: SequenceGuard[Trade] = SequenceGuard("strict")
+    guard.feed(KEY, trade(1), 0)
+    guard.feed(KEY, trade(3), 5)
+    (gap, _) = guard.poll(5 + guard.max_delay_ns)
+    assert isinstance(gap, Gap) and gap.ts_recv == 5 + guard.max_delay_ns

@@ -48,6 +48,8 @@ from puffin_trio.sim.alpaca import (
     rfc3339_ns,
 )
 
+from ._support import serving
+
 #: A wall-clock instant with every nanosecond digit set (2023-11-14T22:13:20.123456789Z).
 WALL_NS = 1_700_000_000_123_456_789
 #: Upper bound on the frames a test reads while looking for something.
@@ -61,10 +63,8 @@ async def running_sim(**kwargs: Any) -> AsyncIterator[tuple[int, AlpacaSimRecord
     """A simulator on a free loopback port, with a recorder; cancelled on exit."""
     recorder = AlpacaSimRecorder()
     kwargs.setdefault("wall_clock", lambda: WALL_NS)
-    async with trio.open_nursery() as nursery:
-        port = await nursery.start(partial(serve_alpaca, recorder=recorder, **kwargs))
+    async with serving(serve_alpaca, recorder=recorder, **kwargs) as port:
         yield port, recorder
-        nursery.cancel_scope.cancel()
 
 
 class Client:

@@ -1,8 +1,8 @@
 """The fake TWS, spoken to with raw TWS API messages over loopback.
 
 A minimal client here frames messages by hand from the layouts in
-``shared/protocols.md`` section 3 (not through :mod:`puffin_trio.providers.ib`),
-so the simulator is checked against the document, not against our own codec.
+the TWS API (not through :mod:`puffin_trio.providers.ib`),
+so the simulator is checked against the document, not against our own protocol.
 All tests run on trio's autojump ``MockClock``.
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from functools import partial
 from typing import Any
 
 import pytest
@@ -22,15 +21,12 @@ from trio.testing import MockClock
 
 from puffin_trio.errors import ConfigurationError, ConnectionLost
 from puffin_trio.sim import FaultPlan, MarketModel
-from puffin_trio.sim.ib import (
-    DEFAULT_ACCOUNT,
-    FIRST_CON_ID,
-    IBSimRecorder,
-    _row_operations,
-    serve_ib,
-)
+from puffin_trio.sim.ib import DEFAULT_ACCOUNT, FIRST_CON_ID, IBSimRecorder, serve_ib
+from puffin_trio.sim.ib._requests import row_operations
 from puffin_trio.testing import mock_wall_clock
 from puffin_trio.transports.tcp import TcpTransport, encode_frame, open_tcp_transport
+
+from ._support import serving
 
 WALL_NS = int(datetime(2026, 11, 24, 15, 0, tzinfo=UTC).timestamp() * 1e9)
 STOCK = ["0", "AAPL", "STK", "", "0.0", "", "", "SMART", "", "USD", "", ""]
@@ -69,12 +65,10 @@ async def ib_sim(**kwargs: Any) -> AsyncIterator[tuple[int, IBSimRecorder]]:
     recorder = IBSimRecorder()
     kwargs.setdefault("symbols", ["AAPL", "MSFT"])
     kwargs.setdefault("rate", 100.0)
-    async with trio.open_nursery() as nursery:
-        port = await nursery.start(
-            partial(serve_ib, recorder=recorder, wall_clock=mock_wall_clock(WALL_NS), **kwargs)
-        )
+    async with serving(
+        serve_ib, recorder=recorder, wall_clock=mock_wall_clock(WALL_NS), **kwargs
+    ) as port:
         yield port, recorder
-        nursery.cancel_scope.cancel()
 
 
 @asynccontextmanager
@@ -316,7 +310,7 @@ def test_row_operations_turn_the_old_rows_into_the_new_ones(
     new = [(float(p), float(s)) for p, s in zip(sorted(new_prices), sizes[12:], strict=False)]
     limit = max(len(old), len(new), 1)
     rows = list(old)
-    for position, op, price, size in _row_operations(old, new, limit):
+    for position, op, price, size in row_operations(old, new, limit):
         if op == 0:
             rows.insert(position, (price, size))
         elif op == 1:
@@ -330,9 +324,9 @@ def test_row_operations_turn_the_old_rows_into_the_new_ones(
 def test_a_row_whose_price_is_replaced_in_place_is_one_update_with_the_new_price() -> None:
     old = [(10.0, 1.0), (9.0, 1.0), (8.0, 1.0)]
     new = [(10.0, 1.0), (8.5, 2.0), (8.0, 1.0)]
-    assert _row_operations(old, new, 3) == [(1, 1, 8.5, 2.0)]
+    assert row_operations(old, new, 3) == [(1, 1, 8.5, 2.0)]
     # A better level on a full side: the lowest row goes first, then the insert.
-    assert _row_operations(old, [(10.5, 1.0), *old[:2]], 3) == [
+    assert row_operations(old, [(10.5, 1.0), *old[:2]], 3) == [
         (2, 2, 8.0, 0.0),
         (0, 0, 10.5, 1.0),
     ]

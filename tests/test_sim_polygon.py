@@ -12,7 +12,6 @@ import itertools
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import partial
 from typing import Any
 
 import orjson
@@ -32,6 +31,8 @@ from puffin_trio.sim.polygon import (
 )
 from puffin_trio.testing import mock_wall_clock
 
+from ._support import serving
+
 #: 2026-11-24T15:00:00Z, a whole minute (bar windows start on it).
 WALL_NS = 1_795_532_400_000_000_000
 #: Upper bound on the frames a test reads while looking for something.
@@ -46,10 +47,8 @@ async def running_sim(**kwargs: Any) -> AsyncIterator[tuple[int, PolygonSimRecor
     recorder = PolygonSimRecorder()
     kwargs.setdefault("wall_clock", mock_wall_clock(WALL_NS))
     kwargs.setdefault("rate", None)
-    async with trio.open_nursery() as nursery:
-        port = await nursery.start(partial(serve_polygon, recorder=recorder, **kwargs))
+    async with serving(serve_polygon, recorder=recorder, **kwargs) as port:
         yield port, recorder
-        nursery.cancel_scope.cancel()
 
 
 def status(state: str, message: str | None = None) -> Message:

@@ -1,19 +1,15 @@
 """The supervised pipeline end to end: Alpaca simulator -> session -> supervisor -> consumers.
 
 Every test runs over a real loopback WebSocket against ``serve_alpaca``, on
-trio's autojump ``MockClock`` (pytest-trio's ``autojump_clock`` fixture): both
-ends live in the test's trio run, so loopback data is already in the peer's
-socket buffer whenever the clock could jump, and deadlines of seconds or
-minutes take milliseconds.
+trio's autojump ``MockClock`` (pytest-trio's ``autojump_clock`` fixture); see
+tests/_support.py for why that is sound.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
-from datetime import UTC, datetime
+from contextlib import AsyncExitStack
 from functools import partial
 from typing import Any
 
@@ -25,6 +21,7 @@ from trio_websocket import ConnectionClosed, WebSocketRequest, serve_websocket
 from puffin_trio import (
     AuthenticationError,
     ConfigurationError,
+    ConsumerStatistics,
     Event,
     EventReceiver,
     Gap,
@@ -39,75 +36,25 @@ from puffin_trio import (
     Trade,
 )
 from puffin_trio.providers.alpaca import AlpacaProvider
-from puffin_trio.sim import AlpacaSimRecorder, FaultPlan, serve_alpaca
-from puffin_trio.testing import mock_wall_clock
+from puffin_trio.sim import FaultPlan
 
-KEY = "PKTEST-KEY"
-SECRET = "s3cr3t-do-not-leak"
-
-#: Tuesday 2026-11-24 15:00 UTC = 10:00 New York: regular session.
-MARKET_OPEN_NS = int(datetime(2026, 11, 24, 15, 0, tzinfo=UTC).timestamp() * 1e9)
-#: Sunday 2026-11-22 15:00 UTC: closed.
-MARKET_CLOSED_NS = int(datetime(2026, 11, 22, 15, 0, tzinfo=UTC).timestamp() * 1e9)
-
-
-@asynccontextmanager
-async def alpaca_sim(
-    *, wall_ns: int = MARKET_OPEN_NS, **kwargs: Any
-) -> AsyncIterator[tuple[str, AlpacaSimRecorder, Callable[[], int]]]:
-    """Run ``serve_alpaca`` for the block; yields (url, recorder, wall clock)."""
-    recorder = AlpacaSimRecorder()
-    wall = mock_wall_clock(wall_ns)
-    kwargs.setdefault("symbols", ["AAPL", "MSFT"])
-    kwargs.setdefault("rate", 100.0)
-    async with trio.open_nursery() as nursery:
-        port = await nursery.start(
-            partial(
-                serve_alpaca,
-                key=KEY,
-                secret=SECRET,
-                recorder=recorder,
-                wall_clock=wall,
-                **kwargs,
-            )
-        )
-        yield f"ws://127.0.0.1:{port}/v2/iex", recorder, wall
-        nursery.cancel_scope.cancel()
+from ._support import (
+    FAST_RESTART,
+    KEY,
+    MARKET_CLOSED_NS,
+    MARKET_OPEN_NS,
+    SECRET,
+    alpaca_sim,
+    collect_until,
+    states,
+    streaming_again,
+)
 
 
 def provider(url: str, **kwargs: Any) -> AlpacaProvider:
     kwargs.setdefault("stale_after", 30.0)
     kwargs.setdefault("encoding", "json")
     return AlpacaProvider(feed="iex", key=KEY, secret=SECRET, url=url, **kwargs)
-
-
-FAST_RESTART = RestartPolicy(initial=1.0, max_delay=8.0, intensity=20)
-
-
-async def collect_until(
-    events: trio.abc.ReceiveChannel[Event],
-    done: Callable[[list[Event]], bool],
-    *,
-    limit: int = 20_000,
-    seconds: float = 600.0,
-) -> list[Event]:
-    """Receive until ``done(seen)``; fail after ``limit`` events or ``seconds`` (mock time)."""
-    seen: list[Event] = []
-    with trio.fail_after(seconds):
-        async for event in events:
-            seen.append(event)
-            if done(seen):
-                return seen
-            assert len(seen) < limit, "condition not reached within the event budget"
-    raise AssertionError("event channel ended before the condition was reached")
-
-
-def states(seen: list[Event]) -> list[tuple[SessionState, int]]:
-    return [(e.state, e.attempt) for e in seen if isinstance(e, Status)]
-
-
-def streaming_again(seen: list[Event]) -> bool:
-    return (SessionState.STREAMING, 1) in states(seen)
 
 
 # --------------------------------------------------------------------------- lifecycle
@@ -457,29 +404,51 @@ async def test_many_consumers_each_receive_every_event_in_order(autojump_clock: 
     assert len(results[0]) == 500
 
 
+def policy_engaged(consumer: ConsumerStatistics) -> bool:
+    """The consumer's overflow policy has acted: a full buffer, a drop or a conflation."""
+    if consumer.policy == "block":
+        return consumer.queued == consumer.capacity
+    if consumer.policy == "drop_oldest":
+        return consumer.dropped > 0
+    return consumer.conflated > 0
+
+
 @pytest.mark.parametrize("overflow", ["block", "drop_oldest", "conflate"])
 async def test_slow_consumer_keeps_its_buffer_bounded(
     overflow: str, autojump_clock: MockClock
 ) -> None:
+    """A consumer 10x slower than the feed keeps its buffer within its capacity.
+
+    Deterministic whatever the scheduling: the slow consumer reads nothing until
+    a witness consumer has received ``4 * capacity`` events (``capacity`` for
+    "block", whose full buffer stops the feed), every one of which was
+    published to the slow consumer too, so its policy has engaged; then it reads
+    exactly 500 events at 200/s against a 2000/s feed.
+    """
     capacity = 32
     async with alpaca_sim(rate=2000.0, batch=10) as (url, _, wall):
         async with Supervisor.open(wall_clock=wall) as sup:
             sup.add(provider(url), trades=["AAPL", "MSFT"], quotes=["AAPL", "MSFT"])
             async with sup.events(capacity=capacity, overflow=overflow, name="slow") as events:  # type: ignore[arg-type]
+                needed = capacity if overflow == "block" else 4 * capacity
+                async with sup.events(capacity=100_000, name="witness") as witness:
+                    await collect_until(witness, lambda seen: len(seen) >= needed)
+                assert policy_engaged(sup.statistics().consumers["slow"])
                 received: list[Event] = []
-                with trio.move_on_after(5.0):
-                    async for event in events:
-                        received.append(event)
+                with trio.fail_after(60):
+                    while len(received) < 500:
+                        received.append(await events.receive())
                         await trio.sleep(0.005)  # 200/s against a 2000/s feed: 10x slower
                 stats = sup.statistics()
     consumer = stats.consumers["slow"]
     assert consumer.max_queued <= capacity
-    assert len(received) >= 500
+    assert len(received) == 500
     if overflow == "block":
         assert consumer.dropped == 0
         assert not any(isinstance(e, Gap) for e in received)
     elif overflow == "drop_oldest":
         assert consumer.dropped > 0
+        assert isinstance(received[0], Gap), "the loss is announced before anything else"
         announced = sum(e.missing for e in received if isinstance(e, Gap))
         assert announced > 0
         assert announced <= consumer.dropped

@@ -1,15 +1,12 @@
 """IB end to end: fake TWS -> framed TCP -> IBProtocol -> session -> supervisor -> consumers.
 
 Every test runs over real loopback TCP against ``serve_ib`` on trio's
-autojump ``MockClock`` (see tests/test_supervisor_alpaca.py for why that is
+autojump ``MockClock`` (see tests/_support.py for why that is
 sound), through ``Supervisor.add(IBProvider(host=..., port=..., client_id=...))``.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from functools import partial
 from typing import Any
 
 import pytest
@@ -30,29 +27,9 @@ from puffin_trio import (
 )
 from puffin_trio.providers.ib import IBProvider
 from puffin_trio.sim import FaultPlan
-from puffin_trio.sim.ib import IBConnectionRecord, IBSimRecorder, serve_ib
-from puffin_trio.testing import mock_wall_clock
+from puffin_trio.sim.ib import IBConnectionRecord
 
-from .test_supervisor_alpaca import (
-    FAST_RESTART,
-    MARKET_OPEN_NS,
-    collect_until,
-    states,
-    streaming_again,
-)
-
-
-@asynccontextmanager
-async def ib_sim(**kwargs: Any) -> AsyncIterator[tuple[int, IBSimRecorder, Callable[[], int]]]:
-    """Run ``serve_ib`` for the block; yields (port, recorder, wall clock)."""
-    recorder = IBSimRecorder()
-    wall = mock_wall_clock(MARKET_OPEN_NS)
-    kwargs.setdefault("symbols", ["AAPL", "MSFT"])
-    kwargs.setdefault("rate", 100.0)
-    async with trio.open_nursery() as nursery:
-        port = await nursery.start(partial(serve_ib, recorder=recorder, wall_clock=wall, **kwargs))
-        yield port, recorder, wall
-        nursery.cancel_scope.cancel()
+from ._support import FAST_RESTART, collect_until, ib_sim, states, streaming_again
 
 
 def ib(port: int, **kwargs: Any) -> IBProvider:
@@ -136,7 +113,7 @@ async def test_unanswered_current_time_is_a_heartbeat_timeout_and_reconnects(
     assert rec.accepted == 2
 
 
-async def test_a_dropped_socket_reconnects_with_a_fresh_handshake_and_new_request_ids(
+async def test_a_dropped_socket_reconnects_with_a_fresh_handshake_and_fresh_request_ids(
     autojump_clock: MockClock,
 ) -> None:
     async with ib_sim(faults=FaultPlan.drop_after(40)) as (port, rec, wall):
@@ -152,7 +129,7 @@ async def test_a_dropped_socket_reconnects_with_a_fresh_handshake_and_new_reques
     old, new = request_ids(first), request_ids(second)
     assert {k: len(v) for k, v in old.items()} == {k: len(v) for k, v in new.items()}
     assert {k: len(v) for k, v in new.items()} == {"1": 2, "97": 1, "10": 1}
-    assert not {i for v in old.values() for i in v} & {i for v in new.values() for i in v}
+    assert sorted(i for v in new.values() for i in v) == [1, 2, 3, 4], "fresh ids, from 1"
     assert [g for g in seen if isinstance(g, Gap)], "the outage is announced"
 
 

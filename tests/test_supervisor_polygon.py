@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
@@ -29,7 +28,6 @@ from puffin_trio import (
     OrderBook,
     OrderBookUpdate,
     Quote,
-    RestartPolicy,
     SessionState,
     Status,
     SubscriptionError,
@@ -39,36 +37,13 @@ from puffin_trio import (
 from puffin_trio.providers.alpaca import AlpacaProvider
 from puffin_trio.providers.polygon import PolygonProvider
 from puffin_trio.sim import AlpacaSimRecorder, FaultPlan, MarketModel, serve_alpaca
-from puffin_trio.sim.polygon import PolygonSimRecorder, serve_polygon
-from puffin_trio.testing import mock_wall_clock
 
-from .test_supervisor_alpaca import collect_until as _collect_until
-
-KEY = "pk-do-not-leak"
-
-#: Tuesday 2026-11-24 15:00 UTC = 10:00 New York: regular session.
-MARKET_OPEN_NS = int(datetime(2026, 11, 24, 15, 0, tzinfo=UTC).timestamp() * 1e9)
-
-FAST_RESTART = RestartPolicy(initial=1.0, max_delay=8.0, intensity=20)
+from ._support import FAST_RESTART, polygon_sim, serving
+from ._support import POLYGON_KEY as KEY
+from ._support import collect_until as _collect_until
+from ._support import states as _states
 
 Message = dict[str, Any]
-
-
-@asynccontextmanager
-async def polygon_sim(
-    *, market: str = "stocks", **kwargs: Any
-) -> AsyncIterator[tuple[str, PolygonSimRecorder, Callable[[], int]]]:
-    """Run ``serve_polygon`` for the block; yields (url, recorder, wall clock)."""
-    recorder = PolygonSimRecorder()
-    wall = mock_wall_clock(MARKET_OPEN_NS)
-    kwargs.setdefault("symbols", ["AAPL", "MSFT"])
-    kwargs.setdefault("rate", 100.0)
-    async with trio.open_nursery() as nursery:
-        port = await nursery.start(
-            partial(serve_polygon, key=KEY, recorder=recorder, wall_clock=wall, **kwargs)
-        )
-        yield f"ws://127.0.0.1:{port}/{market}", recorder, wall
-        nursery.cancel_scope.cancel()
 
 
 def provider(url: str, **kwargs: Any) -> PolygonProvider:
@@ -76,12 +51,12 @@ def provider(url: str, **kwargs: Any) -> PolygonProvider:
     return PolygonProvider(key=KEY, url=url, **kwargs)
 
 
-#: The Alpaca suite's helper, with a larger event budget (Polygon runs carry more events).
+#: The shared helper, with a larger event budget (Polygon runs carry more events).
 collect_until = partial(_collect_until, limit=50_000)
 
 
 def states(seen: list[Event], session: str = "polygon") -> list[tuple[SessionState, int]]:
-    return [(e.state, e.attempt) for e in seen if isinstance(e, Status) and e.session == session]
+    return _states(seen, session)
 
 
 def streaming_again(seen: list[Event]) -> bool:
@@ -458,21 +433,17 @@ async def alpaca_sim(
     wall: Callable[[], int], **kwargs: Any
 ) -> AsyncIterator[tuple[str, AlpacaSimRecorder]]:
     recorder = AlpacaSimRecorder()
-    async with trio.open_nursery() as nursery:
-        port = await nursery.start(
-            partial(
-                serve_alpaca,
-                key="ak",
-                secret="as",
-                symbols=["AAPL", "MSFT"],
-                rate=100.0,
-                recorder=recorder,
-                wall_clock=wall,
-                **kwargs,
-            )
-        )
+    async with serving(
+        serve_alpaca,
+        key="ak",
+        secret="as",
+        symbols=["AAPL", "MSFT"],
+        rate=100.0,
+        recorder=recorder,
+        wall_clock=wall,
+        **kwargs,
+    ) as port:
         yield f"ws://127.0.0.1:{port}/v2/iex", recorder
-        nursery.cancel_scope.cancel()
 
 
 @pytest.mark.parametrize("failing", ["polygon", "alpaca"])

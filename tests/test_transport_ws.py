@@ -155,3 +155,31 @@ async def test_wss_connects_when_the_certificate_is_trusted(
         async with open_ws_transport(f"wss://127.0.0.1:{port}/", ssl_context=client) as ws:
             await ws.send("over tls")
             assert await ws.receive() == "over tls"
+
+
+async def test_receive_nowait_takes_what_trio_websocket_already_queued() -> None:
+    """Pins a private detail of trio-websocket: ``receive_nowait`` reads its message
+    queue, ``WebSocketConnection._recv_channel`` (a trio memory channel), which has no
+    public non-blocking read. If a trio-websocket release renames or changes it, this
+    fails here, loudly, instead of the reader silently losing its batching."""
+
+    async def burst(request: WebSocketRequest) -> None:
+        ws = await request.accept()
+        for text in ("m1", "m2", "m3"):
+            await ws.send_message(text)
+        with contextlib.suppress(ConnectionClosed):
+            await ws.get_message()
+
+    async with ws_server(burst) as port, open_ws_transport(f"ws://127.0.0.1:{port}/") as ws:
+        channel = getattr(ws._ws, "_recv_channel", None)
+        assert isinstance(channel, trio.MemoryReceiveChannel), (
+            "trio-websocket no longer keeps its messages in _recv_channel: "
+            "WebSocketTransport.receive_nowait must be adapted"
+        )
+        assert await ws.receive() == "m1"
+        # The pong comes after m2 and m3 on the same stream: once it is in, so are they.
+        await ws.ping()
+        assert ws.receive_nowait() == "m2"
+        assert ws.receive_nowait() == "m3"
+        assert ws.receive_nowait() is None
+        assert ws.frames_received == 3

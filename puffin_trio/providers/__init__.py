@@ -1,21 +1,64 @@
-"""Provider configurations: ``AlpacaProvider``, ``PolygonProvider``, ``IBProvider``.
+"""Providers: each is a configuration plus a sans-IO protocol.
 
-Each is a sans-IO codec plus configuration (credentials, URL, timing knobs);
-the session does the I/O. See :mod:`puffin_trio.providers._base` for the
-contract a provider implements.
+This package owns the three providers (:class:`AlpacaProvider`,
+:class:`PolygonProvider`, :class:`IBProvider`) and their wire protocols
+(:class:`AlpacaProtocol`, :class:`PolygonProtocol`, :class:`IBProtocol`),
+which are public the way h11's ``Connection`` is: bytes in, events and
+control items out, no sockets. ``provider.protocol()`` makes a fresh one for
+a connection; drive it with your own I/O, a fuzzer or a test::
+
+    proto = AlpacaProvider(key="...", secret="...").protocol()
+    for item in proto.receive(frame, ts_recv):   # events, Malformed, Connected, ...
+        ...
+    send(proto.data_to_send())                   # e.g. the auth frame after "connected"
+
+What ``receive`` returns besides events: :class:`Connected`,
+:class:`Authenticated`, :class:`SubscriptionAck`, :class:`HeartbeatReply`,
+:class:`ProviderNotice`, :class:`ProviderFailure`, :class:`Malformed` and
+:class:`UnknownMessage` (together, :data:`Control`).
+
+Every module in this package is sans-IO in its imports too: none imports
+trio or a websocket library (a test walks their imports). The session does
+the I/O; see :mod:`puffin_trio.providers._base` for the contract.
 """
 
-from puffin_trio.providers._base import Provider, ProviderProtocol, WebSocketProvider
-from puffin_trio.providers.alpaca import AlpacaProvider
-from puffin_trio.providers.ib import IBContract, IBProvider
-from puffin_trio.providers.polygon import PolygonProvider
+from puffin_trio.providers._base import (
+    Authenticated,
+    Connected,
+    Control,
+    HeartbeatReply,
+    Malformed,
+    Provider,
+    ProviderFailure,
+    ProviderNotice,
+    ProviderProtocol,
+    SubscriptionAck,
+    UnknownMessage,
+    WebSocketProvider,
+)
+from puffin_trio.providers.alpaca import AlpacaProtocol, AlpacaProvider
+from puffin_trio.providers.ib import IBContract, IBProtocol, IBProvider
+from puffin_trio.providers.polygon import PolygonProtocol, PolygonProvider, StrictPolygonProtocol
 
 __all__ = [
+    "AlpacaProtocol",
     "AlpacaProvider",
+    "Authenticated",
+    "Connected",
+    "Control",
+    "HeartbeatReply",
     "IBContract",
+    "IBProtocol",
     "IBProvider",
+    "Malformed",
+    "PolygonProtocol",
     "PolygonProvider",
     "Provider",
+    "ProviderFailure",
+    "ProviderNotice",
     "ProviderProtocol",
+    "StrictPolygonProtocol",
+    "SubscriptionAck",
+    "UnknownMessage",
     "WebSocketProvider",
 ]

@@ -29,114 +29,56 @@ The session drives a protocol like this::
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
-from attrs import AttrsInstance
 
 from puffin_trio.errors import ConfigurationError, ProviderError
 from puffin_trio.events import Event
+from puffin_trio.guard import GuardMode
+from puffin_trio.transports._base import Frame
 
 if TYPE_CHECKING:
     from puffin_trio.market_hours import TradingCalendar
+    from puffin_trio.transports import Transport
 
 __all__ = [
     "GENERIC_CHANNELS",
+    "MESSAGE_ERRORS",
     "Authenticated",
     "Connected",
     "Control",
     "Frame",
     "HeartbeatReply",
     "Malformed",
+    "Message",
+    "MessageHandler",
     "Provider",
     "ProviderFailure",
     "ProviderNotice",
     "ProviderProtocol",
     "SubscriptionAck",
     "Topics",
-    "Transport",
     "UnknownMessage",
     "WebSocketProvider",
-    "event_builder",
+    "decode_messages",
     "malformed_message",
     "normalize_topics",
     "truncate_sample",
     "unhandled_message",
 ]
 
-#: A WebSocket message (text or binary) or one length-prefixed TCP payload.
-Frame = str | bytes
+#: A message of a JSON/msgpack array frame, and what decodes one of a given type.
+Message = dict[str, Any]
+MessageHandler = Callable[[Message, int], "Event | Control"]
+#: What a handler raises on a missing or wrong-typed field (``int(inf)`` is an
+#: OverflowError; a book level of the wrong length a ValueError).
+MESSAGE_ERRORS = (KeyError, TypeError, ValueError, OverflowError, AttributeError, IndexError)
+
 #: Subscriptions: channel name -> symbols (``{"trades": {"AAPL"}, "quotes": {"AAPL", "MSFT"}}``).
 Topics = Mapping[str, Collection[str]]
-
-# --------------------------------------------------------------------------- event builders
-
-_E = TypeVar("_E", bound=AttrsInstance)
-#: The class of ``attrs.Factory(...)`` defaults (typed as a function in attrs' stubs).
-_FACTORY: type = type(attrs.Factory(list))
-
-
-def event_builder(cls: type[_E], *names: str) -> Callable[..., _E]:
-    """A positional constructor for a frozen, slotted attrs event class (decoders' hot path).
-
-    ``build(v0, v1, ...)`` takes the values of ``names`` in that order; every
-    other field gets its default. A frozen class's ``__init__`` sets each
-    field through ``object.__setattr__`` (about 55 ns a field, 0.7 µs for a
-    ``Quote``). The builder instead fills a *twin*: an unfrozen class with the
-    same base and the same ``__slots__``, so each assignment is CPython's
-    specialised slot store, then turns the object into ``cls`` by assigning
-    ``__class__``, which CPython allows exactly when the two layouts are
-    identical. A ``Quote`` takes 0.28 µs. The result is an ordinary ``cls``
-    instance: frozen, equal to ``cls(**values)``, indistinguishable from it.
-
-    It is generated once per class, at import, the way attrs generates
-    ``__init__``. It refuses a class it could not build faithfully: not
-    slotted, fields with validators, converters or factory defaults, or a
-    ``__weakref__`` slot (CPython refuses ``__class__`` assignment across
-    such layouts; the events are declared with ``weakref_slot=False``). The
-    tests compare every builder with the constructor.
-    """
-    fields = attrs.fields(cls)
-    field_names = {f.name for f in fields}
-    if not set(names) <= field_names:
-        raise TypeError(f"{cls.__name__} has no field(s) {sorted(set(names) - field_names)}")
-    if "__slots__" not in cls.__dict__ or "__dict__" in cls.__dict__:
-        raise TypeError(f"{cls.__name__} is not a slotted class")
-    slots = tuple(cls.__dict__["__slots__"])
-    if "__weakref__" in slots:
-        raise TypeError(f"{cls.__name__} has a __weakref__ slot; declare it weakref_slot=False")
-    if set(slots) != field_names:  # e.g. cache_hash's hidden slot, which would stay unset
-        raise TypeError(
-            f"{cls.__name__} has slots that are not fields: {sorted(set(slots) - field_names)}"
-        )
-    twin = type(f"_{cls.__name__}Twin", cls.__bases__, {"__slots__": slots})
-    namespace: dict[str, Any] = {"new": object.__new__, "cls": cls, "twin": twin}
-    params = ", ".join(f"v{i}" for i in range(len(names)))
-    lines = [f"def build({params}):", "    obj = new(twin)"]
-    for index, field in enumerate(fields):
-        if field.name not in slots:
-            raise TypeError(f"{cls.__name__}.{field.name} is not a slot of {cls.__name__}")
-        if field.validator is not None or field.converter is not None:
-            raise TypeError(f"{cls.__name__}.{field.name} has a validator or converter")
-        if field.name in names:
-            value = f"v{names.index(field.name)}"
-        elif field.default is attrs.NOTHING or isinstance(field.default, _FACTORY):
-            raise TypeError(f"{cls.__name__}.{field.name} needs a value or a plain default")
-        else:
-            value = f"default{index}"
-            namespace[value] = field.default
-        lines.append(f"    obj.{field.name} = {value}")
-    lines += ["    obj.__class__ = cls", "    return obj"]
-    exec("\n".join(lines), namespace)
-    build: Callable[..., _E] = namespace["build"]
-    try:
-        build(*(None for _ in names))
-    except TypeError as exc:  # the layouts differ after all: refuse now, not per message
-        raise TypeError(f"{cls.__name__} cannot be built through a twin class: {exc}") from None
-    return build
-
 
 #: The channel names every provider understands (``sup.add(p, trades=..., quotes=...)``).
 GENERIC_CHANNELS: frozenset[str] = frozenset({"trades", "quotes", "books", "bars"})
@@ -166,6 +108,41 @@ def unhandled_message(message: object, type_field: str, what: str) -> Malformed 
     if type(kind) is not str:
         return Malformed(f"{what} {type_field!r} is not a string", sample)
     return UnknownMessage(kind)
+
+
+def decode_messages(
+    messages: object,
+    frame: Frame,
+    handlers: Mapping[str, MessageHandler],
+    type_field: str,
+    what: str,
+    ts_recv: int,
+) -> list[Event | Control]:
+    """Decode a frame's parsed array, each message by the handler of its type, in wire order.
+
+    The shape Alpaca's and Polygon's streams share: a frame is an array of
+    maps whose ``type_field`` (``"T"``, ``"ev"``) says what each is. A frame
+    that is not an array gives one :class:`Malformed`; within it, a message no
+    handler takes gives :class:`Malformed` or :class:`UnknownMessage`
+    (:func:`unhandled_message`), one whose fields do not parse
+    :class:`Malformed` (:func:`malformed_message`), and the others still
+    decode. Never raises on bad input. Hot path: one call per frame.
+    """
+    if type(messages) is not list:
+        return [Malformed("frame is not an array of messages", truncate_sample(frame))]
+    out: list[Event | Control] = []
+    append = out.append
+    for message in messages:
+        try:
+            handler = handlers[message[type_field]]
+        except (KeyError, TypeError):
+            append(unhandled_message(message, type_field, what))
+            continue
+        try:
+            append(handler(message, ts_recv))
+        except MESSAGE_ERRORS as exc:
+            append(malformed_message(message, exc, type_field))
+    return out
 
 
 def malformed_message(message: Mapping[str, object], exc: Exception, type_field: str) -> Malformed:
@@ -259,6 +236,7 @@ class UnknownMessage:
     kind: str
 
 
+#: Every item a protocol's ``receive`` returns besides events: what the session acts on.
 Control = (
     Connected
     | Authenticated
@@ -271,46 +249,22 @@ Control = (
 )
 
 
-# --------------------------------------------------------------------------- transport
-
-
-class Transport(Protocol):
-    """What the session needs from a connection (WebSocket or framed TCP).
-
-    ``receive`` returns one message (a WebSocket message, or one de-framed
-    TCP payload) and raises :class:`~puffin_trio.errors.ConnectionLost` when
-    the connection ends. ``send`` writes a frame exactly as the protocol
-    produced it. ``ping`` is a transport-level heartbeat (WebSocket ping/pong);
-    transports without one raise :class:`~puffin_trio.errors.ProtocolError`
-    (their providers use an application-level heartbeat instead).
-    """
-
-    frames_received: int
-    bytes_received: int
-
-    async def send(self, frame: Frame) -> None: ...
-
-    async def send_all(self, frames: Sequence[Frame]) -> None: ...
-
-    async def receive(self) -> Frame: ...
-
-    def receive_nowait(self) -> Frame | None:
-        """A message that has already arrived, or ``None``; never blocks, not a checkpoint."""
-        ...
-
-    async def ping(self) -> None: ...
-
-
 # --------------------------------------------------------------------------- protocol
 
 
 class ProviderProtocol(abc.ABC):
-    """Per-connection sans-IO protocol state. Make a new one for every connection."""
+    """Per-connection sans-IO protocol state. Make a new one for every connection.
+
+    It declares no instance attributes (``__slots__ = ()``), so a subclass
+    that lists its own ``__slots__`` gets instances without a ``__dict__``.
+    """
+
+    __slots__ = ()
 
     #: True if the server confirms subscriptions (Alpaca, Polygon); IB does not.
     confirms_subscriptions: ClassVar[bool] = True
-    #: Sequence guard mode for this provider's streams: "strict", "monotonic" or "none".
-    guard_mode: ClassVar[Literal["strict", "monotonic", "none"]] = "none"
+    #: Sequence guard mode for this provider's streams (see :mod:`puffin_trio.guard`).
+    guard_mode: ClassVar[GuardMode] = "none"
 
     @abc.abstractmethod
     def receive(self, frame: Frame, ts_recv: int) -> list[Event | Control]:
@@ -406,8 +360,6 @@ class Provider(abc.ABC):
 
     #: Provider name used in events and ``sup.subscribe(name, ...)``.
     name: ClassVar[str]
-    #: "ws" (WebSocket, ``url``) or "tcp" (IB, ``host``/``port``).
-    transport: ClassVar[Literal["ws", "tcp"]]
 
     ping_interval: float
     ping_timeout: float
@@ -459,7 +411,6 @@ class WebSocketProvider(Provider):
     connection (1009) if the server sends more.
     """
 
-    transport: ClassVar[Literal["ws", "tcp"]] = "ws"
     url: str
     max_message_size: int
 

@@ -16,7 +16,7 @@ integer where a float is expected is accepted and converted, as JSON-born
 prices may be integers), integers within int64, enum values known. Anything
 else raises :class:`~puffin_trio.errors.CodecError` naming the class and
 field. The checks are straight-line code generated once per class, and the
-event is built through :func:`~puffin_trio.providers._base.event_builder`.
+event is built through :func:`~puffin_trio._event_builder.event_builder`.
 
 It must not do I/O or know stream keys.
 """
@@ -32,9 +32,9 @@ from typing import Any, Final
 import attrs
 import msgpack
 
+from puffin_trio._event_builder import event_builder
 from puffin_trio.errors import CodecError
 from puffin_trio.events import EVENT_TYPES, Event
-from puffin_trio.providers._base import event_builder
 
 __all__ = [
     "FIELD_INDEX",

@@ -1,7 +1,10 @@
-"""What the WebSocket simulators (Alpaca, Polygon) share: limits, checks, the connection skeleton.
+"""What the WebSocket simulators (Alpaca, Polygon) share: limits, checks, the server and
+connection skeletons.
 
 This module owns the server-side constants and small helpers common to
-:mod:`puffin_trio.sim.alpaca` and :mod:`puffin_trio.sim.polygon`, and
+:mod:`puffin_trio.sim.alpaca` and :mod:`puffin_trio.sim.polygon`,
+:class:`WsSimServer`, the base of their servers (the WebSocket upgrade under
+a deadline, numbering and recording connections, ending them), and
 :class:`WsSimConnection`, the base of their per-connection classes: the task
 layout of a session (reader, auth deadline, data pump), how it ends (TCP
 abort or close frame), framing with the ``SLOW`` delay and the recorder, rate
@@ -14,17 +17,25 @@ from __future__ import annotations
 
 import abc
 import hmac
-import ipaddress
 import logging
 import math
+from collections.abc import Callable
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
+import attrs
 import trio
 import wsproto.utilities
-from trio_websocket import ConnectionClosed, WebSocketConnection
+from trio_websocket import (
+    ConnectionClosed,
+    WebSocketConnection,
+    WebSocketRequest,
+    wrap_server_stream,
+)
 
 from puffin_trio.errors import ConfigurationError
+from puffin_trio.sim._server import SimRecorder, check_host
 from puffin_trio.sim.faults import Fault, FaultKind, FaultPlan, PausableStream
+from puffin_trio.sim.market import MarketModel
 
 __all__ = [
     "CLOSE_TIMEOUT",
@@ -33,8 +44,8 @@ __all__ = [
     "MAX_CLIENT_MESSAGE",
     "MAX_PACING_LAG",
     "SimRecord",
-    "SimSettings",
     "WsSimConnection",
+    "WsSimServer",
     "check_settings",
     "same_secret",
 ]
@@ -80,14 +91,8 @@ def check_settings(
     auth_timeout: float,
     max_connections_per_key: int,
 ) -> None:
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
-        raise ConfigurationError(
-            f"the simulator only listens on loopback (127.0.0.1, ::1, localhost), not {host!r}"
-        )
+    """Raise :class:`ConfigurationError` for a setting no WebSocket simulator can serve."""
+    check_host(host)
     if rate is not None and rate < 0:
         raise ConfigurationError(f"rate must be >= 0 messages/s (0 or None: unlimited), got {rate}")
     if batch < 1:
@@ -110,24 +115,77 @@ class SimRecord(Protocol):
     ended: trio.Event
 
 
-class _Recorder(Protocol):
-    @property
-    def max_frames(self) -> int: ...
+RecordT = TypeVar("RecordT", bound=SimRecord)
 
 
-class SimSettings(Protocol):
-    """The part of a simulator's server configuration a :class:`WsSimConnection` reads."""
+@attrs.define(eq=False, kw_only=True)
+class WsSimServer(abc.ABC, Generic[RecordT]):
+    """One WebSocket simulator's server: accepts, numbers and records its connections.
 
+    :meth:`handle_stream` serves one TCP connection: the WebSocket upgrade
+    within ``HANDSHAKE_TIMEOUT`` (:meth:`_accept` may refuse it), a record
+    numbered from 1 (:meth:`_record`, kept by the recorder if there is one),
+    the session (:meth:`_connection`), and the socket closed whatever happens.
+    """
+
+    #: The provider module's logger and the prefix of its notices.
+    logger: ClassVar[logging.Logger]
+    log_prefix: ClassVar[str]
+
+    model: MarketModel
     faults: FaultPlan
+    #: Data messages per second per connection, in frames of ``batch``.
     rate: float | None
     batch: int
+    key: str
+    #: ns since the epoch, for message timestamps and bar windows.
+    wall_clock: Callable[[], int]
+    recorder: SimRecorder[RecordT] | None
     auth_timeout: float
+    max_connections_per_key: int
+    #: WebSocket connections accepted so far.
+    accepted: int = attrs.field(default=0, init=False)
 
-    @property
-    def recorder(self) -> _Recorder | None: ...
+    @abc.abstractmethod
+    async def _accept(self, request: WebSocketRequest) -> WebSocketConnection | None:
+        """Accept the upgrade request, or refuse it (``None``)."""
 
+    @abc.abstractmethod
+    def _record(self, number: int, request: WebSocketRequest) -> RecordT:
+        """The record of accepted connection number ``number``."""
 
-RecordT = TypeVar("RecordT", bound=SimRecord)
+    @abc.abstractmethod
+    def _connection(
+        self, ws: WebSocketConnection, transport: PausableStream, record: RecordT
+    ) -> WsSimConnection[RecordT]:
+        """The session that serves an accepted connection."""
+
+    async def handle_stream(self, stream: trio.SocketStream) -> None:
+        """Serve one TCP connection until either side ends it. Never raises on a disconnect."""
+        transport = PausableStream(stream)
+        number = 0
+        try:
+            async with trio.open_nursery() as nursery:  # trio-websocket's reader task
+                ws = None
+                with trio.move_on_after(HANDSHAKE_TIMEOUT):
+                    request = await wrap_server_stream(
+                        nursery, transport, max_message_size=MAX_CLIENT_MESSAGE
+                    )
+                    ws = await self._accept(request)
+                if ws is not None:
+                    self.accepted += 1
+                    number = self.accepted
+                    record = self._record(number, request)
+                    if self.recorder is not None:
+                        self.recorder.connections.append(record)
+                    await self._connection(ws, transport, record).run()
+                nursery.cancel_scope.cancel()
+        except* DISCONNECTS as group:
+            self.logger.debug(
+                "%s: connection %d lost: %r", self.log_prefix, number, group.exceptions[0]
+            )
+        finally:
+            await trio.aclose_forcefully(transport)
 
 
 class WsSimConnection(abc.ABC, Generic[RecordT]):
@@ -145,13 +203,9 @@ class WsSimConnection(abc.ABC, Generic[RecordT]):
     and its replies, or a data frame, go out whole.
     """
 
-    #: The provider module's logger and the prefix of its fault notices.
-    _logger: ClassVar[logging.Logger]
-    _log_prefix: ClassVar[str]
-
     def __init__(
         self,
-        settings: SimSettings,
+        server: WsSimServer[RecordT],
         ws: WebSocketConnection,
         transport: PausableStream,
         record: RecordT,
@@ -159,13 +213,15 @@ class WsSimConnection(abc.ABC, Generic[RecordT]):
         self._ws = ws
         self._transport = transport
         self._record = record
-        recorder = settings.recorder
+        self._logger = server.logger
+        self._log_prefix = server.log_prefix
+        recorder = server.recorder
         self._recorded = recorder is not None
         self._max_frames = recorder.max_frames if recorder is not None else 0
-        self._faults = settings.faults.for_connection(record.number)
-        self._rate = settings.rate
-        self._batch = settings.batch
-        self._auth_timeout = settings.auth_timeout
+        self._faults = server.faults.for_connection(record.number)
+        self._rate = server.rate
+        self._batch = server.batch
+        self._auth_timeout = server.auth_timeout
         self._lock = trio.Lock()
         self._nursery: trio.Nursery | None = None
         #: How the session ends: DROP, CLOSE, a subclass's own marker or None
@@ -355,11 +411,5 @@ class WsSimConnection(abc.ABC, Generic[RecordT]):
                 math.inf if fault.duration is None else trio.current_time() + fault.duration
             )
         elif kind is FaultKind.IGNORE_PINGS:
-            self._transport.pause()
-            if fault.duration is not None:
-                assert self._nursery is not None
-                self._nursery.start_soon(self._resume_reading, fault.duration)
-
-    async def _resume_reading(self, after: float) -> None:
-        await trio.sleep(after)
-        self._transport.resume()
+            assert self._nursery is not None
+            self._transport.pause_for(fault.duration, self._nursery)

@@ -1,77 +1,43 @@
 """A protocol-faithful local Alpaca market-data v2 WebSocket server.
 
-This module owns the *server* side of the Alpaca stream protocol
-(``/work/shared/protocols.md`` section 1), written independently of the
-client codec in :mod:`puffin_trio.providers.alpaca` (which it must not
-import) so the two cross-check each other; alpaca-py itself is also tested
-against it. It speaks:
-
-* ``[{"T":"success","msg":"connected"}]`` on connect, then ``auth`` within
-  ``auth_timeout`` (``404 auth timeout`` and close otherwise); errors 400,
-  401, 402, 403, 406 (connection limit per key) and 410 as documented;
-* ``subscribe``/``unsubscribe``, additive/subtractive per channel, ``"*"``,
-  implicit ``corrections``/``cancelErrors``, one full ``subscription`` reply
-  per action;
-* msgpack binary frames (timestamps as msgpack Timestamp, ext type -1) when
-  the upgrade request says ``Content-Type: application/msgpack`` (alpaca-py
-  always does), JSON text frames otherwise (RFC 3339 timestamps, ns
-  precision, trailing zeros trimmed); client messages in either encoding;
-* data from a :class:`~puffin_trio.sim.market.MarketModel`, for subscribed
-  symbols only: trades ``t``, quotes ``q``, minute bars ``b`` (aggregated from
-  the connection's simulated trades, sent when the wall-clock minute changes)
-  and, on crypto streams, order books ``o`` (a full ``r:true`` book first).
-  Statuses, LULDs, updated and daily bars are accepted but never generated.
-
-and injects the faults of a :class:`~puffin_trio.sim.faults.FaultPlan`. On
-the Alpaca wire they look like this:
-
-* ``DROP``: TCP closed, no close frame; ``CLOSE``: close frame with the code;
-* ``SILENT``: no data, while pings and subscribe/auth messages are answered;
-* ``MALFORMED``: one frame of the payload (default ``\\x00garbage``, binary
-  for msgpack clients, text for JSON clients);
-* ``UNKNOWN_MESSAGE``: ``[{"T":"zz","msg":"simulated unknown message type"}]``;
-* ``REJECT_AUTH``: ``[{"T":"error","code":<code>,"msg":...}]`` instead of
-  ``authenticated``; ``CONNECTION_LIMIT``: the same with ``406``; the
-  connection stays open and a later auth on it is treated normally;
-* ``SLOW``: a delay before every frame, control replies included;
-* ``IGNORE_PINGS``: the server stops reading the socket (see
-  :class:`~puffin_trio.sim.faults.PausableStream`); data keeps flowing.
-
-It must not listen on anything but loopback, log per message, or log secrets.
-
-Every connection runs in its own tasks (a reader for client messages, a data
-pump, an auth deadline); a client that goes away only ends its own
-connection. Timing uses trio's clock (``trio.sleep``), so tests under
-``MockClock(autojump_threshold=0)`` run instantly; message timestamps come
-from ``wall_clock``.
+This module owns the *server* side of the Alpaca stream protocol (as Alpaca
+documents it, https://docs.alpaca.markets/docs/streaming-market-data),
+written independently of the client protocol in
+:mod:`puffin_trio.providers.alpaca` (which it must not import) so the two
+cross-check each other; alpaca-py itself is also tested against it. It must
+not listen on anything but loopback, log per message, or log secrets. Every
+connection runs in its own tasks (a reader for client messages, a data pump,
+an auth deadline); timing uses trio's clock, message timestamps come from
+``wall_clock``. What it speaks (JSON or msgpack, auth, subscriptions, trades,
+quotes, bars, crypto books), and how each fault of a
+:class:`~puffin_trio.sim.faults.FaultPlan` looks on the Alpaca wire, is in
+``docs/guide/simulators.rst``.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import Any, ClassVar, NoReturn
 
 import attrs
 import msgpack
 import orjson
 import trio
-from trio_websocket import WebSocketConnection, wrap_server_stream
+from trio_websocket import WebSocketConnection, WebSocketRequest
 
 from puffin_trio.errors import ConfigurationError
 from puffin_trio.sim._common import (
-    DISCONNECTS,
-    HANDSHAKE_TIMEOUT,
-    MAX_CLIENT_MESSAGE,
     WsSimConnection,
+    WsSimServer,
     check_settings,
     same_secret,
 )
+from puffin_trio.sim._server import SimRecorder, listen, market
 from puffin_trio.sim.faults import FaultKind, FaultPlan, PausableStream
-from puffin_trio.sim.market import ROUND_LOT, MarketModel, SimBook, SimQuote, SimTrade
+from puffin_trio.sim.market import ROUND_LOT, MarketModel, SimBook, SimQuote, SimTrade, fold_trade
 
 __all__ = [
     "AUTH_TIMEOUT",
@@ -83,8 +49,13 @@ __all__ = [
     "STOCK_CHANNELS",
     "AlpacaConnectionRecord",
     "AlpacaSimRecorder",
+    "crypto_quote",
+    "crypto_trade",
     "rfc3339_ns",
     "serve_alpaca",
+    "stock_quote",
+    "stock_trade",
+    "wire_time",
 ]
 
 logger = logging.getLogger(__name__)
@@ -140,6 +111,13 @@ def rfc3339_ns(ts_ns: int) -> str:
     return f"{base}.{nanos:09d}".rstrip("0") + "Z"
 
 
+def wire_time(ts_ns: int, *, msgpack_encoding: bool) -> msgpack.Timestamp | str:
+    """A data message's ``t``: a msgpack Timestamp (ns exact), or RFC 3339 text for JSON."""
+    if msgpack_encoding:
+        return msgpack.Timestamp.from_unix_nano(ts_ns)
+    return rfc3339_ns(ts_ns)
+
+
 @attrs.define(eq=False)
 class AlpacaConnectionRecord:
     """What happened on one connection, for tests to inspect.
@@ -182,21 +160,12 @@ class AlpacaConnectionRecord:
         ]
 
 
-class AlpacaSimRecorder:
+class AlpacaSimRecorder(SimRecorder[AlpacaConnectionRecord]):
     """Records every connection a :func:`serve_alpaca` server accepts.
 
     ``max_frames`` bounds the frames kept per connection (100 000: minutes of
     a test's traffic at the default rate; pass no recorder to benchmarks).
     """
-
-    def __init__(self, *, max_frames: int = 100_000) -> None:
-        self.max_frames = max_frames
-        self.connections: list[AlpacaConnectionRecord] = []
-
-    @property
-    def accepted(self) -> int:
-        """How many WebSocket connections were accepted so far."""
-        return len(self.connections)
 
 
 def _decode_client(frame: str | bytes) -> dict[str, Any] | None:
@@ -212,66 +181,40 @@ def _decode_client(frame: str | bytes) -> dict[str, Any] | None:
     return obj if isinstance(obj, dict) else None
 
 
-class _Server:
+@attrs.define(eq=False, kw_only=True)
+class _Server(WsSimServer[AlpacaConnectionRecord]):
     """Shared state of one :func:`serve_alpaca` server (configuration, counters)."""
 
-    def __init__(
-        self,
-        *,
-        model: MarketModel,
-        faults: FaultPlan,
-        rate: float | None,
-        batch: int,
-        key: str,
-        secret: str,
-        crypto: bool,
-        wall_clock: Callable[[], int],
-        recorder: AlpacaSimRecorder | None,
-        auth_timeout: float,
-        max_connections_per_key: int,
-    ) -> None:
-        self.model = model
-        self.faults = faults
-        self.rate = rate
-        self.batch = batch
-        self.key = key
-        self.secret = secret
-        self.crypto = crypto
-        self.wall_clock = wall_clock
-        self.recorder = recorder
-        self.auth_timeout = auth_timeout
-        self.max_connections_per_key = max_connections_per_key
+    logger: ClassVar[logging.Logger] = logger
+    log_prefix: ClassVar[str] = "alpaca sim"
+
+    secret: str
+    crypto: bool
+    #: Wire channel names of this stream, and those a ``subscription`` reply lists.
+    channels: tuple[str, ...] = attrs.field(init=False)
+    reply_keys: tuple[str, ...] = attrs.field(init=False)
+    symbol_pattern: re.Pattern[str] = attrs.field(init=False)
+    #: Authenticated connections per key.
+    active: dict[str, int] = attrs.field(init=False, factory=dict)
+
+    def __attrs_post_init__(self) -> None:
+        crypto = self.crypto
         self.channels = CRYPTO_CHANNELS if crypto else STOCK_CHANNELS
         self.reply_keys = CRYPTO_CHANNELS if crypto else STOCK_CHANNELS + _IMPLICIT
         self.symbol_pattern = _CRYPTO_SYMBOL if crypto else _STOCK_SYMBOL
-        self.accepted = 0
-        self.active: dict[str, int] = {}
 
-    async def handle_stream(self, stream: trio.SocketStream) -> None:
-        """Serve one TCP connection until either side ends it. Never raises on a disconnect."""
-        transport = PausableStream(stream)
-        number = 0
-        try:
-            async with trio.open_nursery() as nursery:  # trio-websocket's reader task
-                ws = None
-                with trio.move_on_after(HANDSHAKE_TIMEOUT):
-                    request = await wrap_server_stream(
-                        nursery, transport, max_message_size=MAX_CLIENT_MESSAGE
-                    )
-                    msgpack_mode, headers = _read_headers(request.headers)
-                    ws = await request.accept()
-                if ws is not None:
-                    self.accepted += 1
-                    number = self.accepted
-                    record = AlpacaConnectionRecord(number, request.path, msgpack_mode, headers)
-                    if self.recorder is not None:
-                        self.recorder.connections.append(record)
-                    await _Connection(self, ws, transport, record, msgpack_mode).run()
-                nursery.cancel_scope.cancel()
-        except* DISCONNECTS as group:
-            logger.debug("alpaca sim: connection %d lost: %r", number, group.exceptions[0])
-        finally:
-            await trio.aclose_forcefully(transport)
+    async def _accept(self, request: WebSocketRequest) -> WebSocketConnection:
+        ws: WebSocketConnection = await request.accept()
+        return ws
+
+    def _record(self, number: int, request: WebSocketRequest) -> AlpacaConnectionRecord:
+        msgpack_mode, headers = _read_headers(request.headers)
+        return AlpacaConnectionRecord(number, request.path, msgpack_mode, headers)
+
+    def _connection(
+        self, ws: WebSocketConnection, transport: PausableStream, record: AlpacaConnectionRecord
+    ) -> _Connection:
+        return _Connection(self, ws, transport, record)
 
 
 def _read_headers(raw: list[tuple[bytes, bytes]]) -> tuple[bool, dict[str, str]]:
@@ -287,18 +230,15 @@ def _read_headers(raw: list[tuple[bytes, bytes]]) -> tuple[bool, dict[str, str]]
 class _Connection(WsSimConnection[AlpacaConnectionRecord]):
     """One authenticated-or-not client session: the Alpaca protocol on :class:`WsSimConnection`."""
 
-    _logger = logger
-    _log_prefix = "alpaca sim"
-
     def __init__(
         self,
         server: _Server,
         ws: WebSocketConnection,
         transport: PausableStream,
         record: AlpacaConnectionRecord,
-        msgpack_mode: bool,
     ) -> None:
         super().__init__(server, ws, transport, record)
+        msgpack_mode = record.msgpack
         self._server = server
         self._model = server.model
         self._crypto = server.crypto
@@ -349,9 +289,7 @@ class _Connection(WsSimConnection[AlpacaConnectionRecord]):
         await self._send_control({"T": "error", "code": code, "msg": ERROR_MESSAGES[code]})
 
     def _stamp(self, ts_ns: int) -> msgpack.Timestamp | str:
-        if self._packer is not None:
-            return msgpack.Timestamp.from_unix_nano(ts_ns)
-        return rfc3339_ns(ts_ns)
+        return wire_time(ts_ns, msgpack_encoding=self._packer is not None)
 
     # -- client messages ---------------------------------------------------
 
@@ -482,11 +420,11 @@ class _Connection(WsSimConnection[AlpacaConnectionRecord]):
             tick = next_tick(now, trades=trade_from, quotes=quote_from, books=book_from)
             if type(tick) is SimTrade:
                 if tick.symbol in bar_symbols:
-                    self._add_to_bar(tick)
+                    fold_trade(self._bars, tick)
                 if tick.symbol in trade_to:
-                    append(_crypto_trade(tick, stamp) if crypto else _stock_trade(tick, stamp))
+                    append(crypto_trade(tick, stamp) if crypto else stock_trade(tick, stamp))
             elif type(tick) is SimQuote:
-                append(_crypto_quote(tick, stamp) if crypto else _stock_quote(tick, stamp))
+                append(crypto_quote(tick, stamp) if crypto else stock_quote(tick, stamp))
             else:
                 assert type(tick) is SimBook
                 append(self._book_message(tick, stamp))
@@ -511,21 +449,6 @@ class _Connection(WsSimConnection[AlpacaConnectionRecord]):
             message["r"] = True
         return message
 
-    def _add_to_bar(self, trade: SimTrade) -> None:
-        price, size = trade.price, trade.size
-        agg = self._bars.get(trade.symbol)
-        if agg is None:
-            self._bars[trade.symbol] = [price, price, price, price, size, 1, price * size]
-            return
-        if price > agg[1]:
-            agg[1] = price
-        if price < agg[2]:
-            agg[2] = price
-        agg[3] = price
-        agg[4] += size
-        agg[5] += 1
-        agg[6] += price * size
-
     def _roll_bars(self, now: int) -> None:
         """At a new wall-clock minute, queue the previous minute's bars."""
         minute = now // _NS_PER_MINUTE
@@ -545,21 +468,29 @@ class _Connection(WsSimConnection[AlpacaConnectionRecord]):
         self._bar_minute = minute
 
 
-def _stock_trade(t: SimTrade, stamp: msgpack.Timestamp | str) -> dict[str, Any]:
+# --------------------------------------------------------------------------- data messages
+# One message per model tick, as the real server spells it; ``stamp`` is from
+# :func:`wire_time`. The benchmarks' blast servers build their data with these.
+
+
+def stock_trade(t: SimTrade, stamp: msgpack.Timestamp | str) -> dict[str, Any]:
+    """A stock trade ``t``."""
     return {
         "T": "t", "S": t.symbol, "i": t.trade_id, "x": t.exchange, "p": t.price, "s": t.size,
         "c": t.conditions, "t": stamp, "z": t.tape,
     }  # fmt: skip
 
 
-def _crypto_trade(t: SimTrade, stamp: msgpack.Timestamp | str) -> dict[str, Any]:
+def crypto_trade(t: SimTrade, stamp: msgpack.Timestamp | str) -> dict[str, Any]:
+    """A crypto trade ``t`` (with the taker side)."""
     return {
         "T": "t", "S": t.symbol, "p": t.price, "s": t.size, "t": stamp, "i": t.trade_id,
         "tks": t.taker_side,
     }  # fmt: skip
 
 
-def _stock_quote(q: SimQuote, stamp: msgpack.Timestamp | str) -> dict[str, Any]:
+def stock_quote(q: SimQuote, stamp: msgpack.Timestamp | str) -> dict[str, Any]:
+    """A stock quote ``q`` (sizes in round lots, as Alpaca sends them)."""
     return {
         "T": "q", "S": q.symbol, "bx": q.bid_exchange, "bp": q.bid,
         "bs": int(q.bid_size) // ROUND_LOT, "ax": q.ask_exchange, "ap": q.ask,
@@ -567,7 +498,8 @@ def _stock_quote(q: SimQuote, stamp: msgpack.Timestamp | str) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _crypto_quote(q: SimQuote, stamp: msgpack.Timestamp | str) -> dict[str, Any]:
+def crypto_quote(q: SimQuote, stamp: msgpack.Timestamp | str) -> dict[str, Any]:
+    """A crypto quote ``q``."""
     return {
         "T": "q", "S": q.symbol, "bp": q.bid, "bs": q.bid_size, "ap": q.ask, "as": q.ask_size,
         "t": stamp,
@@ -626,12 +558,7 @@ async def serve_alpaca(
     """
     check_settings(host=host, rate=rate, batch=batch, auth_timeout=auth_timeout,
                     max_connections_per_key=max_connections_per_key)  # fmt: skip
-    if model is None:
-        if symbols is None:
-            symbols = _DEFAULT_CRYPTO if crypto else _DEFAULT_STOCKS
-        model = MarketModel(symbols, seed=seed)
-    elif symbols is not None:
-        model.add_symbols(symbols)
+    model = market(model, symbols, _DEFAULT_CRYPTO if crypto else _DEFAULT_STOCKS, seed)
     if crypto is None:
         kinds = {"/" in s for s in model.symbols}
         if len(kinds) > 1:
@@ -653,11 +580,11 @@ async def serve_alpaca(
         auth_timeout=auth_timeout,
         max_connections_per_key=max_connections_per_key,
     )
-    async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(
-            functools.partial(trio.serve_tcp, server.handle_stream, port, host=host)
-        )
-        bound_port: int = listeners[0].socket.getsockname()[1]
-        logger.debug("alpaca sim: listening on %s:%d", host, bound_port)
-        task_status.started(bound_port)
-        await trio.sleep_forever()
+    await listen(
+        server.handle_stream,
+        host=host,
+        port=port,
+        logger=logger,
+        label="alpaca sim",
+        task_status=task_status,
+    )

@@ -328,6 +328,17 @@ class PausableStream(trio.abc.Stream):
         if self._read_scope is not None:
             self._read_scope.cancel()
 
+    def pause_for(self, duration: float | None, nursery: trio.Nursery) -> None:
+        """:meth:`pause` now, and :meth:`resume` after ``duration`` seconds (``None``:
+        never) from a task in ``nursery`` (the connection's, so it ends with it)."""
+        self.pause()
+        if duration is not None:
+            nursery.start_soon(self._resume_after, duration)
+
+    async def _resume_after(self, seconds: float) -> None:
+        await trio.sleep(seconds)
+        self.resume()
+
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         """Receive bytes from the peer; blocks while paused (except on end of stream)."""
         while True:

@@ -2,53 +2,11 @@
 
 This module owns the price dynamics of the simulated instruments and the
 provider-neutral tick objects they produce (:class:`SimTrade`,
-:class:`SimQuote`, :class:`SimBook`). Every provider simulator (Alpaca,
-Polygon, IB) turns these ticks into its own wire format.
-
-It must not read a clock (time is always passed in), do I/O, or know any wire
-format.
-
-How the market moves
---------------------
-Each symbol has an L2 book: ``depth`` price levels per side, prices held as
-integer multiples of the symbol's tick size so they never drift. Every tick
-first applies one random book event to the chosen symbol:
-
-* change the size of one level (most events),
-* *improve*: a new level inside the spread (the spread narrows),
-* *deplete*: the best level disappears and a new level is added at the far
-  end (the spread widens),
-* or nothing.
-
-Improvements and depletions on both sides make the midpoint a random walk;
-the spread stays at least one tick, and depletions stop once it reaches
-:data:`MAX_SPREAD_TICKS` ticks. New
-levels are only ever placed strictly inside the spread or beyond the deepest
-level, so **the book is never crossed or locked**. Quotes are the top of the
-book; trades print at the best bid (seller-initiated) or best ask
-(buyer-initiated).
-
-Stocks have a tick of 0.01, integer sizes (book levels in round lots of 100
-shares) and a one-letter exchange and tape. Crypto symbols (``"BTC/USD"``:
-anything containing ``/``) have a tick about a millionth of the price
-(a far smaller relative tick) and fractional sizes.
-
-Determinism
------------
-The model draws from one RNG seeded with ``seed`` to choose what happens next,
-and each symbol has its own RNG seeded with ``(seed, symbol)``, so adding a
-symbol never changes another symbol's path. The same seed and the same calls
-give the same ticks, on every platform (``random.Random`` seeded with a
-string is stable across processes).
-
-Book deltas
------------
-:meth:`MarketModel.book_delta` returns everything that changed in a symbol's
-book since that symbol's previous :meth:`~MarketModel.book_delta` or
-:meth:`~MarketModel.book_snapshot` (including changes made while producing
-trades and quotes). Each returned :class:`SimBook` carries a per-symbol
-``seq`` that grows by one per call, so a consumer that sees a jump in ``seq``
-knows another consumer took some changes and must take a fresh snapshot.
+:class:`SimQuote`, :class:`SimBook`); every provider simulator turns these
+ticks into its own wire format. It must not read a clock (time is always
+passed in), do I/O, or know any wire format. How the market moves (a random
+walk of an L2 book that is never crossed or locked), what the seed determines,
+and what a book delta holds are in ``docs/guide/simulators.rst``.
 """
 
 from __future__ import annotations
@@ -68,6 +26,7 @@ __all__ = [
     "SimQuote",
     "SimTick",
     "SimTrade",
+    "fold_trade",
     "is_crypto_symbol",
 ]
 
@@ -96,6 +55,27 @@ _QUOTE_CONDITIONS = ("R",)
 _RESIZE = 0.5
 _IMPROVE = 0.65
 _DEPLETE = 0.8
+
+
+def fold_trade(bars: dict[str, list[float]], trade: SimTrade) -> None:
+    """Fold ``trade`` into the open bar of its symbol in ``bars``, opening it if needed.
+
+    A bar is ``[open, high, low, close, volume, count, price * volume]``: what
+    every simulator's bar messages are made of.
+    """
+    price, size = trade.price, trade.size
+    bar = bars.get(trade.symbol)
+    if bar is None:
+        bars[trade.symbol] = [price, price, price, price, size, 1, price * size]
+        return
+    if price > bar[1]:
+        bar[1] = price
+    if price < bar[2]:
+        bar[2] = price
+    bar[3] = price
+    bar[4] += size
+    bar[5] += 1
+    bar[6] += price * size
 
 
 def is_crypto_symbol(symbol: str) -> bool:
@@ -147,7 +127,7 @@ class SimBook:
 
     ``bids`` are best (highest) first, ``asks`` best (lowest) first, each a
     ``(price, size)`` pair. In a delta, size ``0`` deletes the level. ``seq``
-    counts this symbol's book messages (see the module docstring).
+    counts this symbol's book messages (see ``docs/guide/simulators.rst``).
     """
 
     symbol: str

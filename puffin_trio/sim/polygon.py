@@ -1,99 +1,43 @@
 """A protocol-faithful local Polygon.io / Massive WebSocket server.
 
-This module owns the *server* side of the Polygon/Massive stream protocol
-(``/work/shared/protocols.md`` section 2), written independently of the client
-codec in :mod:`puffin_trio.providers.polygon` (which it must not import) so the
-two cross-check each other; the official ``massive`` SDK is also tested
-against it. It speaks:
-
-* two clusters on one port, chosen by the request path: ``/stocks`` and
-  ``/crypto`` (anything else is refused with HTTP 404), as in
-  ``wss://socket.massive.com/stocks``;
-* ``[{"ev":"status","status":"connected","message":"Connected Successfully"}]``
-  on connect; ``{"action":"auth","params":KEY}`` answered with
-  ``auth_success`` or ``auth_failed`` (the connection stays open), and
-  ``auth_timeout`` plus close 1008 when no auth comes within ``auth_timeout``;
-* ``subscribe``/``unsubscribe`` with comma-separated topics (trimmed,
-  ``T.*`` wildcards), one ``success`` status frame per topic
-  (``subscribed to: T.AAPL`` / ``unsubscribed to: T.AAPL``), all of one
-  request sent before any data that follows it; a topic whose event type is
-  not in ``entitlements`` is answered ``error``/``not authorized`` instead;
-* the connection limit (``max_connections_per_key`` authenticated
-  connections per key): by default the *oldest* connection is evicted with a
-  ``max_connections`` status and close 1008 (what Massive is reported to do);
-  with ``on_connection_limit="reject_new"`` the new one gets that instead;
-* data from a :class:`~puffin_trio.sim.market.MarketModel`, as JSON arrays of
-  events, for subscribed symbols only: stocks ``T``, ``Q`` (sizes in round
-  lots), ``A`` (per second) and ``AM`` (per minute, both aggregated from the
-  connection's simulated trades and sent when the wall-clock window closes);
-  crypto ``XT``, ``XQ``, ``XL2`` (every message the full book, see below),
-  ``XAS`` and ``XA``. ``LULD``, ``FMV`` and ``NOI`` topics are confirmed but
-  never generated. Timestamps are Unix milliseconds from ``wall_clock``.
-
-Symbols: the model spells crypto pairs ``BTC/USD`` (its own convention), the
-wire ``BTC-USD``; stock tickers are the same on both.
-
-Sequence numbers ``q`` are on stock ``T`` and ``Q`` only, per connection and
-per event type and symbol: ``sequence="contiguous"`` counts 1, 2, 3, ... (so a
-client can detect every hole exactly); ``sequence="polygon"`` increases with
-random holes, as Polygon's do ("1, 2, 6, 9, 10, 11").
-
-XL2 semantics: Polygon does not document whether an ``XL2`` message is a
-snapshot or a diff; its reference calls each side "an array of bid prices
-... with a maximum depth of 100". The simulator sends the whole (top-``depth``)
-book in every ``XL2`` message: a client must treat each one as a snapshot.
-
-Faults of a :class:`~puffin_trio.sim.faults.FaultPlan` look like this on the
-Polygon wire:
-
-* ``DROP``: TCP closed, no close frame; ``CLOSE``: close frame with the code
-  (1000 makes the massive SDK stop, 1008/1011 make it reconnect);
-* ``SILENT``: no data, while pings and subscribe/auth messages are answered;
-* ``MALFORMED``: one frame of the payload (default ``\\x00garbage`` as text);
-* ``UNKNOWN_MESSAGE``: ``[{"ev":"ZZ","message":"simulated unknown message type"}]``;
-* ``REJECT_AUTH``: ``auth_failed`` instead of ``auth_success``;
-  ``CONNECTION_LIMIT``: ``max_connections`` then close 1008;
-* ``GAP``: the next ``count`` data messages are generated (the market and
-  the sequence numbers move on) but never sent; they are kept in the
-  connection record's ``skipped``;
-* ``DUPLICATE``: the last ``count`` data messages are sent again, as one frame;
-* ``REORDER``: the next ``count`` data messages are sent in reverse order, as
-  one frame;
-* ``SLOW``: a delay before every frame; ``IGNORE_PINGS``: the server stops
-  reading the socket (see :class:`~puffin_trio.sim.faults.PausableStream`).
-
-It must not listen on anything but loopback, log per message, or log keys.
-
-Every connection runs in its own tasks (a reader for client messages, a data
-pump, an auth deadline); a client that goes away only ends its own
-connection. Timing uses trio's clock, so tests under
-``MockClock(autojump_threshold=0)`` run instantly.
+This module owns the *server* side of the Polygon/Massive stream protocol (as
+Polygon's WebSocket documentation describes it,
+https://polygon.io/docs/stocks/ws_getting-started; ``/stocks`` and
+``/crypto`` clusters on one port), written independently of the client
+protocol in :mod:`puffin_trio.providers.polygon` (which it must not import)
+so the two cross-check each other; the official ``massive`` SDK is also
+tested against it. It must not listen on anything but loopback, log per
+message, or log keys. Every connection runs in its own tasks (a reader for
+client messages, a data pump, an auth deadline); timing uses trio's clock,
+message timestamps (Unix ms) come from ``wall_clock``. What it speaks
+(auth, topics, the connection limit, stock and crypto events, ``q`` sequence
+numbers, ``XL2`` as snapshots), and how each fault of a
+:class:`~puffin_trio.sim.faults.FaultPlan` looks on the Polygon wire, is in
+``docs/guide/simulators.rst``.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import random
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Sequence
-from typing import Any, Literal, NoReturn
+from typing import Any, ClassVar, Literal, NoReturn
 
 import attrs
 import orjson
 import trio
-from trio_websocket import WebSocketConnection, wrap_server_stream
+from trio_websocket import WebSocketConnection, WebSocketRequest
 
 from puffin_trio.errors import ConfigurationError
 from puffin_trio.sim._common import (
-    DISCONNECTS,
-    HANDSHAKE_TIMEOUT,
-    MAX_CLIENT_MESSAGE,
     WsSimConnection,
+    WsSimServer,
     check_settings,
     same_secret,
 )
+from puffin_trio.sim._server import SimRecorder, listen, market
 from puffin_trio.sim.faults import Fault, FaultKind, FaultPlan, PausableStream
 from puffin_trio.sim.market import (
     ROUND_LOT,
@@ -101,6 +45,7 @@ from puffin_trio.sim.market import (
     SimBook,
     SimQuote,
     SimTrade,
+    fold_trade,
     is_crypto_symbol,
 )
 
@@ -113,6 +58,8 @@ __all__ = [
     "PolygonConnectionRecord",
     "PolygonSimRecorder",
     "serve_polygon",
+    "stock_quote",
+    "stock_trade",
 ]
 
 logger = logging.getLogger(__name__)
@@ -128,7 +75,7 @@ DEFAULT_RATE = 50.0
 AUTH_TIMEOUT = 10.0
 
 #: ``message`` text of each status the simulator sends, as the real server
-#: words them (protocols.md 2.3).
+#: words them.
 STATUS_MESSAGES: dict[str, str] = {
     "connected": "Connected Successfully",
     "auth_success": "authenticated",
@@ -215,21 +162,12 @@ class PolygonConnectionRecord:
         return [m for frame in self.sent for m in frame if m.get("ev") != "status"]
 
 
-class PolygonSimRecorder:
+class PolygonSimRecorder(SimRecorder[PolygonConnectionRecord]):
     """Records every connection a :func:`serve_polygon` server accepts.
 
     ``max_frames`` bounds the frames kept per connection (100 000: minutes of
     a test's traffic at the default rate; pass no recorder to benchmarks).
     """
-
-    def __init__(self, *, max_frames: int = 100_000) -> None:
-        self.max_frames = max_frames
-        self.connections: list[PolygonConnectionRecord] = []
-
-    @property
-    def accepted(self) -> int:
-        """How many WebSocket connections were accepted so far."""
-        return len(self.connections)
 
 
 def _status(status: str, message: str) -> dict[str, Any]:
@@ -240,72 +178,40 @@ def _known_status(status: str) -> dict[str, Any]:
     return _status(status, STATUS_MESSAGES[status])
 
 
-class _Server:
+@attrs.define(eq=False, kw_only=True)
+class _Server(WsSimServer[PolygonConnectionRecord]):
     """Shared state of one :func:`serve_polygon` server (configuration, connection slots)."""
 
-    def __init__(
-        self,
-        *,
-        model: MarketModel,
-        faults: FaultPlan,
-        rate: float | None,
-        batch: int,
-        key: str,
-        sequence: Literal["contiguous", "polygon"],
-        seed: int,
-        entitlements: frozenset[str] | None,
-        wall_clock: Callable[[], int],
-        recorder: PolygonSimRecorder | None,
-        auth_timeout: float,
-        max_connections_per_key: int,
-        on_connection_limit: Literal["evict_oldest", "reject_new"],
-    ) -> None:
-        self.model = model
-        self.faults = faults
-        self.rate = rate
-        self.batch = batch
-        self.key = key
-        self.sequence = sequence
-        self.seed = seed
-        self.entitlements = entitlements
-        self.wall_clock = wall_clock
-        self.recorder = recorder
-        self.auth_timeout = auth_timeout
-        self.max_connections_per_key = max_connections_per_key
-        self.on_connection_limit = on_connection_limit
-        self.accepted = 0
-        #: Authenticated connections per key, oldest first.
-        self.active: dict[str, list[_Connection]] = {}
+    logger: ClassVar[logging.Logger] = logger
+    log_prefix: ClassVar[str] = "polygon sim"
 
-    async def handle_stream(self, stream: trio.SocketStream) -> None:
-        """Serve one TCP connection until either side ends it. Never raises on a disconnect."""
-        transport = PausableStream(stream)
-        number = 0
-        try:
-            async with trio.open_nursery() as nursery:  # trio-websocket's reader task
-                ws = None
-                with trio.move_on_after(HANDSHAKE_TIMEOUT):
-                    request = await wrap_server_stream(
-                        nursery, transport, max_message_size=MAX_CLIENT_MESSAGE
-                    )
-                    path = request.path.split("?", 1)[0]
-                    market = path.strip("/")
-                    if market in ("stocks", "crypto"):
-                        ws = await request.accept()
-                    else:
-                        await request.reject(404, body=b"unknown cluster: use /stocks or /crypto")
-                if ws is not None:
-                    self.accepted += 1
-                    number = self.accepted
-                    record = PolygonConnectionRecord(number, request.path, market)
-                    if self.recorder is not None:
-                        self.recorder.connections.append(record)
-                    await _Connection(self, ws, transport, record).run()
-                nursery.cancel_scope.cancel()
-        except* DISCONNECTS as group:
-            logger.debug("polygon sim: connection %d lost: %r", number, group.exceptions[0])
-        finally:
-            await trio.aclose_forcefully(transport)
+    sequence: Literal["contiguous", "polygon"]
+    seed: int
+    entitlements: frozenset[str] | None
+    on_connection_limit: Literal["evict_oldest", "reject_new"]
+    #: Authenticated connections per key, oldest first.
+    active: dict[str, list[_Connection]] = attrs.field(init=False, factory=dict)
+
+    async def _accept(self, request: WebSocketRequest) -> WebSocketConnection | None:
+        if _market(request) in ("stocks", "crypto"):
+            ws: WebSocketConnection = await request.accept()
+            return ws
+        await request.reject(404, body=b"unknown cluster: use /stocks or /crypto")
+        return None
+
+    def _record(self, number: int, request: WebSocketRequest) -> PolygonConnectionRecord:
+        return PolygonConnectionRecord(number, request.path, _market(request))
+
+    def _connection(
+        self, ws: WebSocketConnection, transport: PausableStream, record: PolygonConnectionRecord
+    ) -> _Connection:
+        return _Connection(self, ws, transport, record)
+
+
+def _market(request: WebSocketRequest) -> str:
+    """The cluster a request asks for: its path without the query or slashes."""
+    path: str = request.path
+    return path.split("?", 1)[0].strip("/")
 
 
 class _Bars:
@@ -321,27 +227,9 @@ class _Bars:
         self.open: dict[str, list[float]] = {}
         self.window: int | None = None
 
-    def add(self, trade: SimTrade) -> None:
-        price, size = trade.price, trade.size
-        agg = self.open.get(trade.symbol)
-        if agg is None:
-            self.open[trade.symbol] = [price, price, price, price, size, 1, price * size]
-            return
-        if price > agg[1]:
-            agg[1] = price
-        if price < agg[2]:
-            agg[2] = price
-        agg[3] = price
-        agg[4] += size
-        agg[5] += 1
-        agg[6] += price * size
-
 
 class _Connection(WsSimConnection[PolygonConnectionRecord]):
     """One client session on one cluster: the Polygon protocol on :class:`WsSimConnection`."""
-
-    _logger = logger
-    _log_prefix = "polygon sim"
 
     def __init__(
         self,
@@ -613,9 +501,17 @@ class _Connection(WsSimConnection[PolygonConnectionRecord]):
                 if tick.symbol in bar_symbols:
                     self._add_to_bars(tick)
                 if tick.symbol in trade_to:
-                    append(self._crypto_trade(tick, ms) if crypto else self._stock_trade(tick, ms))
+                    append(
+                        self._crypto_trade(tick, ms)
+                        if crypto
+                        else stock_trade(tick, ms, self._next_seq(self._trade_seq, tick.symbol))
+                    )
             elif type(tick) is SimQuote:
-                append(self._crypto_quote(tick, ms) if crypto else self._stock_quote(tick, ms))
+                append(
+                    self._crypto_quote(tick, ms)
+                    if crypto
+                    else stock_quote(tick, ms, self._next_seq(self._quote_seq, tick.symbol))
+                )
             else:
                 assert type(tick) is SimBook
                 append(self._book(tick.symbol, now, ms))
@@ -627,25 +523,6 @@ class _Connection(WsSimConnection[PolygonConnectionRecord]):
             seq += 1 + int(self._holes() * _MAX_HOLE)
         counters[symbol] = seq
         return seq
-
-    def _stock_trade(self, t: SimTrade, ms: int) -> dict[str, Any]:
-        message = {
-            "ev": "T", "sym": t.symbol, "i": str(t.trade_id), "x": _EXCHANGE_IDS[t.exchange],
-            "p": t.price, "s": int(t.size), "t": ms, "q": self._next_seq(self._trade_seq, t.symbol),
-            "z": _TAPE_IDS[t.tape],
-        }  # fmt: skip
-        codes = [_TRADE_CONDITIONS[c] for c in t.conditions if c in _TRADE_CONDITIONS]
-        if codes:
-            message["c"] = codes
-        return message
-
-    def _stock_quote(self, q: SimQuote, ms: int) -> dict[str, Any]:
-        return {
-            "ev": "Q", "sym": q.symbol, "bx": _EXCHANGE_IDS[q.bid_exchange], "bp": q.bid,
-            "bs": int(q.bid_size) // ROUND_LOT, "ax": _EXCHANGE_IDS[q.ask_exchange], "ap": q.ask,
-            "as": int(q.ask_size) // ROUND_LOT, "c": _QUOTE_CONDITIONS[q.conditions[0]], "t": ms,
-            "q": self._next_seq(self._quote_seq, q.symbol), "z": _TAPE_IDS[q.tape],
-        }  # fmt: skip
 
     def _crypto_trade(self, t: SimTrade, ms: int) -> dict[str, Any]:
         return {
@@ -672,7 +549,7 @@ class _Connection(WsSimConnection[PolygonConnectionRecord]):
     def _add_to_bars(self, trade: SimTrade) -> None:
         for bars in self._bars:
             if trade.symbol in bars.symbols:
-                bars.add(trade)
+                fold_trade(bars.open, trade)
         day = self._day.get(trade.symbol)
         if day is None:
             self._day[trade.symbol] = [trade.price, trade.size, trade.price * trade.size]
@@ -711,6 +588,36 @@ class _Connection(WsSimConnection[PolygonConnectionRecord]):
             "vw": round(pv / v, 4), "o": o, "c": c, "h": h, "l": low,
             "a": round(day_pv / day_volume, 4), "z": int(v // n), "s": start, "e": end,
         }  # fmt: skip
+
+
+# --------------------------------------------------------------------------- data messages
+# Stock trades and quotes as the real server spells them (Unix ms ``t``, the
+# per-symbol ``q`` the caller numbers). The benchmarks' blast servers build
+# their data with these.
+
+
+def stock_trade(trade: SimTrade, ms: int, seq: int) -> dict[str, Any]:
+    """A ``T`` message (an odd lot carries condition 37)."""
+    message = {
+        "ev": "T", "sym": trade.symbol, "i": str(trade.trade_id),
+        "x": _EXCHANGE_IDS[trade.exchange], "p": trade.price, "s": int(trade.size), "t": ms,
+        "q": seq, "z": _TAPE_IDS[trade.tape],
+    }  # fmt: skip
+    codes = [_TRADE_CONDITIONS[c] for c in trade.conditions if c in _TRADE_CONDITIONS]
+    if codes:
+        message["c"] = codes
+    return message
+
+
+def stock_quote(quote: SimQuote, ms: int, seq: int) -> dict[str, Any]:
+    """A ``Q`` message (sizes in round lots, as Polygon sends them)."""
+    return {
+        "ev": "Q", "sym": quote.symbol, "bx": _EXCHANGE_IDS[quote.bid_exchange], "bp": quote.bid,
+        "bs": int(quote.bid_size) // ROUND_LOT, "ax": _EXCHANGE_IDS[quote.ask_exchange],
+        "ap": quote.ask, "as": int(quote.ask_size) // ROUND_LOT,
+        "c": _QUOTE_CONDITIONS[quote.conditions[0]], "t": ms, "q": seq,
+        "z": _TAPE_IDS[quote.tape],
+    }  # fmt: skip
 
 
 _DEFAULT_SYMBOLS = ("AAPL", "MSFT", "NVDA", "BTC-USD", "ETH-USD")
@@ -789,11 +696,10 @@ async def serve_polygon(
         )
     if isinstance(symbols, str):
         raise ConfigurationError(f"symbols takes a list of symbols, not the string {symbols!r}")
-    if model is None:
-        model = MarketModel(_model_symbols(_DEFAULT_SYMBOLS if symbols is None else symbols),
-                            seed=seed)  # fmt: skip
-    elif symbols is not None:
-        model.add_symbols(_model_symbols(symbols))
+    model = market(
+        model, None if symbols is None else _model_symbols(symbols),
+        _model_symbols(_DEFAULT_SYMBOLS), seed,
+    )  # fmt: skip
     server = _Server(
         model=model,
         faults=faults if faults is not None else FaultPlan(),
@@ -809,11 +715,11 @@ async def serve_polygon(
         max_connections_per_key=max_connections_per_key,
         on_connection_limit=on_connection_limit,
     )
-    async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(
-            functools.partial(trio.serve_tcp, server.handle_stream, port, host=host)
-        )
-        bound_port: int = listeners[0].socket.getsockname()[1]
-        logger.debug("polygon sim: listening on %s:%d", host, bound_port)
-        task_status.started(bound_port)
-        await trio.sleep_forever()
+    await listen(
+        server.handle_stream,
+        host=host,
+        port=port,
+        logger=logger,
+        label="polygon sim",
+        task_status=task_status,
+    )

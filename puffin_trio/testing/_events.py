@@ -6,30 +6,9 @@ This module owns one strategy per class in :data:`puffin_trio.events.EVENT_TYPES
 :func:`limit_bands`, :func:`statuses`, :func:`gaps`) and :func:`events` for
 any of them. It must not do I/O or know any provider's wire format.
 
-Two modes, chosen per call:
-
-* ``realistic=False`` (the default) explores everything the event model
-  allows: any Unicode text, any float (NaN, ±inf, ``-0.0`` and subnormals
-  unless ``finite=True``), any int64 timestamp and sequence number, and no
-  relation between fields (an ask below the bid, a bar whose high is below its
-  low). Use it for code that must survive whatever crosses a trust boundary:
-  codecs, recorders, sinks.
-* ``realistic=True`` draws market-shaped events: tickers such as ``"AAPL"``
-  and ``"BTC/USD"``, known provider names, positive prices on a 0.0001 tick,
-  ``ts_recv`` shortly after ``ts_event`` in 2000-2100, an uncrossed book sorted
-  best-first, ``low <= open, close, vwap <= high``, gaps whose fields agree with
-  their reason. Use it for code that computes on market data (books, bars,
-  analytics). It implies ``finite=True``.
-
-Common keyword arguments (all optional):
-
-* ``provider``: a name, a sequence of names to pick from, or a strategy.
-* ``symbols``: a symbol, a sequence of symbols to pick from, or a strategy.
-* ``finite``: exclude NaN and ±inf from float fields.
-* ``realistic``: see above.
-
-Every strategy shrinks towards small, simple events (empty strings and tuples,
-zero, ``None`` sequence numbers), so a failing example is easy to read.
+Each takes ``realistic`` (market-shaped events rather than everything the
+model allows), ``finite``, ``provider`` and ``symbols``; what each mode draws
+is in ``docs/guide/testing.rst``.
 """
 
 from __future__ import annotations
@@ -163,7 +142,7 @@ def trades(
     finite: bool = False,
     realistic: bool = False,
 ) -> Trade:
-    """:class:`~puffin_trio.events.Trade` events (see the module docstring for the arguments)."""
+    """:class:`~puffin_trio.events.Trade` events (``docs/guide/testing.rst``: the arguments)."""
     ts_event, ts_recv = draw(_times(realistic))
     if realistic:
         price, size = draw(_prices()), draw(_sizes())

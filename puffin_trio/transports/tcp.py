@@ -6,41 +6,26 @@ payload:
 
 * :class:`FrameDecoder` is the sans-IO de-framer: bytes in (any chunking:
   split prefixes, many messages per read), payloads out. Hypothesis feeds it
-  arbitrary chunkings in the tests.
+  arbitrary chunkings in the tests. It, :func:`encode_frame` and
+  ``DEFAULT_MAX_FRAME_SIZE`` (with the reason for its value) live with the IB
+  protocol (:mod:`puffin_trio.providers.ib._framing`), which must not import
+  trio; they are re-exported here.
 * :class:`Pacer` is the sans-IO outbound rate limit: at most ``rate``
   messages in any window of ``period`` seconds.
-* :class:`TcpTransport` satisfies :class:`~puffin_trio.providers._base.Transport`
+* :class:`TcpTransport` satisfies :class:`~puffin_trio.transports.Transport`
   on top of a trio stream: ``receive`` returns one de-framed payload, ``send``
-  writes bytes *exactly as given* (the IB codec produces wire-ready messages
+  writes bytes *exactly as given* (the IB protocol produces wire-ready messages
   with their own length prefixes, because the TWS ``API\\0`` prologue is not
   framed), paced by a :class:`Pacer` when one is configured.
 * :func:`open_tcp_transport` connects and owns the socket for an
   ``async with`` block.
 
-It must not parse payloads (the provider codecs do that) or log per message.
-
-Why these defaults:
-
-* ``max_frame_size`` 0xFFFFFF (16 MiB - 1): the official ``ibapi`` client's
-  ``MAX_MSG_LEN``, so we accept every message TWS can legitimately send to
-  its own client. Market data messages are tens of bytes and contract details
-  a few KiB; the cap exists so that a corrupt or hostile length prefix (four
-  bytes of text read as a length: ``b"1\\x002\\x00"`` is 822 MiB) fails at
-  once with :class:`ProtocolError` instead of making us buffer gigabytes. A
-  zero length is refused too: no TWS message is empty (even ``102`` carries
-  its id), so a zero means the stream is out of step.
-* ``receive_size`` 64 KiB per socket read: a TWS burst (a depth book being
-  rebuilt, many tickers) is thousands of ~40-byte messages; one read then
-  yields hundreds of them for one trip through the event loop.
-* ``connect_timeout`` 10 s: TWS and IB Gateway run on the same host or LAN and
-  accept in milliseconds; 10 s catches a black-holed address without
-  tripping on a loaded machine.
+It must not parse payloads (the provider protocols do that) or log per message.
 """
 
 from __future__ import annotations
 
 import math
-import struct
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -48,6 +33,12 @@ from contextlib import asynccontextmanager
 import trio
 
 from puffin_trio.errors import ConfigurationError, ConnectionLost, ProtocolError
+from puffin_trio.providers.ib._framing import (
+    DEFAULT_MAX_FRAME_SIZE,
+    FrameDecoder,
+    check_frame_size,
+    encode_frame,
+)
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
@@ -60,97 +51,14 @@ __all__ = [
     "open_tcp_transport",
 ]
 
-DEFAULT_MAX_FRAME_SIZE = 0xFFFFFF
+#: Bytes per socket read: a TWS burst (a depth book being rebuilt, many tickers)
+#: is thousands of ~40-byte messages; one 64 KiB read then yields hundreds of
+#: them for one trip through the event loop.
 DEFAULT_RECEIVE_SIZE = 64 * 1024
+#: Seconds: TWS and IB Gateway run on the same host or LAN and accept in
+#: milliseconds; 10 s catches a black-holed address without tripping on a
+#: loaded machine.
 DEFAULT_CONNECT_TIMEOUT = 10.0
-
-_PREFIX = struct.Struct(">I")
-_PREFIX_SIZE = _PREFIX.size
-
-
-def encode_frame(payload: bytes) -> bytes:
-    """``payload`` with its 4-byte big-endian length prefix."""
-    return _PREFIX.pack(len(payload)) + payload
-
-
-class FrameDecoder:
-    """Sans-IO de-framer: feed it bytes as they arrive, get complete payloads back.
-
-    Partial prefixes and payloads are kept in a ``bytearray`` until the rest
-    arrives. A length of 0 or above ``max_frame_size`` raises
-    :class:`ProtocolError` as soon as its 4 bytes are in (before any payload
-    is buffered); the decoder is then unusable, as is the stream.
-
-    Cost: when nothing is pending (the common case) payloads are sliced
-    straight out of the chunk just read and only its incomplete tail is
-    copied into the buffer; otherwise the chunk is appended and the consumed
-    head dropped once per :meth:`feed`. Each payload is one ``bytes`` copy.
-    """
-
-    __slots__ = ("_buffer", "max_frame_size")
-
-    def __init__(self, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
-        _check_size(max_frame_size)
-        self.max_frame_size = max_frame_size
-        self._buffer = bytearray()
-
-    @property
-    def buffered(self) -> int:
-        """Bytes held back: the start of a message whose rest has not arrived."""
-        return len(self._buffer)
-
-    def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
-        """Every payload completed by ``data``, in order (possibly none)."""
-        buffer = self._buffer
-        if buffer:
-            buffer += data
-            frames, used = self._split(buffer)
-            del buffer[:used]
-            return frames
-        frames, used = self._split(data)
-        if used < len(data):
-            buffer += memoryview(data)[used:]
-        return frames
-
-    def _split(self, source: bytes | bytearray | memoryview) -> tuple[list[bytes], int]:
-        frames: list[bytes] = []
-        limit = self.max_frame_size
-        unpack = _PREFIX.unpack_from
-        end = len(source)
-        pos = 0
-        with memoryview(source) as view:
-            while end - pos >= _PREFIX_SIZE:
-                (length,) = unpack(view, pos)
-                if length == 0 or length > limit:
-                    raise ProtocolError(_bad_length(length, limit))
-                stop = pos + _PREFIX_SIZE + length
-                if stop > end:
-                    break
-                frames.append(bytes(view[pos + _PREFIX_SIZE : stop]))
-                pos = stop
-        return frames, pos
-
-
-def _bad_length(length: int, limit: int) -> str:
-    if length == 0:
-        return "received a zero-length message: the byte stream is out of step"
-    return (
-        f"received a message length of {length} bytes, over the {limit}-byte limit: "
-        "the byte stream is corrupt or out of step"
-    )
-
-
-def _check_size(max_frame_size: object) -> None:
-    if (
-        isinstance(max_frame_size, bool)
-        or not isinstance(max_frame_size, int)
-        or not 1 <= max_frame_size <= 0xFFFFFFFF
-    ):
-        raise ConfigurationError(
-            "max_frame_size must be an integer number of bytes between 1 and 2**32 - 1, "
-            f"not {max_frame_size!r}"
-        )
-
 
 class Pacer:
     """At most ``rate`` sends in any window of ``period`` seconds (sans-IO).
@@ -328,7 +236,7 @@ async def open_tcp_transport(
     paces outgoing messages (``None``: unpaced). The socket is closed when the
     block exits, however it exits.
     """
-    _check_size(max_frame_size)
+    check_frame_size(max_frame_size)
     if not isinstance(host, str) or not host:
         raise ConfigurationError(f"host must be a non-empty string, not {host!r}")
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:

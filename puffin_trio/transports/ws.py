@@ -3,7 +3,7 @@
 This module owns opening, reading, writing, pinging and closing one WebSocket
 connection, and turning trio-websocket's exceptions into our typed
 :class:`~puffin_trio.errors.ConnectionLost`. It must not parse frames: the
-provider codecs do that.
+provider protocols do that.
 
 Why these defaults (trio-websocket's own are tuned for chat, not feeds):
 
@@ -30,7 +30,6 @@ provider would send the API key in clear.
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import ssl
 from collections.abc import AsyncIterator, Sequence
@@ -40,7 +39,8 @@ from urllib.parse import urlsplit
 import trio
 import trio_websocket
 
-from puffin_trio.errors import ConfigurationError, ConnectionLost
+from puffin_trio.errors import ConnectionLost
+from puffin_trio.providers._config import check_ws_url
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
@@ -56,32 +56,6 @@ DEFAULT_MESSAGE_QUEUE_SIZE = 256
 DEFAULT_CONNECT_TIMEOUT = 10.0
 #: How long a clean close (close frame + TCP shutdown) may take before we just drop it.
 DEFAULT_DISCONNECT_TIMEOUT = 2.0
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def check_ws_url(url: str, *, allow_insecure: bool = False) -> None:
-    """Raise :class:`ConfigurationError` unless ``url`` is a usable WebSocket URL.
-
-    ``wss://`` anywhere; ``ws://`` only to a loopback host unless ``allow_insecure``.
-    """
-    parts = urlsplit(url)
-    if parts.scheme not in ("ws", "wss") or not parts.hostname:
-        raise ConfigurationError(
-            f"bad WebSocket URL {url!r}: expected wss://host/path (or ws://127.0.0.1:PORT)"
-        )
-    if parts.scheme == "ws" and not allow_insecure and not _is_loopback(parts.hostname):
-        raise ConfigurationError(
-            f"refusing plain ws:// to non-loopback host {parts.hostname!r}: credentials would "
-            "travel in clear; use wss:// or pass allow_insecure=True"
-        )
 
 
 class WebSocketTransport:
@@ -128,8 +102,10 @@ class WebSocketTransport:
         """A message trio-websocket has already queued, or ``None``. Not a checkpoint.
 
         trio-websocket has no public non-blocking get; its queue is a trio
-        memory channel, which has one. Should that internal change, this
-        returns ``None`` and the reader simply waits for each message.
+        memory channel (the private ``_recv_channel``), which has one. Should
+        that internal change, this returns ``None`` and the reader waits for
+        each message; ``tests/test_transport_ws.py`` pins the internal so such
+        a change fails the suite instead.
         """
         channel = getattr(self._ws, "_recv_channel", None)
         try:

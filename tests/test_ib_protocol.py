@@ -1,6 +1,6 @@
-"""The IB TWS API codec: exact request bytes, every incoming layout, every error path.
+"""The IB TWS API protocol: exact request bytes, every incoming layout, every error path.
 
-Layouts are those of ``shared/protocols.md`` section 3 at server version 176;
+Layouts are those of the TWS API at server version 176;
 where ib_async is installed, requests are also compared byte for byte with
 what ib_async 2.1.0's own client encodes.
 """
@@ -58,7 +58,7 @@ def wire(*fields: str) -> bytes:
 
 
 def msg(*fields: str) -> bytes:
-    """A de-framed TWS payload (what the transport hands the codec)."""
+    """A de-framed TWS payload (what the transport hands the protocol)."""
     return wire(*fields)[4:]
 
 
@@ -148,7 +148,7 @@ def test_an_unusable_handshake_reply_fails_the_connection(
 # --------------------------------------------------------------------------- requests
 
 
-def test_requests_are_encoded_exactly_per_protocols_md() -> None:
+def test_requests_are_encoded_exactly_per_the_tws_api_layouts() -> None:
     proto = started(
         4,
         contracts={"AAPL": AAPL, "IBM": IBContract("IBM", con_id=8314)},
@@ -643,7 +643,7 @@ def test_provider_defaults_follow_the_documented_ports_and_knobs(
         monkeypatch.delenv(name, raising=False)
     provider = IBProvider()
     assert (provider.host, provider.port, provider.client_id) == ("127.0.0.1", 7497, 1)
-    assert provider.transport == "tcp" and provider.name == "ib"
+    assert provider.name == "ib"
     assert provider.channels == {"trades", "quotes", "books", "bars"}
     assert (provider.ping_interval, provider.ping_timeout) == (10.0, 10.0)
     assert provider.max_messages_per_second == 45
@@ -704,7 +704,9 @@ def test_a_contract_that_cannot_travel_on_the_wire_is_refused(kwargs: dict[str, 
         IBContract(**kwargs)
 
 
-def test_request_ids_are_never_reused_across_a_providers_connections() -> None:
+def test_each_connection_numbers_its_requests_from_one() -> None:
+    """The request-id counter belongs to the protocol, one per connection (as ib_async's
+    does), not to the frozen provider: two connections of one provider share nothing."""
     provider = IBProvider(port=7497)
     ids = []
     for _ in range(2):
@@ -715,4 +717,5 @@ def test_request_ids_are_never_reused_across_a_providers_connections() -> None:
         ids += [
             int(f[2]) if f[0] == "1" else int(f[1]) for f in fields_of(proto.data_to_send()[2:])
         ]
-    assert ids == [1, 2, 3, 4]
+    assert ids == [1, 2, 1, 2]
+    assert provider == IBProvider(port=7497), "making protocols leaves the provider as it was"

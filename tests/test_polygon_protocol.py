@@ -1,7 +1,7 @@
-"""Polygon/Massive provider configuration and sans-IO codec (puffin_trio.providers.polygon).
+"""Polygon/Massive provider configuration and sans-IO protocol (puffin_trio.providers.polygon).
 
 Server frames are written here by hand as plain JSON (the samples of
-protocols.md 4.2 among them), independently of the simulator, so the two
+Polygon's documentation among them), independently of the simulator, so the two
 cross-check each other.
 """
 

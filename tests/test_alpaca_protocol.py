@@ -1,4 +1,4 @@
-"""Alpaca provider configuration and sans-IO codec (puffin_trio.providers.alpaca).
+"""Alpaca provider configuration and sans-IO protocol (puffin_trio.providers.alpaca).
 
 The server side is written here by hand (a tiny encoder from plain dicts with
 integer-ns timestamps to Alpaca JSON or msgpack frames), independently of the
@@ -7,14 +7,11 @@ simulator, so the two cross-check each other.
 
 from __future__ import annotations
 
-import copy
 import math
-import pickle
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import attrs
 import msgpack
 import orjson
 import pytest
@@ -52,7 +49,6 @@ from puffin_trio.providers._base import (
     ProviderNotice,
     SubscriptionAck,
     UnknownMessage,
-    event_builder,
 )
 from puffin_trio.providers.alpaca import (
     DEFAULT_MAX_FRAME_BYTES,
@@ -61,6 +57,7 @@ from puffin_trio.providers.alpaca import (
     error_for,
     rfc3339_to_ns,
 )
+from puffin_trio.providers.alpaca import _timestamps as alpaca_timestamps
 
 Encoding = Literal["json", "msgpack"]
 ENCODINGS: tuple[Encoding, ...] = ("json", "msgpack")
@@ -738,9 +735,9 @@ def test_rfc3339_round_trip(ns: int) -> None:
 
 def test_the_seconds_cache_stays_bounded() -> None:
     start = 1_600_000_000
-    for second in range(start, start + 2 * alpaca._SECONDS_CACHE_SIZE):
+    for second in range(start, start + 2 * alpaca_timestamps._SECONDS_CACHE_SIZE):
         assert rfc3339_to_ns(rfc3339(second * 1_000_000_000 + 5)) == second * 1_000_000_000 + 5
-    assert len(alpaca._SECONDS_CACHE) <= alpaca._SECONDS_CACHE_SIZE
+    assert len(alpaca_timestamps._SECONDS_CACHE) <= alpaca_timestamps._SECONDS_CACHE_SIZE
 
 
 @pytest.mark.parametrize(
@@ -836,131 +833,6 @@ def test_trades_and_quotes_survive_the_wire_in_both_encodings(
     expected = [expected_event(m) for m in messages]
     for encoding in ENCODINGS:
         assert protocol(encoding).receive(encode(messages, encoding), TS_RECV) == expected
-
-
-# --------------------------------------------------------------------------- the slot builders
-
-
-@pytest.mark.parametrize(
-    ("build", "cls", "values"),
-    [
-        (
-            alpaca._new_trade,
-            Trade,
-            {
-                "provider": "alpaca",
-                "symbol": "AAPL",
-                "ts_event": 1,
-                "ts_recv": 2,
-                "price": 3.0,
-                "size": 4.0,
-                "exchange": "V",
-                "trade_id": "5",
-                "conditions": ("@",),
-                "tape": "C",
-            },
-        ),
-        (
-            alpaca._new_quote,
-            Quote,
-            {
-                "provider": "alpaca",
-                "symbol": "AAPL",
-                "ts_event": 1,
-                "ts_recv": 2,
-                "bid": 3.0,
-                "ask": 4.0,
-                "bid_size": 5.0,
-                "ask_size": 6.0,
-                "bid_exchange": "V",
-                "ask_exchange": "Q",
-                "conditions": ("R",),
-                "tape": "C",
-            },
-        ),
-        (
-            alpaca._new_book,
-            OrderBookUpdate,
-            {
-                "provider": "alpaca",
-                "symbol": "BTC/USD",
-                "ts_event": 1,
-                "ts_recv": 2,
-                "bids": ((1.0, 2.0),),
-                "asks": ((3.0, 4.0),),
-                "snapshot": True,
-            },
-        ),
-    ],
-    ids=["trade", "quote", "book"],
-)
-def test_slot_builders_build_what_the_constructor_builds(
-    build: Any, cls: type, values: dict[str, Any]
-) -> None:
-    built = build(*values.values())
-    assert type(built) is cls
-    assert built == cls(**values)
-    assert attrs.asdict(built) == attrs.asdict(cls(**values))
-
-
-def test_event_builder_refuses_classes_it_cannot_build_faithfully() -> None:
-    @attrs.frozen(weakref_slot=False)
-    class Validated:
-        x: int = attrs.field(validator=attrs.validators.instance_of(int))
-
-    @attrs.frozen(weakref_slot=False)
-    class Factoried:
-        x: int
-        y: list[int] = attrs.Factory(list)
-
-    @attrs.define(slots=False)
-    class Unslotted:
-        x: int
-
-    @attrs.frozen
-    class WeaklyReferable:
-        x: int
-
-    @attrs.frozen(weakref_slot=False, cache_hash=True)
-    class HashCached:
-        x: int
-
-    with pytest.raises(TypeError, match="validator"):
-        event_builder(Validated, "x")
-    with pytest.raises(TypeError, match="not a slotted class"):
-        event_builder(Unslotted, "x")
-    with pytest.raises(TypeError, match="weakref_slot=False"):
-        event_builder(WeaklyReferable, "x")
-    with pytest.raises(TypeError, match="not fields"):
-        event_builder(HashCached, "x")
-    with pytest.raises(TypeError, match="plain default"):
-        event_builder(Factoried, "x")
-    with pytest.raises(TypeError, match="no field"):
-        event_builder(Trade, "price", "colour")
-
-
-def test_built_events_are_frozen_and_behave_like_constructed_ones() -> None:
-    built = alpaca._new_trade("alpaca", "AAPL", 1, 2, 3.0, 4.0, "V", "5", ("@",), "C")
-    made = Trade(
-        provider="alpaca",
-        symbol="AAPL",
-        ts_event=1,
-        ts_recv=2,
-        price=3.0,
-        size=4.0,
-        exchange="V",
-        trade_id="5",
-        conditions=("@",),
-        tape="C",
-    )
-    assert type(built) is Trade
-    assert built == made and hash(built) == hash(made) and repr(built) == repr(made)
-    assert attrs.evolve(built, price=5.0) == attrs.evolve(made, price=5.0)
-    with pytest.raises(attrs.exceptions.FrozenInstanceError):
-        built.price = 5.0  # type: ignore[misc]
-    assert built.seq is None and built.notional == 12.0
-    for copied in (pickle.loads(pickle.dumps(built)), copy.copy(built), copy.deepcopy(built)):
-        assert type(copied) is Trade and copied == made
 
 
 # --------------------------------------------------------------------------- subscribing

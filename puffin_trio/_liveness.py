@@ -1,0 +1,115 @@
+"""Data liveness per subscription: which subscriptions went silent, and what to do about it.
+
+This module owns :class:`Liveness`, the health-checker's state, sans-IO. The
+session's reader records when each subscribed trade, quote and book symbol
+last delivered (:attr:`Liveness.seen`); the health-checker asks, at trio time
+``now``, which confirmed subscriptions to resubscribe and which stayed silent
+after their resubscribe (:meth:`Liveness.check`). It must not sleep, do I/O or
+read a clock: times are passed in (trio's clock, seconds). Whether silence
+is suspicious at all (market hours, a provider that says data is not
+flowing) is the session's call; when it is not, the session
+:meth:`~Liveness.restart`\\ s the count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from puffin_trio.events import OrderBookUpdate, Quote, Trade
+
+__all__ = ["LIVENESS_CHANNELS", "Liveness"]
+
+#: Channels whose silence means something is wrong. Bars arrive once a minute
+#: and statuses/LULD only on events, so silence there proves nothing.
+LIVENESS_CHANNELS: Mapping[type, str] = {
+    Trade: "trades",
+    Quote: "quotes",
+    OrderBookUpdate: "books",
+}
+
+
+class Liveness:
+    """When each subscription last delivered, and which ones were resubscribed for silence.
+
+    A subscription is *silent* when it is confirmed and nothing arrived on it
+    for ``stale_after`` seconds (counted from :meth:`restart` if nothing ever
+    did). A silent subscription is resubscribed once; if it is still silent
+    ``stale_after`` seconds after that, it is *dead*. ``"*"`` (every symbol)
+    is never silent: no one symbol owes it data.
+    """
+
+    __slots__ = ("_resubscribed_at", "_since", "seen")
+
+    def __init__(self) -> None:
+        #: Event class -> symbol -> trio time of its last event (the reader writes it).
+        self.seen: dict[type, dict[str, float]] = {cls: {} for cls in LIVENESS_CHANNELS}
+        self._since = 0.0
+        self._resubscribed_at: dict[tuple[str, str], float] = {}
+
+    def restart(self, now: float) -> None:
+        """Forget what was seen and resubscribed: silence counts from ``now``.
+
+        At a new connection's start of streaming, and whenever silence proves
+        nothing (the market is closed, the provider says data is not flowing).
+        """
+        self._since = now
+        self._resubscribed_at.clear()
+        for seen in self.seen.values():
+            seen.clear()
+
+    def ages(
+        self, now: float | None, desired: Mapping[str, frozenset[str]]
+    ) -> dict[str, float | None]:
+        """Seconds since the last event per ``"channel:symbol"`` of ``desired``.
+
+        ``None`` for a subscription that delivered nothing since the last
+        :meth:`restart`, or for every one when ``now`` is unknown.
+        """
+        ages: dict[str, float | None] = {}
+        for cls, channel in LIVENESS_CHANNELS.items():
+            seen = self.seen[cls]
+            for symbol in sorted(desired.get(channel, ())):
+                last = seen.get(symbol)
+                ages[f"{channel}:{symbol}"] = None if last is None or now is None else now - last
+        return ages
+
+    def check(
+        self, now: float, confirmed: Mapping[str, frozenset[str]], stale_after: float
+    ) -> tuple[dict[str, frozenset[str]], list[str]]:
+        """What to do at ``now``: (subscriptions to resubscribe, ``"channel:symbol"`` dead ones).
+
+        The ones returned for resubscribing are remembered as resubscribed at
+        ``now``; one that delivers again is forgotten (its next silence starts
+        over).
+        """
+        silent = self._silent(now, confirmed, stale_after)
+        resubscribed_at = self._resubscribed_at
+        fresh: dict[str, set[str]] = {}
+        dead: list[str] = []
+        for channel, symbols in silent.items():
+            for symbol in symbols:
+                since = resubscribed_at.get((channel, symbol))
+                if since is None:
+                    fresh.setdefault(channel, set()).add(symbol)
+                    resubscribed_at[(channel, symbol)] = now
+                elif now - since >= stale_after:
+                    dead.append(f"{channel}:{symbol}")
+        for key in list(resubscribed_at):
+            if key[1] not in silent.get(key[0], ()):
+                del resubscribed_at[key]
+        return {c: frozenset(s) for c, s in fresh.items()}, sorted(dead)
+
+    def _silent(
+        self, now: float, confirmed: Mapping[str, frozenset[str]], stale_after: float
+    ) -> dict[str, frozenset[str]]:
+        """Confirmed liveness subscriptions with no event for ``stale_after`` seconds."""
+        silent: dict[str, set[str]] = {}
+        for cls, channel in LIVENESS_CHANNELS.items():
+            seen = self.seen[cls]
+            for symbol in confirmed.get(channel, ()):
+                if symbol == "*":
+                    continue
+                last = seen.get(symbol, self._since)
+                if now - last >= stale_after:
+                    silent.setdefault(channel, set()).add(symbol)
+        return {c: frozenset(s) for c, s in silent.items()}

@@ -1,0 +1,150 @@
+"""Checks every provider's configuration shares: timing knobs, sizes, names, URLs, credentials.
+
+This module owns the validators the provider classes call in their
+``__init__`` (:func:`seconds`, :func:`byte_size`, :func:`integer`,
+:func:`session_name`, :func:`websocket_url`) and the credential reader
+(:func:`credential`), so that every provider words the same mistake the same
+way. It also owns :func:`check_ws_url`, the URL rule both sides of a
+WebSocket connection apply (the provider when it is made, the transport
+before it connects). Each raises :class:`~puffin_trio.errors.ConfigurationError`
+with the provider's name first.
+
+It must not do I/O (environment variables are read, nothing else), and it
+must never put a credential's value in a message: a secret passed in the
+wrong place would end up in a log.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from typing import TypedDict
+from urllib.parse import urlsplit
+
+from puffin_trio._loopback import is_loopback
+from puffin_trio.errors import ConfigurationError
+
+__all__ = [
+    "TimingKnobs",
+    "byte_size",
+    "check_ws_url",
+    "credential",
+    "integer",
+    "seconds",
+    "session_name",
+    "timing",
+    "websocket_url",
+]
+
+
+def seconds(provider: str, name: str, value: object, *, allow_inf: bool = False) -> float:
+    """A timing knob: a positive number of seconds (``math.inf`` only with ``allow_inf``)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigurationError(f"{provider}: {name} must be a number of seconds, not {value!r}")
+    if not value > 0 or (math.isinf(value) and not allow_inf):
+        limit = "a positive number" if allow_inf else "a positive, finite number"
+        raise ConfigurationError(f"{provider}: {name} must be {limit} of seconds, not {value!r}")
+    return float(value)
+
+
+class TimingKnobs(TypedDict):
+    """The timing knobs every provider takes (seconds; see ``Provider``), checked."""
+
+    ping_interval: float
+    ping_timeout: float
+    stale_after: float
+    limit_cooldown: float
+
+
+def timing(
+    provider: str,
+    *,
+    ping_interval: object,
+    ping_timeout: object,
+    stale_after: object,
+    limit_cooldown: object,
+) -> TimingKnobs:
+    """Check the common timing knobs: positive and finite (``stale_after`` may be ``math.inf``)."""
+    return TimingKnobs(
+        ping_interval=seconds(provider, "ping_interval", ping_interval),
+        ping_timeout=seconds(provider, "ping_timeout", ping_timeout),
+        stale_after=seconds(provider, "stale_after", stale_after, allow_inf=True),
+        limit_cooldown=seconds(provider, "limit_cooldown", limit_cooldown),
+    )
+
+
+def byte_size(provider: str, name: str, value: object, minimum: int) -> int:
+    """A size limit: an integer number of bytes, at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigurationError(
+            f"{provider}: {name} must be an integer number of bytes >= {minimum}, not {value!r}"
+        )
+    return value
+
+
+def integer(provider: str, name: str, value: object, low: int, high: int) -> int:
+    """An integer from ``low`` to ``high``; a string of digits (an environment variable) too."""
+    if isinstance(value, str):
+        try:
+            value = int(value)
+        except ValueError:
+            raise ConfigurationError(
+                f"{provider}: {name} must be an integer, not {value!r}"
+            ) from None
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigurationError(
+            f"{provider}: {name} must be an integer from {low} to {high}, not {value!r}"
+        )
+    return value
+
+
+def session_name(provider: str, value: object) -> str:
+    """The ``name=`` of a provider's session: a non-empty string."""
+    if not isinstance(value, str) or not value:
+        raise ConfigurationError(f"{provider}: name must be a non-empty string")
+    return value
+
+
+def credential(provider: str, value: object, envs: Sequence[str], argument: str) -> str | None:
+    """A credential passed as ``argument=``, else from the first of ``envs`` that is set.
+
+    ``None`` when there is none (the provider's ``check`` reports it, naming
+    both the argument and the variables). Raises for a value that is not a
+    non-empty string, without echoing it.
+    """
+    if value is None:
+        for env in envs:
+            value = os.environ.get(env) or None
+            if value is not None:
+                break
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ConfigurationError(f"{provider}: {argument}= must be a non-empty string")
+    return value
+
+
+def check_ws_url(url: str, *, allow_insecure: bool = False) -> None:
+    """Raise :class:`ConfigurationError` unless ``url`` is a usable WebSocket URL.
+
+    ``wss://`` anywhere; ``ws://`` only to a loopback host unless
+    ``allow_insecure``: a plain-text connection to a real provider would send
+    the API key in clear.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise ConfigurationError(
+            f"bad WebSocket URL {url!r}: expected wss://host/path (or ws://127.0.0.1:PORT)"
+        )
+    if parts.scheme == "ws" and not allow_insecure and not is_loopback(parts.hostname):
+        raise ConfigurationError(
+            f"refusing plain ws:// to non-loopback host {parts.hostname!r}: credentials would "
+            "travel in clear; use wss:// or pass allow_insecure=True"
+        )
+
+
+def websocket_url(provider: str, url: object) -> str:
+    """A ``url=`` override: a string that passes :func:`check_ws_url`."""
+    if not isinstance(url, str):
+        raise ConfigurationError(f"{provider}: url must be a string, not {url!r}")
+    check_ws_url(url)
+    return url

@@ -1,0 +1,454 @@
+"""One Alpaca stream connection as a sans-IO state machine: :class:`AlpacaProtocol`.
+
+This module owns the wire protocol of one connection: the ``connected``/``auth``
+handshake, subscribe frames split under a size limit, and decoding JSON text
+or msgpack binary frames into normalised events and control items. It must
+not do I/O, read a clock (``ts_recv`` is passed in), log per message, or put a
+credential anywhere but the auth frame.
+
+Decoding is the hot path: one dict of ``T`` -> bound method per connection,
+no per-message string formatting, timestamps parsed without ``datetime`` (see
+:func:`~puffin_trio.providers.alpaca._timestamps.rfc3339_to_ns`), and events
+built straight into their slots (see
+:func:`~puffin_trio._event_builder.event_builder`). Required fields are
+checked by the conversions themselves (``float()`` of a missing or
+non-numeric price raises); a message that fails becomes
+:class:`~puffin_trio.providers._base.Malformed` and the rest of its frame
+still decodes. Optional text fields (exchange, tape, indicator) are passed
+through as sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, Literal
+
+import msgpack
+import orjson
+
+from puffin_trio._event_builder import event_builder
+from puffin_trio.errors import ConfigurationError
+from puffin_trio.events import (
+    Bar,
+    Event,
+    LimitBands,
+    OrderBookUpdate,
+    Quote,
+    Trade,
+    TradeCancel,
+    TradeCorrection,
+    TradingStatus,
+)
+from puffin_trio.guard import GuardMode
+from puffin_trio.providers._base import (
+    Authenticated,
+    Connected,
+    Control,
+    Frame,
+    Malformed,
+    Message,
+    MessageHandler,
+    ProviderFailure,
+    ProviderNotice,
+    ProviderProtocol,
+    SubscriptionAck,
+    Topics,
+    decode_messages,
+    truncate_sample,
+)
+from puffin_trio.providers.alpaca._errors import ALREADY_AUTHENTICATED, error_for
+from puffin_trio.providers.alpaca._timestamps import msgpack_ts, rfc3339_to_ns
+from puffin_trio.providers.alpaca._wire import (
+    CHANNEL_OVERHEAD,
+    CRYPTO_CHANNELS,
+    DEFAULT_MAX_FRAME_BYTES,
+    PROVIDER,
+    STOCK_CHANNELS,
+    check_topics,
+)
+
+__all__ = ["AlpacaProtocol"]
+
+#: Trade(provider, symbol, ts_event, ts_recv, price, size, exchange, trade_id, conditions, tape)
+_new_trade = event_builder(
+    Trade,
+    "provider",
+    "symbol",
+    "ts_event",
+    "ts_recv",
+    "price",
+    "size",
+    "exchange",
+    "trade_id",
+    "conditions",
+    "tape",
+)
+#: Quote(provider, symbol, ts_event, ts_recv, bid, ask, bid_size, ask_size,
+#: bid_exchange, ask_exchange, conditions, tape)
+_new_quote = event_builder(
+    Quote,
+    "provider",
+    "symbol",
+    "ts_event",
+    "ts_recv",
+    "bid",
+    "ask",
+    "bid_size",
+    "ask_size",
+    "bid_exchange",
+    "ask_exchange",
+    "conditions",
+    "tape",
+)
+#: OrderBookUpdate(provider, symbol, ts_event, ts_recv, bids, asks, snapshot)
+_new_book = event_builder(
+    OrderBookUpdate, "provider", "symbol", "ts_event", "ts_recv", "bids", "asks", "snapshot"
+)
+
+
+#: First bytes of a JSON document that arrived as a binary frame. None of them
+#: starts a msgpack array, so valid frames are told apart exactly.
+_JSON_FIRST_BYTES = frozenset(b"[{ \t\r\n")
+_MSGPACK_ERRORS = (ValueError, TypeError, msgpack.UnpackException)
+
+
+def _conditions(value: object) -> tuple[str, ...]:
+    """A ``c`` field: a list of strings, or (one JS mock, accepted by alpaca-py) a bare string."""
+    if value is None:
+        return ()
+    if type(value) is str:
+        return (value,)
+    if type(value) is not list:
+        raise TypeError(f"conditions must be a list, got {type(value).__name__}")
+    return tuple(value)
+
+
+def _text(value: object) -> str:
+    if type(value) is not str:
+        raise TypeError(f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def _levels(value: object) -> tuple[tuple[float, float], ...]:
+    if type(value) is not list:
+        raise TypeError(f"book side must be a list, got {type(value).__name__}")
+    return tuple([(float(level["p"]), float(level["s"])) for level in value])
+
+
+class AlpacaProtocol(ProviderProtocol):
+    """One Alpaca connection, sans-IO: frames in, events and control items out.
+
+    After the server's ``connected`` hello it queues the auth frame; after
+    ``authenticated`` the session may :meth:`subscribe`. Outgoing frames are
+    msgpack ``bytes`` or JSON ``str`` per ``encoding``; incoming frames of
+    either kind are accepted in either mode. ``crypto`` selects the channel
+    set (crypto has ``books``, stocks have ``statuses``/``lulds``).
+
+    Alpaca has no sequence numbers: ``seq`` is ``None`` and the guard mode is
+    ``"none"``. Crypto trades carry the taker side (``tks``, ``"B"``/``"S"``)
+    as their only condition, as Polygon does with its buy/sell-side codes.
+    """
+
+    guard_mode: ClassVar[GuardMode] = "none"
+    __slots__ = (
+        "_channels",
+        "_encoding",
+        "_handlers",
+        "_key",
+        "_max_frame_bytes",
+        "_outbox",
+        "_secret",
+        "_ts",
+        "_wire_to_channel",
+    )
+
+    def __init__(
+        self,
+        *,
+        key: str,
+        secret: str,
+        crypto: bool = False,
+        encoding: Literal["msgpack", "json"] = "msgpack",
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+    ) -> None:
+        self._key = key
+        self._secret = secret
+        self._encoding = encoding
+        self._max_frame_bytes = max_frame_bytes
+        self._channels: Mapping[str, str] = CRYPTO_CHANNELS if crypto else STOCK_CHANNELS
+        self._wire_to_channel = {wire: ours for ours, wire in self._channels.items()}
+        self._outbox: list[Frame] = []
+        self._ts: Callable[[Any], int] = rfc3339_to_ns
+        self._handlers: dict[str, MessageHandler] = {
+            "t": self._trade,
+            "q": self._quote,
+            "b": self._minute_bar,
+            "u": self._updated_bar,
+            "d": self._daily_bar,
+            "o": self._orderbook,
+            "c": self._correction,
+            "x": self._cancel,
+            "s": self._status,
+            "l": self._luld,
+            "success": self._success,
+            "error": self._error,
+            "subscription": self._subscription,
+        }
+
+    def __repr__(self) -> str:
+        crypto = self._channels is CRYPTO_CHANNELS
+        return f"AlpacaProtocol(crypto={crypto}, encoding={self._encoding!r})"
+
+    # ------------------------------------------------------------------ sending
+
+    def _encode(self, message: Mapping[str, object]) -> Frame:
+        if self._encoding == "msgpack":
+            packed: bytes = msgpack.packb(message)
+            return packed
+        return orjson.dumps(message).decode()
+
+    def data_to_send(self) -> list[Frame]:
+        """Frames queued for sending, in order; the queue is emptied."""
+        out, self._outbox = self._outbox, []
+        return out
+
+    def subscribe(self, topics: Topics) -> None:
+        """Queue additive ``subscribe`` frames for ``topics`` (our channel names).
+
+        Raises :class:`ConfigurationError` for a channel this feed lacks or a
+        bad symbol. Frames are split so none exceeds ``max_frame_bytes``; each
+        is a valid request on its own, and the server confirms each one.
+        """
+        self._queue_action("subscribe", topics)
+
+    def unsubscribe(self, topics: Topics) -> None:
+        """Queue ``unsubscribe`` frames for ``topics``, split like :meth:`subscribe`."""
+        self._queue_action("unsubscribe", topics)
+
+    def _encoded_len(self, value: object) -> int:
+        if self._encoding == "msgpack":
+            return len(msgpack.packb(value))
+        return len(orjson.dumps(value))
+
+    def _queue_action(self, action: str, topics: Topics) -> None:
+        clean = check_topics(topics, crypto=self._channels is CRYPTO_CHANNELS)
+        limit = self._max_frame_bytes
+        base = self._encoded_len({"action": action})
+        frame: dict[str, list[str]] = {}
+        size = base
+        for channel in sorted(clean):
+            wire = self._channels[channel]
+            channel_cost = self._encoded_len(wire) + CHANNEL_OVERHEAD
+            for symbol in sorted(clean[channel]):
+                # +1: the separator (JSON comma) or slack (msgpack); an upper bound either way.
+                cost = self._encoded_len(symbol) + 1
+                need = cost if wire in frame else cost + channel_cost
+                if size + need > limit and frame:
+                    self._outbox.append(self._encode({"action": action, **frame}))
+                    frame, size, need = {}, base, cost + channel_cost
+                if size + need > limit:
+                    raise ConfigurationError(
+                        f"{PROVIDER}: symbol {symbol[:40]!r} does not fit in a "
+                        f"{limit}-byte subscribe frame; raise max_frame_bytes"
+                    )
+                frame.setdefault(wire, []).append(symbol)
+                size += need
+        if frame:
+            self._outbox.append(self._encode({"action": action, **frame}))
+
+    # ------------------------------------------------------------------ receiving
+
+    def receive(self, frame: Frame, ts_recv: int) -> list[Event | Control]:
+        """Decode one frame (a JSON or msgpack array of messages), in wire order.
+
+        Never raises on bad input: an undecodable frame or one that is not an
+        array gives one :class:`Malformed`; within an array, each bad message
+        gives its own :class:`Malformed` and the others still decode.
+        """
+        try:
+            if isinstance(frame, str) or (frame and frame[0] in _JSON_FIRST_BYTES):
+                self._ts = rfc3339_to_ns
+                messages = orjson.loads(frame)
+            else:
+                self._ts = msgpack_ts
+                messages = msgpack.unpackb(frame, timestamp=2)
+        except orjson.JSONDecodeError as exc:
+            return [Malformed(f"undecodable JSON frame: {exc}", truncate_sample(frame))]
+        except _MSGPACK_ERRORS as exc:
+            return [Malformed(f"undecodable msgpack frame: {exc!r}", truncate_sample(frame))]
+        return decode_messages(messages, frame, self._handlers, "T", "type", ts_recv)
+
+    # ------------------------------------------------------------------ control messages
+
+    def _success(self, message: Message, ts_recv: int) -> Control:
+        text = message.get("msg")
+        if text == "connected":
+            self._outbox.append(
+                self._encode({"action": "auth", "key": self._key, "secret": self._secret})
+            )
+            return Connected("connected")
+        if text == "authenticated":
+            return Authenticated("authenticated")
+        return ProviderNotice("success", str(text))
+
+    def _error(self, message: Message, ts_recv: int) -> Control:
+        code = message.get("code")
+        text = str(message.get("msg", ""))
+        error = error_for(code, text)
+        if error is None:
+            return ProviderNotice(ALREADY_AUTHENTICATED, text)
+        return ProviderFailure(error)
+
+    def _subscription(self, message: Message, ts_recv: int) -> Control:
+        topics: dict[str, frozenset[str]] = {}
+        for wire, channel in self._wire_to_channel.items():
+            symbols = message.get(wire)
+            if symbols is None:
+                continue
+            if type(symbols) is not list or not all(type(s) is str for s in symbols):
+                raise TypeError(f"{wire!r} must be a list of symbols")
+            if symbols:
+                topics[channel] = frozenset(symbols)
+        return SubscriptionAck(topics=topics, complete=True)
+
+    # ------------------------------------------------------------------ market data
+
+    def _trade(self, m: Message, ts_recv: int) -> Trade:
+        symbol = m["S"]
+        if type(symbol) is not str:
+            raise TypeError("symbol 'S' must be a string")
+        conditions = m.get("c")
+        if type(conditions) is list:
+            conditions = tuple(conditions)
+        elif conditions is None:
+            side = m.get("tks")
+            conditions = () if side is None else (side,)
+        else:
+            conditions = _conditions(conditions)
+        trade_id = m.get("i")
+        return _new_trade(
+            PROVIDER,
+            symbol,
+            self._ts(m["t"]),
+            ts_recv,
+            float(m["p"]),
+            float(m["s"]),
+            m.get("x", ""),
+            "" if trade_id is None else str(trade_id),
+            conditions,
+            m.get("z", ""),
+        )
+
+    def _quote(self, m: Message, ts_recv: int) -> Quote:
+        symbol = m["S"]
+        if type(symbol) is not str:
+            raise TypeError("symbol 'S' must be a string")
+        conditions = m.get("c")
+        return _new_quote(
+            PROVIDER,
+            symbol,
+            self._ts(m["t"]),
+            ts_recv,
+            float(m["bp"]),
+            float(m["ap"]),
+            float(m["bs"]),
+            float(m["as"]),
+            m.get("bx", ""),
+            m.get("ax", ""),
+            tuple(conditions) if type(conditions) is list else _conditions(conditions),
+            m.get("z", ""),
+        )
+
+    def _bar(self, m: Message, ts_recv: int, interval_s: int, updated: bool) -> Bar:
+        return Bar(
+            provider=PROVIDER,
+            symbol=_text(m["S"]),
+            ts_event=self._ts(m["t"]),
+            ts_recv=ts_recv,
+            open=float(m["o"]),
+            high=float(m["h"]),
+            low=float(m["l"]),
+            close=float(m["c"]),
+            volume=float(m["v"]),
+            interval_s=interval_s,
+            trade_count=int(m.get("n") or 0),
+            vwap=float(m.get("vw") or 0.0),
+            updated=updated,
+        )
+
+    def _minute_bar(self, m: Message, ts_recv: int) -> Bar:
+        return self._bar(m, ts_recv, 60, False)
+
+    def _updated_bar(self, m: Message, ts_recv: int) -> Bar:
+        return self._bar(m, ts_recv, 60, True)
+
+    def _daily_bar(self, m: Message, ts_recv: int) -> Bar:
+        return self._bar(m, ts_recv, 86_400, False)
+
+    def _orderbook(self, m: Message, ts_recv: int) -> OrderBookUpdate:
+        return _new_book(
+            PROVIDER,
+            _text(m["S"]),
+            self._ts(m["t"]),
+            ts_recv,
+            _levels(m.get("b", [])),
+            _levels(m.get("a", [])),
+            m.get("r") is True,
+        )
+
+    def _correction(self, m: Message, ts_recv: int) -> TradeCorrection:
+        return TradeCorrection(
+            provider=PROVIDER,
+            symbol=_text(m["S"]),
+            ts_event=self._ts(m["t"]),
+            ts_recv=ts_recv,
+            original_id=str(m["oi"]),
+            original_price=float(m["op"]),
+            original_size=float(m["os"]),
+            corrected_id=str(m["ci"]),
+            corrected_price=float(m["cp"]),
+            corrected_size=float(m["cs"]),
+            original_conditions=_conditions(m.get("oc")),
+            corrected_conditions=_conditions(m.get("cc")),
+            exchange=m.get("x", ""),
+            tape=m.get("z", ""),
+        )
+
+    def _cancel(self, m: Message, ts_recv: int) -> TradeCancel:
+        return TradeCancel(
+            provider=PROVIDER,
+            symbol=_text(m["S"]),
+            ts_event=self._ts(m["t"]),
+            ts_recv=ts_recv,
+            trade_id=str(m["i"]),
+            price=float(m["p"]),
+            size=float(m["s"]),
+            is_error=m.get("a") == "E",
+            exchange=m.get("x", ""),
+            tape=m.get("z", ""),
+        )
+
+    def _status(self, m: Message, ts_recv: int) -> TradingStatus:
+        return TradingStatus(
+            provider=PROVIDER,
+            symbol=_text(m["S"]),
+            ts_event=self._ts(m["t"]),
+            ts_recv=ts_recv,
+            status_code=_text(m["sc"]),
+            status_message=m.get("sm", ""),
+            reason_code=m.get("rc", ""),
+            reason_message=m.get("rm", ""),
+            tape=m.get("z", ""),
+        )
+
+    def _luld(self, m: Message, ts_recv: int) -> LimitBands:
+        return LimitBands(
+            provider=PROVIDER,
+            symbol=_text(m["S"]),
+            ts_event=self._ts(m["t"]),
+            ts_recv=ts_recv,
+            limit_up=float(m["u"]),
+            limit_down=float(m["d"]),
+            indicator=m.get("i", ""),
+            tape=m.get("z", ""),
+        )

@@ -1,0 +1,464 @@
+"""One Polygon/Massive stream connection as a sans-IO state machine: :class:`PolygonProtocol`.
+
+This module owns the wire protocol of one connection: the ``connected``/``auth``
+handshake, topic subscriptions split under a size limit, per-topic
+confirmations folded into subscription acks, and decoding JSON frames into
+normalised events and control items (the normalisation choices, and how
+decoding, the hot path, is kept fast, are in ``docs/guide/providers.rst``).
+It must not do I/O, read a clock (``ts_recv`` is passed in), log per message,
+or put the API key anywhere but the auth frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import ClassVar
+
+import orjson
+
+from puffin_trio._event_builder import event_builder
+from puffin_trio.errors import ConfigurationError
+from puffin_trio.events import Bar, Event, LimitBands, OrderBookUpdate, Quote, Trade
+from puffin_trio.guard import GuardMode
+from puffin_trio.providers._base import (
+    Authenticated,
+    Connected,
+    Control,
+    Frame,
+    Malformed,
+    Message,
+    MessageHandler,
+    ProviderFailure,
+    ProviderNotice,
+    ProviderProtocol,
+    SubscriptionAck,
+    Topics,
+    decode_messages,
+    truncate_sample,
+)
+from puffin_trio.providers.polygon._errors import error_for
+from puffin_trio.providers.polygon._fields import (
+    any_unit_to_ns,
+    code,
+    codes,
+    crypto_sides,
+    levels,
+    ms_to_ns,
+    seq_number,
+    tape,
+    text_field,
+)
+from puffin_trio.providers.polygon._wire import (
+    CRYPTO_CHANNELS,
+    DEFAULT_MAX_FRAME_BYTES,
+    MARKETS,
+    PROVIDER,
+    STOCK_CHANNELS,
+    check_topics,
+)
+
+__all__ = ["PolygonProtocol", "StrictPolygonProtocol"]
+
+#: Trade(provider, symbol, ts_event, ts_recv, price, size, exchange, trade_id,
+#: conditions, tape, seq)
+_new_trade = event_builder(
+    Trade,
+    "provider",
+    "symbol",
+    "ts_event",
+    "ts_recv",
+    "price",
+    "size",
+    "exchange",
+    "trade_id",
+    "conditions",
+    "tape",
+    "seq",
+)
+#: Quote(provider, symbol, ts_event, ts_recv, bid, ask, bid_size, ask_size,
+#: bid_exchange, ask_exchange, conditions, tape, seq)
+_new_quote = event_builder(
+    Quote,
+    "provider",
+    "symbol",
+    "ts_event",
+    "ts_recv",
+    "bid",
+    "ask",
+    "bid_size",
+    "ask_size",
+    "bid_exchange",
+    "ask_exchange",
+    "conditions",
+    "tape",
+    "seq",
+)
+#: OrderBookUpdate(provider, symbol, ts_event, ts_recv, bids, asks, snapshot)
+_new_book = event_builder(
+    OrderBookUpdate, "provider", "symbol", "ts_event", "ts_recv", "bids", "asks", "snapshot"
+)
+#: Bar(provider, symbol, ts_event, ts_recv, open, high, low, close, volume,
+#: interval_s, vwap)
+_new_bar = event_builder(
+    Bar,
+    "provider",
+    "symbol",
+    "ts_event",
+    "ts_recv",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "interval_s",
+    "vwap",
+)
+
+
+_SUBSCRIBED = "subscribed to: "
+_UNSUBSCRIBED = "unsubscribed to: "
+
+
+class PolygonProtocol(ProviderProtocol):
+    """One Polygon/Massive connection, sans-IO: frames in, events and control items out.
+
+    After the server's ``connected`` status it queues the auth frame
+    (``{"action":"auth","params":KEY}``); after ``auth_success`` the session
+    may :meth:`subscribe`. ``market`` (``"stocks"`` or ``"crypto"``) selects
+    the channel set and the event types decoded; events of the other cluster
+    and types we do not model (``FMV``, ``NOI``, ...) are :class:`UnknownMessage`.
+
+    Acks: Polygon confirms each topic with its own ``success`` status
+    (``subscribed to: T.AAPL``). The protocol keeps the confirmed set of this
+    connection: a subscription confirmation gives a ``SubscriptionAck`` with
+    ``complete=False`` naming just that topic (constant cost per topic, so
+    confirming 10 000 topics stays linear); an ``unsubscribed to:``
+    confirmation gives ``complete=True`` with the whole remaining set, the only
+    way an ack can express a removal.
+
+    Guard mode ``"monotonic"``: ``q`` increases per symbol but skips. Stream
+    keys are per event type and symbol (``"T:AAPL"``, ``"Q:AAPL"``,
+    ``"LULD:AAPL"``), because trades and quotes are numbered separately.
+    """
+
+    guard_mode: ClassVar[GuardMode] = "monotonic"
+    __slots__ = (
+        "_channels",
+        "_confirmed",
+        "_crypto",
+        "_event_channels",
+        "_handlers",
+        "_key",
+        "_keys",
+        "_max_frame_bytes",
+        "_outbox",
+        "_prefixes",
+    )
+
+    def __init__(
+        self,
+        *,
+        key: str,
+        market: str = "stocks",
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+    ) -> None:
+        if market not in MARKETS:
+            raise ConfigurationError(
+                f"{PROVIDER}: unknown market {market!r}; expected one of {', '.join(MARKETS)}"
+            )
+        self._key = key
+        self._crypto = market == "crypto"
+        self._max_frame_bytes = max_frame_bytes
+        self._channels: Mapping[str, str] = CRYPTO_CHANNELS if self._crypto else STOCK_CHANNELS
+        self._event_channels = {ev: channel for channel, ev in self._channels.items()}
+        self._confirmed: dict[str, set[str]] = {}
+        self._outbox: list[Frame] = []
+        self._keys: dict[str, dict[str, str]] = {}
+        handlers: dict[str, MessageHandler]
+        if self._crypto:
+            handlers = {
+                "XT": self._crypto_trade,
+                "XQ": self._crypto_quote,
+                "XL2": self._crypto_book,
+                "XA": self._crypto_minute_bar,
+                "XAS": self._crypto_second_bar,
+            }
+            self._prefixes: dict[type, str] = {
+                Trade: "XT",
+                Quote: "XQ",
+                OrderBookUpdate: "XL2",
+            }
+        else:
+            handlers = {
+                "T": self._trade,
+                "Q": self._quote,
+                "AM": self._minute_bar,
+                "A": self._second_bar,
+                "LULD": self._luld,
+            }
+            self._prefixes = {Trade: "T", Quote: "Q", LimitBands: "LULD"}
+        handlers["status"] = self._status
+        self._handlers = handlers
+
+    def __repr__(self) -> str:
+        market = "crypto" if self._crypto else "stocks"
+        return f"{type(self).__name__}(market={market!r})"
+
+    def stream_key(self, event: Event) -> str:
+        """``"<ev>:<symbol>"``: one sequence stream per event type and symbol."""
+        cls = type(event)
+        if cls is Bar:
+            second = event.interval_s == 1  # type: ignore[union-attr]
+            prefix = self._channels["second_bars" if second else "bars"]
+        else:
+            prefix = self._prefixes.get(cls, cls.__name__)
+        keys = self._keys.get(prefix)
+        if keys is None:
+            keys = self._keys[prefix] = {}
+        key = keys.get(event.symbol)
+        if key is None:
+            key = keys[event.symbol] = f"{prefix}:{event.symbol}"
+        return key
+
+    # ------------------------------------------------------------------ sending
+
+    def data_to_send(self) -> list[Frame]:
+        """Frames queued for sending, in order; the queue is emptied."""
+        out, self._outbox = self._outbox, []
+        return out
+
+    def subscribe(self, topics: Topics) -> None:
+        """Queue ``subscribe`` frames for ``topics`` (our channel names; ``"*"``: every symbol).
+
+        Raises :class:`ConfigurationError` for a channel this cluster lacks or
+        a bad symbol. Topics are ``<ev>.<symbol>`` (``T.AAPL``), comma-joined,
+        split so that no frame exceeds ``max_frame_bytes``.
+        """
+        self._queue_action("subscribe", topics)
+
+    def unsubscribe(self, topics: Topics) -> None:
+        """Queue ``unsubscribe`` frames for ``topics``, split like :meth:`subscribe`."""
+        self._queue_action("unsubscribe", topics)
+
+    def _queue_action(self, action: str, topics: Topics) -> None:
+        clean = check_topics(topics, crypto=self._crypto)
+        limit = self._max_frame_bytes
+        base = len(orjson.dumps({"action": action, "params": ""}))
+        params: list[str] = []
+        size = base
+        for channel in sorted(clean):
+            prefix = self._channels[channel]
+            for symbol in sorted(clean[channel]):
+                topic = f"{prefix}.{symbol}"
+                cost = len(orjson.dumps(topic)) - 2 + 1  # encoded, plus the comma
+                if size + cost > limit and params:
+                    self._outbox.append(_action_frame(action, params))
+                    params, size = [], base
+                if size + cost > limit:
+                    raise ConfigurationError(
+                        f"{PROVIDER}: topic {topic[:40]!r} does not fit in a "
+                        f"{limit}-byte subscribe frame; raise max_frame_bytes"
+                    )
+                params.append(topic)
+                size += cost
+        if params:
+            self._outbox.append(_action_frame(action, params))
+
+    # ------------------------------------------------------------------ receiving
+
+    def receive(self, frame: Frame, ts_recv: int) -> list[Event | Control]:
+        """Decode one frame (a JSON array of events and statuses), in wire order.
+
+        Never raises on bad input: an undecodable frame or one that is not an
+        array gives one :class:`Malformed`; within an array, each bad message
+        gives its own :class:`Malformed` and the others still decode.
+        """
+        try:
+            messages = orjson.loads(frame)
+        except orjson.JSONDecodeError as exc:
+            return [Malformed(f"undecodable JSON frame: {exc}", truncate_sample(frame))]
+        return decode_messages(messages, frame, self._handlers, "ev", "event type", ts_recv)
+
+    # ------------------------------------------------------------------ statuses
+
+    def _status(self, m: Message, ts_recv: int) -> Control:
+        status = text_field(m["status"], "status")
+        text = m.get("message", "")
+        if type(text) is not str:
+            text = str(text)
+        if status == "success":
+            return self._success(text)
+        if status == "connected":
+            self._outbox.append(orjson.dumps({"action": "auth", "params": self._key}).decode())
+            return Connected(text)
+        if status == "auth_success":
+            return Authenticated(text)
+        error = error_for(status, text)
+        if error is not None:
+            return ProviderFailure(error)
+        return ProviderNotice(status, text)
+
+    def _success(self, text: str) -> Control:
+        """``subscribed to: T.AAPL`` / ``unsubscribed to: T.AAPL`` -> an ack; else a notice."""
+        if text.startswith(_SUBSCRIBED):
+            adding, listed = True, text[len(_SUBSCRIBED) :]
+        elif text.startswith(_UNSUBSCRIBED):
+            adding, listed = False, text[len(_UNSUBSCRIBED) :]
+        else:
+            return ProviderNotice("success", text)
+        changed: dict[str, set[str]] = {}
+        for topic in listed.split(","):
+            prefix, _, symbol = topic.strip().partition(".")
+            channel = self._event_channels.get(prefix)
+            if channel is not None and symbol:
+                changed.setdefault(channel, set()).add(symbol)
+        if not changed:
+            return ProviderNotice("success", text)
+        confirmed = self._confirmed
+        for channel, symbols in changed.items():
+            if adding:
+                confirmed.setdefault(channel, set()).update(symbols)
+            else:
+                confirmed.get(channel, set()).difference_update(symbols)
+        if adding:
+            return SubscriptionAck({c: frozenset(s) for c, s in changed.items()}, complete=False)
+        return SubscriptionAck({c: frozenset(s) for c, s in confirmed.items() if s}, complete=True)
+
+    # ------------------------------------------------------------------ stocks
+
+    def _trade(self, m: Message, ts_recv: int) -> Trade:
+        decimal_size = m.get("ds")
+        return _new_trade(
+            PROVIDER,
+            text_field(m["sym"], "sym"),
+            ms_to_ns(m["t"]),
+            ts_recv,
+            float(m["p"]),
+            float(m["s"] if decimal_size is None else decimal_size),
+            code(m.get("x")),
+            code(m.get("i")),
+            codes(m.get("c")),
+            tape(m.get("z")),
+            seq_number(m.get("q")),
+        )
+
+    def _quote(self, m: Message, ts_recv: int) -> Quote:
+        condition = m.get("c")
+        return _new_quote(
+            PROVIDER,
+            text_field(m["sym"], "sym"),
+            ms_to_ns(m["t"]),
+            ts_recv,
+            float(m["bp"]),
+            float(m["ap"]),
+            float(m["bs"]),
+            float(m["as"]),
+            code(m.get("bx")),
+            code(m.get("ax")),
+            () if condition is None else (code(condition),),
+            tape(m.get("z")),
+            seq_number(m.get("q")),
+        )
+
+    def _bar(self, m: Message, ts_recv: int, symbol: str, interval_s: int) -> Bar:
+        decimal_volume = m.get("dv")
+        return _new_bar(
+            PROVIDER,
+            symbol,
+            ms_to_ns(m["s"]),
+            ts_recv,
+            float(m["o"]),
+            float(m["h"]),
+            float(m["l"]),
+            float(m["c"]),
+            float(m["v"] if decimal_volume is None else decimal_volume),
+            interval_s,
+            float(m.get("vw") or 0.0),
+        )
+
+    def _minute_bar(self, m: Message, ts_recv: int) -> Bar:
+        return self._bar(m, ts_recv, text_field(m["sym"], "sym"), 60)
+
+    def _second_bar(self, m: Message, ts_recv: int) -> Bar:
+        return self._bar(m, ts_recv, text_field(m["sym"], "sym"), 1)
+
+    def _luld(self, m: Message, ts_recv: int) -> LimitBands:
+        return LimitBands(
+            provider=PROVIDER,
+            symbol=text_field(m["T"], "T"),
+            ts_event=any_unit_to_ns(m["t"]),
+            ts_recv=ts_recv,
+            limit_up=float(m["h"]),
+            limit_down=float(m["l"]),
+            indicator=",".join(codes(m.get("i"))),
+            tape=tape(m.get("z")),
+            seq=seq_number(m.get("q")),
+        )
+
+    # ------------------------------------------------------------------ crypto
+
+    def _crypto_trade(self, m: Message, ts_recv: int) -> Trade:
+        return _new_trade(
+            PROVIDER,
+            text_field(m["pair"], "pair"),
+            ms_to_ns(m["t"]),
+            ts_recv,
+            float(m["p"]),
+            float(m["s"]),
+            code(m.get("x")),
+            code(m.get("i")),
+            crypto_sides(m.get("c")),
+            "",
+            None,
+        )
+
+    def _crypto_quote(self, m: Message, ts_recv: int) -> Quote:
+        exchange = code(m.get("x"))
+        return _new_quote(
+            PROVIDER,
+            text_field(m["pair"], "pair"),
+            ms_to_ns(m["t"]),
+            ts_recv,
+            float(m["bp"]),
+            float(m["ap"]),
+            float(m["bs"]),
+            float(m["as"]),
+            exchange,
+            exchange,
+            (),
+            "",
+            None,
+        )
+
+    def _crypto_book(self, m: Message, ts_recv: int) -> OrderBookUpdate:
+        return _new_book(
+            PROVIDER,
+            text_field(m["pair"], "pair"),
+            ms_to_ns(m["t"]),
+            ts_recv,
+            levels(m.get("b", [])),
+            levels(m.get("a", [])),
+            True,
+        )
+
+    def _crypto_minute_bar(self, m: Message, ts_recv: int) -> Bar:
+        return self._bar(m, ts_recv, text_field(m["pair"], "pair"), 60)
+
+    def _crypto_second_bar(self, m: Message, ts_recv: int) -> Bar:
+        return self._bar(m, ts_recv, text_field(m["pair"], "pair"), 1)
+
+
+class StrictPolygonProtocol(PolygonProtocol):
+    """:class:`PolygonProtocol` for servers whose ``q`` is contiguous per stream.
+
+    Polygon's own ``q`` skips, so only the simulator (``sequence="contiguous"``)
+    warrants this: with contiguous numbers the guard reports every hole
+    exactly, as ``Gap(reason="sequence")``.
+    """
+
+    __slots__ = ()
+    guard_mode: ClassVar[GuardMode] = "strict"
+
+
+def _action_frame(action: str, topics: list[str]) -> str:
+    return orjson.dumps({"action": action, "params": ",".join(topics)}).decode()
