@@ -9,9 +9,13 @@ described in the modules below and in the documentation.
 
 * :mod:`._layout`: stream keys, shards, entry ids, positions.
 * :mod:`._encoding`: a batch of events per entry, as msgpack tuples.
+* :mod:`._scripts`: the Lua scripts (one per transaction, one per read).
 * :mod:`._connection`: coredis clients on trio, typed errors.
 * :mod:`._publisher`: the publisher (buffering through Redis outages).
-* :mod:`._feed`: the feed (merging, positions, consumer groups).
+* :mod:`._rounds`, :mod:`._reader`, :mod:`._group`, :mod:`._feed`: the feed
+  (positions, reading, consumer groups, the public surface).
+* :mod:`._cli`: the command line's ``publish``, ``stream redis://`` and
+  ``demo --redis``.
 """
 
 from puffin_trio.redis._feed import RedisFeed, RedisFeedStatistics, open_redis_feed
