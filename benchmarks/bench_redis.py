@@ -36,7 +36,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -44,10 +43,10 @@ from pathlib import Path
 from typing import Any
 
 import coredis
-import msgpack
 import trio
-from _blast import CASES
-from bench_e2e import fmt_rate, measure, pipeline_throughput, print_table, read_line, server
+from _blast import Case
+from _harness import CASES, child, fmt_rate, print_table, read_line, run_script, server, verdict
+from bench_throughput import measure, pipeline_throughput
 
 from puffin_trio import (
     Event,
@@ -63,7 +62,6 @@ from puffin_trio import (
 )
 from puffin_trio.redis._encoding import decode_batch, encode_batch, sample
 
-SCRIPT = os.path.abspath(__file__)
 SECTIONS = ("encoding", "layout", "throughput", "latency", "memory")
 THROUGHPUT_TARGET = 250_000.0
 RATIO_TARGET = 0.5
@@ -110,26 +108,6 @@ def redis_server() -> Iterator[str]:
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=30)
-
-
-@contextlib.contextmanager
-def child(arguments: Sequence[str]) -> Iterator[subprocess.Popen[str]]:
-    """This script with ``arguments``; it exits when its stdin closes."""
-    process = subprocess.Popen(
-        [sys.executable, SCRIPT, *arguments], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    try:
-        yield process
-    finally:
-        if process.stdin is not None:
-            with contextlib.suppress(OSError):
-                process.stdin.close()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
 
 
 async def flushall(url: str) -> None:
@@ -391,7 +369,7 @@ def section_throughput(url: str, quick: bool) -> None:
              f"{remote['cpu'] * 1e6 / remote['events']:.2f}",
              f"{remote['publisher_cpu'] * 1e6 / max(remote['published'], 1):.2f}",
              f">= {THROUGHPUT_TARGET:,.0f}/s and >= {RATIO_TARGET:.0%}: "
-             f"{'met' if met else 'NOT met'}"],
+             f"{verdict(met).strip()}"],
         ],
     )  # fmt: skip
     print(
@@ -487,7 +465,7 @@ def section_latency(url: str, quick: bool) -> None:
         rows,
     )
     print(
-        f"target p99 <= {LATENCY_TARGET_MS} ms through Redis: {'met' if met else 'NOT met'}. "
+        f"target p99 <= {LATENCY_TARGET_MS} ms through Redis: {verdict(met).strip()}. "
         "ts_recv is stamped by the\npublisher's session when the frame arrives, so both rows "
         "include decoding and the fan-out."
     )
@@ -518,34 +496,19 @@ def section_memory(url: str, quick: bool) -> None:
 # --------------------------------------------------------------------------- main
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small runs: a smoke test")
-    parser.add_argument("--only", choices=SECTIONS, action="append", help="run these sections")
-    parser.add_argument("--redis", help="use this Redis instead of starting one (it is FLUSHED)")
-    hidden = argparse.SUPPRESS
-    parser.add_argument("--consume", help=hidden)
-    parser.add_argument("--latency", help=hidden)
-    parser.add_argument("--n", type=int, help=hidden)
-    parser.add_argument("--seconds", type=float, help=hidden)
-    parser.add_argument("--warmup", type=float, help=hidden)
-    return parser.parse_args(argv)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    args = parse_args(argv)
+def roles(args: argparse.Namespace) -> bool:
+    """This script's own child roles: the consumer processes."""
     if args.consume:
         trio.run(consume_child, args.consume, args.n)
-        return
+        return True
     if args.latency:
         trio.run(latency_child, args.latency, args.seconds, args.warmup)
-        return
+        return True
+    return False
+
+
+def benchmark(args: argparse.Namespace, cases: list[Case]) -> None:
     wanted = args.only or list(SECTIONS)
-    started = time.perf_counter()
-    print(
-        f"puffin_trio Redis benchmark; Python {sys.version.split()[0]}, coredis "
-        f"{coredis.__version__}, msgpack {msgpack.version}, {os.cpu_count()} CPUs"
-    )
     with contextlib.ExitStack() as stack:
         url = args.redis or stack.enter_context(redis_server())
         if "encoding" in wanted:
@@ -559,8 +522,28 @@ def main(argv: Sequence[str] | None = None) -> None:
         if "memory" in wanted:
             section_memory(url, args.quick)
     load = os.getloadavg()
-    print(f"\ntotal {time.perf_counter() - started:.0f} s; load average at end: "
-          f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")  # fmt: skip
+    print(f"\nload average at end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; coredis "
+          f"{coredis.__version__}")  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    hidden = argparse.SUPPRESS
+    run_script(
+        __doc__,
+        "Redis distribution",
+        benchmark,
+        argv,
+        options={
+            "--only": {"choices": SECTIONS, "action": "append", "help": "run these sections"},
+            "--redis": {"help": "use this Redis instead of starting one (it is FLUSHED)"},
+            "--consume": {"help": hidden},
+            "--latency": {"help": hidden},
+            "--n": {"type": int, "help": hidden},
+            "--seconds": {"type": float, "help": hidden},
+            "--warmup": {"type": float, "help": hidden},
+        },
+        roles=roles,
+    )
 
 
 if __name__ == "__main__":

@@ -3,30 +3,11 @@
 This module owns :func:`serve_metrics`, a small HTTP/1.1 server (h11, the
 sans-IO parser, over trio sockets: no threads) whose one page is the
 Prometheus text exposition of a :class:`prometheus_client.CollectorRegistry`.
-Nothing is counted twice: a collector reads the statistics the components
-already keep (``sup.statistics()``, ``pub.statistics()``, ...) at scrape
-time, so the hot paths carry no metrics code at all.
-
-Exported (``puffin_`` prefix):
-
-* per session (labels ``session``, ``provider``): messages, frames, bytes,
-  connects, reconnects, gaps, duplicates, late, malformed, unknown,
-  resubscribes (counters); heartbeat RTT, staleness and the state (one
-  series per state, 1 for the current one) (gauges); provider lag
-  (``ts_recv - ts_event`` per batch) as a histogram;
-* per consumer (label ``consumer``): queued (queue depth), high-water mark,
-  capacity, oldest queued age (gauges); published, delivered, dropped,
-  conflated, gaps (counters);
-* any other statistics source given to :func:`serve_metrics` (the Redis
-  publisher's ``statistics``, a feed's ``feed_statistics``, a recorder's
-  ``statistics``): each numeric field of the attrs object it returns, named
-  ``puffin_<source>_<field>`` (``<source>`` from the class name:
-  ``RedisPublisherStatistics`` -> ``redis_publisher``), a counter if the field
-  says so in its metadata (``{"metric": "counter"}``), else a gauge; string
-  fields become labels; nested statistics are flattened; lag snapshots are
-  histograms.
-
-It must not change what it reads or block the event loop.
+A collector reads, at scrape time, the statistics the components already
+keep (``sup.statistics()``, ``publisher.statistics()``, ...), so the hot paths
+carry no metrics code at all. The metric names are listed in the
+documentation's distribution guide. It must not change what it reads or
+block the event loop.
 """
 
 from __future__ import annotations

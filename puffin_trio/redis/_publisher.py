@@ -1,28 +1,14 @@
 """The publishing side: events from a channel into Redis Streams, through Redis outages.
 
-This module owns :class:`RedisPublisher` and :func:`open_redis_publisher`. A
-*pump* (:meth:`RedisPublisher.publish`, in the caller's task) takes events
-from a channel into a bounded buffer; a *writer* task takes what is buffered,
-up to :data:`MAX_BATCH` events at a time, and writes it in one ``MULTI/EXEC``
-transaction: one entry per stream it touches (see :mod:`._layout`), then one
-clock entry. Batching is natural: while a transaction is in flight the next
-one accumulates, so a slow feed is written event by event (low latency) and a
-fast one in batches of hundreds (low cost per event).
-
-When Redis is unreachable (refused, timed out, restarting, out of memory) the
-market feed keeps running: the pump keeps draining the channel into the
-buffer, and once the buffer is full it drops what arrives and counts it; the
-writer retries with backoff. When Redis answers again, the stream shows what
-happened, in place: the ``Status(reconnecting)`` announced when the outage was
-noticed, the events that were buffered, a ``Gap(reason="overflow")`` with the
-exact number dropped and the outage window, and a ``Status(streaming)``.
-While Redis is reachable a full buffer makes the pump wait instead (nothing
-is lost; the wait reaches the feed as the channel's backpressure).
-
-A transaction that failed is retried with the same entry ids, so a write
-whose reply was lost is refused as a duplicate instead of stored twice.
-
-It must not decode frames or know providers; one publisher writes one prefix.
+This module owns :class:`RedisPublisher` and :func:`open_redis_publisher`: a
+pump (``publish``, in the caller's task) drains a channel into a bounded
+buffer, and a writer task writes what is buffered, up to :data:`MAX_BATCH`
+events at a time, as one atomic transaction (:data:`._scripts.WRITE`: an entry
+per stream it touches, then a clock entry). While Redis is unreachable the
+feed keeps running: what does not fit the buffer is dropped, counted, and
+announced in the stream, in place, once Redis answers again (the
+distribution guide in the documentation has the details). It must not decode
+frames or know providers; one publisher writes one prefix.
 """
 
 from __future__ import annotations
