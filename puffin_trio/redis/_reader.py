@@ -74,6 +74,8 @@ BACKOFF_MAX: Final = 5.0
 #: 1000th (all are counted).
 _LOG_FIRST_BAD = 10
 _SAMPLE = 120
+#: What msgpack may give for an index step (a bool is 0 or 1: 1 is a valid step).
+_STEP_TYPES: Final = frozenset({int, bool})
 
 
 class Consumed(Protocol):
@@ -381,7 +383,8 @@ class Reader:
                 if (
                     type(deltas) is not tuple
                     or len(deltas) != count - 1
-                    or not all(type(d) is int and d > 0 for d in deltas)
+                    or not set(map(type, deltas)) <= _STEP_TYPES
+                    or min(deltas) < 1
                 ):
                     raise CodecError("the entry's index steps do not match its count")
             events = decode_batch(payload, self.wanted)
