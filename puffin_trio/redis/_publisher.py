@@ -76,6 +76,14 @@ DEFAULT_BUFFER: Final = 100_000
 #: its readers for long, large enough that the fixed cost of a transaction
 #: (~0.4 ms of client CPU) is 0.1 µs per event.
 MAX_BATCH: Final = 4096
+#: Under sustained load (a transaction of at least LINGER_AFTER events), the
+#: writer waits LINGER seconds before building the next one, so that it carries
+#: more events: a transaction costs ~0.3 ms of client CPU with coredis whatever
+#: its size, so at 30 events per transaction that is 10 µs per event, at 300 it
+#: is 1 µs. A slow feed (a few events per transaction) is never held back: its
+#: latency stays one round trip.
+LINGER_AFTER: Final = 16
+LINGER: Final = 0.001
 #: Seconds to connect, and to wait for a transaction's reply. Redis answers
 #: in well under a millisecond; 5 s is a stalled server, not a slow one.
 CONNECT_TIMEOUT: Final = 5.0
@@ -377,10 +385,14 @@ class RedisPublisher:
             except _Unreachable as exc:
                 await self._outage(exc.__cause__ or exc)
                 continue
+            sent = len(self._tx.events)
             self._commit(self._tx)
             self._tx = None
             self._space.unpark_all()
             self._progress.unpark_all()
+            if sent >= LINGER_AFTER and len(self._buffer) < MAX_BATCH:
+                # Sustained load: let the next batch grow for a moment (see LINGER).
+                await trio.sleep(LINGER)
 
     def _route(self, cls: type, symbol: str) -> tuple[_Slot, int, Callable[[Any], Any]]:
         """Where events of ``cls`` for ``symbol`` go (cached by the caller)."""
