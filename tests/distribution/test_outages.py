@@ -56,9 +56,11 @@ async def test_a_redis_restart_loses_only_what_the_gaps_count(redis_server: Redi
     ):
         nursery.start_soon(publisher.publish, channel)
         await fanout.publish_batch(a1)
+        await wait_until(lambda: publisher.statistics().received == len(a1))
         await publisher.flush()
         first = await take(feed, 2)  # the reader has read a1 and is held by the full channel
         await fanout.publish_batch(a2)
+        await wait_until(lambda: publisher.statistics().received == len(a1) + len(a2))
         await publisher.flush()  # a2 is in Redis, unread
         redis_server.stop()  # ... and lost
         await fanout.publish_batch(b)  # the feed keeps running: nothing blocks
@@ -118,6 +120,7 @@ async def test_with_appendonly_a_restart_loses_nothing_acknowledged(
     ):
         nursery.start_soon(publisher.publish, channel)
         await fanout.publish_batch(a)
+        await wait_until(lambda: publisher.statistics().received == len(a))
         await publisher.flush()
         acknowledged = publisher.statistics().published
         first = await take(feed, 10)
