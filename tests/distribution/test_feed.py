@@ -195,20 +195,20 @@ async def test_a_malformed_url_is_a_configuration_error_before_any_connection() 
     for url in ("http://127.0.0.1:6379", "redis://", "redis://127.0.0.1:6379/zero", "", "x"):
         with pytest.raises(ConfigurationError):
             async with open_redis_feed(url):
-                pass
+                pytest.fail("opened")
         with pytest.raises(ConfigurationError):
             async with open_redis_publisher(url):
-                pass
+                pytest.fail("opened")
 
 
 async def test_an_unreachable_server_is_a_typed_error_before_streaming() -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"
     with pytest.raises(RedisConnectionError, match="cannot reach Redis"):
         async with open_redis_feed(url, connect_timeout=2):
-            pass
+            pytest.fail("opened")
     with pytest.raises(RedisConnectionError):
         async with open_redis_publisher(url, connect_timeout=2):
-            pass
+            pytest.fail("opened")
 
 
 async def test_a_wrong_password_is_a_typed_error_that_does_not_show_it(tmp_path: object) -> None:
@@ -220,11 +220,11 @@ async def test_a_wrong_password_is_a_typed_error_that_does_not_show_it(tmp_path:
             url = f"redis://{auth}127.0.0.1:{server.port}/0"
             with pytest.raises(RedisAuthenticationError) as info:
                 async with open_redis_feed(url):
-                    pass
+                    pytest.fail("opened")
             assert "wrong-secret" not in str(info.value)
             with pytest.raises(RedisAuthenticationError):
                 async with open_redis_publisher(url):
-                    pass
+                    pytest.fail("opened")
         async with open_redis_publisher(server.url) as publisher:
             assert publisher.statistics().connected
     finally:
@@ -247,11 +247,11 @@ async def test_bad_arguments_are_configuration_errors(redis_server: RedisServer)
     ):
         with pytest.raises(ConfigurationError):
             async with open_redis_feed(url, **options):  # type: ignore[arg-type]
-                pass
+                pytest.fail(f"opened with {options}")
     for options in ({"maxlen": 0}, {"buffer": 0}, {"prefix": ""}):
         with pytest.raises(ConfigurationError):
             async with open_redis_publisher(url, **options):  # type: ignore[arg-type]
-                pass
+                pytest.fail(f"opened with {options}")
 
 
 async def test_a_position_taken_around_a_gap_announces_it_exactly_once(
