@@ -30,10 +30,9 @@ from puffin_trio.redis._connection import CONNECTION_ERRORS, open_client, unwrap
 from puffin_trio.redis._group import CLAIM_IDLE, GroupReader
 from puffin_trio.redis._layout import (
     FAMILIES,
-    LAYOUT_VERSION,
-    SHARDS,
     Layout,
     Position,
+    check_layout,
     parse_id,
     shard_of,
     subscribed_suffixes,
@@ -135,20 +134,6 @@ async def _snapshot_latest(reader: Reader, meta: Mapping[bytes, bytes]) -> Posit
             fields = last[0].field_values
             counts[name] = int(fields[b"n"]) + int(fields[b"c"])
     return Position(epoch, tx, counts)
-
-
-def _check_layout(meta: Mapping[bytes, bytes], prefix: str, server: str) -> None:
-    if not meta:
-        return
-    try:
-        version, shards = int(meta[b"version"]), int(meta[b"shards"])
-    except (KeyError, ValueError):
-        raise RedisError(f"{prefix}:layout on {server} is not a puffin_trio layout") from None
-    if version != LAYOUT_VERSION or shards != SHARDS:
-        raise RedisError(
-            f"prefix {prefix!r} on {server} holds layout version {version} ({shards} shards); "
-            f"this puffin_trio reads version {LAYOUT_VERSION} ({SHARDS} shards)"
-        )
 
 
 async def _snapshot_earliest(reader: Reader, meta: Mapping[bytes, bytes]) -> Position:
@@ -268,7 +253,7 @@ async def open_redis_feed(
             receiver._reader = reader
             try:
                 meta = await client.hgetall(layout.meta)
-                _check_layout(meta, prefix, reader.server)
+                check_layout(meta, layout, reader.server)
                 if isinstance(reader, GroupReader):
                     await reader.ensure("$" if start == "latest" else "0")
                 elif position is not None:

@@ -34,7 +34,7 @@ from typing import Final
 
 import attrs
 
-from puffin_trio.errors import ConfigurationError
+from puffin_trio.errors import ConfigurationError, RedisError
 from puffin_trio.events import (
     Bar,
     Gap,
@@ -56,6 +56,7 @@ __all__ = [
     "SHARDS",
     "Layout",
     "Position",
+    "check_layout",
     "entry_id",
     "id_before",
     "parse_id",
@@ -162,6 +163,30 @@ class Layout:
 
 
 _FAMILY_BY_LETTER: Final = {letter: family for family, letter in FAMILIES.items()}
+
+
+def check_layout(meta: Mapping[bytes, bytes], layout: Layout, server: str) -> int:
+    """The epoch recorded in a layout hash (0: none yet); RedisError if it is not ours.
+
+    A prefix written by another layout version or shard count cannot be read or
+    continued by this one: the keys or the entries would mean something else.
+    """
+    if not meta:
+        return 0
+    try:
+        version, shards = int(meta[b"version"]), int(meta[b"shards"])
+        epoch = int(meta[b"epoch"])
+    except (KeyError, ValueError):
+        raise RedisError(
+            f"{layout.meta} on {server} is not a puffin_trio layout; use another prefix"
+        ) from None
+    if version != LAYOUT_VERSION or shards != SHARDS:
+        raise RedisError(
+            f"prefix {layout.prefix!r} on {server} holds layout version {version} "
+            f"({shards} shards); this puffin_trio uses version {LAYOUT_VERSION} "
+            f"({SHARDS} shards): use another prefix"
+        )
+    return epoch
 
 
 def suffix(family: str, shard: int) -> str:

@@ -45,6 +45,7 @@ from puffin_trio.redis._layout import (
     LAYOUT_VERSION,
     SHARDS,
     Layout,
+    check_layout,
     entry_id,
     parse_id,
     shard_of,
@@ -107,9 +108,9 @@ _TRIM_SAMPLES: Final = 64
 class RedisPublisherStatistics:
     """A snapshot of a publisher's counters (see :meth:`RedisPublisher.statistics`).
 
-    Every event received ends up in exactly one of ``published``, ``lost``
-    or ``buffered``, so ``received == published + lost + buffered`` minus the
-    publisher's own announcements (which are published but not received).
+    Every event received is published, lost or buffered; ``published`` and
+    ``buffered`` also count the publisher's own announcements (its ``Status``
+    and ``Gap`` events).
     """
 
     #: The server, without its password.
@@ -582,7 +583,7 @@ class RedisPublisher:
         layout = self._layout
         meta = await self._client.hgetall(layout.meta)
         if meta:
-            self._epoch = _check_layout(meta, layout, self._server)
+            self._epoch = check_layout(meta, layout, self._server)
         clock = await self._client.xrevrange(layout.clock, count=1)
         if clock:
             epoch, _ = parse_id(clock[0].identifier)
@@ -625,25 +626,6 @@ class RedisPublisher:
             self._announce_loss()
         self._status(SessionState.CLOSED, "publisher stopped")
         await self.flush()
-
-
-def _check_layout(meta: dict[bytes, bytes], layout: Layout, server: str) -> int:
-    """The epoch of an existing layout; RedisError if this version cannot write it."""
-    try:
-        version = int(meta[b"version"])
-        shards = int(meta[b"shards"])
-        epoch = int(meta[b"epoch"])
-    except (KeyError, ValueError):
-        raise RedisError(
-            f"{layout.meta} on {server} is not a puffin_trio layout; pick another prefix"
-        ) from None
-    if version != LAYOUT_VERSION or shards != SHARDS:
-        raise RedisError(
-            f"prefix {layout.prefix!r} on {server} was written with layout version {version} "
-            f"({shards} shards); this puffin_trio writes version {LAYOUT_VERSION} "
-            f"({SHARDS} shards): use another prefix"
-        )
-    return epoch
 
 
 def _short(exc: BaseException) -> str:
@@ -713,6 +695,11 @@ async def open_redis_publisher(
             )
             try:
                 await publisher._load()
+            except redis_errors.WrongTypeError:
+                raise RedisError(
+                    f"a key under prefix {prefix!r} on {redact(url)} is not a stream; "
+                    f"use another prefix or delete the key"
+                ) from None
             except (*CONNECTION_ERRORS, redis_errors.RedisError) as exc:
                 raise RedisError(f"cannot read the stream state on {redact(url)}: {exc}") from None
             publisher._status(SessionState.STREAMING, "publisher started")

@@ -321,3 +321,20 @@ async def test_two_publishers_on_one_prefix_is_a_typed_error(redis_server: Redis
             await publish(url, make_events(50))  # another publisher writes meanwhile
             await fanout.publish_batch(make_events(10))
             await slow.flush()
+
+
+async def test_a_prefix_written_by_another_layout_or_holding_other_data_is_refused(
+    redis_server: RedisServer,
+) -> None:
+    url = redis_server.url
+    async with coredis.Redis.from_url(url) as client:
+        await client.hset("old:layout", {"version": "0", "shards": "16", "epoch": "5"})
+        await client.set("taken:control", "a string, not a stream")
+    with pytest.raises(RedisError, match="layout version 0"):
+        async with open_redis_feed(url, prefix="old"):
+            pytest.fail("opened")
+    with pytest.raises(RedisError, match="layout version 0"):
+        async with open_redis_publisher(url, prefix="old"):
+            pytest.fail("opened")
+    with pytest.raises(RedisError, match="not a stream"):
+        await publish(url, make_events(5), prefix="taken")
