@@ -154,3 +154,24 @@ async def test_other_paths_methods_and_keep_alive() -> None:
 async def test_a_source_that_is_not_statistics_is_refused() -> None:
     with pytest.raises(ConfigurationError):
         await serve_metrics(None, port=0, sources=[lambda: 42])
+
+
+async def test_the_redis_password_never_reaches_the_metrics(tmp_path: object) -> None:
+    server = RedisServer(tmp_path, password="s3cret-pw")  # type: ignore[arg-type]
+    server.start()
+    try:
+        async with (
+            open_redis_publisher(server.url) as publisher,
+            open_redis_feed(server.url) as feed,
+            trio.open_nursery() as nursery,
+        ):
+            port = await nursery.start(
+                partial(serve_metrics, port=0, sources=[publisher.statistics, feed.feed_statistics])
+            )
+            status, _, text = await trio.to_thread.run_sync(request, port)
+            nursery.cancel_scope.cancel()
+    finally:
+        server.stop()
+    assert status == 200
+    assert "s3cret-pw" not in text
+    assert f'server="redis://:***@127.0.0.1:{server.port}/0"' in text
