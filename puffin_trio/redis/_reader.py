@@ -36,7 +36,7 @@ from puffin_trio.redis._connection import CONNECTION_ERRORS, redact
 from puffin_trio.redis._encoding import FIELD_INDEX, TAGS, decode_batch
 from puffin_trio.redis._layout import SHARDS, Layout, Position, id_before, parse_id
 from puffin_trio.redis._publisher import PUBLISHER_PROVIDER
-from puffin_trio.redis._rounds import Entry, Note, Round, pairs, txs_events
+from puffin_trio.redis._rounds import Entry, Note, Round, pairs
 from puffin_trio.redis._scripts import COUNTS_AT, READ_ROUND
 
 __all__ = [
@@ -84,6 +84,10 @@ _SAMPLE = 120
 _STEP_TYPES: Final = frozenset({int, bool})
 
 
+#: A round's entries: per stream short name, (entry id, fields) in id order.
+_Data = list[tuple[str, list[tuple[bytes, Mapping[bytes, Any]]]]]
+
+
 class Consumed(Protocol):
     """What the reader needs to know about its channel (a :class:`~._feed.RedisFeed`)."""
 
@@ -103,8 +107,10 @@ class RedisFeedStatistics:
     consumer: str | None
     #: The last read succeeded.
     connected: bool
-    #: Rounds that brought entries; stream entries and their payload bytes read.
+    #: Rounds that brought entries; of them, rounds read from the clock alone (small
+    #: transactions carry their entries inline); stream entries and payload bytes read.
     rounds: int = attrs.field(metadata={"metric": "counter"})
+    inline_rounds: int = attrs.field(metadata={"metric": "counter"})
     entries: int = attrs.field(metadata={"metric": "counter"})
     bytes: int = attrs.field(metadata={"metric": "counter"})
     #: Events handed to the channel (announcements included) and left out by the filters.
@@ -187,6 +193,7 @@ class Reader:
         self.spec = [layout.prefix.encode(), ",".join(families).encode(), shards.encode(),
                      b"%d" % SHARDS]  # fmt: skip
         self.round_args = [*self.spec, b"%d" % ROUND_EVENTS]
+        self.clock_key = layout.clock.encode()
         # where we stand (what was pushed to the channel)
         self.epoch = 0
         self.clock_cursor = b"0-0"
@@ -294,24 +301,70 @@ class Reader:
         """One round: clock, changed streams, merge, publish (see the module docstring)."""
         if self.caught_up:
             # The last round took everything there was: wait on the clock alone (one
-            # key) before asking for the next one, rather than asking to hear "nothing".
+            # key). Small transactions carry their entries inline, so when everything
+            # that arrives is such, the wait itself brought the round.
             self.caught_up = False
             if self.linger:
                 await trio.sleep(LINGER)
-            await self.client.xread(
-                {self.layout.clock: self.clock_cursor}, count=1, block=BLOCK_MS
+            reply = await self.client.xread(
+                {self.layout.clock: self.clock_cursor}, count=CLOCK_BATCH, block=BLOCK_MS
             )
+            waited = [(ident_of(e), fields_of(e)) for e in (reply or {}).get(self.clock_key, ())]
+            if not waited:
+                self.caught_up = True
+                return
+            inline = self._inline(waited)
+            if inline is not None:
+                self.n["inline_rounds"] += 1
+                await self._round(waited, None, inline)
+                return
         expected = b"" if self.g_end is None else b"%d" % self.g_end
         check = b"1" if self.check_counts else b"0"
-        reply: Any = await self.read_round(
+        result: Any = await self.read_round(
             keys=[self.layout.clock],
             args=[self.clock_cursor, CLOCK_BATCH, expected, check, *self.round_args],
         )
-        if not reply:
+        if not result:
             self.caught_up = True
             return
-        clock, counts, data = reply
-        events = txs_events(clock)
+        clock, counts, data = result
+        await self._round(
+            [(ident, dict(pairs(fields))) for ident, fields in clock],
+            counts,
+            [
+                (name.decode(), [(ident, dict(pairs(flat))) for ident, flat in items])
+                for name, items in pairs(data)
+            ],
+        )
+
+    def _inline(self, clock: list[tuple[bytes, Mapping[bytes, bytes]]]) -> _Data | None:
+        """The round's data from the clock entries alone, if they all carry it inline and
+        follow on from the last round (no hole, no count check due); else None."""
+        epoch, first = parse_id(clock[0][0])
+        if self.check_counts or epoch != self.epoch or first != self.g_end:
+            return None
+        if not all(b"i" in fields for _, fields in clock):
+            return None
+        by_name: dict[str, list[tuple[bytes, Mapping[bytes, Any]]]] = {}
+        try:
+            for _, fields in clock:
+                for name, ident, n, c, x, d in msgpack.unpackb(fields[b"i"], use_list=False):
+                    if name in self.keys:
+                        by_name.setdefault(name, []).append(
+                            (ident, {b"n": n, b"c": c, b"x": x, b"d": d})
+                        )
+        except (ValueError, TypeError, msgpack.UnpackException):
+            return None  # not ours to judge here: the streams hold the same entries
+        return list(by_name.items())
+
+    async def _round(
+        self,
+        clock: list[tuple[bytes, Mapping[bytes, bytes]]],
+        counts: Sequence[bytes] | None,
+        data: _Data,
+    ) -> None:
+        """Process one round: announcements, decoding, merging, publishing."""
+        events = int(clock[-1][1][b"e"]) - parse_id(clock[0][0])[1]
         self.caught_up = len(clock) < CLOCK_BATCH and events < ROUND_EVENTS
         self.linger = self.caught_up and events >= LINGER_AFTER
         self.check_counts = False
@@ -327,20 +380,19 @@ class Reader:
             # Transactions were trimmed (or lost) before we read them, or we are just
             # starting: every stream's count where the clock resumes; a stream that
             # is behind it lost events, announced here.
-            for name, count in pairs(counts):
-                name, count = name.decode(), int(count)
+            for raw, value in pairs(counts):
+                name, count = raw.decode(), int(value)
                 known = self.counts.get(name)
                 if known is not None and count > known:
                     notes.append((first, (self._loss_gap(name, known, count), name, known)))
                 if known is None or count > known:
                     self.counts[name] = count
-        txs = [(parse_id(ident)[1], int(dict(pairs(fields))[b"e"])) for ident, fields in clock]
+        txs = [(parse_id(ident)[1], int(fields[b"e"])) for ident, fields in clock]
         end = txs[-1][1]
         entries: list[Entry] = []
-        for name, items in pairs(data):
-            name = name.decode()
-            for ident, flat in items:
-                entry = self._decode(name, ident, parse_id(ident)[1], dict(pairs(flat)))
+        for name, items in data:
+            for ident, fields in items:
+                entry = self._decode(name, ident, parse_id(ident)[1], fields)
                 if entry is not None:
                     entries.append(entry)
         round_ = self._assemble(entries, first, end, notes)
@@ -539,6 +591,7 @@ class Reader:
 #: The counters of RedisFeedStatistics kept in Reader.n.
 _COUNTERS: Final = (
     "rounds",
+    "inline_rounds",
     "entries",
     "bytes",
     "events",

@@ -16,9 +16,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from puffin_trio.events import Event, Gap
-from puffin_trio.redis._layout import Position, parse_id
+from puffin_trio.redis._layout import Position
 
-__all__ = ["Entry", "Note", "Round", "pairs", "txs_events"]
+__all__ = ["Entry", "Note", "Round", "pairs"]
 
 
 class Entry:
@@ -168,13 +168,6 @@ class Round:
                 tx = start
                 break
         return Position(self.after.epoch, tx, dict(running))
-
-
-def txs_events(clock: Sequence[Any]) -> int:
-    """How many events the clock entries of a round cover."""
-    first = parse_id(clock[0][0])[1]
-    last = dict(pairs(clock[-1][1]))
-    return int(last[b"e"]) - first
 
 
 def pairs(flat: Sequence[Any]) -> Iterator[tuple[Any, Any]]:

@@ -78,12 +78,13 @@ end
 
 #: KEYS: the clock, then one stream per entry.
 #: ARGV: [1] the clock entry's id, [2] its end (global index), [3] the stream names it
-#: lists, [4] the streams' trimming threshold ('' none, approximate), [5] the clock's
-#: (exact), [6] '1' if this is a retry, then per entry: id, n, c, x, d.
+#: lists, [4] the entries inline ('' none), [5] the streams' trimming threshold ('' none,
+#: approximate), [6] the clock's (exact), [7] '1' if this is a retry, then per entry:
+#: id, n, c, x, d.
 #: Refuses to write anything if a key is not a stream; a retry whose entries are
 #: already stored (its reply was lost) writes nothing twice.
 WRITE: Final = """
-local retry = ARGV[6] == '1'
+local retry = ARGV[7] == '1'
 for i = 1, #KEYS do
   local kind = redis.call('TYPE', KEYS[i])['ok']
   if kind ~= 'stream' and kind ~= 'none' then
@@ -110,12 +111,17 @@ local function add(key, threshold, approximate, id, fields)
   return nil
 end
 for i = 2, #KEYS do
-  local b = 7 + (i - 2) * 5
-  local failed = add(KEYS[i], ARGV[4], true, ARGV[b],
+  local b = 8 + (i - 2) * 5
+  local failed = add(KEYS[i], ARGV[5], true, ARGV[b],
     {'n', ARGV[b + 1], 'c', ARGV[b + 2], 'x', ARGV[b + 3], 'd', ARGV[b + 4]})
   if failed then return failed end
 end
-local failed = add(KEYS[1], ARGV[5], false, ARGV[1], {'e', ARGV[2], 'k', ARGV[3]})
+local clock = {'e', ARGV[2], 'k', ARGV[3]}
+if ARGV[4] ~= '' then
+  clock[5] = 'i'
+  clock[6] = ARGV[4]
+end
+local failed = add(KEYS[1], ARGV[6], false, ARGV[1], clock)
 if failed then return failed end
 return 1
 """

@@ -338,3 +338,27 @@ async def test_a_prefix_written_by_another_layout_or_holding_other_data_is_refus
             pytest.fail("opened")
     with pytest.raises(RedisError, match="not a stream"):
         await publish(url, make_events(5), prefix="taken")
+
+
+async def test_a_consumer_that_keeps_up_reads_small_transactions_from_the_clock_alone(
+    redis_server: RedisServer,
+) -> None:
+    """One blocking read per round when transactions are small: the same events either way."""
+    url = redis_server.url
+    sent = make_events(60)
+    fanout = FanOut()
+    async with (
+        open_redis_feed(url, start="latest") as feed,
+        fanout.consumer() as channel,
+        open_redis_publisher(url) as publisher,
+        trio.open_nursery() as nursery,
+    ):
+        nursery.start_soon(publisher.publish, channel)
+        got = []
+        for event in sent:  # one event at a time: every transaction is small
+            await fanout.publish(event)
+            got.extend(await collect(feed, 1))
+        statistics = feed.feed_statistics()
+        fanout.close()
+    assert data(got) == sent
+    assert statistics.inline_rounds >= len(sent) // 2
