@@ -123,7 +123,8 @@ class RedisPublisherStatistics:
     prefix: str
     #: Redis answered the last write (or nothing failed yet).
     connected: bool
-    #: Events taken from the channel(s).
+    #: Events taken from the channel(s) into the buffer, or dropped (not one still
+    #: waiting for room).
     received: int = attrs.field(metadata=_COUNTER)
     #: Events (including the publisher's own announcements) Redis acknowledged.
     published: int = attrs.field(metadata=_COUNTER)
@@ -259,13 +260,12 @@ class RedisPublisher:
         async for event in events:
             tx = self._tx
             if len(buffer) + (len(tx.events) if tx is not None else 0) >= capacity:
-                self._received += 1
                 if not await self._make_room(event):
                     continue
-            else:
-                self._received += 1
-                if self._lost_pending:
-                    self._announce_loss()
+            elif self._lost_pending:
+                self._announce_loss()
+            # Counted once it is ours (buffered here), not while it waits for room.
+            self._received += 1
             buffer.append(event)
             idle = self._writer_idle
             if idle is not None:
@@ -318,6 +318,7 @@ class RedisPublisher:
                     self._lost_window = (self._lost_window[0], event.ts_recv)
                 self._lost_pending += 1
                 self._lost += 1
+                self._received += 1
                 return False
             await self._space.park()
         if self._lost_pending:
