@@ -1,4 +1,4 @@
-"""Test helpers for users of puffin_trio: Hypothesis strategies and time helpers.
+"""Test helpers for users of puffin_trio: strategies, time helpers and a fault proxy.
 
 * Event strategies: :func:`trades`, :func:`quotes`, :func:`book_updates`,
   :func:`bars`, ... and :func:`events` (any event).
@@ -7,6 +7,11 @@
   :func:`bounded_reorderings`.
 * :func:`mock_wall_clock`: a wall clock that follows trio's (mock) clock, so
   market-hours logic can be tested under ``MockClock``.
+* :func:`serve_fault_proxy`: a WebSocket-aware TCP proxy that injects network
+  faults (latency, throttling, a half-open stall, RST, FIN in mid-frame,
+  damaged bytes, injected frames, RST during the upgrade) between your
+  application and any server, and records what it forwarded intact
+  (:class:`ProxyPlan`, :class:`ProxyControl`, :class:`ProxyConnection`).
 
 Hypothesis is imported by this package, so install puffin_trio's ``test``
 extra to use it.
@@ -31,9 +36,28 @@ from puffin_trio.testing._events import (
     trades,
     trading_statuses,
 )
+from puffin_trio.testing._proxy import (
+    Direction,
+    FiredFault,
+    ForwardedFrame,
+    ProxyConnection,
+    ProxyControl,
+    ProxyFault,
+    ProxyFaultKind,
+    ProxyPlan,
+    serve_fault_proxy,
+)
 from puffin_trio.testing._sequences import SequenceStream, bounded_reorderings, sequence_streams
 
 __all__ = [
+    "Direction",
+    "FiredFault",
+    "ForwardedFrame",
+    "ProxyConnection",
+    "ProxyControl",
+    "ProxyFault",
+    "ProxyFaultKind",
+    "ProxyPlan",
     "SequenceStream",
     "bars",
     "book_updates",
@@ -44,6 +68,7 @@ __all__ = [
     "mock_wall_clock",
     "quotes",
     "sequence_streams",
+    "serve_fault_proxy",
     "statuses",
     "trade_cancels",
     "trade_corrections",
