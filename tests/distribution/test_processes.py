@@ -181,9 +181,11 @@ async def test_a_killed_group_member_leaves_nothing_unprocessed(redis_server: Re
     and what was claimed is counted."""
     url = redis_server.url
     sent = make_events(3000)
-    options = ("--group", "workers", "--claim-idle", "1.0", "--delay", "0.001")
-    victim = Consumer(url, *options, "--consumer", "victim")
-    survivor = Consumer(url, *options, "--consumer", "survivor")
+    options = ("--group", "workers", "--claim-idle", "1.0")
+    # The victim is slow (20 ms per event), so when it is killed its channel still
+    # holds events of entries it read: they are pending in Redis, unacknowledged.
+    victim = Consumer(url, *options, "--consumer", "victim", "--delay", "0.02")
+    survivor = Consumer(url, *options, "--consumer", "survivor", "--delay", "0.001")
     expected = {repr(e) for e in sent}
 
     def processed() -> set[str]:
@@ -192,7 +194,7 @@ async def test_a_killed_group_member_leaves_nothing_unprocessed(redis_server: Re
     async with trio.open_nursery() as nursery:
         await start_consumers(nursery, [victim, survivor])
         nursery.start_soon(publish, url, sent)
-        await wait_until(lambda: len(victim.lines) > 200)
+        await wait_until(lambda: len(victim.lines) > 20)
         victim.kill()
         killed_at = len(victim.events())
         await wait_until(lambda: expected <= processed())
