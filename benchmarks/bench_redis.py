@@ -312,8 +312,9 @@ async def _consume(url: str, n: int) -> None:
                     break
         wall, cpu = time.perf_counter() - started, time.process_time() - cpu
         statistics = feed.feed_statistics()
-    print(json.dumps({"events": got, "wall": wall, "cpu": cpu, "missing": statistics.missing}),
-          flush=True)  # fmt: skip
+    result = {"events": got, "wall": wall, "cpu": cpu, "missing": statistics.missing,
+              "rounds": statistics.rounds}  # fmt: skip
+    print(json.dumps(result), flush=True)
 
 
 async def publish_until_child_reports(
@@ -337,7 +338,9 @@ async def publish_until_child_reports(
             line = await trio.to_thread.run_sync(proc.stdout.readline)
             result = json.loads(line)
             result["publisher_cpu"] = time.process_time() - cpu
-            result["published"] = publisher.statistics().published
+            statistics = publisher.statistics()
+            result["published"] = statistics.published
+            result["per_tx"] = statistics.published / max(statistics.transactions, 1)
             nursery.cancel_scope.cancel()
     return result
 
@@ -361,13 +364,15 @@ def section_throughput(url: str, quick: bool) -> None:
     print_table(
         f"3. Throughput: Alpaca msgpack, 20 per frame, {n:,} events, best of {repeats}",
         ["pipeline", "events/s", "ratio", "consumer CPU µs/ev", "publisher CPU µs/ev",
-         "target"],
+         "ev/tx", "ev/round", "target"],
         [
-            ["in-process: Supervisor -> consumer", fmt_rate(best_local), "100%", "-", "-", "-"],
+            ["in-process: Supervisor -> consumer", fmt_rate(best_local), "100%", "-", "-", "-",
+             "-", "-"],
             ["through Redis (3 processes + redis)", fmt_rate(best_remote),
              f"{best_remote / best_local:.0%}",
              f"{remote['cpu'] * 1e6 / remote['events']:.2f}",
              f"{remote['publisher_cpu'] * 1e6 / max(remote['published'], 1):.2f}",
+             f"{remote['per_tx']:.0f}", f"{remote['events'] / max(remote['rounds'], 1):.0f}",
              f">= {THROUGHPUT_TARGET:,.0f}/s and >= {RATIO_TARGET:.0%}: "
              f"{verdict(met).strip()}"],
         ],
