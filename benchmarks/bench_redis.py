@@ -305,6 +305,7 @@ async def _consume(url: str, n: int) -> None:
             if event.provider != "puffin" and not isinstance(event, Status | Gap):
                 break
         started, cpu, got = time.perf_counter(), time.process_time(), 0
+        rounds = feed.feed_statistics().rounds
         async for event in feed:
             if event.provider != "puffin" and not isinstance(event, Status | Gap):
                 got += 1
@@ -313,7 +314,7 @@ async def _consume(url: str, n: int) -> None:
         wall, cpu = time.perf_counter() - started, time.process_time() - cpu
         statistics = feed.feed_statistics()
     result = {"events": got, "wall": wall, "cpu": cpu, "missing": statistics.missing,
-              "rounds": statistics.rounds}  # fmt: skip
+              "rounds": statistics.rounds - rounds}  # fmt: skip
     print(json.dumps(result), flush=True)
 
 
