@@ -148,10 +148,6 @@ def ident_of(entry: StreamEntry) -> bytes:
     return cast(bytes, entry.identifier)
 
 
-#: An announcement the reader makes: (stream name or "", the stream's count before it).
-_Note = tuple[Gap, str, int | None]
-
-
 class Reader:
     """The reader task's state: cursors, counts, and what the channel holds.
 
