@@ -107,3 +107,15 @@ def test_bad_redis_arguments_fail_fast_with_what_to_do() -> None:
     assert "Traceback" not in down.stderr
     no_symbols = run_cli("publish", "alpaca", "--redis", "redis://127.0.0.1:1/0")
     assert no_symbols.returncode == 2 and "--symbols" in no_symbols.stderr
+
+
+def test_publish_a_real_provider_without_keys_fails_fast_with_what_to_do(
+    redis_server: RedisServer,
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APCA_")}
+    result = subprocess.run(
+        [*CLI, "publish", "alpaca", "--symbols", "AAPL", "--redis", redis_server.url],
+        capture_output=True, text=True, timeout=60, check=False, cwd=ROOT, env=env,
+    )
+    assert result.returncode == 2
+    assert "APCA_API_KEY_ID" in result.stderr and "Traceback" not in result.stderr
