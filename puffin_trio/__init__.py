@@ -24,10 +24,13 @@ from puffin_trio.errors import (
     ProtocolError,
     ProviderError,
     PuffinError,
+    RecordingError,
     RedisAuthenticationError,
     RedisConnectionError,
     RedisError,
+    ReplayError,
     RestartBudgetExceeded,
+    SchemaVersionError,
     StaleFeedError,
     SubscriptionError,
     TransientProviderError,
@@ -52,6 +55,7 @@ from puffin_trio.guard import GuardMode, SequenceGuard, SequenceGuardStatistics
 from puffin_trio.histogram import HistogramSnapshot
 from puffin_trio.market_hours import MarketSession
 from puffin_trio.metrics import serve_metrics
+from puffin_trio.recording import Recorder, RecorderStatistics, open_recorder, open_replay
 from puffin_trio.redis import (
     RedisFeed,
     RedisFeedStatistics,
@@ -97,6 +101,9 @@ __all__ = [
     "ProviderSession",
     "PuffinError",
     "Quote",
+    "Recorder",
+    "RecorderStatistics",
+    "RecordingError",
     "RedisAuthenticationError",
     "RedisConnectionError",
     "RedisError",
@@ -104,8 +111,10 @@ __all__ = [
     "RedisFeedStatistics",
     "RedisPublisher",
     "RedisPublisherStatistics",
+    "ReplayError",
     "RestartBudgetExceeded",
     "RestartPolicy",
+    "SchemaVersionError",
     "SequenceGuard",
     "SequenceGuardStatistics",
     "SessionState",
@@ -124,7 +133,9 @@ __all__ = [
     "codec",
     "market_hours",
     "open_feed",
+    "open_recorder",
     "open_redis_feed",
     "open_redis_publisher",
+    "open_replay",
     "serve_metrics",
 ]

@@ -17,7 +17,8 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, TextIO
 
@@ -26,8 +27,7 @@ import trio
 from puffin_trio import codec
 from puffin_trio.errors import ConfigurationError
 from puffin_trio.metrics import serve_metrics
-from puffin_trio.providers import AlpacaProvider, IBProvider, PolygonProvider, Provider
-from puffin_trio.redis._connection import check_url, unwrap_group
+from puffin_trio.redis._connection import check_url, redact, unwrap_group
 from puffin_trio.redis._feed import open_redis_feed
 from puffin_trio.redis._layout import FAMILIES
 from puffin_trio.redis._publisher import (
@@ -64,26 +64,24 @@ def _names(text: str) -> list[str]:
 
 def add_publish_parser(sub: Any) -> None:
     """``publish``: a provider (or the simulators) -> supervisor -> Redis."""
+    from puffin_trio.cli import add_provider_arguments
+
     publish = sub.add_parser(
         "publish", help="stream a provider (or the simulators) into Redis Streams"
     )
-    publish.add_argument("provider", choices=["alpaca", "polygon", "ib", "sim"])
+    add_provider_arguments(
+        publish, providers=("sim", "alpaca", "polygon", "ib"), symbols_required=False
+    )
     publish.add_argument("--redis", required=True, metavar="URL", help="redis://host:port/db")
-    publish.add_argument("--symbols", type=_names, default=None, help="AAPL,MSFT,...")
-    publish.add_argument("--channels", type=_names, default=["trades", "quotes"])
     publish.add_argument("--prefix", default="puffin", help="stream key prefix")
     publish.add_argument("--maxlen", type=int, default=DEFAULT_MAXLEN, help="events kept")
     publish.add_argument("--buffer", type=int, default=DEFAULT_BUFFER, help="events held")
     publish.add_argument("--metrics-port", type=int, default=None, help="serve /metrics here")
     publish.add_argument("--duration", type=float, default=None, help="seconds (default: Ctrl-C)")
-    publish.add_argument("--feed", default="iex", help="alpaca: iex, sip, delayed_sip, crypto")
-    publish.add_argument("--market", default="stocks", help="polygon: stocks or crypto")
-    publish.add_argument("--delayed", action="store_true", help="polygon: 15-minute delayed")
-    publish.add_argument("--url", default=None, help="override the provider's WebSocket URL")
-    publish.add_argument("--host", default=None, help="ib: TWS/Gateway host")
-    publish.add_argument("--port", type=int, default=None, help="ib: TWS/Gateway port")
-    publish.add_argument("--client-id", type=int, default=None, help="ib: API client id")
     publish.add_argument("--rate", type=float, default=200.0, help="sim: messages/s per feed")
+    publish.add_argument(
+        "--no-chaos", action="store_true", help="sim: do not inject a dropped connection"
+    )
 
 
 def add_stream_options(stream: argparse.ArgumentParser) -> None:
@@ -105,65 +103,55 @@ def add_demo_options(demo: argparse.ArgumentParser) -> None:
     demo.add_argument("--prefix", default="puffin", help="with --redis: stream key prefix")
 
 
-def _provider(args: argparse.Namespace) -> Provider:
-    if args.provider == "alpaca":
-        return AlpacaProvider(feed=args.feed, url=args.url)
-    if args.provider == "polygon":
-        return PolygonProvider(market=args.market, delayed=args.delayed, url=args.url)
-    options = {
-        name: value
-        for name, value in (("host", args.host), ("port", args.port), ("client_id", args.client_id))
-        if value is not None
-    }
-    return IBProvider(**options)
-
-
 async def run_publish(args: argparse.Namespace, *, out: TextIO = sys.stderr) -> None:
     """``publish``: until Ctrl-C or ``--duration``."""
-    from puffin_trio.cli import DEMO_SYMBOLS
-
     if args.provider != "sim" and not args.symbols:
         raise ConfigurationError("publish needs --symbols (for example --symbols AAPL,MSFT)")
     check_url(args.redis)
-    symbols = args.symbols or list(DEMO_SYMBOLS)
-    duration = math.inf if args.duration is None else args.duration
     with unwrap_group():
-        await _publish(args, symbols, duration, out)
+        await _publish(args, out)
 
 
-async def _publish(
-    args: argparse.Namespace, symbols: list[str], duration: float, out: TextIO
-) -> None:
-    from puffin_trio.cli import start_simulators
+@asynccontextmanager
+async def _open_feed(args: argparse.Namespace) -> AsyncIterator[Supervisor]:
+    from puffin_trio.cli import DEMO_SYMBOLS, open_demo_supervisor, provider_from
 
-    async with trio.open_nursery() as servers:
-        if args.provider == "sim":
-            providers = await start_simulators(servers, symbols, args.rate, chaos=False)
-        else:
-            providers = [_provider(args)]
+    if args.provider == "sim":
+        symbols = args.symbols or list(DEMO_SYMBOLS)
+        async with open_demo_supervisor(
+            symbols=symbols, rate=args.rate, chaos=not args.no_chaos
+        ) as sup:
+            yield sup
+        return
+    provider = provider_from(args)
+    async with Supervisor.open(restart=RestartPolicy(max_delay=30.0)) as sup:
+        topics = {channel: list(args.symbols) for channel in args.channels}
+        sup.add(provider, **topics)  # type: ignore[arg-type]
+        yield sup
+
+
+async def _publish(args: argparse.Namespace, out: TextIO) -> None:
+    duration = math.inf if args.duration is None else args.duration
+    # The publisher first: a Redis that cannot be reached fails before any connection.
+    async with open_redis_publisher(
+        args.redis, prefix=args.prefix, maxlen=args.maxlen, buffer=args.buffer
+    ) as publisher:
         async with (
-            open_redis_publisher(
-                args.redis, prefix=args.prefix, maxlen=args.maxlen, buffer=args.buffer
-            ) as publisher,
-            Supervisor.open(restart=RestartPolicy(max_delay=30.0)) as sup,
+            _open_feed(args) as sup,
+            sup.events(capacity=4096, overflow="block", name="publisher") as events,
             trio.open_nursery() as tasks,
         ):
-            topics = {channel: symbols for channel in args.channels}
-            async with sup.events(capacity=4096, overflow="block", name="publisher") as events:
-                for provider in providers:
-                    sup.add(provider, **topics)  # type: ignore[arg-type]
-                if args.metrics_port is not None:
-                    serve = partial(
-                        serve_metrics, sup, port=args.metrics_port, sources=[publisher.statistics]
-                    )
-                    port = await tasks.start(serve)
-                    print(f"metrics on http://127.0.0.1:{port}/metrics", file=out, flush=True)
-                tasks.start_soon(_progress, sup, publisher, out)
-                with trio.move_on_after(duration):
-                    await publisher.publish(events)
-                tasks.cancel_scope.cancel()
-        _report(publisher, out, final=True)
-        servers.cancel_scope.cancel()
+            if args.metrics_port is not None:
+                serve = partial(
+                    serve_metrics, sup, port=args.metrics_port, sources=[publisher.statistics]
+                )
+                port = await tasks.start(serve)
+                print(f"metrics on http://127.0.0.1:{port}/metrics", file=out, flush=True)
+            tasks.start_soon(_progress, sup, publisher, out)
+            with trio.move_on_after(duration):
+                await publisher.publish(events)
+            tasks.cancel_scope.cancel()
+    _report(publisher, out, final=True)
 
 
 async def _progress(sup: Supervisor, publisher: RedisPublisher, out: TextIO) -> None:
@@ -234,10 +222,12 @@ async def run_redis_stream(args: argparse.Namespace) -> None:
 
 async def run_redis_demo(args: argparse.Namespace) -> None:
     """``demo --redis URL``: the demo's view of what a publisher writes to Redis."""
-    from puffin_trio.cli import show_view
+    from puffin_trio.cli import show_events
 
     symbols: Sequence[str] | None = args.symbols
     async with open_redis_feed(
         args.redis, prefix=args.prefix, symbols=symbols, capacity=4096, overflow="conflate"
     ) as events:
-        await show_view(events, duration=args.duration)
+        await show_events(
+            events, duration=args.duration, title=f"puffin_trio demo: Redis {redact(args.redis)}"
+        )
