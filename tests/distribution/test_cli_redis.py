@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from functools import partial
+from pathlib import Path
 
 import orjson
 import trio
@@ -119,3 +120,41 @@ def test_publish_a_real_provider_without_keys_fails_fast_with_what_to_do(
     )
     assert result.returncode == 2
     assert "APCA_API_KEY_ID" in result.stderr and "Traceback" not in result.stderr
+
+
+async def test_record_sim_serves_the_recorders_metrics(tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        process: trio.Process = await nursery.start(
+            partial(
+                trio.run_process,
+                [*CLI, "record", "sim", "--out", str(tmp_path / "rec"), "--duration", "5",
+                 "--rate", "300", "--no-chaos", "--metrics-port", "0",
+                 "--flush-interval", "0.5"],
+                stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, check=False, cwd=ROOT,
+            )
+        )
+        assert process.stderr is not None
+        output = b""
+
+        def written() -> bool:
+            """A progress line says events are on disk (``"1,234 events written, ..."``)."""
+            return any(
+                line.endswith(b"s ago") and not line.startswith(b"0 events")
+                for line in output.splitlines()
+            )
+
+        with trio.fail_after(30):
+            while b"metrics on http://127.0.0.1:" not in output or not written():
+                chunk = await process.stderr.receive_some(4096)
+                assert chunk, output
+                output += chunk
+        port = int(output.split(b"metrics on http://127.0.0.1:")[1].split(b"/")[0])
+        status, _, text = await trio.to_thread.run_sync(request, port)
+        with trio.fail_after(30):
+            while await process.stderr.receive_some(4096):
+                pass
+        await process.wait()
+    assert process.returncode == 0
+    assert status == 200
+    names = {family.name for family in text_string_to_metric_families(text)}
+    assert {"puffin_recorder_events", "puffin_session_messages"} <= names

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 from functools import partial
+from pathlib import Path
 
 import pytest
 import trio
@@ -15,6 +16,7 @@ from puffin_trio import (
     ConfigurationError,
     RestartPolicy,
     Supervisor,
+    open_recorder,
     open_redis_feed,
     open_redis_publisher,
     serve_metrics,
@@ -22,6 +24,7 @@ from puffin_trio import (
 from puffin_trio.providers import AlpacaProvider
 from puffin_trio.sim import FaultPlan, serve_alpaca
 from tests.distribution.conftest import RedisServer
+from tests.distribution.support import wait_until
 
 
 def request(port: int, method: str = "GET", path: str = "/metrics") -> tuple[int, str, str]:
@@ -175,3 +178,36 @@ async def test_the_redis_password_never_reaches_the_metrics(tmp_path: object) ->
     assert status == 200
     assert "s3cret-pw" not in text
     assert f'server="redis://:***@127.0.0.1:{server.port}/0"' in text
+
+
+async def test_the_recorders_counters_are_exported_when_it_runs(tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        sim = await nursery.start(
+            partial(serve_alpaca, symbols=["AAPL"], rate=2000, batch=5, key="k", secret="s")
+        )
+        async with (
+            Supervisor.open() as sup,
+            open_recorder(tmp_path / "data", flush_interval=0.2) as recorder,
+        ):
+            async with (
+                sup.events(capacity=4096, name="recorder") as events,
+                trio.open_nursery() as tasks,
+            ):
+                tasks.start_soon(recorder.record, events)
+                sup.add(
+                    AlpacaProvider(key="k", secret="s", url=f"ws://127.0.0.1:{sim}/v2/iex"),
+                    trades=["AAPL"], quotes=["AAPL"],
+                )
+                port = await tasks.start(
+                    partial(serve_metrics, sup, port=0, sources=[recorder.statistics])
+                )
+                await wait_until(lambda: recorder.statistics().events > 200)
+                status, _, text = await trio.to_thread.run_sync(request, port)
+                tasks.cancel_scope.cancel()
+        nursery.cancel_scope.cancel()
+    assert status == 200
+    parsed = samples(text)
+    assert value(parsed, "puffin_recorder_events_total") > 200
+    assert value(parsed, "puffin_recorder_bytes_total") > 0
+    assert value(parsed, "puffin_recorder_queued") >= 0
+    assert value(parsed, "puffin_consumer_delivered_total", consumer="recorder", policy="block") > 0
