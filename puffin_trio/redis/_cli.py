@@ -36,7 +36,7 @@ from puffin_trio.redis._publisher import (
     RedisPublisher,
     open_redis_publisher,
 )
-from puffin_trio.supervisor import RestartPolicy, Supervisor
+from puffin_trio.supervisor import Supervisor
 
 __all__ = [
     "add_demo_options",
@@ -124,7 +124,7 @@ async def _open_feed(args: argparse.Namespace) -> AsyncIterator[Supervisor]:
             yield sup
         return
     provider = provider_from(args)
-    async with Supervisor.open(restart=RestartPolicy(max_delay=30.0)) as sup:
+    async with Supervisor.open() as sup:
         topics = {channel: list(args.symbols) for channel in args.channels}
         sup.add(provider, **topics)  # type: ignore[arg-type]
         yield sup
