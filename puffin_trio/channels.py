@@ -36,6 +36,7 @@ __all__ = [
     "FanOut",
     "FanOutStatistics",
     "Overflow",
+    "receive_events",
 ]
 
 #: What a consumer's buffer does when it is full (see ``docs/guide/channels.rst``).
@@ -316,6 +317,23 @@ class EventReceiver(trio.abc.ReceiveChannel[Event]):
         self._ended = True
         self._buffer.readable.unpark_all()
         self._buffer.space.unpark_all()
+
+
+async def receive_events(
+    channel: trio.abc.ReceiveChannel[Event], max_events: int
+) -> list[Event]:
+    """What a consumer of any channel of events takes in one checkpoint.
+
+    From an :class:`EventReceiver`, every queued event up to ``max_events``
+    (:meth:`EventReceiver.receive_batch`); from any other receive channel
+    (a replay, a Redis feed, a memory channel), its next event alone. Waits
+    while nothing is there; raises :exc:`trio.EndOfChannel` at the end, as
+    ``receive`` does. For consumers that take any channel and want the batch
+    speed where there is one (the recorder).
+    """
+    if isinstance(channel, EventReceiver):
+        return await channel.receive_batch(max_events)
+    return [await channel.receive()]
 
 
 class FanOut:

@@ -18,6 +18,7 @@ from puffin_trio.channels import (
     EventReceiver,
     FanOut,
     Overflow,
+    receive_events,
 )
 from puffin_trio.errors import ConfigurationError
 from puffin_trio.events import (
@@ -1381,3 +1382,19 @@ def test_receive_batch_keeps_order_and_counts(
         assert len(data) == stats.delivered
 
     trio.run(run)
+
+
+@fails_on_deadlock
+async def test_receive_events_takes_a_batch_from_a_receiver_and_one_event_elsewhere() -> None:
+    fanout = FanOut()
+    events = fanout.open_consumer()
+    publish_all(fanout, trade(1), trade(2), trade(3))
+    assert await receive_events(events, 2) == [trade(1), trade(2)]
+    send, receive = trio.open_memory_channel[Event](10)
+    send.send_nowait(trade(4))
+    send.send_nowait(trade(5))
+    assert await receive_events(receive, 2) == [trade(4)]
+    await send.aclose()
+    assert await receive_events(receive, 2) == [trade(5)]
+    with pytest.raises(trio.EndOfChannel):
+        await receive_events(receive, 2)

@@ -36,6 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import trio
 
+from puffin_trio.channels import receive_events
 from puffin_trio.errors import CodecError, ConfigurationError, RecordingError
 from puffin_trio.events import EVENT_TYPES, Event
 from puffin_trio.recording._layout import (
@@ -246,16 +247,21 @@ class Recorder:
         with trio.CancelScope() as scope:
             self._record_scopes.add(scope)
             try:
-                async for event in events:
-                    if type(event) not in _RECORDABLE:
-                        raise _not_an_event(event)
-                    self._events.append(event)
-                    count += 1
-                    if len(self._events) >= _CHUNK:
-                        self._convert()
-                        self._raise_if_failed()
-                        if self._unsealed_bytes >= _MAX_UNSEALED_BYTES:
-                            await self._wait_for_room()
+                while True:
+                    try:
+                        batch = await receive_events(events, _CHUNK)
+                    except trio.EndOfChannel:
+                        break
+                    for event in batch:
+                        if type(event) not in _RECORDABLE:
+                            raise _not_an_event(event)
+                        self._events.append(event)
+                        count += 1
+                        if len(self._events) >= _CHUNK:
+                            self._convert()
+                            self._raise_if_failed()
+                            if self._unsealed_bytes >= _MAX_UNSEALED_BYTES:
+                                await self._wait_for_room()
             finally:
                 self._record_scopes.discard(scope)
         self._raise_if_failed()
