@@ -1,10 +1,9 @@
 """Values from the wire are checked at the boundary, and no wire input raises out of receive().
 
-Reproductions of issue 9, defects 2 (impossible values pass the codecs as
-events), 3 (a deeply nested frame crashes the decoder) and 11's first bullet
-(``IBProtocol.receive(b"")`` raises), against the sans-IO protocols, plus
-defect 3 in a live session. Each is ``xfail(strict=True)`` with its defect
-number until the fix lands.
+Reproductions of issue 9, defects 2 (impossible values passed the codecs as
+events), 3 (a deeply nested frame crashed the decoder) and 11's first bullet
+(``IBProtocol.receive(b"")`` raised), against the sans-IO protocols, plus
+defect 3 in a live session. They failed before the fixes and pass since.
 
 What an impossible value is (prices finite; sizes finite and >= 0;
 timestamps that fit int64 ns and lie in a sane range; non-empty symbols) is
@@ -31,9 +30,6 @@ from puffin_trio.providers import (
     UnknownMessage,
 )
 from puffin_trio.testing import ProxyFault, ProxyFaultKind
-
-DEFECT_2 = "issue 9 defect 2: impossible values pass the codecs as events"
-DEFECT_3 = "issue 9 defect 3: a deeply nested frame raises RecursionError out of receive()"
 
 POLYGON_TRADE = {"ev": "T", "sym": "AAPL", "p": 189.5, "s": 100, "t": 1704205800000, "q": 1}
 ALPACA_TRADE = {"T": "t", "S": "AAPL", "p": 189.5, "s": 100, "t": "2024-01-02T14:30:00.123Z",
@@ -63,7 +59,6 @@ def refused_and_rest_kept(out: list[object]) -> None:
 # --------------------------------------------------------------------------- defect 2
 
 
-@pytest.mark.xfail(strict=True, reason=DEFECT_2)
 def test_polygon_the_issue_example_nan_price_and_negative_size_is_malformed() -> None:
     out = PolygonProtocol(key="k").receive(
         '[{"ev":"T","sym":"AAPL","p":"NaN","s":-100,"t":1704205800000,"q":1}]', 0
@@ -71,7 +66,6 @@ def test_polygon_the_issue_example_nan_price_and_negative_size_is_malformed() ->
     assert [type(item) for item in out] == [Malformed], out
 
 
-@pytest.mark.xfail(strict=True, reason=DEFECT_2)
 @pytest.mark.parametrize(
     ("field", "value"),
     [
@@ -92,7 +86,6 @@ def test_polygon_impossible_values_are_malformed_and_the_frame_survives(
     refused_and_rest_kept(polygon({**POLYGON_TRADE, field: value}, POLYGON_TRADE))
 
 
-@pytest.mark.xfail(strict=True, reason=DEFECT_2)
 @pytest.mark.parametrize(
     ("field", "value"),
     [
@@ -109,7 +102,6 @@ def test_alpaca_json_impossible_values_are_malformed_and_the_frame_survives(
     refused_and_rest_kept(alpaca_json({**ALPACA_TRADE, field: value}, ALPACA_TRADE))
 
 
-@pytest.mark.xfail(strict=True, reason=DEFECT_2)
 @pytest.mark.parametrize(
     ("field", "value"),
     [
@@ -140,7 +132,6 @@ def ib(*fields: str) -> bytes:
     return "".join(f + "\0" for f in fields).encode()
 
 
-@pytest.mark.xfail(strict=True, reason=DEFECT_2)
 def test_ib_a_tick_by_tick_trade_with_a_nan_price_is_malformed() -> None:
     proto = ib_started()
     proto.subscribe({"trades": ["AAPL"]})
@@ -148,7 +139,6 @@ def test_ib_a_tick_by_tick_trade_with_a_nan_price_is_malformed() -> None:
     assert [type(item) for item in out] == [Malformed], out
 
 
-@pytest.mark.xfail(strict=True, reason=DEFECT_2)
 def test_ib_a_depth_row_with_an_infinite_size_is_malformed() -> None:
     proto = ib_started()
     proto.subscribe({"books": ["AAPL"]})
@@ -170,7 +160,6 @@ def nested_msgpack(depth: int) -> bytes:
 DEPTHS = [1000, 1020]  # inside 994..1024 (JSON) / 993..1023 (msgpack), at any stack depth
 
 
-@pytest.mark.xfail(strict=True, reason=DEFECT_3)
 @pytest.mark.parametrize("depth", DEPTHS)
 @pytest.mark.parametrize(
     "decode",
@@ -188,7 +177,6 @@ def test_a_deeply_nested_frame_is_malformed_not_an_exception(decode: object, dep
     assert [type(item) for item in out] == [Malformed], out
 
 
-@pytest.mark.xfail(strict=True, reason=DEFECT_3)
 async def test_a_deeply_nested_frame_does_not_kill_a_live_session(
     autojump_clock: MockClock,
 ) -> None:
@@ -206,7 +194,6 @@ async def test_a_deeply_nested_frame_does_not_kill_a_live_session(
 # --------------------------------------------------------------------------- defect 11 (first)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 defect 11: IBProtocol.receive(b'') raises")
 def test_ib_an_empty_message_is_malformed_not_an_exception() -> None:
     out = ib_started().receive(b"", 0)
     assert len(out) == 1 and isinstance(out[0], Malformed | UnknownMessage), out

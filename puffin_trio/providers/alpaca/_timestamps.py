@@ -1,8 +1,10 @@
 """Alpaca's timestamps: RFC 3339 text (JSON frames) or msgpack Timestamps, to integer ns.
 
 This module owns :func:`rfc3339_to_ns`, exact to the nanosecond and fast on
-the hot path (a cache of the seconds part), and :func:`msgpack_ts`. It must
-not read a clock or do I/O.
+the hot path (a cache of the seconds part), and the two readers of an event's
+``t`` field, :func:`json_event_ns` and :func:`msgpack_event_ns`, which also
+hold it to :data:`~puffin_trio.providers._values.SANE_TS_NS`. It must not
+read a clock or do I/O.
 """
 
 from __future__ import annotations
@@ -10,7 +12,11 @@ from __future__ import annotations
 import calendar as _calendar
 from datetime import datetime
 
-__all__ = ["msgpack_ts", "rfc3339_to_ns"]
+from puffin_trio.providers._values import SANE_TS_NS
+
+__all__ = ["json_event_ns", "msgpack_event_ns", "rfc3339_to_ns"]
+
+_TS_LOW, _TS_HIGH = SANE_TS_NS
 
 #: ``10 ** (9 - n)`` for a fraction of ``n`` digits (index 0 unused).
 _FRACTION_SCALE: tuple[int, ...] = tuple(10 ** (9 - n) for n in range(10))
@@ -82,13 +88,28 @@ def _rfc3339_checked(text: str) -> int:
     raise ValueError(f"not an RFC 3339 UTC timestamp: {text[:40]!r}")
 
 
-def msgpack_ts(value: object) -> int:
-    """A msgpack frame's timestamp: ext -1, which the unpacker turns into int ns.
+def json_event_ns(value: str) -> int:
+    """A JSON frame's event timestamp: RFC 3339 text, in ns, inside the sane range.
 
-    A string is parsed as in JSON frames; anything else raises ``TypeError``.
+    ``ValueError`` for a time outside it (year 9999 does not even fit int64 ns).
+    """
+    ns = rfc3339_to_ns(value)
+    if _TS_LOW <= ns < _TS_HIGH:
+        return ns
+    raise ValueError(f"timestamp {value[:40]!r} is outside 1990..2200")
+
+
+def msgpack_event_ns(value: object) -> int:
+    """A msgpack frame's event timestamp: ext -1, which the unpacker turns into int ns.
+
+    A string is read as in JSON frames; anything else raises ``TypeError``,
+    and a time outside the sane range ``ValueError`` (``Timestamp(2**40, 0)``
+    would be the year 36812).
     """
     if type(value) is int:
-        return value
+        if _TS_LOW <= value < _TS_HIGH:
+            return value
+        raise ValueError(f"timestamp {value} ns is outside 1990..2200")
     if type(value) is not str:
         raise TypeError(f"timestamp must be a msgpack Timestamp, got {type(value).__name__}")
-    return rfc3339_to_ns(value)
+    return json_event_ns(value)
