@@ -31,6 +31,7 @@ __all__ = [
     "SANE_TS_NS",
     "count",
     "decimal",
+    "decimal_size",
     "event_time",
     "ident",
     "price",
@@ -149,6 +150,14 @@ def decimal(raw: bytes | str) -> float:
     value = float(data)
     if data.translate(None, _DECIMAL_BYTES) or not -_INF < value < _INF:
         raise ValueError(f"not a plain finite decimal: {raw[:40]!r}")
+    return value
+
+
+def decimal_size(raw: bytes) -> float:
+    """A size sent as text (TWS fields): a plain, finite decimal >= 0 (see :func:`decimal`)."""
+    value = float(raw)
+    if raw.translate(None, _DECIMAL_BYTES) or not 0.0 <= value < _INF:
+        raise ValueError(f"not a plain finite decimal >= 0: {raw[:40]!r}")
     return value
 
 

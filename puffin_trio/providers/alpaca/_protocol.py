@@ -309,6 +309,14 @@ class AlpacaProtocol(ProviderProtocol):
     # ------------------------------------------------------------------ market data
 
     def _trade(self, m: Message, ts_recv: int) -> Trade:
+        # Hot path: text fields are tested inline; the checks' functions run only
+        # to refuse a value (or to turn an absent one into "").
+        name = m["S"]
+        exchange = m.get("x", "")
+        tape = m.get("z", "")
+        if type(name) is not str or not name or type(exchange) is not str or type(tape) is not str:
+            name, exchange, tape = symbol_of(name), text(exchange), text(tape)
+        trade_id = m.get("i")
         conditions = m.get("c")
         if conditions is None:
             side = m.get("tks")  # crypto: the taker side is the one condition
@@ -317,31 +325,44 @@ class AlpacaProtocol(ProviderProtocol):
             conditions = texts(conditions)
         return _new_trade(
             PROVIDER,
-            symbol_of(m["S"]),
+            name,
             self._ts(m["t"]),
             ts_recv,
             price(m["p"]),
             size(m["s"]),
-            text(m.get("x")),
-            _optional_id(m.get("i")),
+            exchange,
+            str(trade_id) if type(trade_id) is int else _optional_id(trade_id),
             conditions,
-            text(m.get("z")),
+            tape,
         )
 
     def _quote(self, m: Message, ts_recv: int) -> Quote:
+        name = m["S"]
+        bid_exchange = m.get("bx", "")
+        ask_exchange = m.get("ax", "")
+        tape = m.get("z", "")
+        if (
+            type(name) is not str
+            or not name
+            or type(bid_exchange) is not str
+            or type(ask_exchange) is not str
+            or type(tape) is not str
+        ):
+            name, tape = symbol_of(name), text(tape)
+            bid_exchange, ask_exchange = text(bid_exchange), text(ask_exchange)
         return _new_quote(
             PROVIDER,
-            symbol_of(m["S"]),
+            name,
             self._ts(m["t"]),
             ts_recv,
             price(m["bp"]),
             price(m["ap"]),
             size(m["bs"]),
             size(m["as"]),
-            text(m.get("bx")),
-            text(m.get("ax")),
+            bid_exchange,
+            ask_exchange,
             texts(m.get("c")),
-            text(m.get("z")),
+            tape,
         )
 
     def _bar(self, m: Message, ts_recv: int, interval_s: int, updated: bool) -> Bar:
