@@ -127,9 +127,7 @@ def texts(value: object) -> tuple[str, ...]:
     """
     if type(value) is list:
         items = tuple(value)
-        for item in items:
-            if type(item) is not str:
-                raise _refused("list of text", item, "strings only")
+        "".join(items)  # TypeError unless every item is a string: one C loop
         return items
     if type(value) is str:
         return (value,)
@@ -138,25 +136,24 @@ def texts(value: object) -> tuple[str, ...]:
     raise _refused("list of text", value, "a list of strings")
 
 
-def decimal(raw: bytes | str) -> float:
-    """A number sent as text (TWS fields, Polygon's decimal sizes): a plain, finite decimal.
+def decimal(raw: bytes) -> float:
+    """A number sent as text (TWS fields; Polygon's decimal sizes, encoded): a plain,
+    finite decimal.
 
-    Only ASCII digits, a sign, a point and an exponent: ``float()`` reads the
-    rest of what it accepts (``nan``, ``inf``, ``1e999``, ``1_0``, spaces,
-    other scripts' digits) too, and each of those is a corrupt field, not a
-    number. ``ValueError`` otherwise (``TypeError`` for neither text nor bytes).
+    Only ASCII digits, a sign, a point and an exponent: ``float()`` also reads
+    ``nan``, ``inf``, ``1e999`` (infinity), ``1_0`` and surrounding spaces, and
+    each of those is a corrupt field, not a number. ``ValueError`` otherwise.
     """
-    data = raw.encode("ascii") if isinstance(raw, str) else raw  # UnicodeEncodeError: ValueError
-    value = float(data)
-    if data.translate(None, _DECIMAL_BYTES) or not -_INF < value < _INF:
+    value = float(raw)
+    if raw.strip(_DECIMAL_BYTES) or not -_INF < value < _INF:  # strip: b"" if only those
         raise ValueError(f"not a plain finite decimal: {raw[:40]!r}")
     return value
 
 
 def decimal_size(raw: bytes) -> float:
-    """A size sent as text (TWS fields): a plain, finite decimal >= 0 (see :func:`decimal`)."""
+    """A size sent as text: a plain, finite decimal >= 0 (see :func:`decimal`)."""
     value = float(raw)
-    if raw.translate(None, _DECIMAL_BYTES) or not 0.0 <= value < _INF:
+    if raw.strip(_DECIMAL_BYTES) or not 0.0 <= value < _INF:
         raise ValueError(f"not a plain finite decimal >= 0: {raw[:40]!r}")
     return value
 

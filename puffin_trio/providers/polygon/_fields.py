@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from puffin_trio.providers._values import SANE_TS_NS, decimal, price, size
+from puffin_trio.providers._values import SANE_TS_NS, decimal_size, price, size
 from puffin_trio.providers.polygon._wire import NS_PER_MS
 
 __all__ = [
@@ -20,10 +20,10 @@ __all__ = [
     "code",
     "codes",
     "crypto_sides",
-    "decimal_size",
     "levels",
     "ms_to_ns",
     "seq_number",
+    "size_or_decimal",
     "tape",
     "text_field",
 ]
@@ -114,14 +114,14 @@ def levels(value: object) -> tuple[tuple[float, float], ...]:
     return tuple([(price(level_price), size(level_size)) for level_price, level_size in value])
 
 
-def decimal_size(value: object) -> float:
-    """A size or volume sent as decimal text (``ds``, ``dv``: fractional shares), >= 0."""
+def size_or_decimal(value: object) -> float:
+    """A size or volume, as a number or as decimal text (``ds``, ``dv``: fractional shares).
+
+    Other scripts' digits are refused with the rest (a UnicodeEncodeError is a ValueError).
+    """
     if type(value) is not str:
         return size(value)
-    amount = decimal(value)
-    if amount >= 0:
-        return amount
-    raise ValueError(f"size {amount!r} is not >= 0")
+    return decimal_size(value.encode("ascii"))
 
 
 def crypto_sides(value: object) -> tuple[str, ...]:
