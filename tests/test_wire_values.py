@@ -27,6 +27,7 @@ from puffin_trio.providers import (
     IBProtocol,
     Malformed,
     PolygonProtocol,
+    ProviderNotice,
     UnknownMessage,
 )
 from puffin_trio.testing import ProxyFault, ProxyFaultKind
@@ -146,6 +147,24 @@ def test_ib_a_depth_row_with_an_infinite_size_is_malformed() -> None:
     assert [type(item) for item in out] == [Malformed], out
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("x", {"a": 1}),  # a map where the exchange's text goes
+        ("z", 7),
+        ("c", [1, None]),
+        ("c", {"c": "@"}),
+        ("i", [1]),
+        ("i", 1.5),
+        ("S", 42),
+    ],
+)
+def test_alpaca_a_text_field_that_is_not_text_is_malformed(field: str, value: object) -> None:
+    """The finding beside issue 9: an ill-typed field made an event that codec.dumps
+    encoded and codec.loads refused (and a deeply nested one made repr raise)."""
+    refused_and_rest_kept(alpaca_json({**ALPACA_TRADE, field: value}, ALPACA_TRADE))
+
+
 # --------------------------------------------------------------------------- defect 3
 
 
@@ -175,6 +194,48 @@ DEPTHS = [1000, 1020]  # inside 994..1024 (JSON) / 993..1023 (msgpack), at any s
 def test_a_deeply_nested_frame_is_malformed_not_an_exception(decode: object, depth: int) -> None:
     out = decode(depth)  # type: ignore[operator]
     assert [type(item) for item in out] == [Malformed], out
+
+
+DEEP = "deep nesting goes here"  # replaced in the encoded frame: the encoders refuse depth
+
+
+def with_deep_value(frame: str | bytes, depth: int = 1000) -> str | bytes:
+    """``frame`` with the encoded string :data:`DEEP` replaced by a value nested ``depth`` deep."""
+    if isinstance(frame, str):
+        return frame.replace(orjson.dumps(DEEP).decode(), nested_json(depth))
+    return frame.replace(msgpack.packb(DEEP), nested_msgpack(depth))
+
+
+@pytest.mark.parametrize("field", ["S", "x", "c", "i", "t", "p"])
+@pytest.mark.parametrize("encoding", ["json", "msgpack"])
+def test_alpaca_a_deeply_nested_field_value_is_malformed_not_an_exception(
+    field: str, encoding: str
+) -> None:
+    proto = AlpacaProtocol(key="k", secret="s")
+    if encoding == "json":
+        frame: str | bytes = orjson.dumps([{**ALPACA_TRADE, field: DEEP}, ALPACA_TRADE]).decode()
+    else:
+        good = {**ALPACA_TRADE, "t": msgpack.Timestamp(1_704_205_800, 123_000_000)}
+        frame = msgpack.packb([{**good, field: DEEP}, good])
+    bad, trade = proto.receive(with_deep_value(frame), 0)
+    assert isinstance(bad, Malformed) and len(bad.sample) < 300, bad
+    assert isinstance(trade, Trade)
+
+
+@pytest.mark.parametrize("field", ["sym", "x", "c", "p", "t", "q"])
+def test_polygon_a_deeply_nested_field_value_is_malformed_not_an_exception(field: str) -> None:
+    frame = orjson.dumps([{**POLYGON_TRADE, field: DEEP}, POLYGON_TRADE]).decode()
+    bad, trade = PolygonProtocol(key="k").receive(with_deep_value(frame), 0)
+    assert isinstance(bad, Malformed) and isinstance(trade, Trade), bad
+
+
+def test_a_deeply_nested_status_text_is_a_bounded_notice() -> None:
+    """Control messages show wire text in notices: bounded, whatever its shape."""
+    frame = with_deep_value(orjson.dumps([{"T": "success", "msg": DEEP}]).decode())
+    [notice] = AlpacaProtocol(key="k", secret="s").receive(frame, 0)
+    assert isinstance(notice, ProviderNotice) and len(notice.message) < 300
+    [notice] = polygon({"ev": "status", "status": "info", "message": "x" * 100_000})
+    assert isinstance(notice, ProviderNotice) and len(notice.message) < 300
 
 
 async def test_a_deeply_nested_frame_does_not_kill_a_live_session(
