@@ -24,7 +24,13 @@ from puffin_trio.errors import (
     ProtocolError,
     ProviderError,
     PuffinError,
+    RecordingError,
+    RedisAuthenticationError,
+    RedisConnectionError,
+    RedisError,
+    ReplayError,
     RestartBudgetExceeded,
+    SchemaVersionError,
     StaleFeedError,
     SubscriptionError,
     TransientProviderError,
@@ -46,7 +52,18 @@ from puffin_trio.events import (
     TradingStatus,
 )
 from puffin_trio.guard import GuardMode, SequenceGuard, SequenceGuardStatistics
+from puffin_trio.histogram import HistogramSnapshot
 from puffin_trio.market_hours import MarketSession
+from puffin_trio.metrics import serve_metrics
+from puffin_trio.recording import Recorder, RecorderStatistics, open_recorder, open_replay
+from puffin_trio.redis import (
+    RedisFeed,
+    RedisFeedStatistics,
+    RedisPublisher,
+    RedisPublisherStatistics,
+    open_redis_feed,
+    open_redis_publisher,
+)
 from puffin_trio.session import ProviderSession, SessionStatistics, SessionTimeouts
 from puffin_trio.supervisor import RestartPolicy, Supervisor, SupervisorStatistics, open_feed
 
@@ -70,6 +87,7 @@ __all__ = [
     "GapReason",
     "GuardMode",
     "HeartbeatTimeout",
+    "HistogramSnapshot",
     "LimitBands",
     "MarketEvent",
     "MarketSession",
@@ -83,8 +101,20 @@ __all__ = [
     "ProviderSession",
     "PuffinError",
     "Quote",
+    "Recorder",
+    "RecorderStatistics",
+    "RecordingError",
+    "RedisAuthenticationError",
+    "RedisConnectionError",
+    "RedisError",
+    "RedisFeed",
+    "RedisFeedStatistics",
+    "RedisPublisher",
+    "RedisPublisherStatistics",
+    "ReplayError",
     "RestartBudgetExceeded",
     "RestartPolicy",
+    "SchemaVersionError",
     "SequenceGuard",
     "SequenceGuardStatistics",
     "SessionState",
@@ -103,4 +133,9 @@ __all__ = [
     "codec",
     "market_hours",
     "open_feed",
+    "open_recorder",
+    "open_redis_feed",
+    "open_redis_publisher",
+    "open_replay",
+    "serve_metrics",
 ]

@@ -23,7 +23,13 @@ __all__ = [
     "ProtocolError",
     "ProviderError",
     "PuffinError",
+    "RecordingError",
+    "RedisAuthenticationError",
+    "RedisConnectionError",
+    "RedisError",
+    "ReplayError",
     "RestartBudgetExceeded",
+    "SchemaVersionError",
     "StaleFeedError",
     "SubscriptionError",
     "TransientProviderError",
@@ -43,6 +49,35 @@ class ConfigurationError(PuffinError, ValueError):
 
 class CodecError(PuffinError, ValueError):
     """Bytes that are not a valid serialised event (see :mod:`puffin_trio.codec`)."""
+
+
+class RecordingError(PuffinError):
+    """A recording could not be written: disk full, read-only or vanished directory, ...
+
+    ``path`` names the file or directory that failed; ``errno`` is the
+    operating system's error number when there is one (``__cause__`` holds
+    the original :exc:`OSError`). Files closed before the failure are intact.
+    """
+
+    def __init__(self, message: str, *, path: str, errno: int | None = None):
+        super().__init__(message)
+        self.path = path
+        self.errno = errno
+
+
+class ReplayError(PuffinError):
+    """A recording could not be read: not a recording, a damaged file, an unknown schema.
+
+    ``path`` names the file or directory at fault.
+    """
+
+    def __init__(self, message: str, *, path: str):
+        super().__init__(message)
+        self.path = path
+
+
+class SchemaVersionError(ReplayError):
+    """A recording file was written by a newer, incompatible version (a newer major schema)."""
 
 
 class ProviderError(PuffinError):
@@ -114,3 +149,18 @@ class RestartBudgetExceeded(PuffinError):
     The supervisor escalates this rather than ending silently; ``__cause__``
     is the last failure.
     """
+
+
+class RedisError(PuffinError):
+    """The Redis distribution layer failed (:mod:`puffin_trio.redis`).
+
+    Messages name the server without its password.
+    """
+
+
+class RedisConnectionError(RedisError):
+    """Redis cannot be reached (refused, timed out, closed), at open or for good."""
+
+
+class RedisAuthenticationError(RedisError):
+    """Redis refused the credentials (wrong password or user, or none given)."""

@@ -1,10 +1,9 @@
 """Whatever is lost is announced in order, and one bad number cannot silence a stream.
 
-Reproductions of issue 9, defects 4 (a malformed frame's loss is only
+Reproductions of issue 9, defects 4 (a malformed frame's loss was only
 counted) and 5 (one absurd Polygon sequence number silenced a symbol for the
 rest of the connection), with the Hypothesis property the issue asks for as
-defect 5's acceptance test. Defect 4's is ``xfail(strict=True)`` until its
-fix; defect 5's failed before the guard learnt to re-anchor and pass since.
+defect 5's acceptance test. They failed before the fixes and pass since.
 """
 
 from __future__ import annotations
@@ -20,14 +19,13 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from trio.testing import MockClock
 
-from puffin_trio import Event, Gap, SequenceGuard, Status, Supervisor, Trade
+from puffin_trio import Event, Gap, GapReason, SequenceGuard, Status, Supervisor, Trade
 from puffin_trio.events import EVENT_TYPES
 from puffin_trio.guard import DEFAULT_MAX_LATE_RUN, DEFAULT_WINDOW, GuardMode
-from puffin_trio.providers import AlpacaProvider, PolygonProtocol
-from puffin_trio.sim import FaultPlan, serve_alpaca
+from puffin_trio.providers import AlpacaProvider, PolygonProtocol, PolygonProvider
+from puffin_trio.sim import FaultPlan, serve_alpaca, serve_polygon
 from puffin_trio.testing import mock_wall_clock
 
-DEFECT_4 = "issue 9 defect 4: a malformed frame's loss is only counted, never announced"
 MARKET = frozenset(EVENT_TYPES) - {Status, Gap}
 OPEN_NS = int(datetime(2026, 11, 24, 15, 0, tzinfo=UTC).timestamp() * 1e9)
 #: How many events after a corrupted sequence number may be lost before delivery must
@@ -41,7 +39,6 @@ assert DEFAULT_MAX_LATE_RUN <= RESUME_BOUND
 # --------------------------------------------------------------------------- defect 4
 
 
-@pytest.mark.xfail(strict=True, reason=DEFECT_4)
 async def test_a_malformed_frame_is_announced_in_order_where_its_data_went_missing(
     autojump_clock: MockClock,
 ) -> None:
@@ -68,6 +65,39 @@ async def test_a_malformed_frame_is_announced_in_order_where_its_data_went_missi
     before, after = market[29], market[30]  # the bad frame came after 30 data messages
     between = seen[before + 1 : after]
     assert any(isinstance(e, Gap) for e in between), between
+
+
+async def test_a_bad_message_in_a_good_frame_is_announced_as_one_missing_message(
+    autojump_clock: MockClock,
+) -> None:
+    """The rest of the frame is delivered; the bad message's loss sits where it was, counted."""
+    wall = mock_wall_clock(OPEN_NS)
+    good = {"ev": "T", "sym": "AAPL", "i": "probe", "x": 4, "p": 189.5, "s": 100,
+            "t": OPEN_NS // 1_000_000}
+    bad = {**good, "i": "bad", "p": "not a price"}
+    payload = orjson.dumps([good, bad]).decode()
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(
+            partial(serve_polygon, key="k", symbols=["AAPL"], wall_clock=wall,
+                    faults=FaultPlan.malformed_after(20, payload=payload))
+        )  # fmt: skip
+        provider = PolygonProvider(key="k", url=f"ws://127.0.0.1:{port}/stocks")
+        async with Supervisor.open(wall_clock=wall) as sup:
+            sup.add(provider, trades=["AAPL"], quotes=["AAPL"])
+            seen: list[Event] = []
+            async with sup.events() as events:
+                async for event in events:
+                    seen.append(event)
+                    if sum(type(e) in MARKET for e in seen) >= 40:
+                        break
+            assert sup.statistics().sessions["polygon"].malformed == 1
+        nursery.cancel_scope.cancel()
+    probe = next(i for i, e in enumerate(seen) if isinstance(e, Trade) and e.trade_id == "probe")
+    gap = seen[probe + 1]
+    assert isinstance(gap, Gap) and gap.reason is GapReason.MALFORMED, seen[probe + 1]
+    assert gap.missing == 1 and gap.stream == "polygon" and gap.provider == "polygon"
+    assert gap.window_start == gap.window_end == seen[probe].ts_recv
+    assert [e for e in seen if isinstance(e, Gap)] == [gap]
 
 
 # --------------------------------------------------------------------------- defect 5

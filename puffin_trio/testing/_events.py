@@ -454,8 +454,10 @@ def gaps(
     Realistic ones agree with their reason: a ``sequence`` gap has
     ``expected < received`` and ``missing == received - expected`` on a
     ``"provider:symbol"`` stream; a ``reconnect`` gap has no sequence numbers,
-    ``symbol=""`` and ``window_start <= window_end``; an ``overflow`` gap names
-    a consumer and counts at least one dropped event.
+    ``symbol=""`` and ``window_start <= window_end``; a ``malformed`` gap
+    names its session, no symbol, at most one known missing message and the
+    bad frame's receive time as its window; an ``overflow`` gap names a
+    consumer and counts at least one dropped event.
     """
     ts_event, ts_recv = draw(_times(realistic))
     name = draw(_providers(provider, realistic))
@@ -501,6 +503,18 @@ def gaps(
             reason=reason,
             window_start=window_start,
             window_end=ts_event,
+        )
+    if reason is GapReason.MALFORMED:
+        return Gap(
+            provider=name,
+            symbol="",
+            ts_event=ts_recv,
+            ts_recv=ts_recv,
+            stream=name,
+            reason=reason,
+            missing=draw(st.integers(0, 1)),
+            window_start=ts_recv,
+            window_end=ts_recv,
         )
     return Gap(
         provider=name,
