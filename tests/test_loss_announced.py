@@ -13,7 +13,6 @@ from functools import partial
 
 import attrs
 import orjson
-import pytest
 import trio
 from hypothesis import example, given
 from hypothesis import strategies as st
