@@ -4,15 +4,17 @@ This module owns the rules every provider protocol applies to the values it
 copies into events (the per-provider choices, such as where a price may be
 negative, are listed in ``docs/guide/providers.rst``):
 
-* prices are finite numbers (:func:`price`, :func:`signed_price`), sizes
-  finite numbers >= 0 (:func:`size`), counts integers >= 0 (:func:`count`);
-* event timestamps are integer nanoseconds inside :data:`SANE_TS_NS`
-  (:func:`event_time`);
+* prices are finite numbers (:func:`price`, which also refuses a negative
+  one), sizes finite numbers >= 0 (:func:`size`), counts integers >= 0
+  (:func:`count`);
+* event timestamps are integer nanoseconds inside :data:`SANE_TS_NS` (each
+  protocol's timestamp reader checks the range as it converts, on the cheapest
+  path its format allows);
 * symbols are non-empty strings (:func:`symbol_of`), text fields strings
   (:func:`text`, :func:`texts`), identifiers integers or strings (:func:`ident`);
-* numbers sent as text are plain decimals (:func:`decimal`): Python's
-  ``float()`` also reads ``"NaN"``, ``"1e999"`` (infinity), ``"1_0"`` and
-  ``" 1 "``, none of which a provider means as a number.
+* numbers sent as text are plain decimals (:func:`decimal`, :func:`decimal_size`):
+  Python's ``float()`` also reads ``"NaN"``, ``"1e999"`` (infinity), ``"1_0"``
+  and ``" 1 "``, none of which a provider means as a number.
 
 Each function returns the value as the event stores it, or raises
 ``TypeError``/``ValueError``, which the protocols turn into a
@@ -32,10 +34,8 @@ __all__ = [
     "count",
     "decimal",
     "decimal_size",
-    "event_time",
     "ident",
     "price",
-    "signed_price",
     "size",
     "symbol_of",
     "text",
@@ -64,13 +64,6 @@ def price(value: object) -> float:
     raise _refused("price", value, "a finite number >= 0")
 
 
-def signed_price(value: float) -> float:
-    """A price that may be negative (spreads, some futures): any finite float."""
-    if -_INF < value < _INF:
-        return value
-    raise _refused("price", value, "a finite number")
-
-
 def size(value: object) -> float:
     """A size or volume: a finite JSON/msgpack number >= 0."""
     if type(value) is float:
@@ -86,13 +79,6 @@ def count(value: object) -> int:
     if type(value) is int and value >= 0:
         return value
     raise _refused("count", value, "an integer >= 0")
-
-
-def event_time(ns: int) -> int:
-    """An event timestamp in integer ns: inside :data:`SANE_TS_NS` (which also fits int64)."""
-    if _TS_LOW <= ns < _TS_HIGH:
-        return ns
-    raise ValueError(f"timestamp {ns} ns is outside 1990..2200")
 
 
 def symbol_of(value: object) -> str:
