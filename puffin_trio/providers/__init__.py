@@ -17,6 +17,10 @@ What ``receive`` returns besides events: :class:`Connected`,
 :class:`ProviderNotice`, :class:`ProviderFailure`, :class:`Malformed` and
 :class:`UnknownMessage` (together, :data:`Control`).
 
+Every value a protocol copies into an event is checked first (finite prices,
+finite sizes >= 0, timestamps inside :data:`SANE_TS_NS`, non-empty symbols):
+an impossible value makes the message :class:`Malformed`, never an event.
+
 Every module in this package is sans-IO in its imports too: none imports
 trio or a websocket library (a test walks their imports). The session does
 the I/O; see :mod:`puffin_trio.providers._base` for the contract.
@@ -36,11 +40,13 @@ from puffin_trio.providers._base import (
     UnknownMessage,
     WebSocketProvider,
 )
+from puffin_trio.providers._values import SANE_TS_NS
 from puffin_trio.providers.alpaca import AlpacaProtocol, AlpacaProvider
 from puffin_trio.providers.ib import IBContract, IBProtocol, IBProvider
 from puffin_trio.providers.polygon import PolygonProtocol, PolygonProvider, StrictPolygonProtocol
 
 __all__ = [
+    "SANE_TS_NS",
     "AlpacaProtocol",
     "AlpacaProvider",
     "Authenticated",
