@@ -28,7 +28,8 @@ messages after it (wall clock, and that process's own CPU time):
   frame), with its default ``json`` and with ``custom_json=orjson``.
 
 The rounds are interleaved (every client once, then again), so machine noise
-hits every column alike; each figure is the best of the rounds. The targets of
+hits every column alike; each figure is the median of the rounds (the spread
+table says how far the rounds were apart). The targets of
 issue 11 are checked at the end; where one is missed, the ``floor`` column of
 the same run shows how far a pipeline building events can go.
 """
@@ -47,6 +48,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from importlib.util import find_spec
+from statistics import median
 from typing import Any
 
 import orjson
@@ -59,8 +61,6 @@ from _harness import CASES, CONTROL_TYPES, RUN_TIMEOUT, fmt_rate, print_table, r
 from bench_throughput import (
     Timing,
     bare_throughput,
-    best_cpu,
-    best_rate,
     blast_server,
     pipeline_throughput,
     spread,
@@ -285,7 +285,7 @@ class Row:
 
     def rate(self, client: str) -> float | None:
         timings = self.timings.get(client)
-        return best_rate(timings) if timings else None
+        return median(t.rate for t in timings) if timings else None
 
 
 def feed_name(case: Case, variant: str) -> str:
@@ -321,7 +321,7 @@ def report(rows: Sequence[Row], s: Settings) -> None:
         return fmt_rate(rate) if rate is not None else "-"
 
     print_table(
-        f"msg/s, each client in its own process, best of {s.rounds} rounds",
+        f"msg/s, each client in its own process, median of {s.rounds} rounds",
         ["feed", "B", "N", *names, "ours/ceil", "floor/ceil"],
         [
             [
@@ -333,11 +333,14 @@ def report(rows: Sequence[Row], s: Settings) -> None:
         ],
     )  # fmt: skip
     print_table(
-        "CPU µs per message (each client process's own, best run)",
+        "CPU µs per message (each client process's own, median of the rounds)",
         ["feed", "B", *names],
         [
             [r.feed, str(r.batch)]
-            + [f"{best_cpu(r.timings[name]):.2f}" if name in r.timings else "-" for name in names]
+            + [
+                f"{median(t.cpu_us for t in r.timings[name]):.2f}" if name in r.timings else "-"
+                for name in names
+            ]
             for r in rows
         ],
     )

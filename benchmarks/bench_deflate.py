@@ -16,7 +16,7 @@ frame, in this process:
   ``msgpack.unpackb``).
 
 This is the choice behind ``puffin_trio.transports.ws.DEFAULT_COMPRESSION``
-(off) and the providers' ``compression=`` option: see the notes under the
+(offered by default) and the providers' ``compression=`` option: see the notes under the
 table and ``docs/guide/providers.rst``.
 """
 

@@ -7,6 +7,8 @@ in time, resubscribe identically, close the broken connection before
 opening the next, and lose nothing silently (every message the proxy
 forwarded intact is delivered, or a ``Gap`` sits where it would have been).
 
+Every row runs on each WebSocket transport (the ``ws_transport`` fixture).
+
 Rows that fail today because of a defect listed in issue 9 are marked
 ``xfail(strict=True)`` with the defect's number: fixing the defect flips
 the test, and the mark must go.
@@ -22,6 +24,7 @@ from trio.testing import MockClock
 from fuzz.matrix import FIRE_AFTER, ROWS, Outcome, run_row, table
 from puffin_trio import RestartPolicy
 from puffin_trio.providers import AlpacaProvider, PolygonProvider
+from puffin_trio.transports.ws import WsTransportName
 
 #: The providers' default timing knobs, which the matrix runs with.
 ALPACA = AlpacaProvider(key="k", secret="s")
@@ -153,8 +156,10 @@ def test_every_row_has_a_check() -> None:
 
 
 @pytest.mark.parametrize(("provider", "row"), _cases())
-async def test_fault_matrix(provider: str, row: object, autojump_clock: MockClock) -> None:
-    outcome = await run_row(provider, row)  # type: ignore[arg-type]
+async def test_fault_matrix(
+    provider: str, row: object, ws_transport: WsTransportName, autojump_clock: MockClock
+) -> None:
+    outcome = await run_row(provider, row, knobs={"transport": ws_transport})  # type: ignore[arg-type]
     CHECKS[outcome.row](outcome)
 
 

@@ -13,6 +13,7 @@ from functools import partial
 
 import attrs
 import orjson
+import pytest
 import trio
 from hypothesis import example, given
 from hypothesis import strategies as st
@@ -24,6 +25,8 @@ from puffin_trio.guard import DEFAULT_MAX_LATE_RUN, DEFAULT_WINDOW, GuardMode
 from puffin_trio.providers import AlpacaProvider, PolygonProtocol, PolygonProvider
 from puffin_trio.sim import FaultPlan, serve_alpaca, serve_polygon
 from puffin_trio.testing import mock_wall_clock
+
+from ._support import transport
 
 MARKET = frozenset(EVENT_TYPES) - {Status, Gap}
 OPEN_NS = int(datetime(2026, 11, 24, 15, 0, tzinfo=UTC).timestamp() * 1e9)
@@ -38,6 +41,7 @@ assert DEFAULT_MAX_LATE_RUN <= RESUME_BOUND
 # --------------------------------------------------------------------------- defect 4
 
 
+@pytest.mark.usefixtures("ws_transport")
 async def test_a_malformed_frame_is_announced_in_order_where_its_data_went_missing(
     autojump_clock: MockClock,
 ) -> None:
@@ -48,7 +52,7 @@ async def test_a_malformed_frame_is_announced_in_order_where_its_data_went_missi
             partial(serve_alpaca, key="k", secret="s", symbols=["AAPL"], wall_clock=wall,
                     faults=FaultPlan.malformed_after(30, payload='[{"T":"q",garbage'))
         )  # fmt: skip
-        provider = AlpacaProvider(key="k", secret="s", encoding="json",
+        provider = AlpacaProvider(key="k", secret="s", encoding="json", transport=transport(),
                                   url=f"ws://127.0.0.1:{port}/v2/iex")  # fmt: skip
         async with Supervisor.open(wall_clock=wall) as sup:
             sup.add(provider, quotes=["AAPL"], trades=["AAPL"])
@@ -66,6 +70,7 @@ async def test_a_malformed_frame_is_announced_in_order_where_its_data_went_missi
     assert any(isinstance(e, Gap) for e in between), between
 
 
+@pytest.mark.usefixtures("ws_transport")
 async def test_a_bad_message_in_a_good_frame_is_announced_as_one_missing_message(
     autojump_clock: MockClock,
 ) -> None:
@@ -80,7 +85,9 @@ async def test_a_bad_message_in_a_good_frame_is_announced_as_one_missing_message
             partial(serve_polygon, key="k", symbols=["AAPL"], wall_clock=wall,
                     faults=FaultPlan.malformed_after(20, payload=payload))
         )  # fmt: skip
-        provider = PolygonProvider(key="k", url=f"ws://127.0.0.1:{port}/stocks")
+        provider = PolygonProvider(
+            key="k", url=f"ws://127.0.0.1:{port}/stocks", transport=transport()
+        )
         async with Supervisor.open(wall_clock=wall) as sup:
             sup.add(provider, trades=["AAPL"], quotes=["AAPL"])
             seen: list[Event] = []
