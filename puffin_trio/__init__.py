@@ -12,6 +12,7 @@ from puffin_trio.channels import (
     FanOut,
     FanOutStatistics,
     Overflow,
+    receive_events,
 )
 from puffin_trio.errors import (
     AuthenticationError,
@@ -137,5 +138,6 @@ __all__ = [
     "open_redis_feed",
     "open_redis_publisher",
     "open_replay",
+    "receive_events",
     "serve_metrics",
 ]
