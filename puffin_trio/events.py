@@ -89,6 +89,9 @@ class Trade(_Timestamped):
     conditions: tuple[str, ...] = ()
     tape: str = ""
     seq: int | None = None
+    #: True for a trade recovered from the provider's historical API after a
+    #: reconnect (``backfill="trades"``), False for one received live.
+    backfilled: bool = False
 
     @property
     def volume(self) -> float:
@@ -267,6 +270,8 @@ class GapReason(enum.StrEnum):
     SEQUENCE = "sequence"  #: sequence numbers skipped (or a message came too late to deliver)
     RECONNECT = "reconnect"  #: the connection was down; data in the window is missing
     OVERFLOW = "overflow"  #: a consumer's overflow policy dropped events
+    #: one symbol's trades of a reconnect window were backfilled (see ``Gap``)
+    BACKFILL = "backfill"
 
 
 @attrs.frozen(kw_only=True, weakref_slot=False)
@@ -297,6 +302,15 @@ class Gap(_Timestamped):
       unknown, as for a reconnect window).
     * ``window_start``/``window_end``: for reconnect gaps, the outage window in
       ns (last message before the drop, first after the reconnect).
+
+    A ``backfill`` gap closes the backfill of one symbol's trades after a
+    reconnect (``docs/guide/backfill.rst``): the ``recovered`` trades before it,
+    flagged ``Trade.backfilled``, came from the provider's historical API for
+    the window ``window_start``..``window_end`` (provider time);
+    ``complete`` says whether the whole window was fetched; if not,
+    ``detail`` says why and ``missing`` counts the trades known to be lost
+    (``0`` when the provider's numbering cannot tell). The other reasons leave
+    ``recovered`` 0, ``complete`` False and ``detail`` empty.
     """
 
     provider: str
@@ -311,6 +325,9 @@ class Gap(_Timestamped):
     window_start: int | None = None
     window_end: int | None = None
     seq: int | None = None
+    recovered: int = 0
+    complete: bool = False
+    detail: str = ""
 
 
 #: Market data events (what a provider produces).

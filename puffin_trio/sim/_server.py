@@ -55,7 +55,8 @@ def market(
 
 
 class SimRecorder(Generic[RecordT]):
-    """Records every connection a simulator accepts, in order (``connections``).
+    """Records every connection a simulator accepts, in order (``connections``), and
+    every historical request it answers (``history``).
 
     ``max_frames`` bounds what each connection's record keeps (see
     :data:`DEFAULT_MAX_FRAMES`); the provider's record class says what a
@@ -65,6 +66,9 @@ class SimRecorder(Generic[RecordT]):
     def __init__(self, *, max_frames: int = DEFAULT_MAX_FRAMES) -> None:
         self.max_frames = max_frames
         self.connections: list[RecordT] = []
+        #: Every historical request answered, as (target, status); an ``apiKey``
+        #: in the target is redacted.
+        self.history: list[tuple[str, int]] = []
 
     @property
     def accepted(self) -> int:
