@@ -53,7 +53,8 @@ class HistoryQuery:
 
 @attrs.frozen
 class HttpRequest:
-    """One GET of a historical API: a path on the REST host and its query parameters.
+    """One GET of a historical API: a path on the REST host and its query parameters,
+    and the symbols whose trades its pages hold (in the order the pages give them).
 
     Credentials are not part of it (they travel in :meth:`RestHistory.headers`),
     so a request can be logged and compared.
@@ -61,11 +62,12 @@ class HttpRequest:
 
     path: str
     params: tuple[tuple[str, str], ...] = ()
+    symbols: tuple[str, ...] = ()
 
     def with_param(self, name: str, value: str) -> HttpRequest:
         """The same request with ``name`` set to ``value`` (replacing any earlier value)."""
         kept = tuple((k, v) for k, v in self.params if k != name)
-        return HttpRequest(self.path, (*kept, (name, value)))
+        return attrs.evolve(self, params=(*kept, (name, value)))
 
 
 @attrs.frozen

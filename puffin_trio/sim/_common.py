@@ -156,6 +156,8 @@ class WsSimServer(abc.ABC, Generic[RecordT]):
     off_air: OffAirMarket = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
+        if self.recorder is not None:
+            self.tape = self.recorder.tape
         self.history_faults = self.faults.for_history()
         limit = self.history_rate_limit
         self.rate_window = None if limit is None else RateWindow(limit)

@@ -121,7 +121,9 @@ class AlpacaHistory(RestHistory):
             for i in range(0, len(symbols), MAX_SYMBOLS_PER_REQUEST)
         ]
         return [
-            HttpRequest(self._path, (("symbols", ",".join(group)), *window, *self._extra))
+            HttpRequest(
+                self._path, (("symbols", ",".join(group)), *window, *self._extra), tuple(group)
+            )
             for group in groups
         ]
 

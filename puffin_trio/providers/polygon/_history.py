@@ -44,8 +44,7 @@ _TRADES_PATH = "/v3/trades/"
 _GOOD_STATUS = frozenset({"OK", "DELAYED"})
 
 
-def _sequence(trade: Trade) -> int:
-    assert trade.seq is not None
+def _sequence(trade: Trade) -> int | None:
     return trade.seq
 
 
@@ -77,8 +76,6 @@ class PolygonHistory(RestHistory):
             if self._crypto
             else SeamRule(key=_sequence, ordered=True, contiguous=contiguous)
         )
-        #: REST ticker -> the stream's symbol (``X:BTCUSD`` -> ``BTC-USD``).
-        self._symbols: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"PolygonHistory(base_url={self.base_url!r}, crypto={self._crypto})"
@@ -96,7 +93,6 @@ class PolygonHistory(RestHistory):
         out = []
         for symbol in sorted(query.symbols):
             ticker = self.ticker(symbol)
-            self._symbols[ticker] = symbol
             out.append(
                 HttpRequest(
                     _TRADES_PATH + quote(ticker, safe=":"),
@@ -107,6 +103,7 @@ class PolygonHistory(RestHistory):
                         ("sort", "timestamp"),
                         ("limit", str(self.page_limit)),
                     ),
+                    (symbol,),
                 )
             )
         return out
@@ -122,9 +119,9 @@ class PolygonHistory(RestHistory):
         rows = document.get("results", [])
         if type(rows) is not list:
             raise ValueError("'results' is not a list")
-        symbol = self._symbols.get(request.path[len(_TRADES_PATH) :].replace("%3A", ":"))
-        if symbol is None:
-            raise ValueError(f"a page for a ticker we did not ask for: {request.path!r}")
+        if len(request.symbols) != 1:
+            raise ValueError(f"a page for a request of no one ticker: {request.path!r}")
+        symbol = request.symbols[0]
         trades: list[Trade] = []
         malformed = 0
         for row in rows:
@@ -144,7 +141,8 @@ class PolygonHistory(RestHistory):
         parts = urlsplit(next_url)
         if parts.path != request.path:
             raise ValueError(f"'next_url' leads to another path: {parts.path!r}")
-        return HttpRequest(parts.path, tuple(parse_qsl(parts.query, keep_blank_values=True)))
+        params = tuple(parse_qsl(parts.query, keep_blank_values=True))
+        return HttpRequest(parts.path, params, request.symbols)
 
     def _trade(self, symbol: str, row: object, ts_recv: int) -> Trade:
         if type(row) is not dict:
