@@ -33,7 +33,7 @@ from puffin_trio.channels import FanOut
 from puffin_trio.errors import ConfigurationError, ProviderError
 from puffin_trio.events import Event, Gap, Status, Trade
 from puffin_trio.history._inband import InbandHistory, Pacer
-from puffin_trio.history._rest import fetch_rest
+from puffin_trio.history._rest import fetch_rest, tls_context
 from puffin_trio.history._seams import Reconciler, TradeEdges, Window
 from puffin_trio.history._sources import Item, Progress, Recovered, Retries, Sink
 from puffin_trio.providers._base import HistoryReply, Provider, ProviderProtocol
@@ -115,6 +115,7 @@ class Backfiller:
         self._inband: InbandHistory | None = None
         if self._history is not None:
             seam = self._history.seam
+            tls_context()  # now, not in the middle of the first backfill
         else:
             proto_class = type(provider.protocol())
             if not proto_class.history_limit:

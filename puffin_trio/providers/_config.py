@@ -167,8 +167,8 @@ def rest_url(provider: str, url: object) -> str:
         )
     if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise ConfigurationError(
-            f"{provider}: refusing plain http:// to non-loopback host {parts.hostname!r}: "
-            "the API key would travel in clear; use https://"
+            f"{provider}: refusing a plain http:// rest_url to non-loopback host "
+            f"{parts.hostname!r}: the API key would travel in clear; use https://"
         )
     return url.rstrip("/")
 
