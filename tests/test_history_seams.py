@@ -33,7 +33,9 @@ def trade(i: int, ts: int, *, symbol: str = "AAPL", price: float = 10.0, size: f
     )  # fmt: skip
 
 
-def reconciler(edges: TradeEdges, symbols: tuple[str, ...] = ("AAPL",), opened: int = T0) -> Reconciler:
+def reconciler(
+    edges: TradeEdges, symbols: tuple[str, ...] = ("AAPL",), opened: int = T0
+) -> Reconciler:
     return Reconciler(
         symbols, edges=edges, fallback_start_ns=T0, opened_ns=opened, provider="sim", stream="s"
     )
@@ -214,7 +216,14 @@ def seam_cases(draw: st.DrawFn) -> SeamCase:
 
 def run_case(case: SeamCase) -> list[Trade]:
     """Feed one case through TradeEdges and a Reconciler as the session does; the
-    trades a consumer receives, in order."""
+    trades a consumer receives, in order.
+
+    Live trades are stamped with an arrival time (``ts_recv``). The history is
+    asked for at the first page step: for IB (keys that are not unique) it then
+    holds exactly the trades printed so far, the live ones that arrived
+    included, as a real answer does; for the others it holds the drawn
+    ``snapshot``, which may run ahead of the live stream.
+    """
     seam = SEAMS[case.kind]
     trades = case.trades
     received = list(trades[: case.drop])
@@ -226,17 +235,32 @@ def run_case(case: SeamCase) -> list[Trade]:
         ["AAPL"], edges=edges, fallback_start_ns=T0, opened_ns=opened, provider="sim", stream="s"
     )
     (window,) = rec.windows_from()
-    history = [t for t in trades[: case.snapshot] if t.ts_event >= window.start_ns]
-    pages = [history[i : i + case.page] for i in range(0, len(history), case.page)]
     live = list(trades[case.resume :])
+    arrived = 0
+    pages: list[list[Trade]] | None = None
+    asked = 0
     closed = False
 
-    def arrive(t: Trade) -> None:
+    def arrive() -> None:
+        nonlocal arrived
+        arrived += 1
+        t = attrs.evolve(live.pop(0), ts_recv=2 * arrived)
         edges.observe(t)
         if rec.holds("AAPL"):
             rec.hold(t)
         elif not rec.is_live_duplicate(t):
             received.append(t)
+
+    def next_page() -> None:
+        nonlocal pages, asked
+        if pages is None:
+            asked = 2 * arrived + 1
+            snapshot = case.resume + arrived if not seam.unique else case.snapshot
+            history = [attrs.evolve(t, backfilled=True) for t in trades[:snapshot]
+                       if t.ts_event >= window.start_ns]  # fmt: skip
+            pages = [history[i : i + case.page] for i in range(0, len(history), case.page)]
+        if pages:
+            received.extend(rec.accept("AAPL", pages.pop(0), sent_ns=asked, answered_ns=asked))
 
     def close() -> None:
         rec.close("AAPL", complete=True, detail="", end_ns=trades[-1].ts_event, now_ns=0)
@@ -247,20 +271,18 @@ def run_case(case: SeamCase) -> list[Trade]:
 
     for is_live in case.schedule:
         if is_live and live:
-            arrive(live.pop(0))
-        elif pages:
-            received.extend(rec.accept("AAPL", [attrs.evolve(t, backfilled=True)
-                                                 for t in pages.pop(0)]))  # fmt: skip
+            arrive()
+        elif pages is None or pages:
+            next_page()
         elif not closed:
             close()
             closed = True
-    while pages:
-        received.extend(rec.accept("AAPL", [attrs.evolve(t, backfilled=True)
-                                             for t in pages.pop(0)]))  # fmt: skip
+    while pages is None or pages:
+        next_page()
     if not closed:
         close()
-    for t in live:
-        arrive(t)
+    while live:
+        arrive()
     return received
 
 

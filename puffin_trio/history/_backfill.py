@@ -123,7 +123,7 @@ class Backfiller:
                     f"{provider.name}: this provider has no historical trades; use backfill=None"
                 )
             seam = proto_class.history_seam
-            self._inband = InbandHistory(Pacer(), provider=provider.name)
+            self._inband = InbandHistory(Pacer(), provider=provider.name, wall_clock=wall_clock)
         self.edges = TradeEdges(seam)
         self._current: Reconciler | None = None
         self._pending = False
@@ -362,7 +362,9 @@ class Backfiller:
         Each one also moves the symbol's start edge, so a backfill cut short by a
         reconnect is continued from there by the next one, not repeated.
         """
-        trades = current.accept(item.symbol, item.trades)
+        trades = current.accept(
+            item.symbol, item.trades, sent_ns=item.sent_ns, answered_ns=item.answered_ns
+        )
         observe = self.edges.observe
         sent = 0
         try:

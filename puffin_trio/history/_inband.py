@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
 
 import trio
 
@@ -80,9 +81,10 @@ class Pacer:
 class InbandHistory:
     """Historical trades through the session's own protocol and transport."""
 
-    def __init__(self, pacer: Pacer, *, provider: str) -> None:
+    def __init__(self, pacer: Pacer, *, provider: str, wall_clock: Callable[[], int]) -> None:
         self._pacer = pacer
         self._provider = provider
+        self._wall = wall_clock
         self._answers: dict[int, trio.MemorySendChannel[HistoryReply]] = {}
 
     def answer(self, reply: HistoryReply) -> None:
@@ -108,10 +110,12 @@ class InbandHistory:
             symbol = window.symbol
             cursor = window.start_ns
             while True:
-                trades = await self._one(proto, transport, symbol, cursor, retries, progress)
+                trades, sent, answered = await self._one(
+                    proto, transport, symbol, cursor, retries, progress
+                )
                 progress.pages += 1
                 if trades:
-                    await sink.send(Recovered(symbol, trades))
+                    await sink.send(Recovered(symbol, trades, sent, answered))
                 if len(trades) < limit:
                     break  # fewer than asked for: the present is reached
                 cursor = (trades[-1].ts_event // _NS + 1) * _NS
@@ -125,8 +129,9 @@ class InbandHistory:
         cursor: int,
         retries: Retries,
         progress: Progress,
-    ) -> tuple[Trade, ...]:
-        """The trades of one request (retried within the budget)."""
+    ) -> tuple[tuple[Trade, ...], int, int]:
+        """The trades of one request (retried within the budget), and when it was sent
+        and answered (wall clock)."""
         while True:
             await self._pacer.wait(symbol)
             req_id = proto.request_history(symbol, cursor)
@@ -138,6 +143,7 @@ class InbandHistory:
             trades: list[Trade] = []
             failure: BackfillError | None = None
             try:
+                sent = self._wall()
                 await transport.send_all(proto.data_to_send())
                 with trio.move_on_after(REPLY_TIMEOUT) as scope:
                     async for reply in receive:
@@ -156,7 +162,7 @@ class InbandHistory:
             finally:
                 del self._answers[req_id]
             if failure is None:
-                return tuple(trades)
+                return tuple(trades), sent, self._wall()
             if isinstance(failure, BackfillRefused):
                 raise failure
             await retries.after_error(failure)

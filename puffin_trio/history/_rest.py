@@ -66,13 +66,15 @@ async def _page(
     retries: Retries,
     wall_clock: Callable[[], int],
     progress: Progress,
-) -> TradePage:
-    """One page, retried within the budget. A checkpoint."""
+) -> tuple[TradePage, int, int]:
+    """One page, retried within the budget, and when its request was sent and answered
+    (wall clock). A checkpoint."""
     provider = history.provider
     while True:
         response: httpx.Response | None = None
         failure: BackfillError | None = None
         progress.requests += 1
+        sent = wall_clock()
         with trio.move_on_after(REQUEST_TIMEOUT):
             try:
                 response = await client.get(request.path, params=list(request.params))
@@ -85,10 +87,11 @@ async def _page(
             await retries.after_error(failure)
             continue
         status = response.status_code
-        wait = history.rate_limit_wait(status, response.headers, wall_clock())
+        answered = wall_clock()
+        wait = history.rate_limit_wait(status, response.headers, answered)
         if status == 200:
             try:
-                page = history.parse(request, response.content, wall_clock())
+                page = history.parse(request, response.content, answered)
             except ValueError as exc:
                 await retries.after_error(
                     BackfillError(f"malformed page: {exc}", provider=provider, code=status)
@@ -97,7 +100,7 @@ async def _page(
             if wait:
                 # The provider says the limit is spent: wait for the reset before the next.
                 await trio.sleep(min(wait, max(0.0, retries.deadline - trio.current_time())))
-            return page
+            return page, sent, answered
         error = f"HTTP {status} from {request.path}: {_sample(response)}"
         if status in (401, 403):
             raise BackfillRefused(error, provider=provider, code=status)
@@ -141,7 +144,9 @@ async def fetch_rest(
                     raise BackfillError(
                         f"the window needs more than {MAX_PAGES} pages", provider=history.provider
                     )
-                page = await _page(client, history, request, retries, wall_clock, progress)
+                page, sent, answered = await _page(
+                    client, history, request, retries, wall_clock, progress
+                )
                 progress.pages += 1
                 progress.malformed += page.malformed
                 if page.malformed:
@@ -156,7 +161,7 @@ async def fetch_rest(
                         finished.add(current)
                         await sink.send(Finished(current))
                     current = symbol
-                    await sink.send(Recovered(symbol, tuple(trades)))
+                    await sink.send(Recovered(symbol, tuple(trades), sent, answered))
                 request = page.next
             for symbol in first.symbols:
                 if symbol not in finished:

@@ -17,7 +17,8 @@ session glue (:mod:`puffin_trio.history._backfill`) does.
 
 from __future__ import annotations
 
-from collections import Counter
+from bisect import bisect_left, bisect_right
+from collections import Counter, deque
 from collections.abc import Collection, Hashable, Iterable
 
 import attrs
@@ -44,7 +45,8 @@ __all__ = [
 MAX_EDGE = 1024
 #: Recovered trades remembered per symbol to recognise them if they also
 #: arrive live (those stamped after the new connection opened, see
-#: :data:`SKEW_SLACK`): a few seconds of a busy symbol.
+#: :data:`SKEW_SLACK`; the last ones delivered, for keys that are not
+#: unique): a few seconds of a busy symbol.
 MAX_TAIL = 10_000
 #: How far the provider's clock may be behind ours (seconds, in ns): a
 #: recovered trade stamped later than "our reconnect time minus this" may
@@ -121,6 +123,7 @@ class SymbolWindow:
     """The state of one symbol during a backfill (see :class:`Reconciler`)."""
 
     __slots__ = (
+        "answered_ns",
         "closed",
         "complete",
         "delivered",
@@ -130,7 +133,9 @@ class SymbolWindow:
         "held_sent",
         "last_key",
         "max_live_key",
+        "recent",
         "released",
+        "sent_ns",
         "skip_start",
         "start_ns",
         "symbol",
@@ -152,6 +157,11 @@ class SymbolWindow:
         self.last_key: Hashable = None
         self.tail: Counter[Hashable] = Counter()
         self.tail_max_ts: int | None = None
+        #: Keys that are not unique: the last trades delivered, and when the request of
+        #: the last page was sent and answered (our wall clock, ns).
+        self.recent: deque[Trade] = deque(maxlen=MAX_TAIL)
+        self.sent_ns: int | None = None
+        self.answered_ns: int | None = None
         self.end_ns: int | None = None
         self.closed = False
         #: Closed with the whole window recovered.
@@ -264,6 +274,8 @@ class Reconciler:
         return False
 
     def _recovered_already(self, state: SymbolWindow, trade: Trade) -> bool:
+        if not self.seam.unique:
+            return False  # resolved by position when the symbol closed
         key = self.seam.key(trade)
         if self.seam.ordered:
             last = state.last_key
@@ -275,7 +287,14 @@ class Reconciler:
 
     # -- the recovered side --------------------------------------------------
 
-    def accept(self, symbol: str, trades: Iterable[Trade]) -> list[Trade]:
+    def accept(
+        self,
+        symbol: str,
+        trades: Iterable[Trade],
+        *,
+        sent_ns: int | None = None,
+        answered_ns: int | None = None,
+    ) -> list[Trade]:
         """The trades of ``symbol`` from one page that belong to the window and were not
         received live, in order; counted as recovered. Trades of an unknown or closed
         symbol are dropped.
@@ -286,7 +305,10 @@ class Reconciler:
         after that one may also be held: those delivered here are remembered
         (the tail) and dropped from the held ones. Ordered keys (Polygon):
         only keys between the last live one before the drop and the first
-        held one are delivered.
+        held one are delivered. Keys that are not unique (IB): everything after
+        the window's start is delivered, and the held trades it overlaps are
+        found by position when the symbol closes (``sent_ns``/``answered_ns``:
+        when this page was asked for and answered, our wall clock).
         """
         state = self.windows.get(symbol)
         if state is None or state.closed:
@@ -311,6 +333,8 @@ class Reconciler:
                 self._set_tail(state, max(state.tail_max_ts or 0, out[-1].ts_event))
             state.delivered += len(out)
             return out
+        if not self.seam.unique:
+            return self._accept_by_position(state, trades, sent_ns, answered_ns)
         cutoff = held[0].ts_event if held else None
         tail_from = self._tail_from
         for trade in trades:
@@ -331,6 +355,60 @@ class Reconciler:
         state.delivered += len(out)
         return out
 
+    def _accept_by_position(
+        self,
+        state: SymbolWindow,
+        trades: Iterable[Trade],
+        sent_ns: int | None,
+        answered_ns: int | None,
+    ) -> list[Trade]:
+        key_of = self.seam.key
+        out: list[Trade] = []
+        for trade in trades:
+            ts = trade.ts_event
+            if ts < state.start_ns:
+                self.outside += 1
+                continue
+            if ts == state.edge_ts:
+                key = key_of(trade)
+                if state.skip_start[key] > 0:
+                    state.skip_start[key] -= 1
+                    self.duplicates += 1
+                    continue
+            out.append(trade)
+        state.recent.extend(out)
+        state.delivered += len(out)
+        if out:
+            state.sent_ns, state.answered_ns = sent_ns, answered_ns
+        return out
+
+    def _overlap(self, state: SymbolWindow) -> int:
+        """Keys that are not unique: how many held trades the last delivered ones are.
+
+        The recovered trades are everything up to the moment the last request
+        was answered, the held ones everything from the reconnect on, so the
+        overlap is a run at the end of the first that begins the second. Held
+        trades received before that request was sent must be in it, and those
+        received after it was answered cannot: the largest run that matches
+        within those bounds is the overlap (twins can make a longer run match
+        too: the bounds keep it to what the times allow).
+        """
+        held, recent = state.held, state.recent
+        if not held or not recent:
+            return 0
+        received = [t.ts_recv for t in held]
+        low = 0 if state.sent_ns is None else bisect_left(received, state.sent_ns)
+        high = len(held) if state.answered_ns is None else bisect_right(received, state.answered_ns)
+        high = min(high, len(recent))
+        low = min(low, high)
+        key_of = self.seam.key
+        tail = [key_of(t) for t in list(recent)[-high:]] if high else []
+        head = [key_of(t) for t in held[:high]]
+        for size in range(high, low - 1, -1):
+            if tail[len(tail) - size :] == head[:size]:
+                return size
+        return low
+
     def unaccept(self, symbol: str, trades: list[Trade]) -> None:
         """The last ``trades`` that :meth:`accept` returned were not delivered after all
         (the backfill was cancelled while publishing them): forget them."""
@@ -338,6 +416,11 @@ class Reconciler:
             return
         state = self.windows[symbol]
         state.delivered -= len(trades)
+        if not self.seam.unique:
+            for _ in trades:
+                if state.recent:
+                    state.recent.pop()
+            return
         if self.seam.ordered:
             state.last_key = None if state.delivered == 0 else self.seam.key(trades[0]) - 1  # type: ignore[operator]
             return
@@ -357,6 +440,11 @@ class Reconciler:
         state = self.windows[symbol]
         state.closed = True
         held = state.held
+        if not self.seam.unique:
+            overlap = self._overlap(state)
+            state.held_sent = overlap
+            self.held_total -= overlap
+            self.duplicates += overlap
         state.end_ns = held[0].ts_event if held else end_ns
         missing = 0
         if self.seam.contiguous and held and state.max_live_key is not None:

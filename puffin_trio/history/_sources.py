@@ -45,10 +45,13 @@ BACKOFF_MAX = 8.0
 
 @attrs.frozen
 class Recovered:
-    """Trades of ``symbol`` from one page (or answer), in time order, as the API gave them."""
+    """Trades of ``symbol`` from one page (or answer), in time order, as the API gave them,
+    and when its request was sent and answered (the session's wall clock, ns)."""
 
     symbol: str
     trades: tuple[Trade, ...]
+    sent_ns: int | None = None
+    answered_ns: int | None = None
 
 
 @attrs.frozen

@@ -91,7 +91,12 @@ class SeamRule:
 
     * ``key``: what identifies one trade of a symbol (a trade id; Polygon's
       sequence number; for IB, which has neither, the time, price and size).
-      Two live trades with the same key are told apart by counting them.
+    * ``unique``: no two trades of a symbol share a key. Without it (IB: two
+      trades of 100 shares at one price in one second are common) a key does
+      not say whether a live trade is one a backfill recovered or its twin, so
+      the end of the window is matched by position: the recovered trades end
+      where the live ones begin, within what the requests' send and answer
+      times allow.
     * ``ordered``: keys increase with time within a symbol, so every key up to
       the last one received live was received (Polygon's ``sequence_number``).
     * ``contiguous``: ordered keys that skip no number, so the distance between
@@ -100,6 +105,7 @@ class SeamRule:
     """
 
     key: Callable[[Trade], Hashable] = _trade_id
+    unique: bool = True
     ordered: bool = False
     contiguous: bool = False
 

@@ -57,9 +57,9 @@ def _time_price_size(trade: Trade) -> Hashable:
     return (trade.ts_event, trade.price, trade.size)
 
 
-#: IB trades carry no id: a trade is its second, price and size (two identical
-#: ones in one second are told apart by counting).
-SEAM = SeamRule(key=_time_price_size)
+#: IB trades carry no id: a trade is its second, price and size, and twins are
+#: common, so the window's end is matched by position (see ``SeamRule.unique``).
+SEAM = SeamRule(key=_time_price_size, unique=False)
 
 
 def ib_utc_time(ts_ns: int) -> str:
