@@ -15,6 +15,8 @@ from puffin_trio.channels import (
 )
 from puffin_trio.errors import (
     AuthenticationError,
+    BackfillError,
+    BackfillRefused,
     CodecError,
     ConfigurationError,
     ConnectionLimitError,
@@ -46,12 +48,16 @@ from puffin_trio.events import (
     TradingStatus,
 )
 from puffin_trio.guard import GuardMode, SequenceGuard, SequenceGuardStatistics
+from puffin_trio.history import BackfillStatistics
 from puffin_trio.market_hours import MarketSession
 from puffin_trio.session import ProviderSession, SessionStatistics, SessionTimeouts
 from puffin_trio.supervisor import RestartPolicy, Supervisor, SupervisorStatistics, open_feed
 
 __all__ = [
     "AuthenticationError",
+    "BackfillError",
+    "BackfillRefused",
+    "BackfillStatistics",
     "Bar",
     "BarAggregator",
     "BarAggregatorStatistics",

@@ -92,7 +92,8 @@ class Backfiller:
     """The backfill of one session (``provider.backfill == "trades"``).
 
     ``status`` builds a ``Status`` notice with a detail (the session builds
-    its own events); ``stream`` names the session in the ``Gap`` events.
+    its own events); ``stream`` names the session in the ``Gap`` events;
+    ``pacer`` paces in-band requests (default: IB's rules, :class:`Pacer`).
     Raises :class:`ConfigurationError` if the provider has no historical
     trades (no REST ``history()`` and no in-band history).
     """
@@ -105,6 +106,7 @@ class Backfiller:
         fanout: FanOut,
         wall_clock: Callable[[], int],
         status: Callable[[str], Status],
+        pacer: Pacer | None = None,
     ) -> None:
         self._provider = provider
         self._stream = stream
@@ -123,7 +125,9 @@ class Backfiller:
                     f"{provider.name}: this provider has no historical trades; use backfill=None"
                 )
             seam = proto_class.history_seam
-            self._inband = InbandHistory(Pacer(), provider=provider.name, wall_clock=wall_clock)
+            self._inband = InbandHistory(
+                pacer or Pacer(), provider=provider.name, wall_clock=wall_clock
+            )
         self.edges = TradeEdges(seam)
         self._current: Reconciler | None = None
         self._pending = False

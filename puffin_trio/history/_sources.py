@@ -20,6 +20,7 @@ __all__ = [
     "BACKOFF_MAX",
     "MAX_ERROR_RETRIES",
     "MAX_RATE_LIMITED",
+    "MIN_RATE_LIMIT_WAIT",
     "Finished",
     "Item",
     "Progress",
@@ -33,10 +34,15 @@ __all__ = [
 #: 0.5 + 1 + 2 + 4 + 8 s of backoff rather than spending its whole deadline.
 MAX_ERROR_RETRIES = 5
 #: 429 answers per backfill that are waited out (for as long as the provider's
-#: reset header says, within the deadline): Alpaca's free plan allows 200
-#: requests a minute, so a backfill that meets its limit ten times is
-#: competing with something else for it.
-MAX_RATE_LIMITED = 10
+#: reset header says; never past the deadline, which bounds the time): a
+#: backfill that needs more pages than a plan allows a minute meets its limit
+#: once a minute (Massive's free plan allows 5 requests, so 100 tickers take
+#: ~20), and a server that keeps answering 429 at once cannot keep it
+#: spinning past this many.
+MAX_RATE_LIMITED = 100
+#: The least wait after a 429 whose reset time has already passed (a clock a
+#: little apart from the server's): 0.1 s, not a tight loop of retries.
+MIN_RATE_LIMIT_WAIT = 0.1
 #: Backoff after a failed request: 0.5 s, doubling, at most 8 s (and when a
 #: 429 names no reset time).
 BACKOFF_INITIAL = 0.5
@@ -109,7 +115,7 @@ class Retries:
         self.errors += 1
         if self.errors > self._errors:
             raise BackfillError(
-                f"{error} (gave up after {self._errors} retries)",
+                f"{error.args[0]} (gave up after {self._errors} retries)",
                 provider=error.provider,
                 code=error.code,
             ) from error
@@ -121,12 +127,15 @@ class Retries:
         self.rate_limits += 1
         if self.rate_limits > self._rate_limited:
             raise BackfillError(
-                f"{error} ({self._rate_limited} times)", provider=error.provider, code=error.code
+                f"{error.args[0]} ({self._rate_limited} times)",
+                provider=error.provider,
+                code=error.code,
             )
-        delay = self._next_backoff() if wait is None else wait
+        delay = self._next_backoff() if wait is None else max(wait, MIN_RATE_LIMIT_WAIT)
         if trio.current_time() + delay > self.deadline:
             raise BackfillError(
-                f"{error}: the limit resets in {delay:.1f} s, after the backfill's deadline",
+                f"{error.args[0]}: the limit resets in {delay:.1f} s, after the backfill's "
+                "deadline",
                 provider=error.provider,
                 code=error.code,
             )

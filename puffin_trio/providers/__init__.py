@@ -14,8 +14,10 @@ a connection; drive it with your own I/O, a fuzzer or a test::
 
 What ``receive`` returns besides events: :class:`Connected`,
 :class:`Authenticated`, :class:`SubscriptionAck`, :class:`HeartbeatReply`,
-:class:`ProviderNotice`, :class:`ProviderFailure`, :class:`Malformed` and
-:class:`UnknownMessage` (together, :data:`Control`).
+:class:`ProviderNotice`, :class:`ProviderFailure`, :class:`HistoryReply`,
+:class:`Malformed` and :class:`UnknownMessage` (together, :data:`Control`).
+``provider.history()`` is the provider's historical trades API, sans-IO too
+(:class:`RestHistory`: requests and page parsing), which backfills use.
 
 Every module in this package is sans-IO in its imports too: none imports
 trio or a websocket library (a test walks their imports). The session does
@@ -27,6 +29,7 @@ from puffin_trio.providers._base import (
     Connected,
     Control,
     HeartbeatReply,
+    HistoryReply,
     Malformed,
     Provider,
     ProviderFailure,
@@ -35,6 +38,13 @@ from puffin_trio.providers._base import (
     SubscriptionAck,
     UnknownMessage,
     WebSocketProvider,
+)
+from puffin_trio.providers._history import (
+    HistoryQuery,
+    HttpRequest,
+    RestHistory,
+    SeamRule,
+    TradePage,
 )
 from puffin_trio.providers.alpaca import AlpacaProtocol, AlpacaProvider
 from puffin_trio.providers.ib import IBContract, IBProtocol, IBProvider
@@ -47,6 +57,9 @@ __all__ = [
     "Connected",
     "Control",
     "HeartbeatReply",
+    "HistoryQuery",
+    "HistoryReply",
+    "HttpRequest",
     "IBContract",
     "IBProtocol",
     "IBProvider",
@@ -57,8 +70,11 @@ __all__ = [
     "ProviderFailure",
     "ProviderNotice",
     "ProviderProtocol",
+    "RestHistory",
+    "SeamRule",
     "StrictPolygonProtocol",
     "SubscriptionAck",
+    "TradePage",
     "UnknownMessage",
     "WebSocketProvider",
 ]
