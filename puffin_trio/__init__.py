@@ -26,7 +26,10 @@ from puffin_trio.errors import (
     ProtocolError,
     ProviderError,
     PuffinError,
+    RecordingError,
+    ReplayError,
     RestartBudgetExceeded,
+    SchemaVersionError,
     StaleFeedError,
     SubscriptionError,
     TransientProviderError,
@@ -50,6 +53,7 @@ from puffin_trio.events import (
 from puffin_trio.guard import GuardMode, SequenceGuard, SequenceGuardStatistics
 from puffin_trio.history import BackfillStatistics
 from puffin_trio.market_hours import MarketSession
+from puffin_trio.recording import Recorder, RecorderStatistics, open_recorder, open_replay
 from puffin_trio.session import ProviderSession, SessionStatistics, SessionTimeouts
 from puffin_trio.supervisor import RestartPolicy, Supervisor, SupervisorStatistics, open_feed
 
@@ -89,8 +93,13 @@ __all__ = [
     "ProviderSession",
     "PuffinError",
     "Quote",
+    "Recorder",
+    "RecorderStatistics",
+    "RecordingError",
+    "ReplayError",
     "RestartBudgetExceeded",
     "RestartPolicy",
+    "SchemaVersionError",
     "SequenceGuard",
     "SequenceGuardStatistics",
     "SessionState",
@@ -109,4 +118,6 @@ __all__ = [
     "codec",
     "market_hours",
     "open_feed",
+    "open_recorder",
+    "open_replay",
 ]

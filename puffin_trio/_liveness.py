@@ -1,14 +1,16 @@
-"""Data liveness per subscription: which subscriptions went silent, and what to do about it.
+"""Liveness, sans-IO: which subscriptions went silent, and when a heartbeat is really overdue.
 
-This module owns :class:`Liveness`, the health-checker's state, sans-IO. The
-session's reader records when each subscribed trade, quote and book symbol
-last delivered (:attr:`Liveness.seen`); the health-checker asks, at trio time
-``now``, which confirmed subscriptions to resubscribe and which stayed silent
-after their resubscribe (:meth:`Liveness.check`). It must not sleep, do I/O or
-read a clock: times are passed in (trio's clock, seconds). Whether silence
-is suspicious at all (market hours, a provider that says data is not
-flowing) is the session's call; when it is not, the session
-:meth:`~Liveness.restart`\\ s the count.
+This module owns the state of the session's two watchers. :class:`Liveness`
+is the health-checker's: the reader records when each subscribed trade,
+quote and book symbol last delivered (:attr:`Liveness.seen`); the
+health-checker asks, at trio time ``now``, which confirmed subscriptions to
+resubscribe and which stayed silent after their resubscribe
+(:meth:`Liveness.check`). Whether silence is suspicious at all (market hours,
+a provider that says data is not flowing) is the session's call; when it is
+not, the session :meth:`~Liveness.restart`\\ s the count.
+:class:`HeartbeatDeadline` is the heartbeat's: when an unanswered ping means
+a dead link, counting inbound data as a sign of life. Neither may sleep, do
+I/O or read a clock: times are passed in (trio's clock, seconds).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import Mapping
 
 from puffin_trio.events import OrderBookUpdate, Quote, Trade
 
-__all__ = ["LIVENESS_CHANNELS", "Liveness"]
+__all__ = ["LIVENESS_CHANNELS", "HeartbeatDeadline", "Liveness"]
 
 #: Channels whose silence means something is wrong. Bars arrive once a minute
 #: and statuses/LULD only on events, so silence there proves nothing.
@@ -113,3 +115,39 @@ class Liveness:
                 if now - last >= stale_after:
                     silent.setdefault(channel, set()).add(symbol)
         return {c: frozenset(s) for c, s in silent.items()}
+
+
+class HeartbeatDeadline:
+    """When an unanswered heartbeat means a dead link: ``timeout`` seconds in which
+    nothing at all arrived.
+
+    A pong (or IB's ``currentTime`` reply) queues behind everything the server
+    sent before it. On a link slower than the feed that backlog grows, and the
+    answer can be later than ``timeout`` while data plainly keeps arriving:
+    dropping such a link loses what was in flight and reconnects into the same
+    slowness. So inbound data counts as a sign of life: the deadline passes
+    only if no frame arrived in the last ``timeout`` seconds. It is read from
+    the transport's frame counter, once per deadline, so the data path pays
+    nothing for it.
+
+    The counter counts frames our reader took from the transport: a consumer
+    that stalls the reader ("block") also stops the count, and a link whose
+    data nobody reads is treated as silent.
+    """
+
+    __slots__ = ("_frames", "_timeout", "deadline")
+
+    def __init__(self, now: float, frames: int, timeout: float) -> None:
+        self._timeout = timeout
+        self._frames = frames
+        #: Trio time at which to ask :meth:`expired` (if the answer has not come).
+        self.deadline = now + timeout
+
+    def expired(self, now: float, frames: int) -> bool:
+        """At the deadline, with the frame counter now: True if nothing arrived since the
+        last look (the link is dead); otherwise the deadline moves ``timeout`` past ``now``."""
+        if frames == self._frames:
+            return True
+        self._frames = frames
+        self.deadline = now + self._timeout
+        return False

@@ -467,6 +467,9 @@ class OrderBooks:
       sends after the resubscribe (Alpaca's ``r: true``, Polygon's XL2, IB's
       depth reset).
     * ``Gap(reason="sequence")`` for a symbol: that symbol's book.
+    * ``Gap(reason="malformed")``: a message of that provider did not decode,
+      and it may have been a book update: that symbol's book if the gap names
+      one, else every book of that provider.
     * ``Gap(reason="overflow")``: this consumer dropped events it cannot name,
       so every book it holds.
 
@@ -504,6 +507,13 @@ class OrderBooks:
             why = f"sequence gap on {gap.stream} ({gap.missing} missing)"
             targets = [
                 b for (p, s), b in self._books.items() if p == gap.provider and s == gap.symbol
+            ]
+        elif reason is GapReason.MALFORMED:
+            why = f"malformed message on {gap.stream}"
+            targets = [
+                b
+                for (p, s), b in self._books.items()
+                if p == gap.provider and (not gap.symbol or s == gap.symbol)
             ]
         else:
             why = f"{gap.missing} events dropped by overflow on {gap.stream}"

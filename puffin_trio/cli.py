@@ -1,4 +1,4 @@
-"""The ``puffin-trio`` command line: demo, stream, sim.
+"""The ``puffin-trio`` command line: demo, stream, sim, record, replay.
 
 This module owns argument parsing and the terminal view. It must not contain
 protocol or pipeline logic: every command is a thin composition of public
@@ -10,6 +10,7 @@ pieces (``Supervisor``, providers, ``puffin_trio.sim``, ``BarAggregator``).
 * ``puffin-trio stream alpaca|polygon|ib --symbols AAPL,MSFT``: real data
   (keys, or a running TWS/Gateway), one JSON line per event on stdout.
 * ``puffin-trio sim alpaca|polygon|ib --port 8765``: run a simulator on its own.
+* ``puffin-trio record ...`` / ``replay DIR``: see :mod:`puffin_trio.recording._cli`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import math
 import sys
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from functools import partial
 
 import attrs
@@ -42,6 +44,7 @@ __all__ = ["main"]
 DEMO_SYMBOLS = ("AAPL", "MSFT", "NVDA", "AMZN", "TSLA")
 DEMO_KEY = "demo-key"
 DEMO_SECRET = "demo-secret"  # the simulator's own credentials, not a real secret
+DEMO_TITLE = "puffin_trio demo: simulators -> one supervisor -> you"
 
 
 _INCIDENTS = frozenset({SessionState.RECONNECTING, SessionState.FAILED, SessionState.CLOSED})
@@ -79,6 +82,7 @@ class _Reconnect:
 class DemoView:
     """What the live view shows, updated by the consumer task (one event at a time)."""
 
+    title: str = DEMO_TITLE
     symbols: dict[tuple[str, str], _SymbolView] = attrs.Factory(dict)
     status: dict[str, str] = attrs.Factory(dict)
     events: int = 0
@@ -87,8 +91,9 @@ class DemoView:
     #: The last reconnect line of each session, which its backfill's gaps complete.
     _reconnects: dict[str, _Reconnect] = attrs.Factory(dict)
 
-    def apply(self, event: Event, now: float) -> None:
-        self.events += 1
+    def apply(self, event: Event, now: float, *, received: bool = True) -> None:
+        """Show ``event``; ``received=False`` for a bar the view aggregated itself (not counted)."""
+        self.events += received
         if isinstance(event, Trade):
             view = self._symbol(event.provider, event.symbol)
             view.last, view.last_size = event.price, event.size
@@ -136,7 +141,7 @@ class DemoView:
             view.arrivals.popleft()
 
     def render(self, now: float) -> Group:
-        table = Table(title="puffin_trio demo: simulators -> one supervisor -> you")
+        table = Table(title=self.title)
         table.add_column("provider")
         table.add_column("symbol")
         for col in ("last", "bid", "ask", "spread", "1 s bar open", "high", "low", "close"):
@@ -190,67 +195,110 @@ async def run_demo(
     outage's trades from the simulator's historical API (every provider runs
     with ``backfill="trades"``).
     """
+    async with open_demo_supervisor(symbols=symbols, rate=rate, chaos=chaos) as sup:
+        async with sup.events(capacity=4096, overflow="conflate", name="view") as events:
+            return await show_events(events, duration=duration, console=console, live=live)
+
+
+@asynccontextmanager
+async def open_demo_supervisor(
+    *, symbols: Sequence[str] = DEMO_SYMBOLS, rate: float = 200.0, chaos: bool = True
+) -> AsyncIterator[Supervisor]:
+    """The Alpaca, Polygon and IB simulators in-process, streaming through one supervisor.
+
+    Each provider is subscribed to trades and quotes of ``symbols``, with
+    ``backfill="trades"``. With ``chaos`` the Alpaca simulator drops the first
+    connection after 600 messages (a reconnect, a resubscribe, its ``Gap`` and
+    the backfill of its trades). The simulators stop when the block ends.
+    """
     from puffin_trio.sim import FaultPlan, serve_alpaca, serve_ib, serve_polygon
 
-    console = console or Console(width=None if sys.stdout.isatty() else 120)
-    live = console.is_terminal if live is None else live
-    view = DemoView()
     faults = FaultPlan.drop_after(600, connection=1) if chaos else FaultPlan()
-    bars: dict[str, BarAggregator] = {}
-    async with trio.open_nursery() as nursery:
-        alpaca_port = await nursery.start(
-            partial(
-                serve_alpaca,
-                symbols=list(symbols),
-                rate=rate,
-                batch=4,
+    body_error: BaseException | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            alpaca_port = await nursery.start(
+                partial(
+                    serve_alpaca,
+                    symbols=list(symbols),
+                    rate=rate,
+                    batch=4,
+                    key=DEMO_KEY,
+                    secret=DEMO_SECRET,
+                    faults=faults,
+                )
+            )
+            polygon_port = await nursery.start(
+                partial(serve_polygon, symbols=list(symbols), rate=rate, batch=4, key=DEMO_KEY)
+            )
+            ib_port = await nursery.start(partial(serve_ib, symbols=list(symbols), rate=rate))
+            alpaca = AlpacaProvider(
+                feed="iex",
                 key=DEMO_KEY,
                 secret=DEMO_SECRET,
-                faults=faults,
+                url=f"ws://127.0.0.1:{alpaca_port}/v2/iex",
+                backfill="trades",
+                rest_url=f"http://127.0.0.1:{alpaca_port}",
             )
-        )
-        polygon_port = await nursery.start(
-            partial(serve_polygon, symbols=list(symbols), rate=rate, batch=4, key=DEMO_KEY)
-        )
-        ib_port = await nursery.start(partial(serve_ib, symbols=list(symbols), rate=rate))
-        alpaca = AlpacaProvider(
-            feed="iex",
-            key=DEMO_KEY,
-            secret=DEMO_SECRET,
-            url=f"ws://127.0.0.1:{alpaca_port}/v2/iex",
-            backfill="trades",
-            rest_url=f"http://127.0.0.1:{alpaca_port}",
-        )
-        polygon = PolygonProvider(
-            key=DEMO_KEY,
-            url=f"ws://127.0.0.1:{polygon_port}/stocks",
-            backfill="trades",
-            rest_url=f"http://127.0.0.1:{polygon_port}",
-        )
-        ib = IBProvider(host="127.0.0.1", port=ib_port, client_id=1, backfill="trades")
-        restart = RestartPolicy(initial=0.5, max_delay=5.0)
-        async with Supervisor.open(restart=restart) as sup:
-            sup.add(alpaca, trades=list(symbols), quotes=list(symbols))
-            sup.add(polygon, trades=list(symbols), quotes=list(symbols))
-            sup.add(ib, trades=list(symbols), quotes=list(symbols))
-            async with sup.events(capacity=4096, overflow="conflate", name="view") as events:
-                started = time.monotonic()
-                deadline = math.inf if duration is None else trio.current_time() + duration
-                with trio.move_on_at(deadline):
-                    if live:
-                        with Live(
-                            view.render(0.0), console=console, refresh_per_second=4
-                        ) as screen:
-                            await _consume(events, view, bars, screen)
-                    else:
-                        await _consume(events, view, bars, None)
-                elapsed = time.monotonic() - started
-                final = view.render(time.monotonic())
-        nursery.cancel_scope.cancel()
+            polygon = PolygonProvider(
+                key=DEMO_KEY,
+                url=f"ws://127.0.0.1:{polygon_port}/stocks",
+                backfill="trades",
+                rest_url=f"http://127.0.0.1:{polygon_port}",
+            )
+            ib = IBProvider(host="127.0.0.1", port=ib_port, client_id=1, backfill="trades")
+            restart = RestartPolicy(initial=0.5, max_delay=5.0)
+            async with Supervisor.open(restart=restart) as sup:
+                sup.add(alpaca, trades=list(symbols), quotes=list(symbols))
+                sup.add(polygon, trades=list(symbols), quotes=list(symbols))
+                sup.add(ib, trades=list(symbols), quotes=list(symbols))
+                try:
+                    yield sup
+                except BaseException as exc:
+                    body_error = exc
+                    raise
+            nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # The simulators do not raise, so a group here carries the body's own error.
+        if body_error is not None and len(group.exceptions) == 1:
+            raise body_error from None
+        raise
+
+
+async def show_events(
+    events: trio.abc.ReceiveChannel[Event],
+    *,
+    duration: float | None,
+    console: Console | None = None,
+    live: bool | None = None,
+    title: str = DEMO_TITLE,
+    verb: str = "streamed",
+    clock: Callable[[], int] | None = time.time_ns,
+) -> DemoView:
+    """The live terminal view of ``events`` until the channel ends or ``duration`` passes.
+
+    Without a terminal (``live=False``), prints the final table and a
+    summary instead. ``clock`` (ns since the epoch) closes the 1-second bars:
+    the wall clock for live data; None for a replay, whose time is the
+    newest ``ts_recv`` seen.
+    """
+    console = console or Console(width=None if sys.stdout.isatty() else 120)
+    live = console.is_terminal if live is None else live
+    view = DemoView(title=title)
+    bars: dict[str, BarAggregator] = {}
+    started = time.monotonic()
+    deadline = math.inf if duration is None else trio.current_time() + duration
+    with trio.move_on_at(deadline):
+        if live:
+            with Live(view.render(0.0), console=console, refresh_per_second=4) as screen:
+                await _consume(events, view, bars, screen, clock)
+        else:
+            await _consume(events, view, bars, None, clock)
+    elapsed = time.monotonic() - started
     if not live:
-        console.print(final)
+        console.print(view.render(time.monotonic()))
         console.print(
-            f"streamed {view.events} events in {elapsed:.1f} s "
+            f"{verb} {view.events} events in {elapsed:.1f} s "
             f"({view.events / max(elapsed, 1e-9):.0f} events/s); gaps announced: {view.gaps}"
         )
     return view
@@ -261,11 +309,14 @@ async def _consume(
     view: DemoView,
     bars: dict[str, BarAggregator],
     screen: Live | None,
+    clock: Callable[[], int] | None,
 ) -> None:
     last_draw = 0.0
     last_flush = 0.0
+    replayed = 0
     async for event in events:
         now = time.monotonic()
+        replayed = event.ts_recv
         view.apply(event, now)
         if isinstance(event, Trade):
             aggregator = bars.get(event.provider)
@@ -273,12 +324,12 @@ async def _consume(
                 aggregator = bars[event.provider] = BarAggregator(1, provider=event.provider)
             bar = aggregator.add(event)
             if bar is not None:
-                view.apply(bar, now)
+                view.apply(bar, now, received=False)
         if now - last_flush >= 0.25:
             last_flush = now
             for aggregator in bars.values():
-                for bar in aggregator.flush(time.time_ns()):
-                    view.apply(bar, now)
+                for bar in aggregator.flush(replayed if clock is None else clock()):
+                    view.apply(bar, now, received=False)
         if screen is not None and now - last_draw >= 0.25:
             last_draw = now
             screen.update(view.render(now))
@@ -348,15 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-chaos", action="store_true", help="do not inject a dropped connection")
 
     stream = sub.add_parser("stream", help="stream real data as JSON lines")
-    stream.add_argument("provider", choices=["alpaca", "polygon", "ib"])
-    stream.add_argument("--symbols", type=_symbols, required=True)
-    stream.add_argument("--channels", type=_symbols, default=["trades", "quotes"])
-    stream.add_argument("--feed", default="iex", help="alpaca: iex, sip, delayed_sip, test, crypto")
-    stream.add_argument("--market", default="stocks", help="polygon: stocks or crypto")
-    stream.add_argument(
-        "--delayed", action="store_true", help="polygon: the 15-minute delayed feed"
-    )
-    stream.add_argument("--url", default=None, help="override the WebSocket URL")
+    add_provider_arguments(stream)
     stream.add_argument("--duration", type=float, default=None)
 
     sim = sub.add_parser("sim", help="run a provider simulator on 127.0.0.1")
@@ -364,7 +407,41 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--port", type=int, default=8765)
     sim.add_argument("--symbols", type=_symbols, default=list(DEMO_SYMBOLS))
     sim.add_argument("--rate", type=float, default=200.0)
+
+    from puffin_trio.recording._cli import add_parsers
+
+    add_parsers(sub)
     return parser
+
+
+def add_provider_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    providers: Sequence[str] = ("alpaca", "polygon", "ib"),
+    symbols_required: bool = True,
+) -> None:
+    """The arguments that choose and configure a real provider (``stream``, ``record``)."""
+    parser.add_argument("provider", choices=list(providers))
+    parser.add_argument("--symbols", type=_symbols, required=symbols_required)
+    parser.add_argument("--channels", type=_symbols, default=["trades", "quotes"])
+    parser.add_argument("--feed", default="iex", help="alpaca: iex, sip, delayed_sip, test, crypto")
+    parser.add_argument("--market", default="stocks", help="polygon: stocks or crypto")
+    parser.add_argument(
+        "--delayed", action="store_true", help="polygon: the 15-minute delayed feed"
+    )
+    parser.add_argument("--url", default=None, help="override the WebSocket URL")
+    parser.add_argument("--host", default=None, help="ib: TWS/Gateway host (IB_HOST)")
+    parser.add_argument("--port", type=int, default=None, help="ib: TWS/Gateway port (IB_PORT)")
+    parser.add_argument("--client-id", type=int, default=None, help="ib: API client id")
+
+
+def provider_from(args: argparse.Namespace) -> Provider:
+    """The provider that :func:`add_provider_arguments`' arguments describe."""
+    if args.provider == "alpaca":
+        return AlpacaProvider(feed=args.feed, url=args.url)
+    if args.provider == "polygon":
+        return PolygonProvider(market=args.market, delayed=args.delayed, url=args.url)
+    return IBProvider(host=args.host, port=args.port, client_id=args.client_id)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -385,16 +462,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             )
         elif args.command == "stream":
-            provider: Provider
-            if args.provider == "alpaca":
-                provider = AlpacaProvider(feed=args.feed, url=args.url)
-            elif args.provider == "polygon":
-                provider = PolygonProvider(market=args.market, delayed=args.delayed, url=args.url)
-            else:
-                provider = IBProvider(host=args.host, port=args.port, client_id=args.client_id)
-            trio.run(run_stream, provider, args.symbols, args.channels, args.duration)
+            trio.run(
+                run_stream, provider_from(args), args.symbols, args.channels, args.duration
+            )
         elif args.command == "sim":
             trio.run(run_sim, args.provider, args.port, args.symbols, args.rate)
+        else:
+            from puffin_trio.recording._cli import run_command
+
+            return run_command(args)
     except KeyboardInterrupt:
         return 130
     except ConfigurationError as exc:

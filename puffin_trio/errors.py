@@ -25,7 +25,10 @@ __all__ = [
     "ProtocolError",
     "ProviderError",
     "PuffinError",
+    "RecordingError",
+    "ReplayError",
     "RestartBudgetExceeded",
+    "SchemaVersionError",
     "StaleFeedError",
     "SubscriptionError",
     "TransientProviderError",
@@ -45,6 +48,35 @@ class ConfigurationError(PuffinError, ValueError):
 
 class CodecError(PuffinError, ValueError):
     """Bytes that are not a valid serialised event (see :mod:`puffin_trio.codec`)."""
+
+
+class RecordingError(PuffinError):
+    """A recording could not be written: disk full, read-only or vanished directory, ...
+
+    ``path`` names the file or directory that failed; ``errno`` is the
+    operating system's error number when there is one (``__cause__`` holds
+    the original :exc:`OSError`). Files closed before the failure are intact.
+    """
+
+    def __init__(self, message: str, *, path: str, errno: int | None = None):
+        super().__init__(message)
+        self.path = path
+        self.errno = errno
+
+
+class ReplayError(PuffinError):
+    """A recording could not be read: not a recording, a damaged file, an unknown schema.
+
+    ``path`` names the file or directory at fault.
+    """
+
+    def __init__(self, message: str, *, path: str):
+        super().__init__(message)
+        self.path = path
+
+
+class SchemaVersionError(ReplayError):
+    """A recording file was written by a newer, incompatible version (a newer major schema)."""
 
 
 class ProviderError(PuffinError):

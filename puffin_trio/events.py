@@ -270,6 +270,7 @@ class GapReason(enum.StrEnum):
     SEQUENCE = "sequence"  #: sequence numbers skipped (or a message came too late to deliver)
     RECONNECT = "reconnect"  #: the connection was down; data in the window is missing
     OVERFLOW = "overflow"  #: a consumer's overflow policy dropped events
+    MALFORMED = "malformed"  #: a frame (or a message in one) could not be decoded here
     #: one symbol's trades of a reconnect window were backfilled (see ``Gap``)
     BACKFILL = "backfill"
 
@@ -295,13 +296,16 @@ class Gap(_Timestamped):
 
     * ``stream``: which stream: the sequence key for a sequence gap (e.g.
       ``"T:AAPL"``, with ``provider``/``symbol`` saying whose), the session
-      name for a reconnect gap, the consumer name for an overflow gap.
+      name for a reconnect or malformed gap, the consumer name for an
+      overflow gap.
     * ``expected``/``received``: the sequence number we expected and the one
       that arrived instead (``None`` where the stream has no sequence).
     * ``missing``: how many messages are known to be missing (``0`` when
-      unknown, as for a reconnect window).
-    * ``window_start``/``window_end``: for reconnect gaps, the outage window in
-      ns (last message before the drop, first after the reconnect).
+      unknown, as for a reconnect window or a frame that did not decode).
+    * ``window_start``/``window_end``: the time span of the loss in ns: for a
+      reconnect gap the outage window (last message before the drop, first
+      after the reconnect); for a malformed gap the receive time of the bad
+      frame (both ends).
 
     A ``backfill`` gap closes the backfill of one symbol's trades after a
     reconnect (``docs/guide/backfill.rst``): the ``recovered`` trades before it,

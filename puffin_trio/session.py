@@ -10,7 +10,8 @@ with up to five sibling tasks:
   waits on processing beyond the consumers' declared overflow policies.
 * **heartbeat**: a WebSocket ping (or the provider's application request,
   e.g. IB's ``reqCurrentTime``) every ``ping_interval`` seconds, whose answer
-  must come within ``ping_timeout`` seconds.
+  must come before ``ping_timeout`` seconds pass with nothing at all
+  arriving (inbound data is a sign of life: a slow link is not a dead one).
 * **health-checker**: data liveness per subscription, market-hours aware. A
   subscription silent for ``stale_after`` seconds while its market is open is
   resubscribed; still silent after another ``stale_after``, the session
@@ -24,9 +25,11 @@ with up to five sibling tasks:
   (:mod:`puffin_trio.history`); its failures are announced, never raised.
 
 The reader runs from the start of the connection; the others once it is
-authenticated. Any task that raises cancels the session's scope; :meth:`run`
-then raises that first error, typed. Restarting is not this module's job:
-the :mod:`~puffin_trio.supervisor` does it.
+authenticated. Any task that raises ends the connection and :meth:`run`
+raises that first error, typed. The reader's own failure cancels everything;
+another task's cancels the others, while the reader finishes its batch and
+delivers the frames that already arrived first. Restarting is not this
+module's job: the :mod:`~puffin_trio.supervisor` does it.
 
 Time: trio's clock (``trio.current_time()``) for every deadline, the guard's
 included, so tests run under ``MockClock``; ``wall_clock`` (injectable,
@@ -39,15 +42,16 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Literal
 
 import attrs
 import trio
 
-from puffin_trio._liveness import Liveness
+from puffin_trio._liveness import HeartbeatDeadline, Liveness
 from puffin_trio.channels import FanOut
 from puffin_trio.errors import (
+    ConnectionLost,
     HeartbeatTimeout,
     ProtocolError,
     ProviderError,
@@ -94,6 +98,12 @@ _EVENT_CLASSES = frozenset(EVENT_TYPES)
 #: enough to amortise the publish checkpoint (~4 µs) over many events, few
 #: enough (a few hundred µs of decoding) that consumers see data promptly.
 _MAX_BATCH = 256
+#: Longest the reader waits for frames in all once the connection has failed
+#: (see ``ProviderSession._arrived``): frames already in the socket's buffer
+#: need only the transport's reader task to be scheduled (microseconds; 50 ms
+#: is ample on a loaded machine), and the reconnect is announced at most this
+#: late after a failure.
+_DRAIN_WAIT = 0.05
 #: Malformed frames are logged individually up to this many, then every 1000th,
 #: so a flood of garbage cannot flood the logs (all are counted).
 _LOG_FIRST_MALFORMED = 10
@@ -253,6 +263,10 @@ class ProviderSession:
             trades = self.subscriptions.desired.get("trades", frozenset())
             self._backfill.prepare(trades, outage_start=outage_start)
         await self._set_state(SessionState.CONNECTING, attempt=attempt)
+        self._receiving = trio.CancelScope()
+        self._stopping = self._waiting_for_frame = False
+        self._held_frame: Frame | None = None
+        self._drain_wait = _DRAIN_WAIT
         failure: list[BaseException] = []
         async with provider.open_transport() as transport:
             self._transport = transport
@@ -261,23 +275,33 @@ class ProviderSession:
                 async with trio.open_nursery() as nursery:
 
                     def fail(exc: BaseException) -> None:
+                        """The reader failed: end everything now."""
                         if not failure:
                             failure.append(exc)
                         nursery.cancel_scope.cancel()
 
                     self._spawn(nursery, fail, self._reader, proto, transport)
-                    try:
-                        await self._handshake(proto, transport, attempt, outage_start)
-                    except Exception as exc:
-                        fail(exc)
-                    else:
-                        self._spawn(nursery, fail, self._heartbeat, proto, transport)
-                        self._spawn(nursery, fail, self._health, proto, transport)
-                        self._spawn(nursery, fail, self._commander, proto, transport)
-                        if self._guard is not None:
-                            self._spawn(nursery, fail, self._guard_timer)
-                        if self._backfill is not None:
-                            self._spawn(nursery, fail, self._backfill.run, proto, transport)
+                    async with trio.open_nursery() as tasks:
+
+                        def stop(exc: BaseException) -> None:
+                            """Another task failed: end it, and let the reader drain."""
+                            if not failure:
+                                failure.append(exc)
+                            tasks.cancel_scope.cancel()
+                            self._stop_reading()
+
+                        try:
+                            await self._handshake(proto, transport, attempt, outage_start)
+                        except Exception as exc:
+                            stop(exc)
+                        else:
+                            self._spawn(tasks, stop, self._heartbeat, proto, transport)
+                            self._spawn(tasks, stop, self._health, proto, transport)
+                            self._spawn(tasks, stop, self._commander, proto, transport)
+                            if self._guard is not None:
+                                self._spawn(tasks, stop, self._guard_timer)
+                            if self._backfill is not None:
+                                self._spawn(tasks, stop, self._backfill.run, proto, transport)
             finally:
                 self._frames_before += transport.frames_received
                 self._bytes_before += transport.bytes_received
@@ -535,7 +559,54 @@ class ProviderSession:
         return [self._status(SessionState.STREAMING, attempt=attempt)]
 
     async def _reader(self, proto: ProviderProtocol, transport: Transport) -> None:
-        """Receive -> decode -> guard -> publish.
+        """Receive -> decode -> guard -> publish, until the connection fails.
+
+        When another task fails the connection (:meth:`_stop_reading`), the
+        reader is not cancelled: it finishes the batch in hand (publishing it
+        may wait for a "block" consumer, as any batch does), then delivers the
+        frames that have already arrived (:meth:`_arrived`), and ends. What
+        reached our socket before we gave up on it is not thrown away.
+        """
+        with self._receiving:
+            await self._read(proto, transport, draining=False)
+        self._until_streaming = None
+        await self._read(proto, transport, draining=True)
+
+    def _stop_reading(self) -> None:
+        """Another task failed the connection: the reader stops waiting for frames and
+        drains. Not a checkpoint."""
+        self._stopping = True
+        if self._waiting_for_frame:
+            self._receiving.cancel()
+
+    def _stopped(self) -> bool:
+        """Whether :meth:`_stop_reading` was called (read anew after an ``await``)."""
+        return self._stopping
+
+    async def _arrived(self, transport: Transport) -> Frame | None:
+        """The next frame that has already arrived (the drain), or None once there is none.
+
+        A frame the transport holds is taken at once. Past those, the drain
+        waits for more for at most :data:`_DRAIN_WAIT` seconds in all: what
+        was already in the socket's buffer comes in microseconds, and a server
+        that keeps streaming cannot keep a connection we gave up on alive.
+        """
+        frame, self._held_frame = self._held_frame, None
+        if frame is None:
+            frame = transport.receive_nowait()
+        if frame is not None or self._drain_wait <= 0:
+            return frame
+        start = trio.current_time()
+        with trio.move_on_after(self._drain_wait):
+            try:
+                frame = await transport.receive()
+            except ConnectionLost:  # ended: nothing more will arrive
+                self._drain_wait = 0.0
+        self._drain_wait -= trio.current_time() - start
+        return frame
+
+    async def _read(self, proto: ProviderProtocol, transport: Transport, *, draining: bool) -> None:
+        """The reader's loop; ``draining``: only frames that already arrived, nothing sent.
 
         Frames that have already arrived (``transport.receive_nowait``) are
         decoded into the same batch, up to :data:`_MAX_BATCH` events, so a burst
@@ -556,14 +627,27 @@ class ProviderSession:
         append = batch.append
         failure: ProviderError | None = None
         while True:
-            frame: Frame | None = await transport.receive()
+            frame: Frame | None
+            if draining:
+                frame = await self._arrived(transport)
+                if frame is None:
+                    return
+            elif self._stopping:
+                return
+            else:
+                self._waiting_for_frame = True
+                frame = await transport.receive()
+                self._waiting_for_frame = False
+                if self._stopped():  # it came as the connection was stopped: the drain takes it
+                    self._held_frame = frame
+                    return
             ts_recv = self._wall()
             now = trio.current_time()
             now_ns = int(now * 1e9)
             while frame is not None:
                 items = proto.receive(frame, ts_recv)
                 outgoing = proto.data_to_send()
-                if outgoing:
+                if outgoing and not draining:
                     await transport.send_all(outgoing)
                 for item in items:
                     cls = type(item)
@@ -571,6 +655,10 @@ class ProviderSession:
                     if seen is not None:
                         seen[item.symbol] = now  # type: ignore[union-attr]
                     elif cls not in event_classes:
+                        if cls is Malformed:
+                            # The loss, announced where it happened (counted and logged too).
+                            append(self._malformed(item, ts_recv, len(items) > 1))  # type: ignore[arg-type]
+                            continue
                         error = self._control(item)  # type: ignore[arg-type]
                         if error is not None:
                             failure = error
@@ -598,7 +686,10 @@ class ProviderSession:
             if failure is not None:
                 raise failure
             if self._notices:
-                await self._act_on_notices(proto, transport)
+                if draining:
+                    self._notices.clear()
+                else:
+                    await self._act_on_notices(proto, transport)
 
     def _control(self, item: Control) -> ProviderError | None:
         """Act on a control item; return a provider error that must end the connection."""
@@ -613,16 +704,6 @@ class ProviderSession:
         elif isinstance(item, HistoryReply):
             if self._backfill is not None:
                 self._backfill.answer(item)
-        elif isinstance(item, Malformed):
-            self.malformed += 1
-            if self.malformed <= _LOG_FIRST_MALFORMED or self.malformed % 1000 == 0:
-                logger.warning(
-                    "%s: malformed message #%d (%s): %s",
-                    self.name,
-                    self.malformed,
-                    item.reason,
-                    item.sample,
-                )
         elif isinstance(item, UnknownMessage):
             self.unknown += 1
             if self.unknown <= _LOG_FIRST_MALFORMED:
@@ -650,6 +731,34 @@ class ProviderSession:
                 return item.error
         return None
 
+    def _malformed(self, item: Malformed, ts_recv: int, one_of_many: bool) -> Gap:
+        """Count and log a message that did not decode; the ``Gap`` that announces its loss.
+
+        ``one_of_many``: it came from a frame that decoded into several items,
+        so it stands for exactly one message; otherwise it may be a whole
+        frame, and how many messages it held is unknown (``missing=0``).
+        """
+        self.malformed += 1
+        if self.malformed <= _LOG_FIRST_MALFORMED or self.malformed % 1000 == 0:
+            logger.warning(
+                "%s: malformed message #%d (%s): %s",
+                self.name,
+                self.malformed,
+                item.reason,
+                item.sample,
+            )
+        return Gap(
+            provider=self.provider.name,
+            symbol="",
+            ts_event=ts_recv,
+            ts_recv=ts_recv,
+            stream=self.name,
+            reason=GapReason.MALFORMED,
+            missing=1 if one_of_many else 0,
+            window_start=ts_recv,
+            window_end=ts_recv,
+        )
+
     async def _act_on_notices(self, proto: ProviderProtocol, transport: Transport) -> None:
         """Announce staleness changes (a ``Status``) and resubscribe when the provider asks."""
         notices, self._notices = self._notices, []
@@ -669,21 +778,24 @@ class ProviderSession:
             await transport.send_all(proto.data_to_send())
 
     async def _heartbeat(self, proto: ProviderProtocol, transport: Transport) -> None:
+        """Every ``ping_interval``: a ping, whose answer must come before ``ping_timeout``
+        seconds pass with nothing at all arriving (see :class:`HeartbeatDeadline`)."""
         interval = self.provider.ping_interval
         timeout = self.provider.ping_timeout
         while True:
             await trio.sleep(interval)
             start = trio.current_time()
-            with trio.move_on_after(timeout) as scope:
-                if proto.heartbeat():
-                    self._heartbeat_reply = trio.Event()
-                    await transport.send_all(proto.data_to_send())
-                    await self._heartbeat_reply.wait()
-                else:
-                    await transport.ping()
-            if scope.cancelled_caught:
+            deadline = HeartbeatDeadline(start, transport.frames_received, timeout)
+            if proto.heartbeat():
+                self._heartbeat_reply = trio.Event()
+                await transport.send_all(proto.data_to_send())
+                answered = await _answered(self._heartbeat_reply.wait, transport, deadline)
+            else:
+                answered = await _answered(transport.ping, transport, deadline)
+            if not answered:
                 raise HeartbeatTimeout(
-                    f"no heartbeat reply within {timeout} s", provider=self.provider.name
+                    f"no heartbeat reply, and nothing else received, for {timeout} s",
+                    provider=self.provider.name,
                 )
             self.heartbeat_rtt = trio.current_time() - start
 
@@ -783,6 +895,36 @@ class ProviderSession:
     def last_event_wall(self) -> int | None:
         """Wall-clock ns of the last event received (start of an outage window)."""
         return self._last_event_wall
+
+
+async def _answered(
+    answer: Callable[[], Awaitable[object]], transport: Transport, deadline: HeartbeatDeadline
+) -> bool:
+    """Wait for ``answer()`` (a heartbeat's reply); False once ``deadline`` expired: its
+    timeout passed with no frame arriving. Raises what ``answer`` raises (ConnectionLost)."""
+    done = trio.Event()
+    error: list[Exception] = []
+
+    async def wait() -> None:
+        try:
+            await answer()
+        except Exception as exc:
+            error.append(exc)
+        done.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(wait)
+        while not done.is_set():
+            with trio.move_on_at(deadline.deadline):
+                await done.wait()
+            if not done.is_set() and deadline.expired(
+                trio.current_time(), transport.frames_received
+            ):
+                nursery.cancel_scope.cancel()
+                return False
+    if error:
+        raise error[0]
+    return True
 
 
 def _monotonic_ns() -> int:

@@ -6,7 +6,8 @@ calls :meth:`ProviderSession.run` in a loop; when a connection fails it
 classifies the failure:
 
 * **fatal** (:class:`FatalProviderError`: authentication refused, a feed the
-  plan does not include, an invalid request): not retried. The session is
+  plan does not include, an invalid request; and :class:`ConfigurationError`,
+  should one surface only once connected): not retried. The session is
   marked ``failed`` (a ``Status`` event) and the error escalates.
 * **transient** (anything else: a dropped connection, a heartbeat timeout, a
   stale feed, a protocol error): a ``Status(reconnecting)`` event, a backoff
@@ -30,10 +31,11 @@ session's state or builds its ``Status`` events: the session does, when asked
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sized
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -82,6 +84,10 @@ class RestartPolicy:
     * ``intensity`` 10 restarts within ``period`` 600 s: more than that means
       something is persistently wrong (Puffin gave up after 10 attempts);
       escalate rather than loop forever.
+
+    Each is checked when the policy is made: a value that cannot work (a
+    negative delay, a jitter outside [0, 1], a negative intensity) raises
+    :class:`~puffin_trio.errors.ConfigurationError` naming it.
     """
 
     initial: float = 1.0
@@ -92,10 +98,53 @@ class RestartPolicy:
     intensity: int = 10
     period: float = 600.0
 
+    def __attrs_post_init__(self) -> None:
+        _number("initial", self.initial, 0.0, "a number of seconds >= 0 (the first backoff)")
+        _number("factor", self.factor, 1.0, "a number >= 1 (each backoff's multiple of the last)")
+        _number(
+            "max_delay",
+            self.max_delay,
+            self.initial,
+            f"a number of seconds >= initial, {self.initial} (the longest backoff)",
+        )
+        _number("jitter", self.jitter, 0.0, "a fraction from 0 to 1 (of each delay)", high=1.0)
+        _number("stable_after", self.stable_after, 0.0, "a number of seconds >= 0")
+        _number(
+            "intensity",
+            self.intensity,
+            0,
+            "an integer >= 0 (restarts allowed within period)",
+            integer=True,
+        )
+        _number("period", self.period, 0.0, "a positive number of seconds", strict=True)
+
     def delay(self, attempt: int, rng: random.Random) -> float:
         """Backoff before restart number ``attempt`` (1-based) of the current incident."""
         base = min(self.max_delay, self.initial * self.factor ** max(0, attempt - 1))
         return base * (1.0 - self.jitter * rng.random())
+
+
+def _number(
+    name: str,
+    value: object,
+    low: float,
+    what: str,
+    *,
+    high: float = math.inf,
+    strict: bool = False,
+    integer: bool = False,
+) -> None:
+    """Raise ConfigurationError unless ``value`` is a finite number (an ``int`` if
+    ``integer``) in [low, high], low excluded if ``strict``."""
+    ok = (
+        not isinstance(value, bool)
+        and isinstance(value, int if integer else int | float)
+        and math.isfinite(value)
+        and (value > low if strict else value >= low)
+        and value <= high
+    )
+    if not ok:
+        raise ConfigurationError(f"RestartPolicy: {name} must be {what}, not {value!r}")
 
 
 @attrs.frozen
@@ -150,10 +199,28 @@ class Supervisor:
         Leaving the block cancels every session (each announces ``closed``)
         and ends every event channel. If a session escalated (fatal error,
         restart budget spent) and ``fail_fast`` is set, the block is cancelled
-        and that error is raised here, unwrapped.
+        and that error is raised here, unwrapped. So is any single error that
+        ends the block: the body's own, or a bug in a supervisor task (never a
+        bare :class:`trio.Cancelled` in its place).
+
+        Raises :class:`~puffin_trio.errors.ConfigurationError` before starting
+        anything if an argument has the wrong type.
         """
-        body_error: BaseException | None = None
+        if restart is not None and not isinstance(restart, RestartPolicy):
+            raise ConfigurationError(
+                f"Supervisor.open: restart must be a RestartPolicy, e.g. "
+                f"RestartPolicy(max_delay=30), not {restart!r}"
+            )
+        if timeouts is not None and not isinstance(timeouts, SessionTimeouts):
+            raise ConfigurationError(
+                f"Supervisor.open: timeouts must be a SessionTimeouts, not {timeouts!r}"
+            )
+        if not isinstance(fail_fast, bool):
+            raise ConfigurationError(
+                f"Supervisor.open: fail_fast must be True or False, not {fail_fast!r}"
+            )
         sup: Supervisor | None = None
+        error: BaseException | None = None
         try:
             async with trio.open_nursery() as nursery:
                 sup = cls(
@@ -166,19 +233,20 @@ class Supervisor:
                 )
                 try:
                     yield sup
-                except BaseException as exc:
-                    body_error = exc
-                    raise
                 finally:
                     nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
-            # Runners never raise, so a group here carries the body's own error.
-            if body_error is not None and len(group.exceptions) == 1:
-                raise body_error from None
-            raise
+            # One error (the body's, or a runner's bug, which cancelled the body):
+            # raise it as it is, outside this handler so that it does not chain
+            # to the group. Several: the group says it all.
+            if len(group.exceptions) != 1:
+                raise
+            error = group.exceptions[0]
         finally:
             if sup is not None:
                 sup._fanout.close()
+        if error is not None:
+            raise error
         if sup is not None and sup._failure is not None:
             raise sup._failure
 
@@ -204,9 +272,18 @@ class Supervisor:
         blocks ~1 s while the session loads the exchange calendar
         (:func:`~puffin_trio.market_hours.preload`).
         """
+        if not isinstance(provider, Provider):
+            raise ConfigurationError(
+                f"sup.add takes a provider object, e.g. AlpacaProvider(feed='iex'), "
+                f"PolygonProvider() or IBProvider(), not {provider!r}"
+            )
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ConfigurationError(f"sup.add: name must be a non-empty string, not {name!r}")
         provider.check()
         asked = {"trades": trades, "quotes": quotes, "books": books, "bars": bars, **channels}
-        topics = provider.normalize({c: s for c, s in asked.items() if len(s)})
+        # Empty channels are left out (the defaults name channels a provider may lack);
+        # anything else, None and bare strings included, is the provider's to judge.
+        topics = provider.normalize({c: s for c, s in asked.items() if not _empty(s)})
         name = name or provider.session_name
         if name in self._sessions:
             raise ConfigurationError(
@@ -293,7 +370,8 @@ class Supervisor:
             while True:
                 try:
                     await session.run(attempt=attempt, outage_start=outage_start)
-                except FatalProviderError as exc:
+                except (FatalProviderError, ConfigurationError) as exc:
+                    # Retrying cannot help: the same request would fail the same way.
                     await self._escalate(session, exc, attempt)
                     return
                 except Exception as exc:
@@ -349,6 +427,11 @@ class Supervisor:
         if self.fail_fast and self._failure is None:
             self._failure = error
             self._nursery.cancel_scope.cancel()
+
+
+def _empty(value: object) -> bool:
+    """An empty collection of symbols (``()``, ``[]``, ``set()``): a channel not asked for."""
+    return isinstance(value, Sized) and not isinstance(value, str | bytes) and len(value) == 0
 
 
 @asynccontextmanager

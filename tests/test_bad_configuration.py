@@ -1,10 +1,9 @@
 """Bad configuration fails at once, typed and actionable, and is never retried.
 
-Reproductions of issue 9, defect 10: every bad argument the probe found
-accepted (and then retried forever), or refused with a raw ``TypeError`` or
-``AttributeError``, must raise :class:`~puffin_trio.errors.ConfigurationError`
-at construction or at ``sup.add``, before any connection, with a message that
-names what to fix. Each case is ``xfail(strict=True)`` until the fix.
+Issue 9, defect 10: every bad argument the probe found accepted (and then
+retried forever), or refused with a raw ``TypeError`` or ``AttributeError``,
+raises :class:`~puffin_trio.errors.ConfigurationError` at construction or at
+``sup.add``, before any connection, with a message that names what to fix.
 """
 
 from __future__ import annotations
@@ -17,11 +16,10 @@ import pytest
 import trio
 from trio.testing import MockClock
 
-from puffin_trio import ConfigurationError, RestartPolicy, Supervisor
+from puffin_trio import ConfigurationError, RestartPolicy, Supervisor, Trade
 from puffin_trio.providers import AlpacaProvider, IBProvider, PolygonProvider
 from puffin_trio.sim import AlpacaSimRecorder, serve_alpaca
 
-DEFECT_10 = "issue 9 defect 10: bad configuration fails late, untyped, or forever"
 #: Nothing listens here: a case that tried to connect would fail differently.
 NOWHERE = "ws://127.0.0.1:9"
 
@@ -84,7 +82,6 @@ CASES: dict[str, tuple[Callable[[], Awaitable[None]], str]] = {
 }  # fmt: skip
 
 
-@pytest.mark.xfail(strict=True, reason=DEFECT_10)
 @pytest.mark.parametrize("case", list(CASES))
 async def test_a_bad_argument_is_a_configuration_error_naming_it(case: str) -> None:
     action, word = CASES[case]
@@ -93,7 +90,6 @@ async def test_a_bad_argument_is_a_configuration_error_naming_it(case: str) -> N
     assert word in str(caught.value).lower(), str(caught.value)
 
 
-@pytest.mark.xfail(strict=True, reason=DEFECT_10)
 @pytest.mark.parametrize("make", [alpaca, polygon], ids=["alpaca", "polygon"])
 def test_the_plain_ws_refusal_gives_advice_that_works(make: Callable[..., object]) -> None:
     """The non-loopback refusal advises ``allow_insecure=True``: the provider must take it."""
@@ -103,7 +99,6 @@ def test_the_plain_ws_refusal_gives_advice_that_works(make: Callable[..., object
         make(url="ws://example.com/feed", allow_insecure=True)
 
 
-@pytest.mark.xfail(strict=True, reason=DEFECT_10)
 async def test_a_configuration_error_is_never_retried(autojump_clock: MockClock) -> None:
     """A symbol too long for the subscribe frame is a configuration error: at ``add``, or at
     worst once, raised from ``Supervisor.open``; never a reconnect loop."""
@@ -122,3 +117,206 @@ async def test_a_configuration_error_is_never_retried(autojump_clock: MockClock)
         nursery.cancel_scope.cancel()
     assert isinstance(raised, ConfigurationError), repr(raised)
     assert recorder.accepted <= 1
+
+
+# --------------------------------------------------------------------------- symbols
+
+
+@pytest.mark.parametrize(
+    ("provider", "asked", "subscribed"),
+    [
+        (alpaca(), "brk.b", "BRK.B"),
+        (alpaca(feed="crypto", url=f"{NOWHERE}/v1beta3/crypto/us"), "btc/usd", "BTC/USD"),
+        (polygon(), "BACpL", "BACpL"),
+        (polygon(market="crypto", url=f"{NOWHERE}/crypto"), "btc-usd", "BTC-USD"),
+        (ib(), "aapl", "aapl"),
+        (alpaca(), "*", "*"),
+        (polygon(), "*", "*"),
+    ],
+    ids=["alpaca", "alpaca crypto", "polygon keeps case", "polygon crypto", "ib keeps case",
+         "alpaca wildcard", "polygon wildcard"],
+)  # fmt: skip
+def test_a_symbol_is_normalised_where_its_spelling_is_unambiguous(
+    provider: Any, asked: str, subscribed: str
+) -> None:
+    assert provider.normalize({"trades": [asked]}) == {"trades": frozenset({subscribed})}
+
+
+@pytest.mark.parametrize(
+    ("provider", "symbol", "advice"),
+    [
+        (alpaca(), "BTC/USD", "feed='crypto'"),
+        (alpaca(), "A" * 17, "1 to 16"),
+        (alpaca(), "AAPL!", "letters, digits, '.' or '-'"),
+        (alpaca(feed="crypto", url=f"{NOWHERE}/v1beta3/crypto/us"), "BTC-USD", "slash"),
+        (alpaca(feed="crypto", url=f"{NOWHERE}/v1beta3/crypto/us"), "BTCUSD", "BASE/QUOTE"),
+        (polygon(), "aapl", "did you mean 'AAPL'"),
+        (polygon(), "X:BTC-USD", "market='crypto'"),
+        (polygon(market="crypto", url=f"{NOWHERE}/crypto"), "X:BTC-USD", "no 'X:' prefix"),
+        (polygon(market="crypto", url=f"{NOWHERE}/crypto"), "BTC/USD", "FROM-TO"),
+        (ib(), "*", "no wildcard"),
+        (ib(), "A" * 33, "1 to 32"),
+        (ib(), "ÄPFEL", "printable ASCII"),
+    ],
+)
+def test_a_symbol_the_server_would_refuse_is_refused_with_advice(
+    provider: Any, symbol: str, advice: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=r"symbol|pairs|wildcard") as caught:
+        provider.normalize({"quotes": [symbol]})
+    assert advice in str(caught.value), str(caught.value)
+
+
+def test_a_refused_long_symbol_is_shown_shortened() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        alpaca().normalize({"trades": [LONG]})
+    assert "(5000 characters)" in str(caught.value) and len(str(caught.value)) < 300
+
+
+def test_an_ib_contracts_key_follows_the_symbol_rule() -> None:
+    from puffin_trio.providers import IBContract
+
+    with pytest.raises(ConfigurationError, match="1 to 32"):
+        IBProvider(contracts={"X" * 40: IBContract("AAPL")})
+
+
+async def test_the_normalised_symbol_is_what_is_subscribed_and_what_the_events_say(
+    autojump_clock: MockClock,
+) -> None:
+    recorder = AlpacaSimRecorder()
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(
+            partial(serve_alpaca, key="k", secret="s", symbols=["BRK.B"], recorder=recorder)
+        )
+        provider = AlpacaProvider(key="k", secret="s", url=f"ws://127.0.0.1:{port}/v2/iex")
+        async with Supervisor.open() as sup:
+            sup.add(provider, trades=["brk.b"])
+            async with sup.events() as events:
+                with trio.fail_after(60):
+                    async for event in events:
+                        if isinstance(event, Trade):
+                            break
+        nursery.cancel_scope.cancel()
+    assert event.symbol == "BRK.B"
+    assert recorder.connections[0].actions("subscribe")[0]["trades"] == ["BRK.B"]
+
+
+async def test_a_bad_channel_value_in_a_live_subscribe_is_a_configuration_error(
+    autojump_clock: MockClock,
+) -> None:
+    async with Supervisor.open() as sup:
+        sup.add(alpaca(), trades=["AAPL"])
+        with pytest.raises(ConfigurationError, match="quotes= takes a list of symbols"):
+            await sup.subscribe("alpaca", quotes=None)
+
+
+# --------------------------------------------------------------------------- urls
+
+
+@pytest.mark.parametrize(
+    "url",
+    [f"{PORT_99999}/v2/iex", f"{PORT_ABC}/v2/iex", "ws://127.0.0.1:0/v2/iex", "wss://h.example:-1/v2"],
+)
+def test_a_url_with_a_bad_port_is_refused_naming_the_port(url: str) -> None:
+    with pytest.raises(ConfigurationError, match="the port must be a number from 1 to 65535"):
+        alpaca(url=url)
+
+
+def test_a_url_with_the_default_port_left_out_is_accepted() -> None:
+    assert alpaca(url="wss://stream.data.alpaca.markets/v2/iex").url.endswith("/v2/iex")
+
+
+@pytest.mark.parametrize("make", [alpaca, polygon], ids=["alpaca", "polygon"])
+def test_allow_insecure_must_be_true_or_false(make: Callable[..., object]) -> None:
+    with pytest.raises(ConfigurationError, match="allow_insecure must be True or False"):
+        make(allow_insecure="yes")
+
+
+@pytest.mark.parametrize("make", [alpaca, polygon], ids=["alpaca", "polygon"])
+def test_allow_insecure_reaches_the_transport(
+    make: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The provider hands the permission to the transport, which checks the URL again."""
+    from puffin_trio.transports import ws
+
+    opened: list[dict[str, Any]] = []
+    monkeypatch.setattr(ws, "open_ws_transport", lambda url, **kw: opened.append(kw))
+    make(url="ws://example.com/feed", allow_insecure=True).open_transport()
+    make().open_transport()
+    assert [kw["allow_insecure"] for kw in opened] == [True, False]
+
+
+# --------------------------------------------------------------------------- supervisor
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "word"),
+    [
+        ({"factor": 0.5}, "factor"),
+        ({"initial": 10.0, "max_delay": 5.0}, "max_delay"),
+        ({"jitter": -0.1}, "jitter"),
+        ({"stable_after": -1}, "stable_after"),
+        ({"period": 0}, "period"),
+        ({"intensity": 1.5}, "intensity"),
+        ({"intensity": True}, "intensity"),
+        ({"initial": float("nan")}, "initial"),
+        ({"max_delay": float("inf")}, "max_delay"),
+        ({"initial": "1"}, "initial"),
+    ],
+)
+def test_a_restart_policy_that_cannot_work_is_refused_naming_the_argument(
+    kwargs: dict[str, Any], word: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=f"RestartPolicy: {word} must be"):
+        RestartPolicy(**kwargs)
+
+
+def test_the_edges_of_a_restart_policy_are_accepted() -> None:
+    RestartPolicy(initial=0.0, factor=1.0, max_delay=0.0, jitter=0.0, stable_after=0.0,
+                  intensity=0)  # fmt: skip
+    RestartPolicy(jitter=1.0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "word"),
+    [({"fail_fast": "yes"}, "fail_fast"), ({"timeouts": 5.0}, "timeouts")],
+)
+async def test_supervisor_open_refuses_arguments_of_the_wrong_type(
+    kwargs: dict[str, Any], word: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=f"Supervisor.open: {word} must be"):
+        await open_with(**kwargs)
+
+
+class LateConfigurationProvider(AlpacaProvider):
+    """A provider whose configuration proves bad only when a session starts a connection."""
+
+    def protocol(self) -> Any:
+        raise ConfigurationError("alpaca: this configuration cannot work; fix it")
+
+
+async def test_a_configuration_error_from_a_running_session_fails_it_without_a_retry(
+    autojump_clock: MockClock,
+) -> None:
+    recorder = AlpacaSimRecorder()
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(partial(serve_alpaca, key="k", secret="s", recorder=recorder))
+        provider = LateConfigurationProvider(
+            key="k", secret="s", url=f"ws://127.0.0.1:{port}/v2/iex"
+        )
+        statuses: list[Any] = []
+        with pytest.raises(ConfigurationError, match="fix it"), trio.fail_after(3600):
+            async with Supervisor.open() as sup:
+                sup.add(provider, trades=["AAPL"])
+                async with sup.events() as events:
+                    async for event in events:
+                        statuses.append(event.state)
+        nursery.cancel_scope.cancel()
+    assert statuses == ["failed"]
+    assert recorder.accepted == 0
+
+
+@pytest.mark.parametrize("name", ["", 7])
+async def test_a_session_name_must_be_a_non_empty_string(name: object) -> None:
+    with pytest.raises(ConfigurationError, match="name must be a non-empty string"):
+        await add(alpaca, name=name, trades=["AAPL"])

@@ -335,6 +335,15 @@ def test_enums_come_back_as_enum_members(fmt: Format) -> None:
     assert isinstance(gap, Gap) and type(gap.reason) is GapReason
 
 
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("reason", list(GapReason), ids=str)
+def test_every_gap_reason_round_trips(fmt: Format, reason: GapReason) -> None:
+    gap = attrs.evolve(EXAMPLES[Gap], reason=reason)
+    back = round_trip(gap, fmt)
+    assert back == gap and back.reason is reason  # type: ignore[union-attr]
+    assert wire(gap)["reason"] == str(reason)
+
+
 @pytest.mark.parametrize("cls", EVENT_TYPES, ids=lambda cls: cls.__name__)
 def test_every_serialised_event_carries_its_snake_case_type_tag(cls: type) -> None:
     expected = re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower()

@@ -227,7 +227,6 @@ class BrokenRestartPolicy(RestartPolicy):
         raise RuntimeError("bug in the restart path")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 defect 6: Supervisor.open raises trio.Cancelled")
 async def test_supervisor_open_raises_the_real_error_of_a_failed_supervisor_task(
     autojump_clock: MockClock,
 ) -> None:
@@ -295,7 +294,6 @@ def _throttle_share(share: float) -> Callable[[Rig], ProxyFault]:
     return fault
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 defect 9: a slow live link fails the heartbeat")
 async def test_a_slow_but_live_link_is_not_dropped(autojump_clock: MockClock) -> None:
     """Throttled to 60 % of the feed, data keeps arriving: that is liveness, not a dead link."""
     seen: list[tuple[float, Event]] = []
@@ -312,9 +310,6 @@ async def test_a_slow_but_live_link_is_not_dropped(autojump_clock: MockClock) ->
     assert sum(type(e) in MARKET for _, e in seen) > 1000, "the feed did not keep flowing"
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 9 defect 9: what reached our socket is discarded at a timeout"
-)
 async def test_what_reached_our_socket_is_delivered_before_the_connection_is_given_up(
     autojump_clock: MockClock,
 ) -> None:

@@ -33,8 +33,6 @@ BACKOFF = RestartPolicy().initial
 SLACK = 0.5
 
 DEFECTS: dict[tuple[str, str], str] = {
-    ("alpaca", "throttle"): "issue 9 defect 9: a slow but live link fails the heartbeat",
-    ("polygon", "throttle"): "issue 9 defect 9: a slow but live link fails the heartbeat",
     ("alpaca", "stall"): "issue 9 defect 8: 2 s spent closing a link declared dead",
     ("polygon", "stall"): "issue 9 defect 8: 2 s spent closing a link declared dead",
     ("alpaca", "fin"): "issue 9 defect 1: the socket is not closed after the peer's FIN",
@@ -43,8 +41,6 @@ DEFECTS: dict[tuple[str, str], str] = {
     ("polygon", "header"): "issue 9 defect 1: a 1002 protocol error leaves the socket open",
     ("alpaca", "utf8"): "issue 9 defect 1: a 1007 protocol error leaves the socket open",
     ("polygon", "utf8"): "issue 9 defect 1: a 1007 protocol error leaves the socket open",
-    ("alpaca", "payload"): "issue 9 defect 4: a malformed frame's loss is only counted",
-    ("polygon", "payload"): "issue 9 defect 4: a malformed frame's loss is only counted",
     ("alpaca", "upgrade"): "issue 9 defect 7: an RST during the upgrade waits out 10 s",
     ("polygon", "upgrade"): "issue 9 defect 7: an RST during the upgrade waits out 10 s",
 }

@@ -19,14 +19,13 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from trio.testing import MockClock
 
-from puffin_trio import Event, Gap, SequenceGuard, Status, Supervisor, Trade
+from puffin_trio import Event, Gap, GapReason, SequenceGuard, Status, Supervisor, Trade
 from puffin_trio.events import EVENT_TYPES
 from puffin_trio.guard import DEFAULT_WINDOW, GuardMode
-from puffin_trio.providers import AlpacaProvider, PolygonProtocol
-from puffin_trio.sim import FaultPlan, serve_alpaca
+from puffin_trio.providers import AlpacaProvider, PolygonProtocol, PolygonProvider
+from puffin_trio.sim import FaultPlan, serve_alpaca, serve_polygon
 from puffin_trio.testing import mock_wall_clock
 
-DEFECT_4 = "issue 9 defect 4: a malformed frame's loss is only counted, never announced"
 DEFECT_5 = "issue 9 defect 5: one absurd sequence number silences its stream, unannounced"
 MARKET = frozenset(EVENT_TYPES) - {Status, Gap}
 OPEN_NS = int(datetime(2026, 11, 24, 15, 0, tzinfo=UTC).timestamp() * 1e9)
@@ -39,7 +38,6 @@ RESUME_BOUND = 2 * DEFAULT_WINDOW
 # --------------------------------------------------------------------------- defect 4
 
 
-@pytest.mark.xfail(strict=True, reason=DEFECT_4)
 async def test_a_malformed_frame_is_announced_in_order_where_its_data_went_missing(
     autojump_clock: MockClock,
 ) -> None:
@@ -66,6 +64,39 @@ async def test_a_malformed_frame_is_announced_in_order_where_its_data_went_missi
     before, after = market[29], market[30]  # the bad frame came after 30 data messages
     between = seen[before + 1 : after]
     assert any(isinstance(e, Gap) for e in between), between
+
+
+async def test_a_bad_message_in_a_good_frame_is_announced_as_one_missing_message(
+    autojump_clock: MockClock,
+) -> None:
+    """The rest of the frame is delivered; the bad message's loss sits where it was, counted."""
+    wall = mock_wall_clock(OPEN_NS)
+    good = {"ev": "T", "sym": "AAPL", "i": "probe", "x": 4, "p": 189.5, "s": 100,
+            "t": OPEN_NS // 1_000_000}
+    bad = {**good, "i": "bad", "p": "not a price"}
+    payload = orjson.dumps([good, bad]).decode()
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(
+            partial(serve_polygon, key="k", symbols=["AAPL"], wall_clock=wall,
+                    faults=FaultPlan.malformed_after(20, payload=payload))
+        )  # fmt: skip
+        provider = PolygonProvider(key="k", url=f"ws://127.0.0.1:{port}/stocks")
+        async with Supervisor.open(wall_clock=wall) as sup:
+            sup.add(provider, trades=["AAPL"], quotes=["AAPL"])
+            seen: list[Event] = []
+            async with sup.events() as events:
+                async for event in events:
+                    seen.append(event)
+                    if sum(type(e) in MARKET for e in seen) >= 40:
+                        break
+            assert sup.statistics().sessions["polygon"].malformed == 1
+        nursery.cancel_scope.cancel()
+    probe = next(i for i, e in enumerate(seen) if isinstance(e, Trade) and e.trade_id == "probe")
+    gap = seen[probe + 1]
+    assert isinstance(gap, Gap) and gap.reason is GapReason.MALFORMED, seen[probe + 1]
+    assert gap.missing == 1 and gap.stream == "polygon" and gap.provider == "polygon"
+    assert gap.window_start == gap.window_end == seen[probe].ts_recv
+    assert [e for e in seen if isinstance(e, Gap)] == [gap]
 
 
 # --------------------------------------------------------------------------- defect 5

@@ -67,6 +67,21 @@ def test_a_sequence_gap_distrusts_only_that_symbol() -> None:
     assert books.needing_resync() == {"alpaca": ["ETH/USD"]}
 
 
+def test_a_malformed_message_distrusts_every_book_of_that_provider_only() -> None:
+    """It may have been any book's update: the provider's books wait for a snapshot."""
+    books = three_live_books()
+    books.apply(gap("polygon", "", GapReason.MALFORMED))
+    assert books.needing_resync() == {"polygon": ["BTC-USD"]}
+    book = books.get("BTC-USD", "polygon")
+    assert book is not None and "malformed" in book.reason
+
+
+def test_a_malformed_message_of_a_known_symbol_distrusts_only_that_book() -> None:
+    books = three_live_books()
+    books.apply(gap("alpaca", "BTC/USD", GapReason.MALFORMED))
+    assert books.needing_resync() == {"alpaca": ["BTC/USD"]}
+
+
 def test_an_overflow_distrusts_every_book() -> None:
     books = three_live_books()
     books.apply(gap("puffin", "", GapReason.OVERFLOW))

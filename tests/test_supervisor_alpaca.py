@@ -113,7 +113,8 @@ async def test_abrupt_close_reconnects_resubscribes_and_announces_the_gap(
 
 
 async def test_heartbeat_timeout_restarts_the_session(autojump_clock: MockClock) -> None:
-    faults = FaultPlan.ignore_pings_after(5)
+    """No pong, and nothing else either: the link is dead."""
+    faults = FaultPlan.ignore_pings_after(5) + FaultPlan.silent_after(5)
     async with alpaca_sim(faults=faults) as (url, rec, wall):
         async with Supervisor.open(wall_clock=wall, restart=FAST_RESTART) as sup:
             sup.add(provider(url, ping_interval=5.0, ping_timeout=3.0), quotes=["AAPL"])
@@ -124,6 +125,23 @@ async def test_heartbeat_timeout_restarts_the_session(autojump_clock: MockClock)
     ]
     assert "HeartbeatTimeout" in reconnecting[0].detail
     assert rec.accepted == 2
+
+
+async def test_a_link_that_streams_but_answers_no_ping_is_kept(autojump_clock: MockClock) -> None:
+    """Inbound data is a sign of life: the pong deadline applies only when nothing arrives."""
+    faults = FaultPlan.ignore_pings_after(5)
+    async with alpaca_sim(faults=faults, rate=20.0) as (url, rec, wall):
+        async with Supervisor.open(wall_clock=wall, restart=FAST_RESTART) as sup:
+            sup.add(provider(url, ping_interval=5.0, ping_timeout=3.0), quotes=["AAPL"])
+            async with sup.events() as events:
+                seen: list[Event] = []
+                with trio.move_on_after(60):
+                    async for event in events:
+                        seen.append(event)
+                        assert len(seen) < 10_000
+    assert SessionState.RECONNECTING not in [e.state for e in seen if isinstance(e, Status)]
+    assert sum(isinstance(e, Quote) for e in seen) > 60 * 20 * 0.9
+    assert rec.accepted == 1
 
 
 async def test_heartbeat_measures_round_trip_time(autojump_clock: MockClock) -> None:

@@ -104,13 +104,33 @@ async def test_req_current_time_is_the_heartbeat_and_measures_the_round_trip(
 async def test_unanswered_current_time_is_a_heartbeat_timeout_and_reconnects(
     autojump_clock: MockClock,
 ) -> None:
-    async with ib_sim(faults=FaultPlan.ignore_pings_after(5)) as (port, rec, wall):
+    """No ``currentTime`` reply, and nothing else either: TWS is gone."""
+    faults = FaultPlan.ignore_pings_after(5) + FaultPlan.silent_after(5)
+    async with ib_sim(faults=faults) as (port, rec, wall):
         async with Supervisor.open(wall_clock=wall, restart=FAST_RESTART) as sup:
             sup.add(ib(port, ping_interval=5.0, ping_timeout=3.0), trades=["AAPL"])
             async with sup.events() as events:
                 seen = await collect_until(events, streaming_again)
     assert "HeartbeatTimeout" in details(seen, SessionState.RECONNECTING)[0]
     assert rec.accepted == 2
+
+
+async def test_a_tws_that_streams_but_answers_no_current_time_is_kept(
+    autojump_clock: MockClock,
+) -> None:
+    """Inbound data is a sign of life: the reply deadline applies only when nothing arrives."""
+    async with ib_sim(faults=FaultPlan.ignore_pings_after(5)) as (port, rec, wall):
+        async with Supervisor.open(wall_clock=wall, restart=FAST_RESTART) as sup:
+            sup.add(ib(port, ping_interval=5.0, ping_timeout=3.0), trades=["AAPL"])
+            async with sup.events() as events:
+                seen: list[Event] = []
+                with trio.move_on_after(60):
+                    async for event in events:
+                        seen.append(event)
+                        assert len(seen) < 100_000
+    assert SessionState.RECONNECTING not in [e.state for e in seen if isinstance(e, Status)]
+    assert sum(isinstance(e, Trade) for e in seen) > 100
+    assert rec.accepted == 1
 
 
 async def test_a_dropped_socket_reconnects_with_a_fresh_handshake_and_fresh_request_ids(

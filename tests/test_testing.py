@@ -41,12 +41,16 @@ def test_realistic_quotes_have_timestamps_in_order(quote: Quote) -> None:
 
 @given(gaps(realistic=True))
 def test_realistic_gaps_agree_with_their_reason(gap: Gap) -> None:
-    """A sequence gap says what was expected and what came; a reconnect gap has a window."""
+    """A sequence gap says what was expected and what came; a reconnect gap has a window;
+    a malformed gap is a moment of one session, without sequence numbers."""
     if gap.reason is GapReason.SEQUENCE:
         assert gap.expected is not None and gap.received is not None
         assert gap.missing == gap.received - gap.expected
     if gap.reason is GapReason.RECONNECT:
         assert gap.window_start is not None and gap.window_end is not None
+    if gap.reason is GapReason.MALFORMED:
+        assert gap.window_start == gap.window_end == gap.ts_recv
+        assert gap.expected is None and gap.received is None and gap.missing in (0, 1)
 
 
 @given(events(finite=True))

@@ -29,7 +29,7 @@ The session drives a protocol like this::
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -340,9 +340,10 @@ def normalize_topics(
     """Validate channel names and symbols; return a clean ``channel -> frozenset`` mapping.
 
     Raises :class:`ConfigurationError` for an unknown channel, a symbol that is
-    not a non-empty string without whitespace or commas, or a bare string
-    passed where a list was meant (``trades="AAPL"`` would otherwise subscribe
-    to ``A``, ``P`` and ``L``).
+    not a non-empty string without whitespace or commas, or anything but a
+    collection of symbols where one was meant: a bare string
+    (``trades="AAPL"`` would otherwise subscribe to ``A``, ``P`` and ``L``),
+    ``None`` or a number.
     """
     clean: dict[str, frozenset[str]] = {}
     for channel, symbols in topics.items():
@@ -355,6 +356,11 @@ def normalize_topics(
             raise ConfigurationError(
                 f"{provider}: {channel}= takes a list of symbols, not the string {symbols!r}; "
                 f"write {channel}=[{symbols!r}]"
+            )
+        if not isinstance(symbols, Iterable):
+            raise ConfigurationError(
+                f"{provider}: {channel}= takes a list of symbols, not {symbols!r}; "
+                f"write {channel}=['AAPL', ...], or leave it out"
             )
         out = set()
         for symbol in symbols:
@@ -381,7 +387,8 @@ class Provider(abc.ABC):
 
     * ``ping_interval``: time between heartbeats.
     * ``ping_timeout``: deadline for the heartbeat's answer (WebSocket pong, or
-      IB's ``reqCurrentTime`` reply); missing it restarts the session.
+      IB's ``reqCurrentTime`` reply); missing it restarts the session, unless
+      data kept arriving meanwhile (a slow link is not a dead one).
     * ``stale_after``: a subscription silent this long during its market
       session is resubscribed, and if it stays silent as long again, the
       session reconnects.
@@ -451,13 +458,15 @@ class WebSocketProvider(Provider):
     """A provider reached over WebSocket (Alpaca, Polygon).
 
     ``url`` is the full endpoint (``wss://...`` for the real service; plain
-    ``ws://`` is accepted for loopback and the simulators).
-    ``max_message_size`` bounds one incoming message: trio-websocket closes the
-    connection (1009) if the server sends more.
+    ``ws://`` is accepted for loopback and the simulators, and for any host
+    with ``allow_insecure=True``). ``max_message_size`` bounds one incoming
+    message: trio-websocket closes the connection (1009) if the server sends
+    more.
     """
 
     url: str
     max_message_size: int
+    allow_insecure: bool
 
     def headers(self) -> list[tuple[str, str]]:
         """Extra HTTP headers for the upgrade request (e.g. Alpaca's Content-Type)."""
@@ -468,5 +477,8 @@ class WebSocketProvider(Provider):
         from puffin_trio.transports.ws import open_ws_transport
 
         return open_ws_transport(
-            self.url, headers=self.headers(), max_message_size=self.max_message_size
+            self.url,
+            headers=self.headers(),
+            max_message_size=self.max_message_size,
+            allow_insecure=self.allow_insecure,
         )

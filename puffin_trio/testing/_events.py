@@ -455,8 +455,10 @@ def gaps(
     Realistic ones agree with their reason: a ``sequence`` gap has
     ``expected < received`` and ``missing == received - expected`` on a
     ``"provider:symbol"`` stream; a ``reconnect`` gap has no sequence numbers,
-    ``symbol=""`` and ``window_start <= window_end``; an ``overflow`` gap names
-    a consumer and counts at least one dropped event; a ``backfill`` gap names
+    ``symbol=""`` and ``window_start <= window_end``; a ``malformed`` gap
+    names its session, no symbol, at most one known missing message and the
+    bad frame's receive time as its window; an ``overflow`` gap names a
+    consumer and counts at least one dropped event; a ``backfill`` gap names
     a symbol and its window, counts the trades recovered, and is complete or
     says why not.
     """
@@ -524,6 +526,18 @@ def gaps(
             missing=0 if complete else draw(st.integers(0, 10_000)),
             complete=complete,
             detail="" if complete else "BackfillError: HTTP 500 (gave up after 5 retries)",
+        )
+    if reason is GapReason.MALFORMED:
+        return Gap(
+            provider=name,
+            symbol="",
+            ts_event=ts_recv,
+            ts_recv=ts_recv,
+            stream=name,
+            reason=reason,
+            missing=draw(st.integers(0, 1)),
+            window_start=ts_recv,
+            window_end=ts_recv,
         )
     return Gap(
         provider=name,

@@ -9,6 +9,7 @@ and exception.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, ClassVar, Literal
 
@@ -66,6 +67,27 @@ _STALE_AFTER: Mapping[str, float] = {
 #: is itself kilobytes.
 _MIN_MESSAGE_SIZE = 64 * 1024
 
+#: What Alpaca accepts as a symbol; its server answers anything else with 400
+#: "invalid syntax", a fatal error found only after connecting. Alpaca's
+#: symbols are all upper case, so a symbol is upper-cased first (``"brk.b"``
+#: subscribes ``"BRK.B"``, and its events say ``"BRK.B"``). Stocks: a root of
+#: at most 5 letters plus a class or warrant suffix (``"BRK.B"``); 16
+#: characters leave room for any listed symbol, and any symbol fits the
+#: smallest subscribe frame (``MIN_FRAME_BYTES``). Crypto: ``BASE/QUOTE``.
+_STOCK_SYMBOLS = _config.SymbolRule(
+    re.compile(r"[A-Z0-9][A-Z0-9.\-]{0,15}"),
+    "Alpaca stock symbols are 1 to 16 letters, digits, '.' or '-' (e.g. 'BRK.B')",
+    upper=True,
+    hints=((re.compile("/"), "crypto pairs are on AlpacaProvider(feed='crypto')"),),
+)
+_CRYPTO_SYMBOLS = _config.SymbolRule(
+    re.compile(r"[A-Z0-9]{1,15}/[A-Z0-9]{1,15}"),
+    "Alpaca crypto symbols are pairs BASE/QUOTE of up to 15 letters or digits each "
+    "(e.g. 'BTC/USD')",
+    upper=True,
+    hints=((re.compile("^[^/]+-[^/]+$"), "Alpaca writes pairs with a slash, not a dash"),),
+)
+
 
 @attrs.frozen(init=False)
 class AlpacaProvider(WebSocketProvider):
@@ -108,7 +130,14 @@ class AlpacaProvider(WebSocketProvider):
     Sizes: ``max_message_size`` (16 MiB) bounds one incoming message and
     ``max_frame_bytes`` (4 KiB) one outgoing subscribe frame; the module
     constants ``DEFAULT_MAX_MESSAGE_SIZE``/``DEFAULT_MAX_FRAME_BYTES`` say why.
-    ``name`` is the session's name (events always say ``provider="alpaca"``).
+    ``allow_insecure=True`` permits a plain ``ws://`` URL to a host that is
+    not loopback (the key then travels in clear). ``name`` is the session's
+    name (events always say ``provider="alpaca"``).
+
+    Symbols are upper-cased, then must be 1 to 16 letters, digits, ``.`` or
+    ``-`` on stock feeds (``"BRK.B"``), or ``BASE/QUOTE`` on the crypto feed
+    (``"BTC/USD"``); ``"*"`` is every symbol. Anything else is a
+    ConfigurationError at ``sup.add``.
     """
 
     name: ClassVar[str] = PROVIDER
@@ -124,6 +153,7 @@ class AlpacaProvider(WebSocketProvider):
     limit_cooldown: float
     max_message_size: int
     max_frame_bytes: int
+    allow_insecure: bool
     session_name: str
     backfill: Literal["trades"] | None
     backfill_timeout: float
@@ -147,6 +177,7 @@ class AlpacaProvider(WebSocketProvider):
         limit_cooldown: float = 90.0,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        allow_insecure: bool = False,
         name: str = PROVIDER,
         backfill: Literal["trades"] | None = None,
         backfill_timeout: float = 10.0,
@@ -168,6 +199,7 @@ class AlpacaProvider(WebSocketProvider):
             )
         if not isinstance(sandbox, bool):
             raise ConfigurationError(f"{PROVIDER}: sandbox must be True or False")
+        allow_insecure = _config.flag(PROVIDER, "allow_insecure", allow_insecure)
         if backfill is not None and feed == "test":
             raise ConfigurationError(
                 f"{PROVIDER}: the test stream has no historical trades; use backfill=None"
@@ -179,7 +211,7 @@ class AlpacaProvider(WebSocketProvider):
             url = f"wss://{host}{path}"
         self.__attrs_init__(
             feed=feed,
-            url=_config.websocket_url(PROVIDER, url),
+            url=_config.websocket_url(PROVIDER, url, allow_insecure=allow_insecure),
             encoding=encoding,
             crypto_location=crypto_location,
             sandbox=sandbox,
@@ -196,9 +228,12 @@ class AlpacaProvider(WebSocketProvider):
             max_frame_bytes=_config.byte_size(
                 PROVIDER, "max_frame_bytes", max_frame_bytes, MIN_FRAME_BYTES
             ),
+            allow_insecure=allow_insecure,
             session_name=_config.session_name(PROVIDER, name),
             **_config.backfill(PROVIDER, backfill=backfill, backfill_timeout=backfill_timeout),
-            rest_url=_config.rest_url(PROVIDER, rest_url or default_rest),
+            rest_url=_config.rest_url(
+                PROVIDER, rest_url or default_rest, allow_insecure=allow_insecure
+            ),
             key=_config.credential(PROVIDER, key, (KEY_ENV,), "key"),
             secret=_config.credential(PROVIDER, secret, (SECRET_ENV,), "secret"),
         )
@@ -226,8 +261,10 @@ class AlpacaProvider(WebSocketProvider):
         return [("Content-Type", f"application/{self.encoding}")]
 
     def normalize(self, topics: Topics) -> dict[str, frozenset[str]]:
-        """Validate ``topics`` for this feed (``books`` on crypto, ``lulds`` on stocks only)."""
-        return check_topics(topics, crypto=self.is_crypto)
+        """Validate ``topics`` for this feed (``books`` on crypto, ``lulds`` on stocks only)
+        and its symbols (upper-cased; see the class docstring)."""
+        rule = _CRYPTO_SYMBOLS if self.is_crypto else _STOCK_SYMBOLS
+        return _config.check_symbols(PROVIDER, check_topics(topics, crypto=self.is_crypto), rule)
 
     def check(self) -> None:
         """Raise :class:`ConfigurationError` if the key or secret is missing."""

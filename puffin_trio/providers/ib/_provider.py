@@ -10,6 +10,7 @@ connection is opened.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, ClassVar, Literal
 
@@ -62,6 +63,18 @@ _ENV_HOST = "IB_HOST"
 _ENV_PORT = "IB_PORT"
 _ENV_CLIENT_ID = "IB_CLIENT_ID"
 
+#: What IB accepts as a symbol: printable ASCII without spaces or commas, at
+#: most 32 characters, case kept (a ``contracts=`` key is your own name for a
+#: contract; TWS itself matches plain stock symbols). TWS's longest symbols,
+#: OCC option local symbols, have 21 characters. There is no wildcard: every
+#: IB subscription is one contract's request.
+_SYMBOLS = _config.SymbolRule(
+    re.compile(r"[!-~]{1,32}"),
+    "IB symbols are 1 to 32 printable ASCII characters without spaces or commas "
+    "(map longer or other names to an IBContract with contracts=)",
+    wildcard=False,
+)
+
 _CONNECT_HINT = (
     "is TWS or IB Gateway running, with the API enabled (Global Configuration > API > "
     "Settings) on this port? Defaults: 7496/7497 TWS live/paper, 4001/4002 Gateway live/paper"
@@ -89,6 +102,8 @@ class IBProvider(Provider):
     * ``contracts``: symbol -> :class:`IBContract` for symbols that are not
       plain SMART-routed US stocks in USD, or to pin ``con_id`` /
       ``primary_exchange``. Other symbols are sent as ``IBContract(symbol)``.
+      Symbols (and ``contracts`` keys) are 1 to 32 printable ASCII characters
+      without spaces or commas, kept as given; there is no ``"*"``.
     * ``market_data_type``: 1 live (default), 2 frozen, 3 delayed, 4 delayed
       frozen (``reqMarketDataType``; 3 gives paper accounts without market
       data subscriptions delayed quotes).
@@ -192,7 +207,7 @@ class IBProvider(Provider):
                     f"{PROVIDER}: contracts[{symbol!r}] must be an IBContract, not {contract!r}"
                 )
             check_topics({"trades": [symbol]})
-            checked[symbol] = contract
+            checked[_SYMBOLS.check(PROVIDER, "contracts", symbol)] = contract
         self.__attrs_init__(
             host=host,
             port=_config.integer(PROVIDER, "port (or $IB_PORT)", port_value, 1, 65535),
@@ -239,8 +254,9 @@ class IBProvider(Provider):
         return calendar_for("us_equity")
 
     def normalize(self, topics: Topics) -> dict[str, frozenset[str]]:
-        """Validate ``topics``: generic channels, printable ASCII symbols."""
-        return check_topics(topics)
+        """Validate ``topics``: generic channels; symbols of 1 to 32 printable ASCII
+        characters without spaces or commas, kept as given (no wildcard)."""
+        return _config.check_symbols(PROVIDER, check_topics(topics), _SYMBOLS)
 
     def check(self) -> None:
         """Nothing left to check: IB needs no credentials, and the rest was checked

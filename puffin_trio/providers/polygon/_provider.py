@@ -9,6 +9,7 @@ for every connection. It must not do I/O, and keeps the key out of every
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, ClassVar, Literal
 
@@ -43,6 +44,31 @@ HOSTS: Mapping[str, str] = {"realtime": "socket.massive.com", "delayed": "delaye
 #: Smallest accepted ``max_message_size``: a status burst confirming a few
 #: hundred topics must fit.
 _MIN_MESSAGE_SIZE = 64 * 1024
+
+#: What Polygon accepts as a symbol; anything else would be subscribed, never
+#: confirmed, and fail the session's subscription deadline after connecting.
+#: Stock tickers are case-sensitive (Polygon's own words): upper case, with
+#: lower-case CQS suffixes for preferreds and warrants (``"BACpL"``), so their
+#: case is kept and a ticker must start upper case or with a digit; at most 16
+#: characters (real ones have at most 10). Crypto pairs are ``FROM-TO`` in upper
+#: case (``"BTC-USD"``), so they are upper-cased. Any valid topic fits the
+#: smallest subscribe frame (``MIN_FRAME_BYTES``).
+_STOCK_SYMBOLS = _config.SymbolRule(
+    re.compile(r"[A-Z0-9][A-Za-z0-9.\-]{0,15}"),
+    "Polygon stock tickers are 1 to 16 letters, digits, '.' or '-', starting with an "
+    "upper-case letter or a digit (e.g. 'BRK.A')",
+    hints=(
+        (re.compile("^[a-z]"), "tickers are case-sensitive: did you mean {upper!r}?"),
+        (re.compile("[/:]"), "crypto pairs are on PolygonProvider(market='crypto')"),
+    ),
+)
+_CRYPTO_SYMBOLS = _config.SymbolRule(
+    re.compile(r"[A-Z0-9]{1,15}-[A-Z0-9]{1,15}"),
+    "Polygon crypto symbols are pairs FROM-TO of up to 15 letters or digits each "
+    "(e.g. 'BTC-USD')",
+    upper=True,
+    hints=((re.compile("^[XxCc]:"), "the crypto cluster's symbols have no 'X:' prefix"),),
+)
 
 
 @attrs.frozen(init=False)
@@ -89,7 +115,14 @@ class PolygonProvider(WebSocketProvider):
     Sizes: ``max_message_size`` (16 MiB) bounds one incoming message and
     ``max_frame_bytes`` (4 KiB) one outgoing subscribe frame; the module
     constants ``DEFAULT_MAX_MESSAGE_SIZE``/``DEFAULT_MAX_FRAME_BYTES`` say why.
-    ``name`` is the session's name (events always say ``provider="polygon"``).
+    ``allow_insecure=True`` permits a plain ``ws://`` URL to a host that is
+    not loopback (the key then travels in clear). ``name`` is the session's
+    name (events always say ``provider="polygon"``).
+
+    Symbols: stock tickers keep their case (they are case-sensitive) and are 1
+    to 16 letters, digits, ``.`` or ``-`` starting upper case or with a digit;
+    crypto pairs are upper-cased and must read ``FROM-TO``; ``"*"`` is every
+    symbol. Anything else is a ConfigurationError at ``sup.add``.
     """
 
     name: ClassVar[str] = PROVIDER
@@ -104,6 +137,7 @@ class PolygonProvider(WebSocketProvider):
     limit_cooldown: float
     max_message_size: int
     max_frame_bytes: int
+    allow_insecure: bool
     session_name: str
     backfill: Literal["trades"] | None
     backfill_timeout: float
@@ -124,6 +158,7 @@ class PolygonProvider(WebSocketProvider):
         limit_cooldown: float = 90.0,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        allow_insecure: bool = False,
         name: str = PROVIDER,
         backfill: Literal["trades"] | None = None,
         backfill_timeout: float = 10.0,
@@ -145,12 +180,13 @@ class PolygonProvider(WebSocketProvider):
                 f"{PROVIDER}: sequence must be 'monotonic' (Polygon's q) or 'strict' "
                 f"(contiguous numbers, e.g. the simulator), not {sequence!r}"
             )
+        allow_insecure = _config.flag(PROVIDER, "allow_insecure", allow_insecure)
         if url is None:
             url = f"wss://{HOSTS['delayed' if delayed else 'realtime']}/{market}"
         self.__attrs_init__(
             market=market,
             delayed=delayed,
-            url=_config.websocket_url(PROVIDER, url),
+            url=_config.websocket_url(PROVIDER, url, allow_insecure=allow_insecure),
             sequence=sequence,
             **_config.timing(
                 PROVIDER,
@@ -165,9 +201,10 @@ class PolygonProvider(WebSocketProvider):
             max_frame_bytes=_config.byte_size(
                 PROVIDER, "max_frame_bytes", max_frame_bytes, MIN_FRAME_BYTES
             ),
+            allow_insecure=allow_insecure,
             session_name=_config.session_name(PROVIDER, name),
             **_config.backfill(PROVIDER, backfill=backfill, backfill_timeout=backfill_timeout),
-            rest_url=_config.rest_url(PROVIDER, rest_url),
+            rest_url=_config.rest_url(PROVIDER, rest_url, allow_insecure=allow_insecure),
             key=_config.credential(PROVIDER, key, KEY_ENVS, "key"),
         )
 
@@ -189,8 +226,10 @@ class PolygonProvider(WebSocketProvider):
         return calendar_for("crypto" if self.is_crypto else "us_equity")
 
     def normalize(self, topics: Topics) -> dict[str, frozenset[str]]:
-        """Validate ``topics`` for this cluster (``books`` on crypto, ``lulds`` on stocks)."""
-        return check_topics(topics, crypto=self.is_crypto)
+        """Validate ``topics`` for this cluster (``books`` on crypto, ``lulds`` on stocks)
+        and its symbols (see the class docstring)."""
+        rule = _CRYPTO_SYMBOLS if self.is_crypto else _STOCK_SYMBOLS
+        return _config.check_symbols(PROVIDER, check_topics(topics, crypto=self.is_crypto), rule)
 
     def check(self) -> None:
         """Raise :class:`ConfigurationError` if no API key was given or found."""

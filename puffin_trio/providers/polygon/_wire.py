@@ -9,7 +9,7 @@ encode, decode or do I/O.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 from puffin_trio.errors import ConfigurationError
 from puffin_trio.providers._base import Topics, normalize_topics
@@ -69,8 +69,10 @@ DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 #: frames; splitting costs nothing, because Polygon confirms every topic with its own status message
 #: anyway.
 DEFAULT_MAX_FRAME_BYTES = 4 * 1024
-#: Smallest accepted ``max_frame_bytes``: the frame's own overhead plus a few topics.
-MIN_FRAME_BYTES = 64
+#: Smallest accepted ``max_frame_bytes``: the frame's own overhead (36 bytes for
+#: an unsubscribe) plus the longest topic a provider accepts (``XAS.`` and a
+#: 31-character pair), with room for a few more.
+MIN_FRAME_BYTES = 128
 NS_PER_MS = 1_000_000
 
 
@@ -84,7 +86,7 @@ def check_topics(topics: Topics, *, crypto: bool) -> dict[str, frozenset[str]]:
             )
         if channel == "lulds" and crypto:
             raise ConfigurationError(f"{PROVIDER}: lulds= exists only on the stocks cluster")
-        if crypto and not isinstance(symbols, str | bytes):
+        if crypto and isinstance(symbols, Collection) and not isinstance(symbols, str | bytes):
             for symbol in symbols:
                 if isinstance(symbol, str) and "/" in symbol:
                     raise ConfigurationError(
