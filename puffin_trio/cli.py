@@ -106,6 +106,8 @@ class DemoView:
             self._symbol(event.provider, event.symbol).bar = event
         elif isinstance(event, Status):
             self.status[event.session] = event.state.value
+            if event.detail.startswith("backfill"):
+                return  # the reconnect's gap line says what its backfill recovered
             if event.attempt or event.detail or event.state in _INCIDENTS:
                 detail = f" ({event.detail})" if event.detail else ""
                 self.log.append(f"{event.session}: {event.state.value}{detail}")
