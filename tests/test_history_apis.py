@@ -373,3 +373,21 @@ def test_ib_trade_ticks_with_impossible_values_are_dropped_and_counted() -> None
     fields = ticks_last(b"1", [(1, 1.0, 1.0), (2, float("nan"), 1.0), (3, 2.0, -1.0)], True)
     trades, done, malformed = historical_trades(fields.split(b"\0")[:-1], "AAPL", 0)
     assert [t.ts_event for t in trades] == [NS] and done and malformed == 2
+
+
+def test_a_provider_without_historical_trades_cannot_backfill(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A provider whose protocol has no in-band history and no REST ``history()``."""
+    from puffin_trio import FanOut
+    from puffin_trio.history import Backfiller
+
+    monkeypatch.setattr(IBProtocol, "history_limit", 0)
+    with pytest.raises(ConfigurationError, match="no historical trades"):
+        Backfiller(
+            IBProvider(backfill="trades"),
+            stream="ib",
+            fanout=FanOut(),
+            wall_clock=lambda: 0,
+            status=lambda detail: None,  # type: ignore[arg-type,return-value]
+        )

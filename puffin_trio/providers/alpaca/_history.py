@@ -145,9 +145,11 @@ class AlpacaHistory(RestHistory):
         for symbol, rows in by_symbol.items():
             if type(rows) is not list:
                 raise ValueError(f"rows of {symbol!r} are not a list")
-            for row in rows:
+            # Each parsed row is freed as its trade is made (see PolygonHistory.parse).
+            rows.reverse()
+            while rows:
                 try:
-                    trades.append(checked_trade(self._trade(symbol, row, ts_recv)))
+                    trades.append(checked_trade(self._trade(symbol, rows.pop(), ts_recv)))
                 except (KeyError, TypeError, ValueError, OverflowError):
                     malformed += 1
         following = None if token is None else request.with_param("page_token", token)
