@@ -185,6 +185,8 @@ class Backfiller:
     def prepare(self, symbols: Collection[str], *, outage_start: int | None) -> None:
         """A reconnect starts: hold the live trades of ``symbols`` (the subscribed trade
         symbols) until their backfill; :meth:`run` does it once the connection streams."""
+        if self._current is not None:
+            self._retire(self._current)  # its tail no longer matters: a new window starts
         wanted = sorted(s for s in symbols if s != "*")
         if not wanted:
             return
