@@ -25,4 +25,5 @@ bench: $(VENV)/bin/puffin-trio
 	$(VENV)/bin/python benchmarks/bench_decode.py $(ARGS)
 	$(VENV)/bin/python benchmarks/bench_latency.py $(ARGS)
 	$(VENV)/bin/python benchmarks/bench_rss.py $(ARGS)
+	$(VENV)/bin/python benchmarks/bench_redis.py $(ARGS)
 	$(VENV)/bin/python benchmarks/bench_recording.py $(ARGS)

@@ -27,6 +27,9 @@ from puffin_trio.errors import (
     ProviderError,
     PuffinError,
     RecordingError,
+    RedisAuthenticationError,
+    RedisConnectionError,
+    RedisError,
     ReplayError,
     RestartBudgetExceeded,
     SchemaVersionError,
@@ -51,9 +54,19 @@ from puffin_trio.events import (
     TradingStatus,
 )
 from puffin_trio.guard import GuardMode, SequenceGuard, SequenceGuardStatistics
+from puffin_trio.histogram import HistogramSnapshot
 from puffin_trio.history import BackfillStatistics
 from puffin_trio.market_hours import MarketSession
+from puffin_trio.metrics import serve_metrics
 from puffin_trio.recording import Recorder, RecorderStatistics, open_recorder, open_replay
+from puffin_trio.redis import (
+    RedisFeed,
+    RedisFeedStatistics,
+    RedisPublisher,
+    RedisPublisherStatistics,
+    open_redis_feed,
+    open_redis_publisher,
+)
 from puffin_trio.session import ProviderSession, SessionStatistics, SessionTimeouts
 from puffin_trio.supervisor import RestartPolicy, Supervisor, SupervisorStatistics, open_feed
 
@@ -80,6 +93,7 @@ __all__ = [
     "GapReason",
     "GuardMode",
     "HeartbeatTimeout",
+    "HistogramSnapshot",
     "LimitBands",
     "MarketEvent",
     "MarketSession",
@@ -96,6 +110,13 @@ __all__ = [
     "Recorder",
     "RecorderStatistics",
     "RecordingError",
+    "RedisAuthenticationError",
+    "RedisConnectionError",
+    "RedisError",
+    "RedisFeed",
+    "RedisFeedStatistics",
+    "RedisPublisher",
+    "RedisPublisherStatistics",
     "ReplayError",
     "RestartBudgetExceeded",
     "RestartPolicy",
@@ -119,5 +140,8 @@ __all__ = [
     "market_hours",
     "open_feed",
     "open_recorder",
+    "open_redis_feed",
+    "open_redis_publisher",
     "open_replay",
+    "serve_metrics",
 ]

@@ -346,6 +346,7 @@ class FanOut:
         capacity: int = DEFAULT_CAPACITY,
         overflow: Overflow = "block",
         name: str | None = None,
+        receiver_type: type[EventReceiver] | None = None,
     ) -> EventReceiver:
         """Register a consumer now and return its receive channel.
 
@@ -353,7 +354,9 @@ class FanOut:
         policy). ``name`` defaults to ``"consumer-<n>"`` and must be unique
         among registered consumers. Close the receiver when done (or use
         :meth:`consumer`): a forgotten "block" consumer stops the publisher
-        once it is full. Not a checkpoint.
+        once it is full. Not a checkpoint. ``receiver_type`` (a subclass of
+        :class:`EventReceiver` that adds methods, not state the fan-out must
+        know) is what to make instead of an :class:`EventReceiver`.
 
         Raises :exc:`~puffin_trio.errors.ConfigurationError` for a capacity
         that is not an integer >= 1, an unknown ``overflow`` or a bad or
@@ -382,7 +385,7 @@ class FanOut:
         if self._closed:
             raise trio.ClosedResourceError("the fan-out is closed")
         buffer = buffer_type(capacity, self._clock)
-        receiver = EventReceiver(self, name, overflow, buffer)
+        receiver = (receiver_type or EventReceiver)(self, name, overflow, buffer)
         self._receivers[name] = receiver
         self._rebuild()
         return receiver

@@ -11,6 +11,9 @@ pieces (``Supervisor``, providers, ``puffin_trio.sim``, ``BarAggregator``).
   (keys, or a running TWS/Gateway), one JSON line per event on stdout.
 * ``puffin-trio sim alpaca|polygon|ib --port 8765``: run a simulator on its own.
 * ``puffin-trio record ...`` / ``replay DIR``: see :mod:`puffin_trio.recording._cli`.
+* ``puffin-trio publish alpaca|polygon|ib|sim --redis URL``, ``puffin-trio stream
+  redis://...`` and ``puffin-trio demo --redis URL``: distribution through Redis
+  Streams (see :mod:`puffin_trio.redis._cli`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import sys
 import time
 from collections import deque
@@ -37,6 +41,7 @@ from puffin_trio.bars import BarAggregator
 from puffin_trio.errors import ConfigurationError, PuffinError
 from puffin_trio.events import Bar, Event, Gap, GapReason, Quote, SessionState, Status, Trade
 from puffin_trio.providers import AlpacaProvider, IBProvider, PolygonProvider, Provider
+from puffin_trio.redis import _cli as redis_cli
 from puffin_trio.supervisor import RestartPolicy, Supervisor
 
 __all__ = ["main"]
@@ -178,6 +183,44 @@ class DemoView:
 
 def _fmt(value: float | None, digits: int = 2) -> str:
     return "-" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+
+
+async def start_simulators(
+    nursery: trio.Nursery, symbols: Sequence[str], rate: float, *, chaos: bool
+) -> list[Provider]:
+    """Start the Alpaca, Polygon and IB simulators in ``nursery``; their providers.
+
+    With ``chaos`` the Alpaca simulator drops the first connection after 600
+    messages, so a reconnect, a resubscribe and its ``Gap`` can be seen.
+    """
+    from puffin_trio.sim import FaultPlan, serve_alpaca, serve_ib, serve_polygon
+
+    faults = FaultPlan.drop_after(600, connection=1) if chaos else FaultPlan()
+    alpaca_port = await nursery.start(
+        partial(
+            serve_alpaca,
+            symbols=list(symbols),
+            rate=rate,
+            batch=4,
+            key=DEMO_KEY,
+            secret=DEMO_SECRET,
+            faults=faults,
+        )
+    )
+    polygon_port = await nursery.start(
+        partial(serve_polygon, symbols=list(symbols), rate=rate, batch=4, key=DEMO_KEY)
+    )
+    ib_port = await nursery.start(partial(serve_ib, symbols=list(symbols), rate=rate))
+    return [
+        AlpacaProvider(
+            feed="iex",
+            key=DEMO_KEY,
+            secret=DEMO_SECRET,
+            url=f"ws://127.0.0.1:{alpaca_port}/v2/iex",
+        ),
+        PolygonProvider(key=DEMO_KEY, url=f"ws://127.0.0.1:{polygon_port}/stocks"),
+        IBProvider(host="127.0.0.1", port=ib_port, client_id=1),
+    ]
 
 
 async def run_demo(
@@ -396,13 +439,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="simulator + full pipeline + live view (no keys needed)")
     demo.add_argument("--duration", type=float, default=None, help="seconds (default: Ctrl-C)")
-    demo.add_argument("--symbols", type=_symbols, default=list(DEMO_SYMBOLS))
+    demo.add_argument("--symbols", type=_symbols, default=None, help="AAPL,MSFT,...")
     demo.add_argument("--rate", type=float, default=200.0, help="simulated messages/s")
     demo.add_argument("--no-chaos", action="store_true", help="do not inject a dropped connection")
+    redis_cli.add_demo_options(demo)
 
-    stream = sub.add_parser("stream", help="stream real data as JSON lines")
-    add_provider_arguments(stream)
+    stream = sub.add_parser("stream", help="stream real data (or a Redis feed) as JSON lines")
+    add_provider_arguments(stream, symbols_required=False, redis_urls=True)
     stream.add_argument("--duration", type=float, default=None)
+    redis_cli.add_stream_options(stream)
 
     sim = sub.add_parser("sim", help="run a provider simulator on 127.0.0.1")
     sim.add_argument("provider", choices=["alpaca", "polygon", "ib"])
@@ -413,6 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
     from puffin_trio.recording._cli import add_parsers
 
     add_parsers(sub)
+    redis_cli.add_publish_parser(sub)
     return parser
 
 
@@ -421,9 +467,18 @@ def add_provider_arguments(
     *,
     providers: Sequence[str] = ("alpaca", "polygon", "ib"),
     symbols_required: bool = True,
+    redis_urls: bool = False,
 ) -> None:
-    """The arguments that choose and configure a real provider (``stream``, ``record``)."""
-    parser.add_argument("provider", choices=list(providers))
+    """The arguments that choose and configure a real provider (``stream``, ``record``,
+    ``publish``); with ``redis_urls``, the provider may also be a ``redis://`` URL."""
+    if redis_urls:
+        parser.add_argument(
+            "provider",
+            type=partial(_provider_or_url, providers),
+            help=f"{', '.join(providers)} or a redis:// URL",
+        )
+    else:
+        parser.add_argument("provider", choices=list(providers))
     parser.add_argument("--symbols", type=_symbols, required=symbols_required)
     parser.add_argument("--channels", type=_symbols, default=["trades", "quotes"])
     parser.add_argument("--feed", default="iex", help="alpaca: iex, sip, delayed_sip, test, crypto")
@@ -435,6 +490,14 @@ def add_provider_arguments(
     parser.add_argument("--host", default=None, help="ib: TWS/Gateway host (IB_HOST)")
     parser.add_argument("--port", type=int, default=None, help="ib: TWS/Gateway port (IB_PORT)")
     parser.add_argument("--client-id", type=int, default=None, help="ib: API client id")
+
+
+def _provider_or_url(providers: Sequence[str], text: str) -> str:
+    if text in providers or redis_cli.is_redis_url(text):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"invalid choice: {text!r} (choose from {', '.join(providers)}, or a redis:// URL)"
+    )
 
 
 def provider_from(args: argparse.Namespace) -> Provider:
@@ -454,16 +517,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        if args.command == "demo":
+        if args.command == "demo" and args.redis:
+            trio.run(redis_cli.run_redis_demo, args)
+        elif args.command == "demo":
             trio.run(
                 lambda: run_demo(
                     duration=args.duration,
-                    symbols=args.symbols,
+                    symbols=args.symbols or list(DEMO_SYMBOLS),
                     rate=args.rate,
                     chaos=not args.no_chaos,
                 )
             )
+        elif args.command == "stream" and redis_cli.is_redis_url(args.provider):
+            trio.run(redis_cli.run_redis_stream, args)
+        elif args.command == "publish":
+            trio.run(redis_cli.run_publish, args)
         elif args.command == "stream":
+            if not args.symbols:
+                raise ConfigurationError("stream needs --symbols (for example --symbols AAPL,MSFT)")
             trio.run(
                 run_stream, provider_from(args), args.symbols, args.channels, args.duration
             )
@@ -475,6 +546,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_command(args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader of our stdout went away (`... | head`): stop quietly, and keep
+        # the interpreter's final flush from failing too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except ConfigurationError as exc:
         print(f"puffin-trio: {exc}", file=sys.stderr)
         return 2

@@ -26,6 +26,9 @@ __all__ = [
     "ProviderError",
     "PuffinError",
     "RecordingError",
+    "RedisAuthenticationError",
+    "RedisConnectionError",
+    "RedisError",
     "ReplayError",
     "RestartBudgetExceeded",
     "SchemaVersionError",
@@ -162,3 +165,18 @@ class RestartBudgetExceeded(PuffinError):
     The supervisor escalates this rather than ending silently; ``__cause__``
     is the last failure.
     """
+
+
+class RedisError(PuffinError):
+    """The Redis distribution layer failed (:mod:`puffin_trio.redis`).
+
+    Messages name the server without its password.
+    """
+
+
+class RedisConnectionError(RedisError):
+    """Redis cannot be reached (refused, timed out, closed), at open or for good."""
+
+
+class RedisAuthenticationError(RedisError):
+    """Redis refused the credentials (wrong password or user, or none given)."""

@@ -66,6 +66,7 @@ from puffin_trio.events import (
     Status,
 )
 from puffin_trio.guard import SequenceGuard
+from puffin_trio.histogram import HistogramSnapshot, LagHistogram
 from puffin_trio.history import Backfiller, BackfillStatistics
 from puffin_trio.market_hours import MarketSession, preload
 from puffin_trio.providers._base import (
@@ -152,6 +153,8 @@ class SessionStatistics:
     last_message_age: Mapping[str, float | None]
     desired: Mapping[str, frozenset[str]]
     confirmed: Mapping[str, frozenset[str]]
+    #: ``lag_ns`` observed once per published batch, as a histogram (seconds).
+    lag_histogram: HistogramSnapshot
     #: Backfill counters (``None`` without ``backfill="trades"``).
     backfill: BackfillStatistics | None = None
 
@@ -224,6 +227,8 @@ class ProviderSession:
         self.stale = False
         #: ``ts_recv - ts_event`` of the last event received, in ns (provider-to-us lag).
         self.lag_ns: int | None = None
+        #: Every batch's ``lag_ns``: one bisect and two additions per batch.
+        self.lag_histogram = LagHistogram()
         #: Notices to act on after the current frame: (notice, staleness changed).
         self._notices: list[tuple[ProviderNotice, bool]] = []
         #: Recovers the trades of each reconnect's outage (``backfill="trades"``).
@@ -398,6 +403,7 @@ class ProviderSession:
             last_message_age=ages,
             desired=dict(self.subscriptions.desired),
             confirmed=dict(self.subscriptions.confirmed),
+            lag_histogram=self.lag_histogram.snapshot(),
             backfill=None if self._backfill is None else self._backfill.statistics(),
         )
 
@@ -680,7 +686,8 @@ class ProviderSession:
                 self.messages += len(batch)
                 self._last_event_wall = ts_recv
                 last = batch[-1]
-                self.lag_ns = ts_recv - last.ts_event
+                self.lag_ns = lag = ts_recv - last.ts_event
+                self.lag_histogram.observe(lag)
                 await fanout.publish_batch(batch)
                 batch.clear()
             if failure is not None:

@@ -437,3 +437,28 @@ async def test_an_hour_long_outage_of_many_symbols_is_bounded_in_memory_and_time
         got = [t.trade_id for t in seen if isinstance(t, Trade) and t.symbol == symbol]
         tape = [str(t.trade_id) for t in recorder.tape.between(symbol, 0, 2**63 - 1)]
         assert got == tape[: len(got)]
+
+
+async def test_a_sessions_backfill_counters_are_exported_as_metrics(
+    autojump_clock: MockClock,
+) -> None:
+    from prometheus_client import generate_latest
+
+    from puffin_trio.metrics import metrics_registry
+
+    async with simulator("alpaca", faults=FaultPlan.drop_after(100)) as (make, _, wall):
+        async with Supervisor.open(wall_clock=wall, restart=DOWN_30_S) as sup:
+            sup.add(make(), trades=SYMBOLS)
+            async with sup.events() as events:
+                seen: list[Event] = []
+                with trio.fail_after(120):
+                    async for event in events:
+                        seen.append(event)
+                        if backfill_ended(seen[-1:]):
+                            break
+            text = generate_latest(metrics_registry(sup)).decode()
+            recovered = sup.statistics().sessions["alpaca"].backfill.recovered  # type: ignore[union-attr]
+    assert recovered > 0
+    labels = '{provider="alpaca",session="alpaca"}'
+    assert f"puffin_session_backfill_recovered_total{labels} {recovered}.0" in text
+    assert f"puffin_session_backfill_held{labels} 0.0" in text

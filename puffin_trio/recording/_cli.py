@@ -25,6 +25,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import TextIO
 
@@ -40,6 +41,7 @@ from puffin_trio.cli import (
 )
 from puffin_trio.errors import ConfigurationError
 from puffin_trio.events import Event
+from puffin_trio.metrics import serve_metrics
 from puffin_trio.recording._recorder import (
     DEFAULT_FLUSH_INTERVAL,
     DEFAULT_ROTATE_BYTES,
@@ -119,6 +121,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="seconds after which a file is finished",
     )
     record.add_argument(
+        "--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port"
+    )
+    record.add_argument(
         "--rotate-mb",
         type=float,
         default=DEFAULT_ROTATE_BYTES / 2**20,
@@ -196,6 +201,12 @@ async def run_record(args: argparse.Namespace, progress: TextIO | None = None) -
             sup.events(capacity=4096, overflow="block", name="recorder") as events,
         ):
             async with trio.open_nursery() as nursery:
+                if args.metrics_port is not None:
+                    serve = partial(
+                        serve_metrics, sup, port=args.metrics_port, sources=[recorder.statistics]
+                    )
+                    port = await nursery.start(serve)
+                    print(f"metrics on http://127.0.0.1:{port}/metrics", file=out, flush=True)
                 nursery.start_soon(_show_progress, recorder, out)
                 with trio.move_on_after(math.inf if args.duration is None else args.duration):
                     await recorder.record(events)

@@ -104,9 +104,9 @@ class RecorderStatistics:
     """A snapshot of a recorder's counters (see :meth:`Recorder.statistics`)."""
 
     #: Events in files on disk (sealed segments and finished files).
-    events: int
+    events: int = attrs.field(metadata={"metric": "counter"})
     #: Bytes of this run's files on disk.
-    bytes: int
+    bytes: int = attrs.field(metadata={"metric": "counter"})
     #: This run's files on disk (sealed segments not yet finished count one each).
     files: int
     #: Events accepted but not yet on disk: what a crash now would lose.
@@ -114,7 +114,7 @@ class RecorderStatistics:
     #: Seconds since the last seal completed (since opening, before the first).
     last_flush_age: float
     #: Write failures and rejected events.
-    errors: int
+    errors: int = attrs.field(metadata={"metric": "counter"})
 
 
 class _Partition:
