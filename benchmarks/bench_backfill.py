@@ -41,7 +41,6 @@ from puffin_trio.sim._server import SimRecorder
 from puffin_trio.sim.alpaca import AlpacaSimRecorder
 from puffin_trio.sim.ib import IBSimRecorder
 from puffin_trio.sim.polygon import PolygonSimRecorder
-from puffin_trio.testing import mock_wall_clock
 
 NS = 1_000_000_000
 MS = 1_000_000
@@ -51,6 +50,12 @@ KEY, SECRET = "bench-key", "bench-secret"
 #: Documented rate limits (requests per minute) of the plans the second table assumes.
 ALPACA_FREE = 200
 MASSIVE_FREE = 5
+
+
+def wall_clock_from(start_ns: int) -> Callable[[], int]:
+    """A wall clock that starts at ``start_ns`` and moves with trio's clock (mocked or not)."""
+    origin = trio.current_time()
+    return lambda: start_ns + int((trio.current_time() - origin) * NS)
 
 
 def fill_tape(recorder: SimRecorder[Any], symbols: list[str], per_symbol: int) -> None:
@@ -120,7 +125,7 @@ async def recover(
     With ``traced``, memory is traced from the moment the tape is full: the
     peak is the backfill's (and the simulator's answer to it), not the tape's.
     """
-    wall = mock_wall_clock(T0 + per_symbol * MS + NS)
+    wall = wall_clock_from(T0 + per_symbol * MS + NS)
     serve: Callable[..., Awaitable[Any]]
     if kind == "alpaca":
         recorder: SimRecorder[Any] = AlpacaSimRecorder()
