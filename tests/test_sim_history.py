@@ -339,3 +339,16 @@ async def test_ib_truncated_history_is_malformed(autojump_clock: MockClock) -> N
                     pass
         (reply,) = await ib_history(port, MARKET_OPEN_NS)
     assert reply.error is not None and "malformed" in str(reply.error)
+
+
+@pytest.mark.parametrize(
+    "bad", [{"history_page_size": 0}, {"history_rate_limit": -1}, {"history_page_size": 2.5},
+            {"history_rate_limit": True}]
+)  # fmt: skip
+@pytest.mark.parametrize("serve", ["alpaca", "polygon"])
+async def test_bad_historical_settings_are_refused(serve: str, bad: dict[str, Any]) -> None:
+    from puffin_trio.sim import serve_alpaca, serve_polygon
+
+    server = serve_alpaca if serve == "alpaca" else serve_polygon
+    with pytest.raises(ConfigurationError, match="history_"):
+        await server(**bad)  # type: ignore[operator]

@@ -88,6 +88,8 @@ def check_settings(
     batch: int,
     auth_timeout: float,
     max_connections_per_key: int,
+    history_rate_limit: int | None = None,
+    history_page_size: int | None = None,
 ) -> None:
     """Raise :class:`ConfigurationError` for a setting no WebSocket simulator can serve."""
     check_host(host)
@@ -101,6 +103,14 @@ def check_settings(
         raise ConfigurationError(
             f"max_connections_per_key must be at least 1, got {max_connections_per_key}"
         )
+    for name, value in (
+        ("history_rate_limit", history_rate_limit),
+        ("history_page_size", history_page_size),
+    ):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigurationError(f"{name} must be None or an integer >= 1, got {value!r}")
 
 
 class SimRecord(Protocol):

@@ -606,7 +606,9 @@ async def serve_alpaca(
     Cancelling it stops the server and drops every connection (no close frames).
     """
     check_settings(host=host, rate=rate, batch=batch, auth_timeout=auth_timeout,
-                    max_connections_per_key=max_connections_per_key)  # fmt: skip
+                   max_connections_per_key=max_connections_per_key,
+                   history_rate_limit=history_rate_limit,
+                   history_page_size=history_page_size)  # fmt: skip
     model = market(model, symbols, _DEFAULT_CRYPTO if crypto else _DEFAULT_STOCKS, seed)
     if crypto is None:
         kinds = {"/" in s for s in model.symbols}

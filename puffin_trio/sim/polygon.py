@@ -762,7 +762,9 @@ async def serve_polygon(
     Cancelling it stops the server and drops every connection (no close frames).
     """
     check_settings(host=host, rate=rate, batch=batch, auth_timeout=auth_timeout,
-                    max_connections_per_key=max_connections_per_key)  # fmt: skip
+                   max_connections_per_key=max_connections_per_key,
+                   history_rate_limit=history_rate_limit,
+                   history_page_size=history_page_size)  # fmt: skip
     if sequence not in ("contiguous", "polygon"):
         raise ConfigurationError(
             f"sequence must be 'contiguous' or 'polygon' (increasing with holes), not {sequence!r}"
