@@ -76,7 +76,7 @@ async def fetch_all_alpaca(
     client: httpx.AsyncClient, params: dict[str, str]
 ) -> tuple[list[dict[str, Any]], int]:
     pages, out = 0, []
-    while True:
+    while pages < 1000:
         response = await client.get("/v2/stocks/trades", params=params, headers=ALPACA_HEADERS)
         assert response.status_code == 200, response.text
         page = response.json()
@@ -86,6 +86,7 @@ async def fetch_all_alpaca(
         if page["next_page_token"] is None:
             return out, pages
         params = {**params, "page_token": page["next_page_token"]}
+    raise AssertionError("more than 1000 pages")
 
 
 async def test_alpaca_pages_run_by_symbol_then_time_and_cap_at_the_page_size(
@@ -219,7 +220,7 @@ async def test_polygon_serves_pages_by_next_url_numbered_as_the_stream(
             rows: list[dict[str, Any]] = []
             target = "/v3/trades/AAPL"
             params: dict[str, str] | None = {"order": "asc", "timestamp.gte": "0", "limit": "50"}
-            while True:
+            for _ in range(1000):
                 response = await client.get(
                     target, params=params, headers={"Authorization": f"Bearer {POLYGON_KEY}"}
                 )
@@ -230,6 +231,8 @@ async def test_polygon_serves_pages_by_next_url_numbered_as_the_stream(
                 if "next_url" not in page:
                     break
                 target, params = page["next_url"].split(http_base(url))[1], None
+            else:
+                raise AssertionError("more than 1000 pages")
     live = {m["q"]: m["i"] for m in sent if m["sym"] == "AAPL"}
     assert live
     by_seq = {r["sequence_number"]: r["id"] for r in rows}
