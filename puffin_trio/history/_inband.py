@@ -2,9 +2,9 @@
 
 This module owns :class:`InbandHistory`: it asks a protocol with in-band
 history (:attr:`~puffin_trio.providers._base.ProviderProtocol.history_limit`)
-for a window's trades request by request (each from the second after the
-last one's last trade, as IB completes a second), through the session's
-transport; the session's reader hands the answers back (:meth:`InbandHistory.answer`).
+for a window's trades request by request (each from the second the last
+one ended in, skipping what it delivered of that second), through the
+session's transport; the session's reader hands the answers back (:meth:`InbandHistory.answer`).
 Requests are paced as IB requires (:class:`Pacer`); failures are retried
 within the backfill's :class:`Retries` budget; a refusal ends it at once.
 It must not decide what belongs to a window.
@@ -104,21 +104,40 @@ class InbandHistory:
         progress: Progress,
     ) -> None:
         """Request each window's trades until the present, in symbol order, and send them
-        to ``sink``. Raises ``BackfillError``/``BackfillRefused`` when it cannot go on."""
+        to ``sink``. Raises ``BackfillError``/``BackfillRefused`` when it cannot go on.
+
+        Each request starts at the second the previous answer ended in (an answer
+        completes its last second only as far as it has happened yet), and the
+        trades of that second it delivered already are skipped; an answer that is
+        one second alone (more than ``history_limit`` trades in it) moves on to the
+        next second. Fewer trades than asked for means the present is reached.
+        """
         limit = proto.history_limit
         for window in windows:
             symbol = window.symbol
-            cursor = window.start_ns
+            cursor = window.start_ns // _NS * _NS
+            seen_in_cursor = 0  # trades of the cursor's second already handed over
             while True:
                 trades, sent, answered = await self._one(
                     proto, transport, symbol, cursor, retries, progress
                 )
                 progress.pages += 1
-                if trades:
-                    await sink.send(Recovered(symbol, trades, sent, answered))
+                skip = 0
+                while skip < seen_in_cursor and skip < len(trades):
+                    if trades[skip].ts_event // _NS * _NS != cursor:
+                        break
+                    skip += 1
+                fresh = trades[skip:]
+                if fresh:
+                    await sink.send(Recovered(symbol, fresh, sent, answered))
                 if len(trades) < limit:
                     break  # fewer than asked for: the present is reached
-                cursor = (trades[-1].ts_event // _NS + 1) * _NS
+                last = trades[-1].ts_event // _NS * _NS
+                if last == cursor:
+                    cursor, seen_in_cursor = cursor + _NS, 0  # one whole second: go on
+                else:
+                    cursor = last
+                    seen_in_cursor = sum(1 for t in trades if t.ts_event // _NS * _NS == last)
             await sink.send(Finished(symbol))
 
     async def _one(
