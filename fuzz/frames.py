@@ -47,6 +47,7 @@ from trio.testing import MockClock
 from puffin_trio import Gap, Status, Supervisor
 from puffin_trio.events import EVENT_TYPES
 from puffin_trio.providers import (
+    SANE_TS_NS,
     AlpacaProvider,
     Authenticated,
     Connected,
@@ -88,13 +89,6 @@ VARIANTS: tuple[str, ...] = (
     "polygon",
     "polygon-crypto",
     "ib",
-)
-#: Event timestamps outside this range are impossible: 1990-01-01 to
-#: 2200-01-01 UTC, in ns. Electronic feeds with these providers' clocks start
-#: in the 1990s; anything past 2200 is a unit mix-up (int64 ns ends in 2262).
-SANE_TS_NS = (
-    int(datetime(1990, 1, 1, tzinfo=UTC).timestamp()) * 10**9,
-    int(datetime(2200, 1, 1, tzinfo=UTC).timestamp()) * 10**9,
 )
 _INT64 = (-(2**63), 2**63 - 1)
 _MARKET = frozenset(EVENT_TYPES) - {Status, Gap}

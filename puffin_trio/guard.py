@@ -34,6 +34,7 @@ from puffin_trio.events import Gap, GapReason
 
 __all__ = [
     "DEFAULT_MAX_DELAY_NS",
+    "DEFAULT_MAX_LATE_RUN",
     "DEFAULT_WINDOW",
     "GuardMode",
     "SequenceGuard",
@@ -57,6 +58,19 @@ DEFAULT_WINDOW: Final = 64
 #: makes it, and well below the 1 s granularity of bars and the staleness
 #: deadlines, so a lost message never delays a bar close or looks like a stall.
 DEFAULT_MAX_DELAY_NS: Final = 100_000_000
+
+#: How many messages in a row a key may drop as late (nothing delivered in
+#: between) before the guard stops trusting its anchor: the message that makes
+#: the run this long is not dropped, the key is re-anchored at it (a ``Gap``
+#: announces the run) and delivery goes on from there. Such a run cannot come
+#: from reordering: with messages displaced by at most ``d`` places, a run of
+#: late ones is shorter than ``2 d``, and the guard is built for the handful of
+#: places a provider's fan-in displaces a message. It comes from an anchor that
+#: is wrong: one corrupt, absurd sequence number (Polygon's ``q = 2**62``)
+#: that would otherwise make every later message of the key late, or a
+#: provider that restarted its numbering. 64, one reorder window, bounds what
+#: such a number costs to 63 messages, a fraction of a second of a busy symbol.
+DEFAULT_MAX_LATE_RUN: Final = 64
 
 GuardMode = Literal["strict", "monotonic", "none"]
 _MODES: Final = ("strict", "monotonic", "none")
@@ -106,10 +120,33 @@ class SequenceGuardStatistics:
     keys: int
 
 
+class _LateRun:
+    """A key's current run of messages dropped as late (see :data:`DEFAULT_MAX_LATE_RUN`)."""
+
+    __slots__ = ("first", "length", "mark")
+
+    def __init__(self) -> None:
+        #: The key's anchor (strict: ``expected``; monotonic: ``watermark``) when
+        #: the run began. Every delivery moves the anchor, so a run continues
+        #: exactly while the anchor has not moved: no per-delivery bookkeeping.
+        self.mark: int | None = None
+        #: Messages in the run, and the number of its first one.
+        self.length = 0
+        self.first = 0
+
+    def extend(self, anchor: int, seq: int) -> int:
+        """Count one more late message at ``anchor``; the run's length now."""
+        if self.mark == anchor:
+            self.length += 1
+        else:
+            self.mark, self.length, self.first = anchor, 1, seq
+        return self.length
+
+
 class _StrictStream(Generic[E]):
     """One key's state in strict mode."""
 
-    __slots__ = ("expected", "holes", "horizon", "order", "pending")
+    __slots__ = ("expected", "holes", "horizon", "late", "order", "overtaken", "pending")
 
     def __init__(self, start: int, window: int) -> None:
         #: The next number to deliver.
@@ -117,12 +154,19 @@ class _StrictStream(Generic[E]):
         #: Below this, a number is not known to have been delivered: the start,
         #: raised to the end of each hole that falls out of ``holes``.
         self.horizon = start
-        #: Buffered messages by number, as (arrival ns, event), in arrival order.
-        self.pending: dict[int, tuple[int, E]] = {}
+        #: Buffered messages by number, as (arrival ns, ``expected`` then, event),
+        #: in arrival order.
+        self.pending: dict[int, tuple[int, int, E]] = {}
         #: The buffered numbers as a heap, for the lowest one.
         self.order: list[int] = []
         #: The last ``window`` holes reported, as [first, end) ranges, ascending.
         self.holes: deque[tuple[int, int]] = deque(maxlen=window)
+        self.late = _LateRun()
+        #: The number of the oldest buffered message once a message numbered below
+        #: it has arrived after it (the stream goes on below it), else ``None``.
+        #: A buffered message stays the oldest until it leaves the buffer, so the
+        #: mark holds exactly while that message is buffered.
+        self.overtaken: int | None = None
 
     def was_delivered(self, seq: int) -> bool:
         """Whether ``seq`` (below ``expected``) is known to have been delivered."""
@@ -139,13 +183,14 @@ class _StrictStream(Generic[E]):
 class _MonotonicStream:
     """One key's state in monotonic mode."""
 
-    __slots__ = ("recent", "watermark")
+    __slots__ = ("late", "recent", "watermark")
 
     def __init__(self, start: int, window: int) -> None:
         #: The highest number delivered.
         self.watermark = start
         #: The last ``window`` numbers delivered, to tell duplicates from late ones.
         self.recent: deque[int] = deque((start,), maxlen=window)
+        self.late = _LateRun()
 
 
 class SequenceGuard(Generic[E]):
@@ -155,6 +200,8 @@ class SequenceGuard(Generic[E]):
     bounds each key's reorder buffer in messages, and is also how many holes
     (strict) or delivered numbers (monotonic) a key remembers. ``max_delay_ns``
     (> 0) bounds how long a buffered message waits for a missing predecessor.
+    ``max_late_run`` (> 0) is how many messages in a row a key may drop as late
+    before the guard re-anchors it (see :data:`DEFAULT_MAX_LATE_RUN`).
     Raises :class:`~puffin_trio.errors.ConfigurationError` for anything else.
 
     ``now_ns`` must not go backwards between calls (a monotonic clock);
@@ -172,6 +219,7 @@ class SequenceGuard(Generic[E]):
         "_strict",
         "_waiting",
         "max_delay_ns",
+        "max_late_run",
         "window",
     )
 
@@ -181,6 +229,7 @@ class SequenceGuard(Generic[E]):
         *,
         window: int = DEFAULT_WINDOW,
         max_delay_ns: int = DEFAULT_MAX_DELAY_NS,
+        max_late_run: int = DEFAULT_MAX_LATE_RUN,
     ) -> None:
         if mode not in _MODES:
             raise ConfigurationError(
@@ -189,9 +238,11 @@ class SequenceGuard(Generic[E]):
             )
         _check_positive_int("window", window, "messages")
         _check_positive_int("max_delay_ns", max_delay_ns, "nanoseconds")
+        _check_positive_int("max_late_run", max_late_run, "messages")
         self._mode: GuardMode = mode
         self.window: Final = window
         self.max_delay_ns: Final = max_delay_ns
+        self.max_late_run: Final = max_late_run
         self._strict: dict[str, _StrictStream[E]] = {}
         self._monotonic: dict[str, _MonotonicStream] = {}
         #: Strict keys with something buffered (what ``poll`` has to look at).
@@ -250,9 +301,13 @@ class SequenceGuard(Generic[E]):
         elif seq in tracked.recent:
             self._duplicates += 1
             return out
-        else:
+        elif tracked.late.extend(tracked.watermark, seq) < self.max_late_run:
             self._late += 1
             return out
+        else:
+            wall = now_ns if wall_ns is None else wall_ns
+            self._announce_reanchor(key, tracked.late, seq, event, out, wall)
+            self._monotonic[key] = _MonotonicStream(seq, self.window)
         self._delivered += 1
         out.append(event)
         return out
@@ -345,31 +400,112 @@ class SequenceGuard(Generic[E]):
         if seq < stream.expected:
             if stream.was_delivered(seq):
                 self._duplicates += 1
-            else:
+            elif stream.late.extend(stream.expected, seq) < self.max_late_run:
                 self._late += 1
+            else:
+                self._reanchor(key, stream, seq, event, out, wall_ns)
+                return
         elif seq in pending:
             self._duplicates += 1
-        elif seq == stream.expected:
-            stream.expected = seq + 1
-            self._delivered += 1
-            out.append(event)
-            self._release_run(key, stream, out)
         else:
-            if not pending:
-                self._waiting[key] = stream
-            pending[seq] = (now_ns, event)
-            heapq.heappush(stream.order, seq)
-            if len(pending) > self.window:
-                self._give_up(key, stream, wall_ns, out)
+            if pending:
+                oldest = next(iter(pending))
+                if seq < oldest:  # the stream goes on below the oldest buffered message
+                    stream.overtaken = oldest
+            if seq == stream.expected:
+                stream.expected = seq + 1
+                self._delivered += 1
+                out.append(event)
+                self._release_run(key, stream, out)
+            else:
+                self._buffer(key, stream, seq, event, now_ns, out, wall_ns)
         self._expire(key, stream, now_ns, out, wall_ns)
+
+    def _buffer(
+        self,
+        key: str,
+        stream: _StrictStream[E],
+        seq: int,
+        event: E,
+        now_ns: int,
+        out: list[E | Gap],
+        wall_ns: int,
+    ) -> None:
+        """Keep a message that arrived ahead of a hole; give up the hole if the buffer is full."""
+        pending = stream.pending
+        if not pending:
+            self._waiting[key] = stream
+        pending[seq] = (now_ns, stream.expected, event)
+        heapq.heappush(stream.order, seq)
+        if len(pending) > self.window:
+            self._give_up(key, stream, wall_ns, out)
 
     def _expire(
         self, key: str, stream: _StrictStream[E], now_ns: int, out: list[E | Gap], wall_ns: int
     ) -> None:
-        """Give up on holes until the oldest buffered message has waited less than the bound."""
+        """Give up on holes until the oldest buffered message has waited less than the bound.
+
+        An outlier is dropped (counted late) instead of having the hole below it
+        given up: the lowest buffered message, when it arrived more than two
+        windows ahead of the key and the key's messages have kept arriving below
+        it since. That is no reordering the guard is built for (a message's lead
+        is its displacement, up to a window, plus what was lost below it, and
+        what is below it is arriving), and giving up the hole would make the
+        live stream below it late: one corrupt, absurd number would silence the
+        key. If it was a real message, its number becomes a hole when the
+        stream gets there, and that hole is announced.
+        """
         pending = stream.pending
         while pending and now_ns - next(iter(pending.values()))[0] >= self.max_delay_ns:
-            self._give_up(key, stream, wall_ns, out)
+            lowest = stream.order[0]
+            if stream.overtaken == lowest and lowest - pending[lowest][1] > 2 * self.window:
+                heapq.heappop(stream.order)
+                del pending[lowest]
+                stream.overtaken = None
+                self._late += 1
+                if not pending:
+                    self._waiting.pop(key, None)
+            else:
+                self._give_up(key, stream, wall_ns, out)
+
+    def _reanchor(
+        self,
+        key: str,
+        stream: _StrictStream[E],
+        seq: int,
+        event: E,
+        out: list[E | Gap],
+        wall_ns: int,
+    ) -> None:
+        """Start ``key`` afresh at ``event`` (number ``seq``, the last of a run of late
+        messages) as :meth:`reset` would, announcing the run."""
+        del self._strict[key]
+        self._flush(key, stream, wall_ns, out)
+        self._announce_reanchor(key, stream.late, seq, event, out, wall_ns)
+        self._strict[key] = _StrictStream(seq, self.window)
+        self._delivered += 1
+        out.append(event)
+
+    def _announce_reanchor(
+        self, key: str, run: _LateRun, seq: int, event: E, out: list[E | Gap], wall_ns: int
+    ) -> None:
+        """The ``Gap`` before a re-anchored key's new start (``seq``): the run was dropped."""
+        missing = run.length - 1
+        out.append(
+            Gap(
+                provider=event.provider,
+                symbol=event.symbol,
+                ts_event=event.ts_event,
+                ts_recv=wall_ns,
+                stream=key,
+                reason=GapReason.SEQUENCE,
+                expected=run.first,
+                received=seq,
+                missing=missing,
+            )
+        )
+        self._gaps += 1
+        self._missing += missing
 
     def _flush(self, key: str, stream: _StrictStream[E], wall_ns: int, out: list[E | Gap]) -> None:
         """Give up on every hole of ``key``, releasing all it buffers."""
@@ -381,7 +517,7 @@ class SequenceGuard(Generic[E]):
     ) -> None:
         """Declare the lowest hole missing: a ``Gap`` stamped ``wall_ns``, then what follows."""
         received = stream.order[0]
-        event = stream.pending[received][1]
+        event = stream.pending[received][2]
         expected = stream.expected
         missing = received - expected
         out.append(
@@ -413,7 +549,7 @@ class SequenceGuard(Generic[E]):
         expected = stream.expected
         while order and order[0] == expected:
             heapq.heappop(order)
-            out.append(pending.pop(expected)[1])
+            out.append(pending.pop(expected)[2])
             self._delivered += 1
             expected += 1
         stream.expected = expected

@@ -38,7 +38,7 @@ from puffin_trio.events import (
     TradingStatus,
 )
 from puffin_trio.market_hours import AlwaysOpenCalendar, USEquityCalendar
-from puffin_trio.providers import alpaca
+from puffin_trio.providers import SANE_TS_NS, alpaca
 from puffin_trio.providers._base import (
     SAMPLE_LIMIT,
     Authenticated,
@@ -745,9 +745,8 @@ def test_the_seconds_cache_stays_bounded() -> None:
     [
         msgpack.Timestamp(1_721_831_462, 0),  # 32-bit form
         msgpack.Timestamp(1_721_831_462, 118_230_411),  # 64-bit form
-        msgpack.Timestamp(2**34 + 5, 999_999_999),  # 96-bit form
     ],
-    ids=["ts32", "ts64", "ts96"],
+    ids=["ts32", "ts64"],
 )
 def test_msgpack_timestamp_extension_decodes_to_exact_nanoseconds(
     stamp: msgpack.Timestamp,
@@ -757,11 +756,28 @@ def test_msgpack_timestamp_extension_decodes_to_exact_nanoseconds(
     assert item.ts_event == stamp.to_unix_nano()
 
 
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        msgpack.Timestamp(2**34 + 5, 999_999_999),  # the 96-bit form: past the year 2514
+        msgpack.Timestamp(-1, 0),  # the 96-bit form too: before 1970
+        msgpack.Timestamp(0, 0),  # 1970
+        msgpack.Timestamp(SANE_TS_NS[1] // 10**9, 0),  # 2200-01-01: the range's end
+    ],
+    ids=["ts96", "negative", "epoch", "2200"],
+)
+def test_a_msgpack_timestamp_outside_1990_to_2200_is_malformed(stamp: msgpack.Timestamp) -> None:
+    frame = msgpack.packb([STOCK_TRADE | {"t": stamp}, STOCK_TRADE])
+    bad, good = protocol("msgpack").receive(frame, TS_RECV)
+    assert isinstance(bad, Malformed) and "outside 1990..2200" in bad.reason
+    assert isinstance(good, Trade)
+
+
 # --------------------------------------------------------------------------- round trip property
 
 symbols = st.text("ABCDEFGHIJKLMNOPQRSTUVWXYZ.", min_size=1, max_size=8)
 prices = st.floats(0, 1e7, allow_nan=False, allow_infinity=False)
-timestamps = st.integers(0, 2**63 - 1)
+timestamps = st.integers(SANE_TS_NS[0], SANE_TS_NS[1] - 1)
 codes = st.text("@ABCFIKMOPQRTUVWXZ4", min_size=1, max_size=2)
 
 trade_messages = st.fixed_dictionaries(

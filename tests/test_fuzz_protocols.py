@@ -7,9 +7,9 @@ unknown types, long symbols, missing and extra fields, reordering, deep
 nesting), in the state of a live connection. Sized to seconds by the
 Hypothesis profile; ``python -m fuzz.fuzz_protocols`` runs millions.
 
-The frames issue 9 reported are always among the inputs, so the properties
-that fail today because of defects 2, 3 and 11 fail every time, and pass
-once those are fixed (their ``xfail(strict=True)`` marks must then go).
+The frames issue 9 reported (defects 2, 3 and 11, and the ill-typed Alpaca
+fields found here) are always among the inputs, so a regression fails every
+time, not only when the damage happens to be drawn.
 """
 
 from __future__ import annotations
@@ -27,14 +27,6 @@ from hypothesis import strategies as st
 from fuzz import fuzz_protocols
 from fuzz.frames import VARIANTS, Harness, Verdict, corpus, ill_typed, impossible, mutate
 from puffin_trio.providers import Malformed, UnknownMessage
-
-DEFECT_2 = "issue 9 defect 2: impossible values pass the codecs as events"
-DEFECT_3 = "issue 9 defect 3: a deeply nested frame raises RecursionError out of receive()"
-DEFECT_11 = "issue 9 defect 11: IBProtocol.receive(b'') raises IndexError"
-FINDING_TYPES = (
-    "finding (not in issue 9): Alpaca copies non-string wire values into str fields "
-    "(exchange, tape, conditions, ...)"
-)
 
 #: CPython's default ``sys.getrecursionlimit()``.
 DEFAULT_RECURSION_LIMIT = 1000
@@ -71,8 +63,6 @@ IMPOSSIBLE: dict[str, tuple[str | bytes, ...]] = {
     # request 7 is the harness's tick-by-tick trades request for AAPL
     "ib": (b"99\x007\x002\x001795532400\x00nan\x00100\x000\x00ISLAND\x00\x00",),
 }
-#: TWS messages IBProtocol reports as unknown although TWS always sends them.
-IB_UNHANDLED = frozenset({"81", "58"})
 #: An Alpaca trade whose text fields are a map, numbers and a null.
 ILL_TYPED = (
     '[{"T":"t","S":"AAPL","i":1,"x":{"a":1},"p":1.5,"s":100,"c":[1,null],'
@@ -105,15 +95,6 @@ def production_recursion_limit() -> Iterator[None]:
         sys.setrecursionlimit(raised)
 
 
-def marked(defects: dict[str, str]) -> list[object]:
-    return [
-        pytest.param(v, marks=[pytest.mark.xfail(strict=True, reason=defects[v])])
-        if v in defects
-        else v
-        for v in VARIANTS
-    ]
-
-
 def judge(harness: Harness, frames: tuple[str | bytes, ...], data: st.DataObject) -> list[Verdict]:
     """The verdicts on the reported frames and on one damaged frame."""
     frame = data.draw(damaged(harness), label="frame")
@@ -121,9 +102,7 @@ def judge(harness: Harness, frames: tuple[str | bytes, ...], data: st.DataObject
         return [harness.feed(f) for f in (*frames, frame)]
 
 
-@pytest.mark.parametrize(
-    "variant", marked({v: DEFECT_11 if v == "ib" else DEFECT_3 for v in VARIANTS})
-)
+@pytest.mark.parametrize("variant", VARIANTS)
 @given(data=st.data())
 def test_receive_never_raises(variant: str, data: st.DataObject) -> None:
     """Property: no frame, however damaged, raises out of receive()."""
@@ -131,7 +110,7 @@ def test_receive_never_raises(variant: str, data: st.DataObject) -> None:
         assert verdict.exception is None, repr(verdict.exception)
 
 
-@pytest.mark.parametrize("variant", marked(dict.fromkeys(VARIANTS, DEFECT_2)))
+@pytest.mark.parametrize("variant", VARIANTS)
 @given(data=st.data())
 def test_no_event_carries_an_impossible_value(variant: str, data: st.DataObject) -> None:
     """Property: every event has a finite price, a finite size >= 0, an int64 ns timestamp
@@ -153,9 +132,7 @@ def test_every_message_is_accounted_for_exactly_once(variant: str, data: st.Data
     assert verdicts[-1].miscount is None, verdicts[-1].miscount
 
 
-@pytest.mark.parametrize(
-    "variant", marked({v: FINDING_TYPES for v in VARIANTS if v.startswith("alpaca")})
-)
+@pytest.mark.parametrize("variant", VARIANTS)
 @given(data=st.data())
 def test_events_hold_the_types_the_event_model_declares(
     variant: str, data: st.DataObject
@@ -172,11 +149,9 @@ def test_events_hold_the_types_the_event_model_declares(
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_the_recorded_frames_decode_cleanly(variant: str) -> None:
-    """The corpus is valid: every frame decodes with no Malformed, no unknown type, no problem.
-
+    """The corpus is valid: every frame decodes with no Malformed, no unknown type, no problem
     (TWS's ``tickReqParams`` (81) and ``marketDataType`` (58), which answer every
-    ``reqMktData``, are counted as unknown by IBProtocol: noted, not a damage.)
-    """
+    ``reqMktData``, included)."""
     harness = Harness(variant, renew=10**9)
     frames = corpus(variant)
     assert len(frames) > 100
@@ -184,12 +159,7 @@ def test_the_recorded_frames_decode_cleanly(variant: str) -> None:
     for frame in frames:
         verdict = harness.feed(frame)
         assert verdict.ok, (frame, verdict)
-        rejected = [
-            i
-            for i in verdict.items
-            if isinstance(i, Malformed)
-            or (isinstance(i, UnknownMessage) and i.kind not in IB_UNHANDLED)
-        ]
+        rejected = [i for i in verdict.items if isinstance(i, Malformed | UnknownMessage)]
         assert not rejected, (frame, rejected)
         events += sum(1 for i in verdict.items if impossible(i) is None and hasattr(i, "symbol"))
     assert events > 100

@@ -25,6 +25,7 @@ from puffin_trio.errors import ConfigurationError
 from puffin_trio.events import Gap, GapReason, Trade
 from puffin_trio.guard import (
     DEFAULT_MAX_DELAY_NS,
+    DEFAULT_MAX_LATE_RUN,
     DEFAULT_WINDOW,
     GuardMode,
     SequenceGuard,
@@ -276,12 +277,13 @@ def test_the_statistics_object_is_frozen() -> None:
 def test_defaults() -> None:
     guard: SequenceGuard[Trade] = SequenceGuard()
 
-    assert (guard.mode, guard.window, guard.max_delay_ns) == (
+    assert (guard.mode, guard.window, guard.max_delay_ns, guard.max_late_run) == (
         "strict",
         DEFAULT_WINDOW,
         DEFAULT_MAX_DELAY_NS,
+        DEFAULT_MAX_LATE_RUN,
     )
-    assert (DEFAULT_WINDOW, DEFAULT_MAX_DELAY_NS) == (64, 100_000_000)
+    assert (DEFAULT_WINDOW, DEFAULT_MAX_DELAY_NS, DEFAULT_MAX_LATE_RUN) == (64, 100_000_000, 64)
 
 
 @pytest.mark.parametrize(
@@ -295,6 +297,8 @@ def test_defaults() -> None:
         ({"window": True}, "window must be a positive whole number of messages, got True"),
         ({"max_delay_ns": 0}, "max_delay_ns must be a positive whole number of nanoseconds"),
         ({"max_delay_ns": 0.1}, "max_delay_ns must be a positive whole number of nanoseconds"),
+        ({"max_late_run": 0}, "max_late_run must be a positive whole number of messages"),
+        ({"max_late_run": None}, "max_late_run must be a positive whole number of messages"),
     ],
 )
 def test_bad_constructor_arguments_raise_configuration_error(
@@ -302,6 +306,83 @@ def test_bad_constructor_arguments_raise_configuration_error(
 ) -> None:
     with pytest.raises(ConfigurationError, match=message):
         SequenceGuard(**kwargs)  # type: ignore[arg-type]
+
+
+# -- recovering from a wrong anchor ------------------------------------------------------------
+
+
+def test_monotonic_a_run_of_max_late_run_late_messages_re_anchors_the_key_with_a_gap() -> None:
+    """One absurd number (Polygon's q = 2**62) must not make the rest of the key late."""
+    guard: SequenceGuard[Trade] = SequenceGuard("monotonic", max_late_run=4)
+    feed_all(guard, [10, 11, 2**62])
+
+    assert feed_all(guard, [12, 13, 14]) == []  # late: 3 in a row
+    out = feed_all(guard, [15, 16, 17])
+
+    assert summary(out) == ["gap 12-15", 15, 16, 17]
+    gap = out[0]
+    assert isinstance(gap, Gap) and (gap.missing, gap.reason) == (3, GapReason.SEQUENCE)
+    stats = guard.statistics()
+    assert (stats.late, stats.delivered, stats.gaps, stats.missing) == (3, 6, 1, 3)
+
+
+def test_strict_a_run_of_max_late_run_late_messages_re_anchors_the_key_with_a_gap() -> None:
+    guard: SequenceGuard[Trade] = SequenceGuard(max_delay_ns=MAX_DELAY, max_late_run=3)
+    feed_all(guard, [1, 2, 10**12])
+    [jump, bogus] = guard.poll(MAX_DELAY)  # nothing else came: the hole is given up
+    assert isinstance(jump, Gap) and bogus.seq == 10**12
+
+    out = feed_all(guard, [3, 4, 5, 6], now_ns=MAX_DELAY)
+
+    assert summary(out) == ["gap 3-5", 5, 6]
+    assert guard.statistics().late == 2
+
+
+def test_a_delivery_ends_a_run_of_late_messages() -> None:
+    """Late messages between deliveries are reordering, however many there are in all."""
+    guard: SequenceGuard[Trade] = SequenceGuard("monotonic", max_late_run=3)
+    arrivals = [10]
+    for top in range(20, 80, 10):
+        arrivals += [top, top - 2, top - 1]  # two late, then the next one is above
+    out = feed_all(guard, arrivals)
+
+    assert summary(out) == [10, 20, 30, 40, 50, 60, 70]
+    assert guard.statistics().late == 12
+
+
+def test_duplicates_neither_count_towards_nor_end_a_run_of_late_messages() -> None:
+    guard: SequenceGuard[Trade] = SequenceGuard("monotonic", max_late_run=3)
+    feed_all(guard, [5, 6, 100])
+
+    assert feed_all(guard, [7, 100, 8, 6]) == []
+    assert summary(feed_all(guard, [9])) == ["gap 7-9", 9]
+
+
+def test_an_outlier_far_ahead_of_a_stream_going_on_below_it_is_dropped_at_its_deadline() -> None:
+    """Strict: a message more than two windows ahead, with the stream still arriving
+    below it, is no reordering; when its time is up it is dropped (counted late),
+    instead of the hole below it, which would make the live stream late."""
+    guard: SequenceGuard[Trade] = SequenceGuard(window=4, max_delay_ns=MAX_DELAY)
+    feed_all(guard, [1, 10**12])
+    now = 0
+    out: list[Trade | Gap] = []
+    for seq in range(2, 40):
+        now += MAX_DELAY // 10
+        guard.feed(KEY, trade(seq), now, out)
+        guard.poll(now, out)
+
+    assert summary(out) == list(range(2, 40))
+    stats = guard.statistics()
+    assert (stats.late, stats.buffered, stats.gaps) == (1, 0, 0)
+
+
+def test_a_message_far_ahead_with_nothing_arriving_below_it_is_a_hole_as_before() -> None:
+    """Strict: a real outage (the numbers after the hole follow on from it) is a Gap."""
+    guard: SequenceGuard[Trade] = SequenceGuard(window=4, max_delay_ns=MAX_DELAY)
+    feed_all(guard, [1])
+    out = feed_all(guard, [1000, 1001], now_ns=0) + guard.poll(MAX_DELAY)
+
+    assert summary(out) == ["gap 2-1000", 1000, 1001]
 
 
 # -- the time bound ---------------------------------------------------------------------------
@@ -573,6 +654,8 @@ class Segment:
     delivered: list[int]
     gaps: list[range] = attrs.field(factory=list)
     waiting: dict[int, int] = attrs.field(factory=dict)  # buffered number -> arrival time
+    late_run: list[int] = attrs.field(factory=list)  # numbers dropped late since last moved
+    run_at: int | None = None  # the value of last when late_run began
 
 
 KEYS = ("a", "b")
@@ -581,7 +664,11 @@ KEYS = ("a", "b")
 class GuardMachine(RuleBasedStateMachine):
     """Drives feed / poll / reset / reset_all on two keys and checks the fate of every
     message and the place of every gap against the documented rules; invariants:
-    each buffer stays within the window, and the accounting identities hold."""
+    each buffer stays within the window, and the accounting identities hold.
+
+    A small ``max_late_run`` makes re-anchoring happen. (The strict outlier rule cannot:
+    messages are fed at most two ahead of the next expected number, never more than
+    two windows ahead; test_an_outlier_far_ahead_... covers it.)"""
 
     guard: SequenceGuard[Trade]
     mode: GuardMode
@@ -593,12 +680,19 @@ class GuardMachine(RuleBasedStateMachine):
         self.gaps = 0
         self.missing = 0
         self.closed_span = 0  # strict: sum of last - start + 1 over the segments reset
+        self.reanchored = 0  # the missing counts of re-anchor gaps (late drops announced)
         self.segments: dict[str, Segment] = {}
 
-    @initialize(mode=st.sampled_from(["strict", "monotonic"]), window=st.integers(1, 4))
-    def make_guard(self, mode: GuardMode, window: int) -> None:
+    @initialize(
+        mode=st.sampled_from(["strict", "monotonic"]),
+        window=st.integers(1, 4),
+        max_late_run=st.integers(2, 6),
+    )
+    def make_guard(self, mode: GuardMode, window: int, max_late_run: int) -> None:
         self.mode = mode
-        self.guard = SequenceGuard(mode, window=window, max_delay_ns=MAX_DELAY)
+        self.guard = SequenceGuard(
+            mode, window=window, max_delay_ns=MAX_DELAY, max_late_run=max_late_run
+        )
 
     @rule(
         burst=st.lists(
@@ -632,11 +726,43 @@ class GuardMachine(RuleBasedStateMachine):
             self.segments[key] = Segment(start=seq, last=seq, delivered=[seq])
             return
         fate = self.fate(segment, seq)
-        assert dropped == {"kept": (0, 0), "duplicate": (1, 0), "late": (0, 1)}[fate]
+        if fate == "late":
+            if segment.run_at != segment.last:
+                segment.run_at, segment.late_run = segment.last, []
+            segment.late_run.append(seq)
+            if len(segment.late_run) == self.guard.max_late_run:
+                fate = "reanchor"
+        assert dropped == {
+            "kept": (0, 0), "duplicate": (1, 0), "late": (0, 1), "reanchor": (0, 0)
+        }[fate]  # fmt: skip
+        if fate == "reanchor":
+            self.check_reanchor(key, segment, event, out)
+            return
         if fate == "kept" and self.mode == "strict":
             segment.waiting[seq] = self.now
         self.check_output(out, forced=False)
         assert all(arrival > self.now - MAX_DELAY for arrival in segment.waiting.values())
+
+    def check_reanchor(
+        self, key: str, segment: Segment, event: Trade, out: list[Trade | Gap]
+    ) -> None:
+        """The late run reached max_late_run: the key is flushed as by reset, a Gap names
+        the run (its first number, the new start, the messages dropped) and the message
+        that ended the run is delivered as the key's new start."""
+        assert out[-1] is event and event.seq is not None
+        gap = out[-2]
+        assert isinstance(gap, Gap) and gap.stream == key
+        run = segment.late_run
+        assert (gap.expected, gap.received, gap.missing) == (run[0], event.seq, len(run) - 1)
+        assert (gap.reason, gap.ts_recv, gap.ts_event) == (
+            GapReason.SEQUENCE, self.now, event.ts_event
+        )  # fmt: skip
+        self.check_output(out[:-2], forced=True)
+        self.close(key)
+        self.gaps += 1
+        self.missing += gap.missing
+        self.reanchored += gap.missing
+        self.segments[key] = Segment(start=event.seq, last=event.seq, delivered=[event.seq])
 
     def fate(self, segment: Segment, seq: int) -> str:
         """What the documented rules say becomes of ``seq`` on this key."""
@@ -743,7 +869,8 @@ class GuardMachine(RuleBasedStateMachine):
         assert (stats.gaps, stats.missing) == (self.gaps, self.missing)
         if self.mode == "strict":
             open_span = sum(s.last - s.start + 1 for s in self.segments.values())
-            assert stats.delivered + stats.missing == self.closed_span + open_span
+            announced = stats.missing - self.reanchored  # holes, without announced late drops
+            assert stats.delivered + announced == self.closed_span + open_span
 
 
 TestGuardMachine = GuardMachine.TestCase

@@ -259,8 +259,8 @@ def test_a_polygon_body_that_is_not_a_good_page_is_a_value_error(body: bytes) ->
 
 
 @pytest.mark.parametrize(
-    "bad", [{"sequence_number": None}, {"price": 0}, {"size": -1}, {"sip_timestamp": "now"},
-            {"id": 5}]
+    "bad", [{"sequence_number": None}, {"price": -1.0}, {"size": -1}, {"sip_timestamp": "now"},
+            {"id": 5}, {"sip_timestamp": 10**12}]
 )  # fmt: skip
 def test_a_polygon_row_without_a_usable_value_is_dropped_and_counted(
     bad: dict[str, object],
@@ -370,9 +370,15 @@ def test_ib_history_errors_are_refusals_only_when_retrying_cannot_help(
 
 
 def test_ib_trade_ticks_with_impossible_values_are_dropped_and_counted() -> None:
-    fields = ticks_last(b"1", [(1, 1.0, 1.0), (2, float("nan"), 1.0), (3, 2.0, -1.0)], True)
+    """A NaN price, a negative size, a time before 1990: each tick alone is dropped."""
+    s = T0 // NS
+    ticks = [(s, 1.0, 1.0), (s, float("nan"), 1.0), (s + 1, 2.0, -1.0), (1, 2.0, 1.0),
+             (s + 2, -0.5, 1.0)]  # fmt: skip
+    fields = ticks_last(b"1", ticks, True)
     trades, done, malformed = historical_trades(fields.split(b"\0")[:-1], "AAPL", 0)
-    assert [t.ts_event for t in trades] == [NS] and done and malformed == 2
+    # IB prices may be negative (spreads, combos): that one stays.
+    assert [(t.ts_event, t.price) for t in trades] == [(s * NS, 1.0), ((s + 2) * NS, -0.5)]
+    assert done and malformed == 3
 
 
 def test_a_provider_without_historical_trades_cannot_backfill(

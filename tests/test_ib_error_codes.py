@@ -9,14 +9,12 @@ Reproductions of issue 9, defect 11 (its second and third bullets; the first,
 * 10225, "Bust event occurred, current subscription is deactivated. Please
   resubscribe real-time bars immediately": the bars must be requested again.
 
-Each is ``xfail(strict=True)`` until the fix.
+Both failed before the fix and pass since.
 """
 
 from __future__ import annotations
 
 import itertools
-
-import pytest
 
 from puffin_trio import Bar, Quote
 from puffin_trio.providers import IBProtocol, ProviderFailure, ProviderNotice
@@ -41,7 +39,6 @@ def error(req_id: int, code: int, text: str) -> bytes:
     return msg("4", "2", str(req_id), str(code), text, "")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 defect 11: error 10090 drops the subscription")
 def test_10090_part_of_the_market_data_not_subscribed_keeps_the_request_streaming() -> None:
     proto = started()
     proto.subscribe({"quotes": ["AAPL"]})  # reqMktData, request 1
@@ -56,7 +53,6 @@ def test_10090_part_of_the_market_data_not_subscribed_keeps_the_request_streamin
     assert [type(q) for q in quotes] == [Quote], quotes
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 defect 11: error 10225 stops the bars")
 def test_10225_bust_event_requests_the_real_time_bars_again() -> None:
     proto = started()
     proto.subscribe({"bars": ["AAPL"]})  # reqRealTimeBars, request 1

@@ -409,9 +409,73 @@ def test_a_text_frame_is_malformed() -> None:
     assert isinstance(item, Malformed) and "bytes" in item.reason
 
 
-@pytest.mark.parametrize("msg_id", ["58", "81", "10", "52", "999"])
+@pytest.mark.parametrize("msg_id", ["10", "52", "999"])
 def test_messages_we_do_not_handle_are_unknown_and_ignored(msg_id: str) -> None:
     assert started().receive(msg(msg_id, "1", "4", "1"), TS) == [UnknownMessage(msg_id)]
+
+
+def test_tick_req_params_and_the_market_data_type_that_answer_every_reqmktdata_are_known() -> None:
+    """TWS answers each reqMktData with tickReqParams (81) and marketDataType (58):
+    understood and quiet while the data is of the type asked for."""
+    proto = started(4)
+    proto.subscribe({"quotes": ["AAPL"]})
+    assert proto.receive(msg("81", "4", "0.01", "9c0001", "3"), TS) == []
+    assert proto.receive(msg("58", "1", "4", "1"), TS) == []
+
+
+def test_a_market_data_type_other_than_the_one_asked_for_is_a_notice() -> None:
+    proto = started(4)
+    proto.subscribe({"quotes": ["AAPL"]})
+    [notice] = proto.receive(msg("58", "1", "4", "3"), TS)
+    assert isinstance(notice, ProviderNotice) and notice.code == "marketDataType"
+    assert "quotes AAPL" in notice.message and "delayed" in notice.message
+    assert notice.stale is None and not notice.resubscribe
+
+
+@pytest.mark.parametrize(
+    "price",
+    ["nan", "NaN", "inf", "-inf", "Infinity", "1e999", "1_0", " 218.4", "218.4 ", "0x10", ""],
+)
+def test_a_price_that_is_not_a_plain_finite_decimal_is_malformed(price: str) -> None:
+    proto = started(5)
+    proto.subscribe({"trades": ["AAPL"]})
+    [item] = proto.receive(msg("99", "5", "2", "1721831460", price, "100", "0", "X", ""), TS)
+    assert isinstance(item, Malformed), item
+
+
+@pytest.mark.parametrize("size", ["nan", "inf", "-1", "-0.5", "1e999", "1_00", " 100"])
+def test_a_trade_size_that_is_not_a_finite_decimal_at_or_above_zero_is_malformed(
+    size: str,
+) -> None:
+    proto = started(5)
+    proto.subscribe({"trades": ["AAPL"]})
+    [item] = proto.receive(msg("99", "5", "2", "1721831460", "218.4", size, "0", "X", ""), TS)
+    assert isinstance(item, Malformed), item
+
+
+@pytest.mark.parametrize(
+    "time", ["0", "-1721831460", "99999999999", " 1721831460", "1721831460.5", "1_721_831_460"]
+)
+def test_a_tick_time_outside_1990_to_2200_or_not_whole_seconds_is_malformed(time: str) -> None:
+    proto = started(5)
+    proto.subscribe({"trades": ["AAPL"]})
+    [item] = proto.receive(msg("99", "5", "2", time, "218.4", "100", "0", "X", ""), TS)
+    assert isinstance(item, Malformed), item
+
+
+def test_negative_prices_pass_because_spreads_and_some_futures_trade_below_zero() -> None:
+    proto = started(5)
+    proto.subscribe({"trades": ["CL"], "quotes": ["CL"]})  # 5 quotes, 6 trades
+    [trade] = proto.receive(msg("99", "6", "1", "1587398400", "-37.63", "2", "0", "NYMEX", ""), TS)
+    assert isinstance(trade, Trade) and trade.price == -37.63
+    proto.receive(msg("1", "6", "5", "1", "-37.7", "3", "1"), TS)
+    [quote] = proto.receive(msg("1", "6", "5", "2", "-37.5", "4", "1"), TS)
+    assert (quote.bid, quote.bid_size, quote.ask, quote.ask_size) == (-37.7, 3.0, -37.5, 4.0)
+
+
+def test_an_empty_message_is_malformed() -> None:
+    [item] = started().receive(b"", TS)
+    assert isinstance(item, Malformed) and "empty" in item.reason
 
 
 # --------------------------------------------------------------------------- depth

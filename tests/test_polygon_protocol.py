@@ -362,6 +362,16 @@ def test_stock_aggregates_become_bars_opening_at_the_window_start(ev: str, inter
     )
 
 
+@pytest.mark.parametrize("text", ["NaN", "inf", "1e999", "1_0", " 1", "-1", "0x1", "\u0661", ""])
+def test_a_decimal_size_that_is_not_plain_finite_text_at_or_above_zero_is_malformed(
+    text: str,
+) -> None:
+    good = {"ev": "T", "sym": "AAPL", "p": 200.0, "s": 0, "t": MS, "q": 1}
+    bad, trade = receive(stocks(), {**good, "ds": text}, {**good, "ds": "0.125"})
+    assert isinstance(bad, Malformed), bad
+    assert isinstance(trade, Trade) and trade.size == 0.125
+
+
 def test_decimal_volume_wins_over_the_integer_volume() -> None:
     message = {
         "ev": "AM", "sym": "X", "v": 1, "dv": "1.5", "o": 1, "h": 1, "l": 1, "c": 1, "s": MS,

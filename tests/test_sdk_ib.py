@@ -5,12 +5,20 @@ subprocess is involved), runs tests/sdk/ib_client.py with ``ib_async.IB``
 pointed at it, and compares every item ib_async delivered (market data ticks,
 tick-by-tick trades and quotes, depth rows) with the messages the simulator's
 recorder kept for the matching request.
+
+ib_async stamps tick-by-tick items (``TickByTickAllLast``, ``TickByTickBidAsk``)
+with its own receive time (``datetime.now()`` when the message was read), not
+the time field of the message, which it parses and then drops. So the test
+compares every other field with what was sent, and holds that stamp to the
+wall-clock span the client ran in: comparing it with the message's second
+would fail whenever sending and reading straddle a second boundary.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -52,6 +60,7 @@ async def test_ib_async_connects_qualifies_and_receives_every_stream_as_sent() -
         port = await nursery.start(
             partial(serve_ib, symbols=["AAPL"], rate=300.0, recorder=recorder)
         )
+        started = int(time.time())  # whole seconds, as the client prints its stamps
         with trio.fail_after(SCRIPT_TIMEOUT + 10):
             result = await trio.run_process(
                 [str(a) for a in (sys.executable, SCRIPT, port, "AAPL", COUNT, SCRIPT_TIMEOUT)],
@@ -59,6 +68,7 @@ async def test_ib_async_connects_qualifies_and_receives_every_stream_as_sent() -
                 capture_stderr=True,
                 check=False,
             )
+        ended = int(time.time())
         nursery.cancel_scope.cancel()
     assert result.returncode == 0, result.stderr.decode()[-3000:]
     # ib_async logs every message it fails to decode (and then drops) at ERROR.
@@ -100,18 +110,20 @@ async def test_ib_async_connects_qualifies_and_receives_every_stream_as_sent() -
     ] == expected_ticks[: len(ticks)]
 
     lasts = [i for i in items if i["kind"] == "last"]
+    quotes = [i for i in items if i["kind"] == "bidask"]
+    stamps = [item.pop("time") for item in lasts + quotes]  # ib_async's receive time
+    assert all(started <= stamp <= ended for stamp in stamps), (started, stamps, ended)
     assert lasts == [
         {
-            "kind": "last", "type": 2, "time": int(m[3]), "price": float(m[4]),
-            "size": float(m[5]), "exchange": m[7], "conditions": m[8],
+            "kind": "last", "type": 2, "price": float(m[4]), "size": float(m[5]),
+            "exchange": m[7], "conditions": m[8],
         }
         for m in sent(record, ("99",), all_last[1])[: len(lasts)]
     ]  # fmt: skip
-    quotes = [i for i in items if i["kind"] == "bidask"]
     assert quotes == [
         {
-            "kind": "bidask", "time": int(m[3]), "bid": float(m[4]), "ask": float(m[5]),
-            "bid_size": float(m[6]), "ask_size": float(m[7]),
+            "kind": "bidask", "bid": float(m[4]), "ask": float(m[5]), "bid_size": float(m[6]),
+            "ask_size": float(m[7]),
         }
         for m in sent(record, ("99",), bid_ask[1])[: len(quotes)]
     ]  # fmt: skip

@@ -1,10 +1,9 @@
 """Values from the wire are checked at the boundary, and no wire input raises out of receive().
 
-Reproductions of issue 9, defects 2 (impossible values pass the codecs as
-events), 3 (a deeply nested frame crashes the decoder) and 11's first bullet
-(``IBProtocol.receive(b"")`` raises), against the sans-IO protocols, plus
-defect 3 in a live session. Each is ``xfail(strict=True)`` with its defect
-number until the fix lands.
+Reproductions of issue 9, defects 2 (impossible values passed the codecs as
+events), 3 (a deeply nested frame crashed the decoder) and 11's first bullet
+(``IBProtocol.receive(b"")`` raised), against the sans-IO protocols, plus
+defect 3 in a live session. They failed before the fixes and pass since.
 
 What an impossible value is (prices finite; sizes finite and >= 0;
 timestamps that fit int64 ns and lie in a sane range; non-empty symbols) is
@@ -28,12 +27,10 @@ from puffin_trio.providers import (
     IBProtocol,
     Malformed,
     PolygonProtocol,
+    ProviderNotice,
     UnknownMessage,
 )
 from puffin_trio.testing import ProxyFault, ProxyFaultKind
-
-DEFECT_2 = "issue 9 defect 2: impossible values pass the codecs as events"
-DEFECT_3 = "issue 9 defect 3: a deeply nested frame raises RecursionError out of receive()"
 
 POLYGON_TRADE = {"ev": "T", "sym": "AAPL", "p": 189.5, "s": 100, "t": 1704205800000, "q": 1}
 ALPACA_TRADE = {"T": "t", "S": "AAPL", "p": 189.5, "s": 100, "t": "2024-01-02T14:30:00.123Z",
@@ -63,7 +60,6 @@ def refused_and_rest_kept(out: list[object]) -> None:
 # --------------------------------------------------------------------------- defect 2
 
 
-@pytest.mark.xfail(strict=True, reason=DEFECT_2)
 def test_polygon_the_issue_example_nan_price_and_negative_size_is_malformed() -> None:
     out = PolygonProtocol(key="k").receive(
         '[{"ev":"T","sym":"AAPL","p":"NaN","s":-100,"t":1704205800000,"q":1}]', 0
@@ -71,7 +67,6 @@ def test_polygon_the_issue_example_nan_price_and_negative_size_is_malformed() ->
     assert [type(item) for item in out] == [Malformed], out
 
 
-@pytest.mark.xfail(strict=True, reason=DEFECT_2)
 @pytest.mark.parametrize(
     ("field", "value"),
     [
@@ -92,7 +87,6 @@ def test_polygon_impossible_values_are_malformed_and_the_frame_survives(
     refused_and_rest_kept(polygon({**POLYGON_TRADE, field: value}, POLYGON_TRADE))
 
 
-@pytest.mark.xfail(strict=True, reason=DEFECT_2)
 @pytest.mark.parametrize(
     ("field", "value"),
     [
@@ -109,7 +103,6 @@ def test_alpaca_json_impossible_values_are_malformed_and_the_frame_survives(
     refused_and_rest_kept(alpaca_json({**ALPACA_TRADE, field: value}, ALPACA_TRADE))
 
 
-@pytest.mark.xfail(strict=True, reason=DEFECT_2)
 @pytest.mark.parametrize(
     ("field", "value"),
     [
@@ -140,7 +133,6 @@ def ib(*fields: str) -> bytes:
     return "".join(f + "\0" for f in fields).encode()
 
 
-@pytest.mark.xfail(strict=True, reason=DEFECT_2)
 def test_ib_a_tick_by_tick_trade_with_a_nan_price_is_malformed() -> None:
     proto = ib_started()
     proto.subscribe({"trades": ["AAPL"]})
@@ -148,12 +140,29 @@ def test_ib_a_tick_by_tick_trade_with_a_nan_price_is_malformed() -> None:
     assert [type(item) for item in out] == [Malformed], out
 
 
-@pytest.mark.xfail(strict=True, reason=DEFECT_2)
 def test_ib_a_depth_row_with_an_infinite_size_is_malformed() -> None:
     proto = ib_started()
     proto.subscribe({"books": ["AAPL"]})
     out = proto.receive(ib("13", "1", "1", "0", "NSDQ", "0", "1", "218.45", "inf", "1"), 0)
     assert [type(item) for item in out] == [Malformed], out
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("x", {"a": 1}),  # a map where the exchange's text goes
+        ("z", 7),
+        ("c", [1, None]),
+        ("c", {"c": "@"}),
+        ("i", [1]),
+        ("i", 1.5),
+        ("S", 42),
+    ],
+)
+def test_alpaca_a_text_field_that_is_not_text_is_malformed(field: str, value: object) -> None:
+    """The finding beside issue 9: an ill-typed field made an event that codec.dumps
+    encoded and codec.loads refused (and a deeply nested one made repr raise)."""
+    refused_and_rest_kept(alpaca_json({**ALPACA_TRADE, field: value}, ALPACA_TRADE))
 
 
 # --------------------------------------------------------------------------- defect 3
@@ -170,7 +179,6 @@ def nested_msgpack(depth: int) -> bytes:
 DEPTHS = [1000, 1020]  # inside 994..1024 (JSON) / 993..1023 (msgpack), at any stack depth
 
 
-@pytest.mark.xfail(strict=True, reason=DEFECT_3)
 @pytest.mark.parametrize("depth", DEPTHS)
 @pytest.mark.parametrize(
     "decode",
@@ -188,7 +196,48 @@ def test_a_deeply_nested_frame_is_malformed_not_an_exception(decode: object, dep
     assert [type(item) for item in out] == [Malformed], out
 
 
-@pytest.mark.xfail(strict=True, reason=DEFECT_3)
+DEEP = "deep nesting goes here"  # replaced in the encoded frame: the encoders refuse depth
+
+
+def with_deep_value(frame: str | bytes, depth: int = 1000) -> str | bytes:
+    """``frame`` with the encoded string :data:`DEEP` replaced by a value nested ``depth`` deep."""
+    if isinstance(frame, str):
+        return frame.replace(orjson.dumps(DEEP).decode(), nested_json(depth))
+    return frame.replace(msgpack.packb(DEEP), nested_msgpack(depth))
+
+
+@pytest.mark.parametrize("field", ["S", "x", "c", "i", "t", "p"])
+@pytest.mark.parametrize("encoding", ["json", "msgpack"])
+def test_alpaca_a_deeply_nested_field_value_is_malformed_not_an_exception(
+    field: str, encoding: str
+) -> None:
+    proto = AlpacaProtocol(key="k", secret="s")
+    if encoding == "json":
+        frame: str | bytes = orjson.dumps([{**ALPACA_TRADE, field: DEEP}, ALPACA_TRADE]).decode()
+    else:
+        good = {**ALPACA_TRADE, "t": msgpack.Timestamp(1_704_205_800, 123_000_000)}
+        frame = msgpack.packb([{**good, field: DEEP}, good])
+    bad, trade = proto.receive(with_deep_value(frame), 0)
+    assert isinstance(bad, Malformed) and len(bad.sample) < 300, bad
+    assert isinstance(trade, Trade)
+
+
+@pytest.mark.parametrize("field", ["sym", "x", "c", "p", "t", "q"])
+def test_polygon_a_deeply_nested_field_value_is_malformed_not_an_exception(field: str) -> None:
+    frame = orjson.dumps([{**POLYGON_TRADE, field: DEEP}, POLYGON_TRADE]).decode()
+    bad, trade = PolygonProtocol(key="k").receive(with_deep_value(frame), 0)
+    assert isinstance(bad, Malformed) and isinstance(trade, Trade), bad
+
+
+def test_a_deeply_nested_status_text_is_a_bounded_notice() -> None:
+    """Control messages show wire text in notices: bounded, whatever its shape."""
+    frame = with_deep_value(orjson.dumps([{"T": "success", "msg": DEEP}]).decode())
+    [notice] = AlpacaProtocol(key="k", secret="s").receive(frame, 0)
+    assert isinstance(notice, ProviderNotice) and len(notice.message) < 300
+    [notice] = polygon({"ev": "status", "status": "info", "message": "x" * 100_000})
+    assert isinstance(notice, ProviderNotice) and len(notice.message) < 300
+
+
 async def test_a_deeply_nested_frame_does_not_kill_a_live_session(
     autojump_clock: MockClock,
 ) -> None:
@@ -206,7 +255,6 @@ async def test_a_deeply_nested_frame_does_not_kill_a_live_session(
 # --------------------------------------------------------------------------- defect 11 (first)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 defect 11: IBProtocol.receive(b'') raises")
 def test_ib_an_empty_message_is_malformed_not_an_exception() -> None:
     out = ib_started().receive(b"", 0)
     assert len(out) == 1 and isinstance(out[0], Malformed | UnknownMessage), out

@@ -19,6 +19,10 @@ What ``receive`` returns besides events: :class:`Connected`,
 ``provider.history()`` is the provider's historical trades API, sans-IO too
 (:class:`RestHistory`: requests and page parsing), which backfills use.
 
+Every value a protocol copies into an event is checked first (finite prices,
+finite sizes >= 0, timestamps inside :data:`SANE_TS_NS`, non-empty symbols):
+an impossible value makes the message :class:`Malformed`, never an event.
+
 Every module in this package is sans-IO in its imports too: none imports
 trio or a websocket library (a test walks their imports). The session does
 the I/O; see :mod:`puffin_trio.providers._base` for the contract.
@@ -46,11 +50,13 @@ from puffin_trio.providers._history import (
     SeamRule,
     TradePage,
 )
+from puffin_trio.providers._values import SANE_TS_NS
 from puffin_trio.providers.alpaca import AlpacaProtocol, AlpacaProvider
 from puffin_trio.providers.ib import IBContract, IBProtocol, IBProvider
 from puffin_trio.providers.polygon import PolygonProtocol, PolygonProvider, StrictPolygonProtocol
 
 __all__ = [
+    "SANE_TS_NS",
     "AlpacaProtocol",
     "AlpacaProvider",
     "Authenticated",

@@ -29,6 +29,7 @@ The session drives a protocol like this::
 from __future__ import annotations
 
 import abc
+import reprlib
 from collections.abc import Callable, Collection, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -68,6 +69,8 @@ __all__ = [
     "decode_messages",
     "malformed_message",
     "normalize_topics",
+    "notice_text",
+    "sample_of",
     "truncate_sample",
     "unhandled_message",
 ]
@@ -76,8 +79,20 @@ __all__ = [
 Message = dict[str, Any]
 MessageHandler = Callable[[Message, int], "Event | Control"]
 #: What a handler raises on a missing or wrong-typed field (``int(inf)`` is an
-#: OverflowError; a book level of the wrong length a ValueError).
-MESSAGE_ERRORS = (KeyError, TypeError, ValueError, OverflowError, AttributeError, IndexError)
+#: OverflowError; a book level of the wrong length a ValueError). RecursionError
+#: too: a message can nest as deep as the parsers allow (about 1000 levels for
+#: orjson and msgpack), deeper than the interpreter can walk at its default
+#: recursion limit, and such a message is malformed, not a reason to drop the
+#: connection.
+MESSAGE_ERRORS = (
+    KeyError,
+    TypeError,
+    ValueError,
+    OverflowError,
+    AttributeError,
+    IndexError,
+    RecursionError,
+)
 
 #: Subscriptions: channel name -> symbols (``{"trades": {"AAPL"}, "quotes": {"AAPL", "MSFT"}}``).
 Topics = Mapping[str, Collection[str]]
@@ -95,13 +110,41 @@ def truncate_sample(frame: Frame, limit: int = SAMPLE_LIMIT) -> str:
     return text if len(text) <= limit else text[:limit] + f"... ({len(text)} chars)"
 
 
+#: ``repr`` with every dimension bounded, for samples of parsed messages: a
+#: message from the wire may be nested ~1000 deep (where the builtin ``repr``
+#: raises RecursionError) or hold megabytes; four levels and a few items of
+#: each container say what it was.
+_SAMPLE_REPR = reprlib.Repr()
+_SAMPLE_REPR.maxlevel = 4
+_SAMPLE_REPR.maxdict = _SAMPLE_REPR.maxlist = _SAMPLE_REPR.maxtuple = 12
+_SAMPLE_REPR.maxstring = _SAMPLE_REPR.maxother = _SAMPLE_REPR.maxlong = 80
+
+
+def sample_of(value: object) -> str:
+    """A bounded, printable sample of a parsed wire value, whatever its shape or depth."""
+    return truncate_sample(_SAMPLE_REPR.repr(value))
+
+
+def notice_text(value: object) -> str:
+    """A wire value shown in a notice or an error (a status text, an error message), bounded.
+
+    A string is kept (truncated past :data:`SAMPLE_LIMIT`); ``None`` is ``""``;
+    anything else is shown as :func:`sample_of` shows it.
+    """
+    if type(value) is str:
+        return truncate_sample(value)
+    if value is None:
+        return ""
+    return sample_of(value)
+
+
 def unhandled_message(message: object, type_field: str, what: str) -> Malformed | UnknownMessage:
     """What to report for a message no handler takes: not a map, no usable type, or unknown.
 
     ``type_field`` is the key holding the message type (Alpaca ``"T"``,
     Polygon ``"ev"``); ``what`` names it in the reason (``"type"``).
     """
-    sample = truncate_sample(repr(message))
+    sample = sample_of(message)
     if type(message) is not dict:
         return Malformed("message is not a map", sample)
     kind = message.get(type_field)
@@ -109,7 +152,7 @@ def unhandled_message(message: object, type_field: str, what: str) -> Malformed 
         return Malformed(f"message has no {type_field!r} ({what}) field", sample)
     if type(kind) is not str:
         return Malformed(f"{what} {type_field!r} is not a string", sample)
-    return UnknownMessage(kind)
+    return UnknownMessage(truncate_sample(kind))
 
 
 def decode_messages(
@@ -152,9 +195,11 @@ def malformed_message(message: Mapping[str, object], exc: Exception, type_field:
     kind = message[type_field]
     if isinstance(exc, KeyError):
         reason = f"{kind!r} message lacks field {exc}"
+    elif isinstance(exc, RecursionError):
+        reason = f"{kind!r} message is nested too deep"
     else:
         reason = f"{kind!r} message has a bad field: {exc}"
-    return Malformed(reason, truncate_sample(repr(message)))
+    return Malformed(truncate_sample(reason), sample_of(message))
 
 
 # --------------------------------------------------------------------------- control items

@@ -13,7 +13,6 @@ This module owns the sans-IO contract between a provider and
 * :class:`SeamRule`: how the trades a backfill recovers are told apart from
   the live ones at the window's two edges (a trade id, Polygon's
   ``sequence_number``, IB's time, price and size).
-* :func:`checked_trade`: the trust-boundary check every page parser applies.
 
 It must not do I/O: it imports no HTTP library and reads no clock.
 """
@@ -36,10 +35,7 @@ __all__ = [
     "RestHistory",
     "SeamRule",
     "TradePage",
-    "checked_trade",
 ]
-
-_INT64_MAX = 2**63 - 1
 
 
 @attrs.frozen
@@ -112,18 +108,6 @@ class SeamRule:
 
 #: Alpaca (and Polygon crypto): each trade carries a unique id ``i``.
 BY_TRADE_ID = SeamRule()
-
-
-def checked_trade(trade: Trade) -> Trade:
-    """``trade`` if its values are possible (finite positive price, finite size >= 0,
-    a timestamp in int64 ns), else ``ValueError``: the page parser counts it malformed."""
-    if not (math.isfinite(trade.price) and trade.price > 0):
-        raise ValueError(f"price {trade.price!r} is not a finite positive number")
-    if not (math.isfinite(trade.size) and trade.size >= 0):
-        raise ValueError(f"size {trade.size!r} is not a finite number >= 0")
-    if not 0 <= trade.ts_event <= _INT64_MAX:
-        raise ValueError(f"timestamp {trade.ts_event!r} does not fit int64 ns")
-    return trade
 
 
 class RestHistory(abc.ABC):

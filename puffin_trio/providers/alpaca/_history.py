@@ -27,8 +27,9 @@ from puffin_trio.providers._history import (
     RestHistory,
     SeamRule,
     TradePage,
-    checked_trade,
 )
+from puffin_trio.providers._values import price, size, text
+from puffin_trio.providers._values import texts as texts_of
 from puffin_trio.providers.alpaca._timestamps import rfc3339_to_ns
 from puffin_trio.providers.alpaca._wire import PROVIDER
 
@@ -149,7 +150,7 @@ class AlpacaHistory(RestHistory):
             rows.reverse()
             while rows:
                 try:
-                    trades.append(checked_trade(self._trade(symbol, rows.pop(), ts_recv)))
+                    trades.append(self._trade(symbol, rows.pop(), ts_recv))
                 except (KeyError, TypeError, ValueError, OverflowError):
                     malformed += 1
         following = None if token is None else request.with_param("page_token", token)
@@ -165,26 +166,23 @@ class AlpacaHistory(RestHistory):
         if type(stamp) is not str:
             raise TypeError("timestamp 't' is not a string")
         if self._crypto:
-            side = row.get("tks")
-            conditions: tuple[str, ...] = () if side is None else (str(side),)
+            side = text(row.get("tks"))
+            conditions: tuple[str, ...] = (side,) if side else ()
             exchange = tape = ""
         else:
             raw = row.get("c")
-            if raw is None:
-                conditions = ()
-            elif type(raw) is list and all(type(c) is str for c in raw):
-                conditions = tuple(raw)
-            else:
+            if raw is not None and type(raw) is not list:
                 raise TypeError("conditions 'c' are not a list of strings")
-            exchange = _text(row.get("x", ""))
-            tape = _text(row.get("z", ""))
+            conditions = texts_of(raw)
+            exchange = text(row.get("x"))
+            tape = text(row.get("z"))
         return Trade(
             provider=PROVIDER,
             symbol=symbol,
             ts_event=rfc3339_to_ns(stamp),
             ts_recv=ts_recv,
-            price=float(row["p"]),
-            size=float(row["s"]),
+            price=price(row["p"]),
+            size=size(row["s"]),
             exchange=exchange,
             trade_id=str(trade_id),
             conditions=conditions,
@@ -210,8 +208,3 @@ class AlpacaHistory(RestHistory):
             return super().rate_limit_wait(status, headers, wall_ns)
         return None
 
-
-def _text(value: object) -> str:
-    if type(value) is not str:
-        raise TypeError(f"expected a string, got {type(value).__name__}")
-    return value

@@ -10,12 +10,12 @@ Decoding is the hot path: one dict of ``T`` -> bound method per connection,
 no per-message string formatting, timestamps parsed without ``datetime`` (see
 :func:`~puffin_trio.providers.alpaca._timestamps.rfc3339_to_ns`), and events
 built straight into their slots (see
-:func:`~puffin_trio._event_builder.event_builder`). Required fields are
-checked by the conversions themselves (``float()`` of a missing or
-non-numeric price raises); a message that fails becomes
+:func:`~puffin_trio._event_builder.event_builder`). Every value is checked
+as it is copied (:mod:`puffin_trio.providers._values`: finite prices and
+sizes >= 0, a timestamp in the sane range, a non-empty symbol, text fields
+that are text); a message that fails becomes
 :class:`~puffin_trio.providers._base.Malformed` and the rest of its frame
-still decodes. Optional text fields (exchange, tape, indicator) are passed
-through as sent.
+still decodes.
 """
 
 from __future__ import annotations
@@ -54,10 +54,12 @@ from puffin_trio.providers._base import (
     SubscriptionAck,
     Topics,
     decode_messages,
+    notice_text,
     truncate_sample,
 )
+from puffin_trio.providers._values import count, ident, price, size, symbol_of, text, texts
 from puffin_trio.providers.alpaca._errors import ALREADY_AUTHENTICATED, error_for
-from puffin_trio.providers.alpaca._timestamps import msgpack_ts, rfc3339_to_ns
+from puffin_trio.providers.alpaca._timestamps import json_event_ns, msgpack_event_ns
 from puffin_trio.providers.alpaca._wire import (
     CHANNEL_OVERHEAD,
     CRYPTO_CHANNELS,
@@ -112,27 +114,20 @@ _JSON_FIRST_BYTES = frozenset(b"[{ \t\r\n")
 _MSGPACK_ERRORS = (ValueError, TypeError, msgpack.UnpackException)
 
 
-def _conditions(value: object) -> tuple[str, ...]:
-    """A ``c`` field: a list of strings, or (one JS mock, accepted by alpaca-py) a bare string."""
-    if value is None:
-        return ()
-    if type(value) is str:
-        return (value,)
-    if type(value) is not list:
-        raise TypeError(f"conditions must be a list, got {type(value).__name__}")
-    return tuple(value)
-
-
-def _text(value: object) -> str:
+def _required_text(value: object) -> str:
     if type(value) is not str:
         raise TypeError(f"expected a string, got {type(value).__name__}")
     return value
 
 
+def _optional_id(value: object) -> str:
+    return "" if value is None else ident(value)
+
+
 def _levels(value: object) -> tuple[tuple[float, float], ...]:
     if type(value) is not list:
         raise TypeError(f"book side must be a list, got {type(value).__name__}")
-    return tuple([(float(level["p"]), float(level["s"])) for level in value])
+    return tuple([(price(level["p"]), size(level["s"])) for level in value])
 
 
 class AlpacaProtocol(ProviderProtocol):
@@ -178,7 +173,7 @@ class AlpacaProtocol(ProviderProtocol):
         self._channels: Mapping[str, str] = CRYPTO_CHANNELS if crypto else STOCK_CHANNELS
         self._wire_to_channel = {wire: ours for ours, wire in self._channels.items()}
         self._outbox: list[Frame] = []
-        self._ts: Callable[[Any], int] = rfc3339_to_ns
+        self._ts: Callable[[Any], int] = json_event_ns
         self._handlers: dict[str, MessageHandler] = {
             "t": self._trade,
             "q": self._quote,
@@ -267,10 +262,10 @@ class AlpacaProtocol(ProviderProtocol):
         """
         try:
             if isinstance(frame, str) or (frame and frame[0] in _JSON_FIRST_BYTES):
-                self._ts = rfc3339_to_ns
+                self._ts = json_event_ns
                 messages = orjson.loads(frame)
             else:
-                self._ts = msgpack_ts
+                self._ts = msgpack_event_ns
                 messages = msgpack.unpackb(frame, timestamp=2)
         except orjson.JSONDecodeError as exc:
             return [Malformed(f"undecodable JSON frame: {exc}", truncate_sample(frame))]
@@ -281,22 +276,22 @@ class AlpacaProtocol(ProviderProtocol):
     # ------------------------------------------------------------------ control messages
 
     def _success(self, message: Message, ts_recv: int) -> Control:
-        text = message.get("msg")
-        if text == "connected":
+        said = message.get("msg")
+        if said == "connected":
             self._outbox.append(
                 self._encode({"action": "auth", "key": self._key, "secret": self._secret})
             )
             return Connected("connected")
-        if text == "authenticated":
+        if said == "authenticated":
             return Authenticated("authenticated")
-        return ProviderNotice("success", str(text))
+        return ProviderNotice("success", notice_text(said))
 
     def _error(self, message: Message, ts_recv: int) -> Control:
         code = message.get("code")
-        text = str(message.get("msg", ""))
-        error = error_for(code, text)
+        said = notice_text(message.get("msg"))
+        error = error_for(code, said)
         if error is None:
-            return ProviderNotice(ALREADY_AUTHENTICATED, text)
+            return ProviderNotice(ALREADY_AUTHENTICATED, said)
         return ProviderFailure(error)
 
     def _subscription(self, message: Message, ts_recv: int) -> Control:
@@ -314,65 +309,78 @@ class AlpacaProtocol(ProviderProtocol):
     # ------------------------------------------------------------------ market data
 
     def _trade(self, m: Message, ts_recv: int) -> Trade:
-        symbol = m["S"]
-        if type(symbol) is not str:
-            raise TypeError("symbol 'S' must be a string")
-        conditions = m.get("c")
-        if type(conditions) is list:
-            conditions = tuple(conditions)
-        elif conditions is None:
-            side = m.get("tks")
-            conditions = () if side is None else (side,)
-        else:
-            conditions = _conditions(conditions)
+        # Hot path: text fields are tested inline; the checks' functions run only
+        # to refuse a value (or to turn an absent one into "").
+        name = m["S"]
+        exchange = m.get("x", "")
+        tape = m.get("z", "")
+        if type(name) is not str or not name or type(exchange) is not str or type(tape) is not str:
+            name, exchange, tape = symbol_of(name), text(exchange), text(tape)
         trade_id = m.get("i")
+        conditions = m.get("c")
+        if conditions is None:
+            side = m.get("tks")  # crypto: the taker side is the one condition
+            conditions = () if side is None else (_required_text(side),)
+        else:
+            conditions = texts(conditions)
         return _new_trade(
             PROVIDER,
-            symbol,
+            name,
             self._ts(m["t"]),
             ts_recv,
-            float(m["p"]),
-            float(m["s"]),
-            m.get("x", ""),
-            "" if trade_id is None else str(trade_id),
+            price(m["p"]),
+            size(m["s"]),
+            exchange,
+            str(trade_id) if type(trade_id) is int else _optional_id(trade_id),
             conditions,
-            m.get("z", ""),
+            tape,
         )
 
     def _quote(self, m: Message, ts_recv: int) -> Quote:
-        symbol = m["S"]
-        if type(symbol) is not str:
-            raise TypeError("symbol 'S' must be a string")
-        conditions = m.get("c")
+        name = m["S"]
+        bid_exchange = m.get("bx", "")
+        ask_exchange = m.get("ax", "")
+        tape = m.get("z", "")
+        if (
+            type(name) is not str
+            or not name
+            or type(bid_exchange) is not str
+            or type(ask_exchange) is not str
+            or type(tape) is not str
+        ):
+            name, tape = symbol_of(name), text(tape)
+            bid_exchange, ask_exchange = text(bid_exchange), text(ask_exchange)
         return _new_quote(
             PROVIDER,
-            symbol,
+            name,
             self._ts(m["t"]),
             ts_recv,
-            float(m["bp"]),
-            float(m["ap"]),
-            float(m["bs"]),
-            float(m["as"]),
-            m.get("bx", ""),
-            m.get("ax", ""),
-            tuple(conditions) if type(conditions) is list else _conditions(conditions),
-            m.get("z", ""),
+            price(m["bp"]),
+            price(m["ap"]),
+            size(m["bs"]),
+            size(m["as"]),
+            bid_exchange,
+            ask_exchange,
+            texts(m.get("c")),
+            tape,
         )
 
     def _bar(self, m: Message, ts_recv: int, interval_s: int, updated: bool) -> Bar:
+        trades = m.get("n")
+        vwap = m.get("vw")
         return Bar(
             provider=PROVIDER,
-            symbol=_text(m["S"]),
+            symbol=symbol_of(m["S"]),
             ts_event=self._ts(m["t"]),
             ts_recv=ts_recv,
-            open=float(m["o"]),
-            high=float(m["h"]),
-            low=float(m["l"]),
-            close=float(m["c"]),
-            volume=float(m["v"]),
+            open=price(m["o"]),
+            high=price(m["h"]),
+            low=price(m["l"]),
+            close=price(m["c"]),
+            volume=size(m["v"]),
             interval_s=interval_s,
-            trade_count=int(m.get("n") or 0),
-            vwap=float(m.get("vw") or 0.0),
+            trade_count=0 if trades is None else count(trades),
+            vwap=0.0 if vwap is None else price(vwap),
             updated=updated,
         )
 
@@ -388,7 +396,7 @@ class AlpacaProtocol(ProviderProtocol):
     def _orderbook(self, m: Message, ts_recv: int) -> OrderBookUpdate:
         return _new_book(
             PROVIDER,
-            _text(m["S"]),
+            symbol_of(m["S"]),
             self._ts(m["t"]),
             ts_recv,
             _levels(m.get("b", [])),
@@ -399,56 +407,56 @@ class AlpacaProtocol(ProviderProtocol):
     def _correction(self, m: Message, ts_recv: int) -> TradeCorrection:
         return TradeCorrection(
             provider=PROVIDER,
-            symbol=_text(m["S"]),
+            symbol=symbol_of(m["S"]),
             ts_event=self._ts(m["t"]),
             ts_recv=ts_recv,
-            original_id=str(m["oi"]),
-            original_price=float(m["op"]),
-            original_size=float(m["os"]),
-            corrected_id=str(m["ci"]),
-            corrected_price=float(m["cp"]),
-            corrected_size=float(m["cs"]),
-            original_conditions=_conditions(m.get("oc")),
-            corrected_conditions=_conditions(m.get("cc")),
-            exchange=m.get("x", ""),
-            tape=m.get("z", ""),
+            original_id=ident(m["oi"]),
+            original_price=price(m["op"]),
+            original_size=size(m["os"]),
+            corrected_id=ident(m["ci"]),
+            corrected_price=price(m["cp"]),
+            corrected_size=size(m["cs"]),
+            original_conditions=texts(m.get("oc")),
+            corrected_conditions=texts(m.get("cc")),
+            exchange=text(m.get("x")),
+            tape=text(m.get("z")),
         )
 
     def _cancel(self, m: Message, ts_recv: int) -> TradeCancel:
         return TradeCancel(
             provider=PROVIDER,
-            symbol=_text(m["S"]),
+            symbol=symbol_of(m["S"]),
             ts_event=self._ts(m["t"]),
             ts_recv=ts_recv,
-            trade_id=str(m["i"]),
-            price=float(m["p"]),
-            size=float(m["s"]),
+            trade_id=ident(m["i"]),
+            price=price(m["p"]),
+            size=size(m["s"]),
             is_error=m.get("a") == "E",
-            exchange=m.get("x", ""),
-            tape=m.get("z", ""),
+            exchange=text(m.get("x")),
+            tape=text(m.get("z")),
         )
 
     def _status(self, m: Message, ts_recv: int) -> TradingStatus:
         return TradingStatus(
             provider=PROVIDER,
-            symbol=_text(m["S"]),
+            symbol=symbol_of(m["S"]),
             ts_event=self._ts(m["t"]),
             ts_recv=ts_recv,
-            status_code=_text(m["sc"]),
-            status_message=m.get("sm", ""),
-            reason_code=m.get("rc", ""),
-            reason_message=m.get("rm", ""),
-            tape=m.get("z", ""),
+            status_code=_required_text(m["sc"]),
+            status_message=text(m.get("sm")),
+            reason_code=text(m.get("rc")),
+            reason_message=text(m.get("rm")),
+            tape=text(m.get("z")),
         )
 
     def _luld(self, m: Message, ts_recv: int) -> LimitBands:
         return LimitBands(
             provider=PROVIDER,
-            symbol=_text(m["S"]),
+            symbol=symbol_of(m["S"]),
             ts_event=self._ts(m["t"]),
             ts_recv=ts_recv,
-            limit_up=float(m["u"]),
-            limit_down=float(m["d"]),
-            indicator=m.get("i", ""),
-            tape=m.get("z", ""),
+            limit_up=price(m["u"]),
+            limit_down=price(m["d"]),
+            indicator=text(m.get("i")),
+            tape=text(m.get("z")),
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-__all__ = ["NOTICES", "REQUEST_FAILURES"]
+__all__ = ["BARS_BUSTED", "NOTICES", "REQUEST_FAILURES"]
 
 #: Errors that refuse one request: that subscription is dropped (the same
 #: request would fail the same way after a reconnect). Any other code below
@@ -41,6 +41,10 @@ REQUEST_FAILURES: Mapping[int, str] = {
 #: * 316 depth halted: the rows stay, and data resumes or the health check acts.
 #: * 317 depth reset: the rows are emptied (an empty snapshot is emitted).
 #: * 1300 TWS's API port was reset; the close that follows reconnects us.
+#: * 10090 part of the requested market data is not subscribed; IB's text
+#:   goes on "subscription-independent ticks are still active": the request
+#:   stays open and delivers what the account is entitled to (it arrives, for
+#:   example, on an option whose underlying index is not subscribed).
 #: * 10167 delayed data is shown instead: data flows, just late.
 #: * 10197 a competing live session (the same login on another device) takes
 #:   the data; no data flows until it ends. The subscriptions are kept: the
@@ -53,6 +57,7 @@ NOTICES: Mapping[int, str] = {
     316: "market depth data halted",
     317: "market depth data reset: the book was emptied",
     1300: "TWS reset its API port; this connection is being dropped",
+    10090: "part of the data needs a subscription the account lacks; the rest keeps flowing",
     10167: "market data is not subscribed; TWS shows delayed data",
     10197: "no market data while a competing live session is open (same login elsewhere)",
 }
@@ -64,3 +69,6 @@ RESTORED_DATA_KEPT = 1102
 FARM_BROKEN = 2103
 FARM_OK = 2104
 DEPTH_RESET = 317
+#: "Bust event occurred, current subscription is deactivated. Please resubscribe
+#: real-time bars immediately": the request is over and must be made again.
+BARS_BUSTED = 10225

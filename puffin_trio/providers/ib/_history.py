@@ -18,7 +18,8 @@ from collections.abc import Hashable
 
 from puffin_trio.errors import BackfillError, BackfillRefused
 from puffin_trio.events import Trade
-from puffin_trio.providers._history import SeamRule, checked_trade
+from puffin_trio.providers._history import SeamRule
+from puffin_trio.providers.ib._fields import amount, number, seconds_to_ns
 from puffin_trio.providers.ib._wire import PROVIDER, message
 
 __all__ = [
@@ -95,18 +96,16 @@ def historical_trades(
         stamp, _mask, price, size, exchange, conditions = fields[i : i + 6]
         try:
             trades.append(
-                checked_trade(
-                    Trade(
-                        provider=PROVIDER,
-                        symbol=symbol,
-                        ts_event=int(stamp) * _NS,
-                        ts_recv=ts_recv,
-                        price=float(price),
-                        size=float(size),
-                        exchange=exchange.decode("utf-8", "backslashreplace"),
-                        conditions=tuple(conditions.decode("utf-8", "backslashreplace").split()),
-                        backfilled=True,
-                    )
+                Trade(
+                    provider=PROVIDER,
+                    symbol=symbol,
+                    ts_event=seconds_to_ns(stamp),
+                    ts_recv=ts_recv,
+                    price=number(price),
+                    size=amount(size),
+                    exchange=exchange.decode("utf-8", "backslashreplace"),
+                    conditions=tuple(conditions.decode("utf-8", "backslashreplace").split()),
+                    backfilled=True,
                 )
             )
         except (ValueError, OverflowError):

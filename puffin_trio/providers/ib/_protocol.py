@@ -47,6 +47,7 @@ from puffin_trio.providers._base import (
 from puffin_trio.providers._history import SeamRule
 from puffin_trio.providers.ib._depth import DepthRows
 from puffin_trio.providers.ib._errors import (
+    BARS_BUSTED,
     DEPTH_RESET,
     DUPLICATE_CLIENT_ID,
     FARM_BROKEN,
@@ -57,6 +58,7 @@ from puffin_trio.providers.ib._errors import (
     RESTORED_DATA_KEPT,
     RESTORED_DATA_LOST,
 )
+from puffin_trio.providers.ib._fields import amount, number, seconds_to_ns, whole
 from puffin_trio.providers.ib._history import (
     MAX_TICKS,
     SEAM,
@@ -104,6 +106,13 @@ _NS = 1_000_000_000
 _PRICE_SIDE: Mapping[bytes, int] = {b"1": 1, b"66": 1, b"2": 2, b"67": 2}
 _SIZE_SIDE: Mapping[bytes, int] = {b"0": 1, b"69": 1, b"3": 2, b"70": 2}
 _FIELD_ERRORS = (ValueError, IndexError, KeyError, TypeError, OverflowError)
+#: TWS's market data types (``reqMarketDataType``, message 58), by number.
+_MARKET_DATA_TYPES: Mapping[int, str] = {
+    1: "real-time",
+    2: "frozen",
+    3: "delayed",
+    4: "delayed frozen",
+}
 
 _Out = list["Event | Control"]
 _Handler = Callable[[list[bytes], int, _Out], None]
@@ -211,6 +220,8 @@ class IBProtocol(ProviderProtocol):
             b"49": self._current_time,
             b"50": self._real_time_bar,
             b"57": _ignore,  # tickSnapshotEnd: we never ask for snapshots
+            b"58": self._market_data_type_of,
+            b"81": _ignore,  # tickReqParams: min tick, BBO exchange (answers every reqMktData)
             b"98": self._historical_ticks_last,
             b"99": self._tick_by_tick,
         }
@@ -344,7 +355,10 @@ class IBProtocol(ProviderProtocol):
         if not self.server_version:
             self._handshake_reply(fields, frame, out)
             return out
-        handler = self._handlers.get(fields[0]) if fields else None
+        if not fields:  # the framer never delivers one, but a sans-IO caller can
+            out.append(Malformed("empty TWS message", _sample(frame)))
+            return out
+        handler = self._handlers.get(fields[0])
         if handler is None:
             out.append(UnknownMessage(_text(fields[0][:20])))
             return out
@@ -407,7 +421,7 @@ class IBProtocol(ProviderProtocol):
         # 4, version 2, reqId, code, text, advancedOrderRejectJson (server >= 166)
         req_id = int(f[2])
         code = int(f[3])
-        text = _text(f[4])
+        text = truncate_sample(_text(f[4]))
         request = self._requests.get(req_id)
         history = self._history.pop(f[2], None)
         if history is not None:
@@ -447,6 +461,13 @@ class IBProtocol(ProviderProtocol):
             rows.live = True
             out.append(ProviderNotice(code, f"{symbol}: {text}"))
             out.append(_new_book(PROVIDER, symbol, ts_recv, ts_recv, (), (), True))
+        elif code == BARS_BUSTED and request is not None:
+            # TWS deactivated the request and asks for it again: a new request
+            # for the same topic (a new id; the old one is over, so no cancel).
+            self._close(request, cancel=False)
+            self._open(request.channel, request.symbol)
+            where = f"{request.channel} {request.symbol}"
+            out.append(ProviderNotice(code, f"{where}: {text} (requested again)"))
         elif request is not None and code not in NOTICES and not 2000 <= code < 3000:
             self._close(request, cancel=False)
             meaning = REQUEST_FAILURES.get(code, "TWS refused the request")
@@ -461,6 +482,22 @@ class IBProtocol(ProviderProtocol):
             note = NOTICES.get(code)
             detail = f"{where}{text}" + (f" ({note})" if note else "")
             out.append(ProviderNotice(code, detail))
+
+    def _market_data_type_of(self, f: list[bytes], ts_recv: int, out: _Out) -> None:
+        # 58, v, reqId, marketDataType: what TWS sends for this reqMktData (1
+        # real-time, 2 frozen, 3 delayed, 4 delayed frozen). Told only when it is
+        # not what was asked for (market_data_type=).
+        kind = whole(f[3])
+        request = self._requests.get(int(f[2]))
+        if request is not None and kind != self._market_data_type:
+            out.append(
+                ProviderNotice(
+                    "marketDataType",
+                    f"{request.channel} {request.symbol}: TWS sends "
+                    f"{_MARKET_DATA_TYPES.get(kind, f'type {kind}')} data "
+                    f"(market_data_type={self._market_data_type} was asked for)",
+                )
+            )
 
     def _stale_change(self) -> bool | None:
         """The stale flag if it just changed, else None."""
@@ -480,9 +517,9 @@ class IBProtocol(ProviderProtocol):
         side = _PRICE_SIDE.get(f[3])
         if side is None or not f[4]:
             return
-        price = float(f[4])
-        size = float(f[5] or 0)
-        if size <= 0 or price <= 0:  # -1 with size 0: that side is empty
+        price = number(f[4])
+        size = number(f[5]) if f[5] else 0.0
+        if size <= 0:  # -1 (or 0) with size 0: that side is empty, as IB documents
             price = size = 0.0
         self._set_side(l1, side, price, size, ts_recv, out)
 
@@ -494,7 +531,7 @@ class IBProtocol(ProviderProtocol):
         side = _SIZE_SIDE.get(f[3])
         if side is None:
             return
-        size = float(f[4] or 0)
+        size = number(f[4]) if f[4] else 0.0
         if size <= 0:
             self._set_side(l1, side, 0.0, 0.0, ts_recv, out)
         elif side == 1:
@@ -537,26 +574,27 @@ class IBProtocol(ProviderProtocol):
                 _new_trade(
                     PROVIDER,
                     symbol,
-                    int(f[3]) * _NS,
+                    seconds_to_ns(f[3]),
                     ts_recv,
-                    float(f[4]),
-                    float(f[5]),
+                    number(f[4]),
+                    amount(f[5]),
                     _text(f[7]),
                     tuple(_text(conditions).split()) if conditions else (),
                 )
             )
         elif kind == b"3":
-            # bidPrice, askPrice, bidSize, askSize, mask
+            # bidPrice, askPrice, bidSize, askSize, mask; a side <= 0 is empty (as
+            # ib_async reads it), so it becomes 0
             out.append(
                 _new_quote(
                     PROVIDER,
                     symbol,
-                    int(f[3]) * _NS,
+                    seconds_to_ns(f[3]),
                     ts_recv,
-                    max(float(f[4]), 0.0),
-                    max(float(f[5]), 0.0),
-                    float(f[6]),
-                    float(f[7]),
+                    max(number(f[4]), 0.0),
+                    max(number(f[5]), 0.0),
+                    max(number(f[6]), 0.0),
+                    max(number(f[7]), 0.0),
                 )
             )
 
@@ -583,7 +621,14 @@ class IBProtocol(ProviderProtocol):
         entry = self._depth.get(f[2])
         if entry is not None:
             self._apply_depth(
-                entry, int(f[3]), int(f[4]), int(f[5]), float(f[6]), float(f[7]), ts_recv, out
+                entry,
+                whole(f[3]),
+                whole(f[4]),
+                whole(f[5]),
+                number(f[6]),
+                amount(f[7]),
+                ts_recv,
+                out,
             )
 
     def _depth_update_l2(self, f: list[bytes], ts_recv: int, out: _Out) -> None:
@@ -591,7 +636,14 @@ class IBProtocol(ProviderProtocol):
         entry = self._depth.get(f[2])
         if entry is not None:
             self._apply_depth(
-                entry, int(f[3]), int(f[5]), int(f[6]), float(f[7]), float(f[8]), ts_recv, out
+                entry,
+                whole(f[3]),
+                whole(f[5]),
+                whole(f[6]),
+                number(f[7]),
+                amount(f[8]),
+                ts_recv,
+                out,
             )
 
     def _apply_depth(
@@ -626,15 +678,15 @@ class IBProtocol(ProviderProtocol):
             Bar(
                 provider=PROVIDER,
                 symbol=symbol,
-                ts_event=int(f[3]) * _NS,
+                ts_event=seconds_to_ns(f[3]),
                 ts_recv=ts_recv,
-                open=float(f[4]),
-                high=float(f[5]),
-                low=float(f[6]),
-                close=float(f[7]),
-                volume=float(f[8]),
-                vwap=float(f[9]),
-                trade_count=int(f[10]),
+                open=number(f[4]),
+                high=number(f[5]),
+                low=number(f[6]),
+                close=number(f[7]),
+                volume=amount(f[8]),
+                vwap=number(f[9]),
+                trade_count=whole(f[10]),
                 interval_s=BAR_SECONDS,
             )
         )

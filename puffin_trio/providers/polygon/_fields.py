@@ -1,16 +1,18 @@
 """How Polygon's wire values become event values: codes, tapes, sides, timestamps.
 
 This module owns the field conversions of the Polygon protocol (the
-normalisation choices ``docs/guide/providers.rst`` lists). Each raises
-``TypeError``/``ValueError`` on a value it cannot convert, which the protocol
-turns into :class:`~puffin_trio.providers._base.Malformed`. It must not build
-events or do I/O.
+normalisation choices ``docs/guide/providers.rst`` lists), built on the
+checks every protocol shares (:mod:`puffin_trio.providers._values`). Each
+raises ``TypeError``/``ValueError`` on a value it cannot convert, which the
+protocol turns into :class:`~puffin_trio.providers._base.Malformed`. It must
+not build events or do I/O.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+from puffin_trio.providers._values import SANE_TS_NS, decimal_size, price, size
 from puffin_trio.providers.polygon._wire import NS_PER_MS
 
 __all__ = [
@@ -21,6 +23,7 @@ __all__ = [
     "levels",
     "ms_to_ns",
     "seq_number",
+    "size_or_decimal",
     "tape",
     "text_field",
 ]
@@ -31,6 +34,8 @@ _CODE_TEXT: tuple[str, ...] = tuple(str(i) for i in range(1024))
 _TAPES: Mapping[int, str] = {1: "A", 2: "B", 3: "C"}
 #: Crypto trade condition -> taker side (0: no side).
 _CRYPTO_SIDES: Mapping[int, str] = {1: "S", 2: "B"}
+#: :data:`~puffin_trio.providers._values.SANE_TS_NS` in ms, for the ms timestamps.
+_MS_LOW, _MS_HIGH = (bound // NS_PER_MS for bound in SANE_TS_NS)
 
 
 def code(value: object) -> str:
@@ -54,10 +59,12 @@ def codes(value: object) -> tuple[str, ...]:
 
 
 def tape(value: object) -> str:
-    if value is None:
-        return ""
-    letter = _TAPES.get(value)  # type: ignore[call-overload]
-    return letter if letter is not None else code(value)
+    """A tape number as the SIP's letter (1 -> ``"A"``); other codes as text."""
+    if type(value) is int:
+        letter = _TAPES.get(value)
+        if letter is not None:
+            return letter
+    return code(value)
 
 
 def seq_number(value: object) -> int | None:
@@ -67,10 +74,12 @@ def seq_number(value: object) -> int | None:
 
 
 def ms_to_ns(value: object) -> int:
-    """Unix milliseconds -> ns. Only integers: a float or text timestamp is malformed."""
+    """Unix ms -> ns, inside the sane range. Only integers: a float or text is malformed."""
     if type(value) is not int:
         raise TypeError(f"timestamp must be integer milliseconds, got {type(value).__name__}")
-    return value * NS_PER_MS
+    if _MS_LOW <= value < _MS_HIGH:
+        return value * NS_PER_MS
+    raise ValueError(f"timestamp {value} ms is outside 1990..2200")
 
 
 def any_unit_to_ns(value: object) -> int:
@@ -82,10 +91,14 @@ def any_unit_to_ns(value: object) -> int:
     if type(value) is not int:
         raise TypeError(f"timestamp must be an integer, got {type(value).__name__}")
     if value < 10**14:
-        return value * NS_PER_MS
-    if value < 10**17:
-        return value * 1_000
-    return value
+        ns = value * NS_PER_MS
+    elif value < 10**17:
+        ns = value * 1_000
+    else:
+        ns = value
+    if SANE_TS_NS[0] <= ns < SANE_TS_NS[1]:
+        return ns
+    raise ValueError(f"timestamp {value} is outside 1990..2200")
 
 
 def text_field(value: object, field: str) -> str:
@@ -98,7 +111,17 @@ def levels(value: object) -> tuple[tuple[float, float], ...]:
     """An XL2 side, ``[[price, size], ...]`` (absent: empty)."""
     if type(value) is not list:
         raise TypeError(f"book side must be a list of [price, size], got {type(value).__name__}")
-    return tuple([(float(price), float(size)) for price, size in value])
+    return tuple([(price(level_price), size(level_size)) for level_price, level_size in value])
+
+
+def size_or_decimal(value: object) -> float:
+    """A size or volume, as a number or as decimal text (``ds``, ``dv``: fractional shares).
+
+    Other scripts' digits are refused with the rest (a UnicodeEncodeError is a ValueError).
+    """
+    if type(value) is not str:
+        return size(value)
+    return decimal_size(value.encode("ascii"))
 
 
 def crypto_sides(value: object) -> tuple[str, ...]:
@@ -108,7 +131,7 @@ def crypto_sides(value: object) -> tuple[str, ...]:
         raise TypeError(f"conditions must be a list, got {type(value).__name__}")
     sides = []
     for condition in value:
-        side = _CRYPTO_SIDES.get(condition)
+        side = _CRYPTO_SIDES.get(condition) if type(condition) is int else None
         if side is not None:
             sides.append(side)
         elif condition != 0:

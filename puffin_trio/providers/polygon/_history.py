@@ -28,8 +28,8 @@ from puffin_trio.providers._history import (
     RestHistory,
     SeamRule,
     TradePage,
-    checked_trade,
 )
+from puffin_trio.providers._values import SANE_TS_NS, price, size
 from puffin_trio.providers.polygon._fields import code, codes, crypto_sides, seq_number, tape
 from puffin_trio.providers.polygon._wire import PROVIDER
 
@@ -42,6 +42,7 @@ MAX_PAGE_LIMIT = 50_000
 _TRADES_PATH = "/v3/trades/"
 #: ``status`` values of a good page (``DELAYED``: a plan with delayed data).
 _GOOD_STATUS = frozenset({"OK", "DELAYED"})
+_TS_LOW, _TS_HIGH = SANE_TS_NS
 
 
 def _sequence(trade: Trade) -> int | None:
@@ -131,7 +132,7 @@ class PolygonHistory(RestHistory):
         rows.reverse()
         while rows:
             try:
-                trades.append(checked_trade(self._trade(symbol, rows.pop(), ts_recv)))
+                trades.append(self._trade(symbol, rows.pop(), ts_recv))
             except (KeyError, TypeError, ValueError, OverflowError):
                 malformed += 1
         return TradePage(tuple(trades), following, malformed)
@@ -165,15 +166,15 @@ class PolygonHistory(RestHistory):
             seq = seq_number(row["sequence_number"])
             if seq is None:
                 raise TypeError("'sequence_number' is null")
-        if type(stamp) is not int:
-            raise TypeError("timestamp is not an integer of ns")
+        if type(stamp) is not int or not _TS_LOW <= stamp < _TS_HIGH:
+            raise ValueError(f"timestamp {stamp!r} is not integer ns from 1990 to 2200")
         return Trade(
             provider=PROVIDER,
             symbol=symbol,
             ts_event=stamp,
             ts_recv=ts_recv,
-            price=float(row["price"]),
-            size=float(row["size"]),
+            price=price(row["price"]),
+            size=size(row["size"]),
             exchange=code(row.get("exchange")),
             trade_id=trade_id,
             conditions=conditions,

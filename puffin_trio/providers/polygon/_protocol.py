@@ -34,8 +34,10 @@ from puffin_trio.providers._base import (
     SubscriptionAck,
     Topics,
     decode_messages,
+    notice_text,
     truncate_sample,
 )
+from puffin_trio.providers._values import price, size, symbol_of
 from puffin_trio.providers.polygon._errors import error_for
 from puffin_trio.providers.polygon._fields import (
     any_unit_to_ns,
@@ -45,6 +47,7 @@ from puffin_trio.providers.polygon._fields import (
     levels,
     ms_to_ns,
     seq_number,
+    size_or_decimal,
     tape,
     text_field,
 )
@@ -283,20 +286,22 @@ class PolygonProtocol(ProviderProtocol):
 
     def _status(self, m: Message, ts_recv: int) -> Control:
         status = text_field(m["status"], "status")
-        text = m.get("message", "")
-        if type(text) is not str:
-            text = str(text)
+        said = m.get("message", "")
+        if type(said) is not str:
+            said = notice_text(said)
         if status == "success":
-            return self._success(text)
+            return self._success(said)
+        said = truncate_sample(said)
         if status == "connected":
             self._outbox.append(orjson.dumps({"action": "auth", "params": self._key}).decode())
-            return Connected(text)
+            return Connected(said)
         if status == "auth_success":
-            return Authenticated(text)
-        error = error_for(status, text)
+            return Authenticated(said)
+        status = truncate_sample(status)
+        error = error_for(status, said)
         if error is not None:
             return ProviderFailure(error)
-        return ProviderNotice(status, text)
+        return ProviderNotice(status, said)
 
     def _success(self, text: str) -> Control:
         """``subscribed to: T.AAPL`` / ``unsubscribed to: T.AAPL`` -> an ack; else a notice."""
@@ -305,7 +310,7 @@ class PolygonProtocol(ProviderProtocol):
         elif text.startswith(_UNSUBSCRIBED):
             adding, listed = False, text[len(_UNSUBSCRIBED) :]
         else:
-            return ProviderNotice("success", text)
+            return ProviderNotice("success", truncate_sample(text))
         changed: dict[str, set[str]] = {}
         for topic in listed.split(","):
             prefix, _, symbol = topic.strip().partition(".")
@@ -313,7 +318,7 @@ class PolygonProtocol(ProviderProtocol):
             if channel is not None and symbol:
                 changed.setdefault(channel, set()).add(symbol)
         if not changed:
-            return ProviderNotice("success", text)
+            return ProviderNotice("success", truncate_sample(text))
         confirmed = self._confirmed
         for channel, symbols in changed.items():
             if adding:
@@ -327,14 +332,14 @@ class PolygonProtocol(ProviderProtocol):
     # ------------------------------------------------------------------ stocks
 
     def _trade(self, m: Message, ts_recv: int) -> Trade:
-        decimal_size = m.get("ds")
+        decimal = m.get("ds")
         return _new_trade(
             PROVIDER,
-            text_field(m["sym"], "sym"),
+            symbol_of(m["sym"]),
             ms_to_ns(m["t"]),
             ts_recv,
-            float(m["p"]),
-            float(m["s"] if decimal_size is None else decimal_size),
+            price(m["p"]),
+            size(m["s"]) if decimal is None else size_or_decimal(decimal),
             code(m.get("x")),
             code(m.get("i")),
             codes(m.get("c")),
@@ -346,13 +351,13 @@ class PolygonProtocol(ProviderProtocol):
         condition = m.get("c")
         return _new_quote(
             PROVIDER,
-            text_field(m["sym"], "sym"),
+            symbol_of(m["sym"]),
             ms_to_ns(m["t"]),
             ts_recv,
-            float(m["bp"]),
-            float(m["ap"]),
-            float(m["bs"]),
-            float(m["as"]),
+            price(m["bp"]),
+            price(m["ap"]),
+            size(m["bs"]),
+            size(m["as"]),
             code(m.get("bx")),
             code(m.get("ax")),
             () if condition is None else (code(condition),),
@@ -360,36 +365,37 @@ class PolygonProtocol(ProviderProtocol):
             seq_number(m.get("q")),
         )
 
-    def _bar(self, m: Message, ts_recv: int, symbol: str, interval_s: int) -> Bar:
-        decimal_volume = m.get("dv")
+    def _bar(self, m: Message, ts_recv: int, name: object, interval_s: int) -> Bar:
+        decimal = m.get("dv")
+        vwap = m.get("vw")
         return _new_bar(
             PROVIDER,
-            symbol,
+            symbol_of(name),
             ms_to_ns(m["s"]),
             ts_recv,
-            float(m["o"]),
-            float(m["h"]),
-            float(m["l"]),
-            float(m["c"]),
-            float(m["v"] if decimal_volume is None else decimal_volume),
+            price(m["o"]),
+            price(m["h"]),
+            price(m["l"]),
+            price(m["c"]),
+            size(m["v"]) if decimal is None else size_or_decimal(decimal),
             interval_s,
-            float(m.get("vw") or 0.0),
+            0.0 if vwap is None else price(vwap),
         )
 
     def _minute_bar(self, m: Message, ts_recv: int) -> Bar:
-        return self._bar(m, ts_recv, text_field(m["sym"], "sym"), 60)
+        return self._bar(m, ts_recv, m["sym"], 60)
 
     def _second_bar(self, m: Message, ts_recv: int) -> Bar:
-        return self._bar(m, ts_recv, text_field(m["sym"], "sym"), 1)
+        return self._bar(m, ts_recv, m["sym"], 1)
 
     def _luld(self, m: Message, ts_recv: int) -> LimitBands:
         return LimitBands(
             provider=PROVIDER,
-            symbol=text_field(m["T"], "T"),
+            symbol=symbol_of(m["T"]),
             ts_event=any_unit_to_ns(m["t"]),
             ts_recv=ts_recv,
-            limit_up=float(m["h"]),
-            limit_down=float(m["l"]),
+            limit_up=price(m["h"]),
+            limit_down=price(m["l"]),
             indicator=",".join(codes(m.get("i"))),
             tape=tape(m.get("z")),
             seq=seq_number(m.get("q")),
@@ -400,11 +406,11 @@ class PolygonProtocol(ProviderProtocol):
     def _crypto_trade(self, m: Message, ts_recv: int) -> Trade:
         return _new_trade(
             PROVIDER,
-            text_field(m["pair"], "pair"),
+            symbol_of(m["pair"]),
             ms_to_ns(m["t"]),
             ts_recv,
-            float(m["p"]),
-            float(m["s"]),
+            price(m["p"]),
+            size(m["s"]),
             code(m.get("x")),
             code(m.get("i")),
             crypto_sides(m.get("c")),
@@ -416,13 +422,13 @@ class PolygonProtocol(ProviderProtocol):
         exchange = code(m.get("x"))
         return _new_quote(
             PROVIDER,
-            text_field(m["pair"], "pair"),
+            symbol_of(m["pair"]),
             ms_to_ns(m["t"]),
             ts_recv,
-            float(m["bp"]),
-            float(m["ap"]),
-            float(m["bs"]),
-            float(m["as"]),
+            price(m["bp"]),
+            price(m["ap"]),
+            size(m["bs"]),
+            size(m["as"]),
             exchange,
             exchange,
             (),
@@ -433,7 +439,7 @@ class PolygonProtocol(ProviderProtocol):
     def _crypto_book(self, m: Message, ts_recv: int) -> OrderBookUpdate:
         return _new_book(
             PROVIDER,
-            text_field(m["pair"], "pair"),
+            symbol_of(m["pair"]),
             ms_to_ns(m["t"]),
             ts_recv,
             levels(m.get("b", [])),
@@ -442,10 +448,10 @@ class PolygonProtocol(ProviderProtocol):
         )
 
     def _crypto_minute_bar(self, m: Message, ts_recv: int) -> Bar:
-        return self._bar(m, ts_recv, text_field(m["pair"], "pair"), 60)
+        return self._bar(m, ts_recv, m["pair"], 60)
 
     def _crypto_second_bar(self, m: Message, ts_recv: int) -> Bar:
-        return self._bar(m, ts_recv, text_field(m["pair"], "pair"), 1)
+        return self._bar(m, ts_recv, m["pair"], 1)
 
 
 class StrictPolygonProtocol(PolygonProtocol):
