@@ -148,8 +148,8 @@ def test_an_alpaca_page_becomes_backfilled_trades_and_the_next_request() -> None
 
 @pytest.mark.parametrize(
     "bad",
-    [{"p": "1e999"}, {"p": -1.0}, {"s": -5}, {"i": "12"}, {"t": "yesterday"}, {"c": "@"},
-     {"x": 7}],
+    [{"p": "1e999"}, {"p": -1.0}, {"s": -5}, {"s": "5"}, {"i": "12"}, {"t": "yesterday"},
+     {"t": "1970-01-01T00:00:00Z"}, {"t": "2262-04-11T23:47:16Z"}, {"c": "@"}, {"x": 7}],
 )  # fmt: skip
 def test_an_alpaca_row_with_an_impossible_value_is_dropped_and_counted(
     bad: dict[str, object],

@@ -30,7 +30,7 @@ from puffin_trio.providers._history import (
 )
 from puffin_trio.providers._values import price, size, text
 from puffin_trio.providers._values import texts as texts_of
-from puffin_trio.providers.alpaca._timestamps import rfc3339_to_ns
+from puffin_trio.providers.alpaca._timestamps import json_event_ns
 from puffin_trio.providers.alpaca._wire import PROVIDER
 
 __all__ = [
@@ -179,7 +179,7 @@ class AlpacaHistory(RestHistory):
         return Trade(
             provider=PROVIDER,
             symbol=symbol,
-            ts_event=rfc3339_to_ns(stamp),
+            ts_event=json_event_ns(stamp),
             ts_recv=ts_recv,
             price=price(row["p"]),
             size=size(row["s"]),
