@@ -275,14 +275,20 @@ async def test_a_backfill_completes_through_a_passing_fault(
         assert any(status == 429 for _, status in recorder.history)
 
 
+@pytest.mark.parametrize("status", [401, 403])
 @pytest.mark.parametrize("kind", ["alpaca", "polygon", "ib"])
 async def test_a_refused_backfill_is_announced_typed_and_the_live_stream_goes_on(
-    autojump_clock: MockClock, kind: str
+    autojump_clock: MockClock, kind: str, status: int
 ) -> None:
-    seen, recorder, stats = await run_outage(kind, faults=FaultPlan.http_error(0, status=403))
+    """A key without the data (401, 403; IB: error 162 without permissions): the backfill
+    fails at once with a typed detail in its ``Gap`` and ``Status``, nothing is retried,
+    and the live stream goes on."""
+    seen, recorder, stats = await run_outage(kind, faults=FaultPlan.http_error(0, status=status))
     closing = gaps_of(seen, GapReason.BACKFILL)
     assert len(closing) == 2 and not any(g.complete for g in closing)
     assert all("BackfillRefused" in g.detail and g.recovered == 0 for g in closing)
+    if kind != "ib":
+        assert all(f"HTTP {status}" in g.detail for g in closing)
     final = details(seen)[-1]
     assert final.startswith("backfill failed: 0 trades recovered") and "BackfillRefused" in final
     assert stats.backfill.requests == 1  # a refusal is not retried
