@@ -365,6 +365,53 @@ async def test_a_full_hold_ends_the_backfill_at_once(
         assert in_order_without_repeats(got, printed("alpaca", recorder, symbol))
 
 
+@pytest.mark.parametrize("kind", ["alpaca", "polygon"])
+async def test_a_malformed_historical_row_is_dropped_counted_and_its_window_not_complete(
+    autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """One row inside the outage (AAPL's first one 2 s past the window's first row)
+    served with a negative size, which the stream's checks refuse: the backfill goes on,
+    that trade alone is missing, the row is counted, and AAPL's window is announced as
+    not complete, with why."""
+    import puffin_trio.sim.alpaca as sim_alpaca
+    import puffin_trio.sim.polygon as sim_polygon
+
+    module: Any = sim_alpaca if kind == "alpaca" else sim_polygon
+    honest = module.stock_trade_row
+    first: list[int] = []  # the first AAPL row's time
+    served: list[Hashable] = []  # the row made malformed
+
+    def corrupt(p: Any) -> dict[str, Any]:
+        row: dict[str, Any] = honest(p)
+        if p.trade.symbol == "AAPL":
+            if not first:
+                first.append(p.trade.ts_ns)
+            if not served and p.trade.ts_ns >= first[0] + 2 * NS:
+                served.append(identity_of(p))
+            if served and identity_of(p) == served[0]:
+                row["s" if kind == "alpaca" else "size"] = -1
+        return row
+
+    def identity_of(p: Any) -> Hashable:
+        return str(p.trade.trade_id) if kind == "alpaca" else p.seq
+
+    monkeypatch.setattr(module, "stock_trade_row", corrupt)
+    seen, recorder, stats = await run_outage(kind, history_page_size=60)
+    (aapl,) = [g for g in gaps_of(seen, GapReason.BACKFILL) if g.symbol == "AAPL"]
+    (msft,) = [g for g in gaps_of(seen, GapReason.BACKFILL) if g.symbol == "MSFT"]
+    assert not aapl.complete and aapl.detail == "malformed rows dropped: 1"
+    assert aapl.recovered > 30
+    assert msft.complete and msft.detail == ""
+    assert stats.backfill.malformed == 1 and stats.backfill.incomplete == 1
+    final = details(seen)[-1]
+    assert final.startswith("backfill incomplete") and "malformed rows dropped: 1" in final
+    trades = [e for _, e in seen if isinstance(e, Trade)]
+    for symbol in SYMBOLS:
+        got = [identity(kind, t) for t in trades if t.symbol == symbol]
+        tape = [x for x in printed(kind, recorder, symbol) if symbol != "AAPL" or x != served[0]]
+        assert got == tape[: len(got)]
+
+
 # --------------------------------------------------------------------------- property
 
 

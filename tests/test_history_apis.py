@@ -159,7 +159,7 @@ def test_an_alpaca_row_with_an_impossible_value_is_dropped_and_counted(
     body = alpaca_page({"AAPL": [row(1), {**row(2), **bad}, row(3)]}, None)
     page = history.parse(request, body, 0)
     assert [t.trade_id for t in page.trades] == ["1", "3"]
-    assert page.malformed == 1
+    assert page.malformed == 1 and page.dropped == (("AAPL", 1),)
 
 
 @pytest.mark.parametrize(
@@ -270,7 +270,7 @@ def test_a_polygon_row_without_a_usable_value_is_dropped_and_counted(
     rows = [polygon_row(1), {**polygon_row(2), **bad}, polygon_row(3)]
     page = history.parse(request, orjson.dumps({"results": rows, "status": "OK"}), 0)
     assert [t.seq for t in page.trades] == [1, 3]
-    assert page.malformed == 1
+    assert page.malformed == 1 and page.dropped == (("MSFT", 1),)
 
 
 def test_polygon_honours_retry_after() -> None:

@@ -272,8 +272,18 @@ class Backfiller:
                     if isinstance(item, Recovered):
                         recovered += await self._deliver(current, item)
                     else:
-                        await self._close(current, item.symbol, complete=True, detail="")
-        reason = self._stop_reason or "stopped"
+                        # A dropped row may be one of the window's trades: not complete.
+                        await self._close(
+                            current,
+                            item.symbol,
+                            complete=not item.malformed,
+                            detail=f"malformed rows dropped: {item.malformed}"
+                            if item.malformed
+                            else "",
+                        )
+        reason = self._stop_reason or (
+            f"malformed rows dropped: {progress.malformed}" if progress.malformed else "stopped"
+        )
         for symbol in current.pending():
             await self._close(current, symbol, complete=False, detail=reason)
         self.last_duration = trio.current_time() - started

@@ -117,10 +117,12 @@ class InbandHistory:
             symbol = window.symbol
             cursor = window.start_ns // _NS * _NS
             seen_in_cursor = 0  # trades of the cursor's second already handed over
+            dropped = 0  # malformed ticks of this symbol's answers
             while True:
-                trades, sent, answered = await self._one(
+                trades, malformed, sent, answered = await self._one(
                     proto, transport, symbol, cursor, retries, progress
                 )
+                dropped += malformed
                 progress.pages += 1
                 skip = 0
                 while skip < seen_in_cursor and skip < len(trades):
@@ -138,7 +140,7 @@ class InbandHistory:
                 else:
                     cursor = last
                     seen_in_cursor = sum(1 for t in trades if t.ts_event // _NS * _NS == last)
-            await sink.send(Finished(symbol))
+            await sink.send(Finished(symbol, dropped))
 
     async def _one(
         self,
@@ -148,9 +150,9 @@ class InbandHistory:
         cursor: int,
         retries: Retries,
         progress: Progress,
-    ) -> tuple[tuple[Trade, ...], int, int]:
-        """The trades of one request (retried within the budget), and when it was sent
-        and answered (wall clock)."""
+    ) -> tuple[tuple[Trade, ...], int, int, int]:
+        """The trades of one request (retried within the budget), how many of its ticks
+        were malformed, and when it was sent and answered (wall clock)."""
         while True:
             await self._pacer.wait(symbol)
             req_id = proto.request_history(symbol, cursor)
@@ -160,6 +162,7 @@ class InbandHistory:
             self._answers[req_id] = send
             progress.requests += 1
             trades: list[Trade] = []
+            malformed = 0
             failure: BackfillError | None = None
             try:
                 sent = self._wall()
@@ -167,6 +170,7 @@ class InbandHistory:
                 with trio.move_on_after(REPLY_TIMEOUT) as scope:
                     async for reply in receive:
                         progress.malformed += reply.malformed
+                        malformed += reply.malformed
                         if reply.error is not None:
                             failure = self._error(reply.error)
                             break
@@ -181,7 +185,7 @@ class InbandHistory:
             finally:
                 del self._answers[req_id]
             if failure is None:
-                return tuple(trades), sent, self._wall()
+                return tuple(trades), malformed, sent, self._wall()
             if isinstance(failure, BackfillRefused):
                 raise failure
             await retries.after_error(failure)

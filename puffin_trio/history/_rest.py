@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import logging
 import ssl
+from collections import Counter
 from collections.abc import Callable
 from itertools import groupby
 
@@ -139,6 +140,7 @@ async def fetch_rest(
             request: HttpRequest | None = first
             current: str | None = None
             finished: set[str] = set()
+            dropped: Counter[str] = Counter()
             while request is not None:
                 if progress.pages >= MAX_PAGES:
                     raise BackfillError(
@@ -149,6 +151,7 @@ async def fetch_rest(
                 )
                 progress.pages += 1
                 progress.malformed += page.malformed
+                dropped.update(dict(page.dropped))
                 if page.malformed:
                     logger.warning(
                         "%s backfill: %d malformed rows dropped from a page of %s",
@@ -159,10 +162,10 @@ async def fetch_rest(
                 for symbol, trades in groupby(page.trades, key=lambda t: t.symbol):
                     if current is not None and symbol != current and current not in finished:
                         finished.add(current)
-                        await sink.send(Finished(current))
+                        await sink.send(Finished(current, dropped[current]))
                     current = symbol
                     await sink.send(Recovered(symbol, tuple(trades), sent, answered))
                 request = page.next
             for symbol in first.symbols:
                 if symbol not in finished:
-                    await sink.send(Finished(symbol))
+                    await sink.send(Finished(symbol, dropped[symbol]))

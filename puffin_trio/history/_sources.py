@@ -62,9 +62,11 @@ class Recovered:
 
 @attrs.frozen
 class Finished:
-    """Every page of ``symbol`` has been handed over."""
+    """Every page of ``symbol`` has been handed over; ``malformed`` of its rows were
+    dropped on the way (the window is then not complete)."""
 
     symbol: str
+    malformed: int = 0
 
 
 Item = Recovered | Finished

@@ -69,12 +69,18 @@ class HttpRequest:
 @attrs.frozen
 class TradePage:
     """One parsed response: its trades in the API's order (by symbol, then time), the
-    request of the next page (``None``: the last one), and how many rows were malformed
-    (dropped: a price that is not a finite positive number, a missing field, ...)."""
+    request of the next page (``None``: the last one), and the rows dropped as malformed
+    (a price that is not a finite positive number, a missing field, ...): ``(symbol,
+    rows)`` for each symbol that had any, so that its window is not called complete."""
 
     trades: tuple[Trade, ...]
     next: HttpRequest | None
-    malformed: int = 0
+    dropped: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def malformed(self) -> int:
+        """Rows dropped from this page, all symbols together."""
+        return sum(rows for _, rows in self.dropped)
 
 
 def _trade_id(trade: Trade) -> Hashable:

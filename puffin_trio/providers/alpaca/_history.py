@@ -142,10 +142,11 @@ class AlpacaHistory(RestHistory):
         if token is not None and (type(token) is not str or not token):
             raise ValueError("'next_page_token' is not a non-empty string")
         trades: list[Trade] = []
-        malformed = 0
+        dropped: list[tuple[str, int]] = []
         for symbol, rows in by_symbol.items():
             if type(rows) is not list:
                 raise ValueError(f"rows of {symbol!r} are not a list")
+            malformed = 0
             # Each parsed row is freed as its trade is made (see PolygonHistory.parse).
             rows.reverse()
             while rows:
@@ -153,8 +154,10 @@ class AlpacaHistory(RestHistory):
                     trades.append(self._trade(symbol, rows.pop(), ts_recv))
                 except (KeyError, TypeError, ValueError, OverflowError):
                     malformed += 1
+            if malformed:
+                dropped.append((symbol, malformed))
         following = None if token is None else request.with_param("page_token", token)
-        return TradePage(tuple(trades), following, malformed)
+        return TradePage(tuple(trades), following, tuple(dropped))
 
     def _trade(self, symbol: str, row: object, ts_recv: int) -> Trade:
         if type(row) is not dict:

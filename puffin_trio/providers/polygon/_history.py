@@ -135,7 +135,7 @@ class PolygonHistory(RestHistory):
                 trades.append(self._trade(symbol, rows.pop(), ts_recv))
             except (KeyError, TypeError, ValueError, OverflowError):
                 malformed += 1
-        return TradePage(tuple(trades), following, malformed)
+        return TradePage(tuple(trades), following, ((symbol, malformed),) if malformed else ())
 
     @staticmethod
     def _next(request: HttpRequest, next_url: object) -> HttpRequest | None:
