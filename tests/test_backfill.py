@@ -60,8 +60,13 @@ def identity(provider: str, trade: Trade) -> Hashable:
 
 def printed(provider: str, recorder: SimRecorder[Any], symbol: str) -> list[Hashable]:
     """Every trade of ``symbol`` the simulator's market printed, named as ``identity``."""
+    return printed_as(provider, recorder.tape.page(symbol, 0, 2**63 - 1, None, None))
+
+
+def printed_as(provider: str, tape: list[Any]) -> list[Hashable]:
+    """The simulator's tape entries, named as ``identity``."""
     out: list[Hashable] = []
-    for p in recorder.tape.page(symbol, 0, 2**63 - 1, None, None):
+    for p in tape:
         if provider == "alpaca":
             out.append(str(p.trade.trade_id))
         elif provider == "polygon":
@@ -365,7 +370,7 @@ async def test_a_full_hold_ends_the_backfill_at_once(
         assert in_order_without_repeats(got, printed("alpaca", recorder, symbol))
 
 
-@pytest.mark.parametrize("kind", ["alpaca", "polygon"])
+@pytest.mark.parametrize("kind", ["alpaca", "polygon", "ib"])
 async def test_a_malformed_historical_row_is_dropped_counted_and_its_window_not_complete(
     autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:
@@ -374,29 +379,46 @@ async def test_a_malformed_historical_row_is_dropped_counted_and_its_window_not_
     that trade alone is missing, the row is counted, and AAPL's window is announced as
     not complete, with why."""
     import puffin_trio.sim.alpaca as sim_alpaca
+    import puffin_trio.sim.ib._connection as sim_ib
     import puffin_trio.sim.polygon as sim_polygon
 
-    module: Any = sim_alpaca if kind == "alpaca" else sim_polygon
-    honest = module.stock_trade_row
     first: list[int] = []  # the first AAPL row's time
-    served: list[Hashable] = []  # the row made malformed
+    bad: list[Any] = []  # the tape entry served as a malformed row
 
-    def corrupt(p: Any) -> dict[str, Any]:
-        row: dict[str, Any] = honest(p)
-        if p.trade.symbol == "AAPL":
-            if not first:
-                first.append(p.trade.ts_ns)
-            if not served and p.trade.ts_ns >= first[0] + 2 * NS:
-                served.append(identity_of(p))
-            if served and identity_of(p) == served[0]:
+    def is_bad(p: Any) -> bool:
+        if p.trade.symbol != "AAPL":
+            return False
+        if not first:
+            first.append(p.trade.ts_ns)
+        if not bad and p.trade.ts_ns >= first[0] + 2 * NS:
+            bad.append(p)
+        return bool(bad) and p is bad[0]
+
+    if kind == "ib":
+        honest_ticks = sim_ib.historical_ticks_last
+
+        def corrupt_ticks(req_id: str, printed: list[Any], *, truncated: bool) -> list[str]:
+            fields: list[str] = honest_ticks(req_id, printed, truncated=truncated)
+            for i, p in enumerate(printed):
+                if is_bad(p):
+                    fields[3 + 6 * i + 3] = "-1"  # its size
+            return fields
+
+        monkeypatch.setattr(sim_ib, "historical_ticks_last", corrupt_ticks)
+        sim: dict[str, Any] = {}
+    else:
+        module: Any = sim_alpaca if kind == "alpaca" else sim_polygon
+        honest_row = module.stock_trade_row
+
+        def corrupt_row(p: Any) -> dict[str, Any]:
+            row: dict[str, Any] = honest_row(p)
+            if is_bad(p):
                 row["s" if kind == "alpaca" else "size"] = -1
-        return row
+            return row
 
-    def identity_of(p: Any) -> Hashable:
-        return str(p.trade.trade_id) if kind == "alpaca" else p.seq
-
-    monkeypatch.setattr(module, "stock_trade_row", corrupt)
-    seen, recorder, stats = await run_outage(kind, history_page_size=60)
+        monkeypatch.setattr(module, "stock_trade_row", corrupt_row)
+        sim = {"history_page_size": 60}
+    seen, recorder, stats = await run_outage(kind, **sim)
     (aapl,) = [g for g in gaps_of(seen, GapReason.BACKFILL) if g.symbol == "AAPL"]
     (msft,) = [g for g in gaps_of(seen, GapReason.BACKFILL) if g.symbol == "MSFT"]
     assert not aapl.complete and aapl.detail == "malformed rows dropped: 1"
@@ -408,8 +430,9 @@ async def test_a_malformed_historical_row_is_dropped_counted_and_its_window_not_
     trades = [e for _, e in seen if isinstance(e, Trade)]
     for symbol in SYMBOLS:
         got = [identity(kind, t) for t in trades if t.symbol == symbol]
-        tape = [x for x in printed(kind, recorder, symbol) if symbol != "AAPL" or x != served[0]]
-        assert got == tape[: len(got)]
+        tape = [x for x in recorder.tape.page(symbol, 0, 2**63 - 1, None, None) if x is not bad[0]]
+        expected = printed_as(kind, tape)
+        assert got == expected[: len(got)]
 
 
 # --------------------------------------------------------------------------- property
