@@ -35,7 +35,10 @@ from puffin_trio.history import _backfill
 from puffin_trio.providers import AlpacaProvider, IBProvider, PolygonProvider, Provider
 from puffin_trio.sim import FaultPlan
 from puffin_trio.sim._server import SimRecorder
-from tests._support import KEY, POLYGON_KEY, SECRET, alpaca_sim, ib_sim, polygon_sim
+from tests._support import KEY, POLYGON_KEY, SECRET, alpaca_sim, ib_sim, polygon_sim, transport
+
+#: Every test here runs once per WebSocket transport (IB's, a TCP one, runs twice alike).
+pytestmark = pytest.mark.usefixtures("ws_transport")
 
 NS = 1_000_000_000
 SYMBOLS = ("AAPL", "MSFT")
@@ -87,6 +90,7 @@ async def simulator(
 
             def alpaca(**options: Any) -> Provider:
                 options.setdefault("backfill", "trades")
+                options.setdefault("transport", transport())
                 return AlpacaProvider(key=KEY, secret=SECRET, url=url, rest_url=base, **options)
 
             yield alpaca, recorder, wall
@@ -96,6 +100,7 @@ async def simulator(
 
             def polygon(**options: Any) -> Provider:
                 options.setdefault("backfill", "trades")
+                options.setdefault("transport", transport())
                 return PolygonProvider(key=POLYGON_KEY, url=url, rest_url=base, sequence="strict",
                                        **options)  # fmt: skip
 
