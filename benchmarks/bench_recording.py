@@ -133,7 +133,7 @@ def shifted(events: Sequence[Event], total: int) -> Iterator[list[Event]]:
     """``total`` events: ``events`` again and again, later each time, in chunks of 4,096."""
     span = events[-1].ts_recv - events[0].ts_recv + FRAME_STEP_NS
     rows = [(type(e), list(attrs.astuple(e, recurse=False))) for e in events]
-    builders = {cls: SCHEMAS[cls]._build for cls in {type(e) for e in events}}
+    builders = {cls: SCHEMAS[cls].build for cls in {type(e) for e in events}}
     names = {cls: [f.name for f in attrs.fields(cls)] for cls in builders}
     stamps = {cls: (names[cls].index("ts_event"), names[cls].index("ts_recv")) for cls in builders}
     produced = 0
