@@ -86,6 +86,9 @@ _CHUNK: Final = 4096
 #: a million events, two seconds of a very busy feed, a few tenths of a
 #: second of the writer thread.
 _MAX_UNSEALED_BYTES: Final = 64 * 2**20
+#: Worker threads writing one seal's segments (one per partition) at once: the
+#: machine's second core, if it has one, encodes while the first does.
+_WRITERS: Final = 2
 #: Rotated files waiting to be finished before the sealer waits (one per
 #: partition and rotation, so this is never reached unless finishing stalls).
 _FINISH_QUEUE: Final = 64
@@ -315,18 +318,17 @@ class Recorder:
         self._events = []
         base = self._next_index
         self._next_index += len(events)
-        groups: dict[tuple[str, type], list[int]] = {}
-        for i, event in enumerate(events):
+        # One pass: the events of each (provider, class) and their positions in the run.
+        groups: dict[tuple[str, type], tuple[list[Event], list[int]]] = {}
+        for i, event in enumerate(events, base):
             key = (event.provider, type(event))
             group = groups.get(key)
             if group is None:
-                groups[key] = [i]
-            else:
-                group.append(i)
-        for (provider, cls), indices in groups.items():
+                groups[key] = group = ([], [])
+            group[0].append(event)
+            group[1].append(i)
+        for (provider, cls), (chosen, positions) in groups.items():
             schema = SCHEMAS[cls]
-            chosen = [events[i] for i in indices] if len(indices) < len(events) else events
-            positions = [base + i for i in indices]
             try:
                 batch = schema.to_batch(chosen, positions, provider=provider)
             except _CONVERSION_ERRORS:
@@ -427,12 +429,13 @@ class Recorder:
         self._sealing_rows = rows
         self._room.unpark_all()
         if taken:
-            jobs = [(p.parts, job) for p, job in taken]
-            sizes, error = await trio.to_thread.run_sync(
-                write_segments, self._root, jobs, self._fsync
-            )
+            sizes, error = await self._write_segments(taken)
             now = trio.current_time()
-            for (partition, job), size in zip(taken, sizes, strict=False):
+            lost = 0
+            for (partition, job), size in zip(taken, sizes, strict=True):
+                if size is None:
+                    lost += job.rows
+                    continue
                 if not partition.segments:
                     partition.opened_at = now
                 partition.segments.append(job.name)
@@ -442,7 +445,6 @@ class Recorder:
                 self._bytes += size
                 self._files += 1
             if error is not None:
-                lost = sum(job.rows for _, job in taken[len(sizes) :])
                 lost += len(self._events) + self._unsealed_rows
                 self._sealing_rows = 0
                 self._fail(error, lost=lost)
@@ -452,6 +454,34 @@ class Recorder:
         self._seals_done += 1
         self._sealed.unpark_all()
         await self._rotate(final=final)
+
+    async def _write_segments(
+        self, taken: list[tuple[_Partition, SegmentJob]]
+    ) -> tuple[list[int | None], RecordingError | None]:
+        """Write the segments in :data:`_WRITERS` worker threads; each one's size (None:
+        not written) and the first failure.
+
+        Encoding and compressing a segment runs without the GIL, so a second
+        thread writes while the first does, and the event loop keeps converting.
+        """
+        shares = [taken[i :: _WRITERS] for i in range(min(_WRITERS, len(taken)))]
+        results: list[tuple[list[int], RecordingError | None]] = [([], None)] * len(shares)
+
+        async def write(index: int) -> None:
+            jobs = [(p.parts, job) for p, job in shares[index]]
+            results[index] = await trio.to_thread.run_sync(
+                write_segments, self._root, jobs, self._fsync
+            )
+
+        async with trio.open_nursery() as nursery:
+            for index in range(len(shares)):
+                nursery.start_soon(write, index)
+        sizes: list[int | None] = [None] * len(taken)
+        for index, (written, _) in enumerate(results):
+            for n, size in enumerate(written):
+                sizes[index + n * _WRITERS] = size
+        errors = [error for _, error in results if error is not None]
+        return sizes, errors[0] if errors else None
 
     async def _rotate(self, *, final: bool) -> None:
         """Hand every file that is due (by time or size, or all when closing) to the finisher."""
