@@ -3,8 +3,8 @@
 This module owns :func:`open_recorder` and :class:`Recorder`: buffering the
 events it is given, converting them to Arrow on the event loop in slices of
 :data:`_CHUNK` events, sealing one segment per partition every
-``flush_interval`` in a worker thread, rotating files by time and size, and
-finishing rotated files in a second worker thread. It must not block the
+``flush_interval`` in worker threads, rotating files by time and size, and
+finishing rotated files in another worker thread. It must not block the
 event loop on the disk, grow memory without bound, or lose an event without
 raising.
 

@@ -13,7 +13,8 @@ event up to the smallest *last* key among the buffered batches is in order
 relative to everything not yet read (each chain is in ``ts_recv`` order, as a
 live recording is), so those events are sorted together (one vectorised sort
 by ``ts_recv``, run and ``rec_index``) and published, and the chains that ran
-dry read their next batch. A chain is opened only once the merge reaches the
+dry read their next batch. A round takes at most :data:`_ROUND` events of each
+chain, built into event objects only then. A chain is opened only once the merge reaches the
 first ``ts_recv`` of its files (from the Parquet statistics), so memory
 depends on how many chains overlap in time, not on how long the recording is.
 """
@@ -23,10 +24,10 @@ from __future__ import annotations
 import math
 import operator
 from bisect import bisect_left, bisect_right
-from itertools import islice
 from collections.abc import AsyncIterator, Collection, Iterable, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from itertools import islice
 from os import PathLike
 from pathlib import Path
 from typing import Any, Final
