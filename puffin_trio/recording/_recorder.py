@@ -500,9 +500,10 @@ class Recorder:
         self._unsealed_rows = 0
         self._sealing_rows = rows
         self._room.unpark_all()
-        # The taken segments' rows handed to the encoder must be in them first.
+        # The taken segments' rows handed to the encoder must be in them first (and,
+        # after a failure, the encoder must be done with them before they are given up).
         encoded = self._encodes_queued
-        while self._encodes_done < encoded and self._error is None:
+        while self._encodes_done < encoded:
             await self._encoded.park()
         if self._error is not None:
             self._sealing_rows = 0
@@ -637,7 +638,6 @@ class Recorder:
             self._error = error
         self._room.unpark_all()
         self._sealed.unpark_all()
-        self._encoded.unpark_all()
         for scope in self._record_scopes:
             scope.cancel()
 
