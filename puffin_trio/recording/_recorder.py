@@ -12,13 +12,17 @@ Durability: a crash (even SIGKILL) loses only what was not yet in a sealed
 segment: events that arrived since the last seal began, at most
 ``flush_interval`` plus the time one seal takes. Sealed segments and finished
 files are complete Parquet files; see :mod:`puffin_trio.recording._layout`
-for how a finished file replaces its segments.
+for how a finished file replaces its segments. A partition's rows may be
+encoded into its segment before the seal (:data:`_ENCODE_ROWS` at a time, by
+an encoder thread), but under a hidden temporary name that only the seal
+turns into a ``.parquet`` name.
 
 Memory: at most :data:`_CHUNK` events wait as Python objects; converted
-batches wait for the next seal, and once :data:`_MAX_UNSEALED_BYTES` of them
-wait, :meth:`Recorder.write` and :meth:`Recorder.record` wait for the seal to
-take them (with ``overflow="block"`` upstream, a disk slower than the feed
-slows the feed). At most twice that is held: one set being written, one filling.
+batches wait for the encoder or the next seal, and once
+:data:`_MAX_UNSEALED_BYTES` of them wait, :meth:`Recorder.write` and
+:meth:`Recorder.record` wait for the encoder or the seal to take them (with
+``overflow="block"`` upstream, a disk slower than the feed slows the feed).
+At most twice that is held: one set being written, one filling.
 """
 
 from __future__ import annotations
