@@ -27,3 +27,4 @@ bench: $(VENV)/bin/puffin-trio
 	$(VENV)/bin/python benchmarks/bench_rss.py $(ARGS)
 	$(VENV)/bin/python benchmarks/bench_redis.py $(ARGS)
 	$(VENV)/bin/python benchmarks/bench_recording.py $(ARGS)
+	$(VENV)/bin/python benchmarks/bench_backfill.py $(ARGS)

@@ -15,6 +15,8 @@ from puffin_trio.channels import (
 )
 from puffin_trio.errors import (
     AuthenticationError,
+    BackfillError,
+    BackfillRefused,
     CodecError,
     ConfigurationError,
     ConnectionLimitError,
@@ -53,6 +55,7 @@ from puffin_trio.events import (
 )
 from puffin_trio.guard import GuardMode, SequenceGuard, SequenceGuardStatistics
 from puffin_trio.histogram import HistogramSnapshot
+from puffin_trio.history import BackfillStatistics
 from puffin_trio.market_hours import MarketSession
 from puffin_trio.metrics import serve_metrics
 from puffin_trio.recording import Recorder, RecorderStatistics, open_recorder, open_replay
@@ -69,6 +72,9 @@ from puffin_trio.supervisor import RestartPolicy, Supervisor, SupervisorStatisti
 
 __all__ = [
     "AuthenticationError",
+    "BackfillError",
+    "BackfillRefused",
+    "BackfillStatistics",
     "Bar",
     "BarAggregator",
     "BarAggregatorStatistics",

@@ -498,6 +498,8 @@ class OrderBooks:
 
     def _on_gap(self, gap: Gap) -> None:
         reason = gap.reason
+        if reason is GapReason.BACKFILL:
+            return  # trades recovered after a reconnect: nothing a book holds
         if reason is GapReason.RECONNECT:
             why = f"reconnect of {gap.stream}"
             targets = [b for (p, _), b in self._books.items() if p == gap.provider]

@@ -39,7 +39,7 @@ from rich.text import Text
 from puffin_trio import codec
 from puffin_trio.bars import BarAggregator
 from puffin_trio.errors import ConfigurationError, PuffinError
-from puffin_trio.events import Bar, Event, Gap, Quote, SessionState, Status, Trade
+from puffin_trio.events import Bar, Event, Gap, GapReason, Quote, SessionState, Status, Trade
 from puffin_trio.providers import AlpacaProvider, IBProvider, PolygonProvider, Provider
 from puffin_trio.redis import _cli as redis_cli
 from puffin_trio.supervisor import RestartPolicy, Supervisor
@@ -66,6 +66,24 @@ class _SymbolView:
 
 
 @attrs.define
+class _Reconnect:
+    """An incident line for a reconnect: its outage, and what its backfill recovered."""
+
+    stream: str
+    outage_ms: float
+    backfilled: int | None = None
+    incomplete: bool = False
+
+    def __str__(self) -> str:
+        text = f"gap on {self.stream}: reconnect, {self.outage_ms:.0f} ms"
+        if self.backfilled is not None:
+            text += f", {self.backfilled} trades backfilled"
+            if self.incomplete:
+                text += " (incomplete)"
+        return text
+
+
+@attrs.define
 class DemoView:
     """What the live view shows, updated by the consumer task (one event at a time)."""
 
@@ -74,7 +92,9 @@ class DemoView:
     status: dict[str, str] = attrs.Factory(dict)
     events: int = 0
     gaps: int = 0
-    log: deque[str] = attrs.Factory(lambda: deque(maxlen=6))
+    log: deque[str | _Reconnect] = attrs.Factory(lambda: deque(maxlen=6))
+    #: The last reconnect line of each session, which its backfill's gaps complete.
+    _reconnects: dict[str, _Reconnect] = attrs.Factory(dict)
 
     def apply(self, event: Event, now: float, *, received: bool = True) -> None:
         """Show ``event``; ``received=False`` for a bar the view aggregated itself (not counted)."""
@@ -91,16 +111,29 @@ class DemoView:
             self._symbol(event.provider, event.symbol).bar = event
         elif isinstance(event, Status):
             self.status[event.session] = event.state.value
+            if event.detail.startswith("backfill"):
+                return  # the reconnect's gap line says what its backfill recovered
             if event.attempt or event.detail or event.state in _INCIDENTS:
                 detail = f" ({event.detail})" if event.detail else ""
                 self.log.append(f"{event.session}: {event.state.value}{detail}")
         elif isinstance(event, Gap):
-            self.gaps += 1
-            if event.window_start is not None and event.window_end is not None:
-                what = f"outage of {(event.window_end - event.window_start) / 1e6:.0f} ms"
-            else:
-                what = f"{event.missing} missing"
-            self.log.append(f"gap on {event.stream}: {event.reason.value}, {what}")
+            self._gap(event)
+
+    def _gap(self, event: Gap) -> None:
+        if event.reason is GapReason.BACKFILL:
+            line = self._reconnects.get(event.stream)
+            if line is not None:
+                line.backfilled = (line.backfilled or 0) + event.recovered
+                line.incomplete = line.incomplete or not event.complete
+            if event.complete:
+                return  # nothing is missing: accounting, not a gap
+        self.gaps += 1
+        start, end = event.window_start, event.window_end
+        if event.reason is GapReason.RECONNECT and start is not None and end is not None:
+            line = self._reconnects[event.stream] = _Reconnect(event.stream, (end - start) / 1e6)
+            self.log.append(line)
+        elif event.reason is not GapReason.BACKFILL:
+            self.log.append(f"gap on {event.stream}: {event.reason.value}, {event.missing} missing")
 
     def _symbol(self, provider: str, symbol: str) -> _SymbolView:
         view = self.symbols.get((provider, symbol))
@@ -144,7 +177,7 @@ class DemoView:
             )
         states = ", ".join(f"{k}: {s}" for k, s in sorted(self.status.items())) or "starting"
         header = Text(f"sessions: {states}   events: {self.events}   gaps: {self.gaps}")
-        log = Text("\n".join(self.log) or "(no incidents)", style="dim")
+        log = Text("\n".join(str(line) for line in self.log) or "(no incidents)", style="dim")
         return Group(header, table, log)
 
 
@@ -202,8 +235,10 @@ async def run_demo(
     """Simulator + supervisor + live view; returns the final view (for tests).
 
     With ``chaos`` the Alpaca simulator drops the first connection after 600
-    messages, so the demo shows a reconnect, a resubscribe and the
-    ``Gap(reason="reconnect")`` that announces it.
+    messages, so the demo shows a reconnect, a resubscribe, the
+    ``Gap(reason="reconnect")`` that announces it and the backfill of the
+    outage's trades from the simulator's historical API (every provider runs
+    with ``backfill="trades"``).
     """
     async with open_demo_supervisor(symbols=symbols, rate=rate, chaos=chaos) as sup:
         async with sup.events(capacity=4096, overflow="conflate", name="view") as events:
@@ -216,10 +251,10 @@ async def open_demo_supervisor(
 ) -> AsyncIterator[Supervisor]:
     """The Alpaca, Polygon and IB simulators in-process, streaming through one supervisor.
 
-    Each provider is subscribed to trades and quotes of ``symbols``. With
-    ``chaos`` the Alpaca simulator drops the first connection after 600
-    messages (a reconnect, a resubscribe and its ``Gap``). The simulators
-    stop when the block ends.
+    Each provider is subscribed to trades and quotes of ``symbols``, with
+    ``backfill="trades"``. With ``chaos`` the Alpaca simulator drops the first
+    connection after 600 messages (a reconnect, a resubscribe, its ``Gap`` and
+    the backfill of its trades). The simulators stop when the block ends.
     """
     from puffin_trio.sim import FaultPlan, serve_alpaca, serve_ib, serve_polygon
 
@@ -247,9 +282,16 @@ async def open_demo_supervisor(
                 key=DEMO_KEY,
                 secret=DEMO_SECRET,
                 url=f"ws://127.0.0.1:{alpaca_port}/v2/iex",
+                backfill="trades",
+                rest_url=f"http://127.0.0.1:{alpaca_port}",
             )
-            polygon = PolygonProvider(key=DEMO_KEY, url=f"ws://127.0.0.1:{polygon_port}/stocks")
-            ib = IBProvider(host="127.0.0.1", port=ib_port, client_id=1)
+            polygon = PolygonProvider(
+                key=DEMO_KEY,
+                url=f"ws://127.0.0.1:{polygon_port}/stocks",
+                backfill="trades",
+                rest_url=f"http://127.0.0.1:{polygon_port}",
+            )
+            ib = IBProvider(host="127.0.0.1", port=ib_port, client_id=1, backfill="trades")
             restart = RestartPolicy(initial=0.5, max_delay=5.0)
             async with Supervisor.open(restart=restart) as sup:
                 sup.add(alpaca, trades=list(symbols), quotes=list(symbols))

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 __all__ = [
     "AuthenticationError",
+    "BackfillError",
+    "BackfillRefused",
     "CodecError",
     "ConfigurationError",
     "ConnectionLimitError",
@@ -141,6 +143,20 @@ class HeartbeatTimeout(TransientProviderError):
 
 class StaleFeedError(TransientProviderError):
     """Subscriptions stayed silent during market hours even after a resubscribe."""
+
+
+class BackfillError(ProviderError):
+    """A backfill could not recover (all of) its window; the live stream is not affected.
+
+    Never raised out of a session: it ends the backfill, and its type and
+    message become the ``detail`` of the announcing ``Gap`` and ``Status``.
+    ``code`` is the HTTP status (or the IB error code) when there was one.
+    """
+
+
+class BackfillRefused(BackfillError):
+    """The historical API refused the request (HTTP 401/403, IB 162 without permissions):
+    the key lacks the data, so retrying cannot help."""
 
 
 class RestartBudgetExceeded(PuffinError):

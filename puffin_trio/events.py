@@ -89,6 +89,9 @@ class Trade(_Timestamped):
     conditions: tuple[str, ...] = ()
     tape: str = ""
     seq: int | None = None
+    #: True for a trade recovered from the provider's historical API after a
+    #: reconnect (``backfill="trades"``), False for one received live.
+    backfilled: bool = False
 
     @property
     def volume(self) -> float:
@@ -268,6 +271,8 @@ class GapReason(enum.StrEnum):
     RECONNECT = "reconnect"  #: the connection was down; data in the window is missing
     OVERFLOW = "overflow"  #: a consumer's overflow policy dropped events
     MALFORMED = "malformed"  #: a frame (or a message in one) could not be decoded here
+    #: one symbol's trades of a reconnect window were backfilled (see ``Gap``)
+    BACKFILL = "backfill"
 
 
 @attrs.frozen(kw_only=True, weakref_slot=False)
@@ -301,6 +306,15 @@ class Gap(_Timestamped):
       reconnect gap the outage window (last message before the drop, first
       after the reconnect); for a malformed gap the receive time of the bad
       frame (both ends).
+
+    A ``backfill`` gap closes the backfill of one symbol's trades after a
+    reconnect (``docs/guide/backfill.rst``): the ``recovered`` trades before it,
+    flagged ``Trade.backfilled``, came from the provider's historical API for
+    the window ``window_start``..``window_end`` (provider time);
+    ``complete`` says whether the whole window was fetched; if not,
+    ``detail`` says why and ``missing`` counts the trades known to be lost
+    (``0`` when the provider's numbering cannot tell). The other reasons leave
+    ``recovered`` 0, ``complete`` False and ``detail`` empty.
     """
 
     provider: str
@@ -315,6 +329,9 @@ class Gap(_Timestamped):
     window_start: int | None = None
     window_end: int | None = None
     seq: int | None = None
+    recovered: int = 0
+    complete: bool = False
+    detail: str = ""
 
 
 #: Market data events (what a provider produces).

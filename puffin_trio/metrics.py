@@ -96,6 +96,15 @@ _SESSION_COUNTERS: Final[Mapping[str, str]] = {
     "unknown": "Messages of an unknown type (ignored)",
     "resubscribes": "Resubscriptions after silence or at the provider's request",
 }
+#: A session's backfill counters (``backfill="trades"``), as ``puffin_session_backfill_*``.
+_BACKFILL_COUNTERS: Final[Mapping[str, str]] = {
+    "backfills": "Reconnect windows backfilled",
+    "recovered": "Trades recovered from the historical API and delivered",
+    "duplicates": "Trades dropped at a backfill's seams (received both ways)",
+    "incomplete": "Symbol windows a backfill could not recover entirely",
+    "requests": "Historical requests sent (retries included)",
+    "pages": "Historical pages received",
+}
 _CONSUMER_COUNTERS: Final[Mapping[str, str]] = {
     "published": "Events published while the consumer was registered",
     "delivered": "Events handed to the consumer",
@@ -164,12 +173,34 @@ class _Collector(Collector):
                 state.add_metric([name, s.provider, member.value], float(s.state is member))
             _add_histogram(lag, [name, s.provider], s.lag_histogram)
         yield from (rtt, stale, state, lag)
+        yield from self._backfills(sessions)
         yield from self._consumers(statistics.consumers)
         yield CounterMetricFamily(
             "puffin_unconsumed",
             "Events published while no consumer was registered",
             value=statistics.unconsumed,
         )
+
+    def _backfills(self, sessions: Mapping[str, Any]) -> Iterator[Metric]:
+        labels = ["session", "provider"]
+        backfilling = {n: s for n, s in sessions.items() if s.backfill is not None}
+        if not backfilling:
+            return
+        for field, help_text in _BACKFILL_COUNTERS.items():
+            family = CounterMetricFamily(
+                f"puffin_session_backfill_{field}", help_text, labels=labels
+            )
+            for name, s in backfilling.items():
+                family.add_metric([name, s.provider], getattr(s.backfill, field))
+            yield family
+        held = GaugeMetricFamily(
+            "puffin_session_backfill_held",
+            "Live trades held back now while their backfill runs",
+            labels=labels,
+        )
+        for name, s in backfilling.items():
+            held.add_metric([name, s.provider], s.backfill.held)
+        yield held
 
     def _consumers(self, consumers: Mapping[str, Any]) -> Iterator[Metric]:
         labels = ["consumer", "policy"]

@@ -20,6 +20,9 @@ with up to five sibling tasks:
 * **commander**: applies live ``subscribe``/``unsubscribe`` commands.
 * **guard timer** (providers with sequence numbers only): releases what the
   sequence guard has held back for its time bound.
+* **backfill** (``backfill="trades"``, after a reconnect): recovers the
+  outage's trades and delivers them before the held live ones
+  (:mod:`puffin_trio.history`); its failures are announced, never raised.
 
 The reader runs from the start of the connection; the others once it is
 authenticated. Any task that raises ends the connection and :meth:`run`
@@ -64,6 +67,7 @@ from puffin_trio.events import (
 )
 from puffin_trio.guard import SequenceGuard
 from puffin_trio.histogram import HistogramSnapshot, LagHistogram
+from puffin_trio.history import Backfiller, BackfillStatistics
 from puffin_trio.market_hours import MarketSession, preload
 from puffin_trio.providers._base import (
     Authenticated,
@@ -71,6 +75,7 @@ from puffin_trio.providers._base import (
     Control,
     Frame,
     HeartbeatReply,
+    HistoryReply,
     Malformed,
     Provider,
     ProviderFailure,
@@ -150,6 +155,8 @@ class SessionStatistics:
     confirmed: Mapping[str, frozenset[str]]
     #: ``lag_ns`` observed once per published batch, as a histogram (seconds).
     lag_histogram: HistogramSnapshot
+    #: Backfill counters (``None`` without ``backfill="trades"``).
+    backfill: BackfillStatistics | None = None
 
 
 class _Command:
@@ -224,6 +231,18 @@ class ProviderSession:
         self.lag_histogram = LagHistogram()
         #: Notices to act on after the current frame: (notice, staleness changed).
         self._notices: list[tuple[ProviderNotice, bool]] = []
+        #: Recovers the trades of each reconnect's outage (``backfill="trades"``).
+        self._backfill = (
+            Backfiller(
+                provider,
+                stream=name,
+                fanout=fanout,
+                wall_clock=wall_clock,
+                status=lambda detail: self._status(self.state, detail=detail),
+            )
+            if provider.backfill == "trades"
+            else None
+        )
 
     # ------------------------------------------------------------------ public
 
@@ -244,9 +263,10 @@ class ProviderSession:
         self.stale = False
         self._until_streaming: tuple[dict[str, frozenset[str]], int] | None = None
         self._drop_queued_commands()
-        if self._carry:
-            carry, self._carry = self._carry, []
-            await self._fanout.publish_batch(carry)
+        await self._publish_carry()
+        if self._backfill is not None and attempt > 0:
+            trades = self.subscriptions.desired.get("trades", frozenset())
+            self._backfill.prepare(trades, outage_start=outage_start)
         await self._set_state(SessionState.CONNECTING, attempt=attempt)
         self._receiving = trio.CancelScope()
         self._stopping = self._waiting_for_frame = False
@@ -285,17 +305,20 @@ class ProviderSession:
                             self._spawn(tasks, stop, self._commander, proto, transport)
                             if self._guard is not None:
                                 self._spawn(tasks, stop, self._guard_timer)
+                            if self._backfill is not None:
+                                self._spawn(tasks, stop, self._backfill.run, proto, transport)
             finally:
                 self._frames_before += transport.frames_received
                 self._bytes_before += transport.bytes_received
                 self._transport = None
                 self._ended_at = trio.current_time()
+                if self._backfill is not None:
+                    # What a backfill still held arrived before what the guard still holds.
+                    self._carry.extend(self._backfill.abandon())
                 self._retire_guard()
         if failure:
-            if self._carry:
-                # Before the supervisor announces the reconnect: these arrived first.
-                carry, self._carry = self._carry, []
-                await self._fanout.publish_batch(carry)
+            # Before the supervisor announces the reconnect: these arrived first.
+            await self._publish_carry()
             raise failure[0]
 
     async def subscribe(self, topics: Mapping[str, frozenset[str]]) -> bool:
@@ -381,6 +404,7 @@ class ProviderSession:
             desired=dict(self.subscriptions.desired),
             confirmed=dict(self.subscriptions.confirmed),
             lag_histogram=self.lag_histogram.snapshot(),
+            backfill=None if self._backfill is None else self._backfill.statistics(),
         )
 
     async def announce(self, state: SessionState, *, detail: str = "", attempt: int = 0) -> None:
@@ -454,6 +478,15 @@ class ProviderSession:
             await self.subscriptions.wait_confirmed(topics, removed=action == "unsubscribe")
             return True
         return False
+
+    async def _publish_carry(self) -> None:
+        """Publish what the last connection left (its guard's held events, its backfill's
+        held trades), first thing."""
+        if self._carry:
+            carry, self._carry = self._carry, []
+            if self._backfill is not None:
+                self._backfill.filter(carry)
+            await self._fanout.publish_batch(carry)
 
     def _drop_queued_commands(self) -> None:
         """Commands queued before a (re)connect are covered by the desired state it replays."""
@@ -589,6 +622,7 @@ class ProviderSession:
         fanout = self._fanout
         guard = self._guard
         feed = None if guard is None else guard.feed
+        backfill = self._backfill
         stream_key = proto.stream_key
         # Trades, quotes and books: where their symbols' liveness goes. One lookup
         # per item for those (the bulk of the data); other items take a second one
@@ -646,6 +680,8 @@ class ProviderSession:
                 if failure is not None or self._notices or len(batch) >= _MAX_BATCH:
                     break
                 frame = transport.receive_nowait()
+            if batch and backfill is not None:
+                backfill.filter(batch)
             if batch:
                 self.messages += len(batch)
                 self._last_event_wall = ts_recv
@@ -672,6 +708,9 @@ class ProviderSession:
             logger.debug("%s: server hello %s", self.name, item.detail)
         elif isinstance(item, HeartbeatReply):
             self._heartbeat_reply.set()
+        elif isinstance(item, HistoryReply):
+            if self._backfill is not None:
+                self._backfill.answer(item)
         elif isinstance(item, UnknownMessage):
             self.unknown += 1
             if self.unknown <= _LOG_FIRST_MALFORMED:
@@ -838,6 +877,8 @@ class ProviderSession:
             await trio.sleep_until(deadline / 1e9)
             # Woken at or after the deadline; the float round trip may read 1 ns short.
             guard.poll(max(deadline, _monotonic_ns()), out, self._wall())
+            if out and self._backfill is not None:
+                self._backfill.filter(out)
             if out:
                 self.messages += len(out)
                 await self._fanout.publish_batch(out)

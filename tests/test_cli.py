@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 import sys
 from functools import partial
@@ -34,6 +35,8 @@ def test_demo_streams_through_the_pipeline_and_shows_the_reconnect() -> None:
         assert name in out
     assert "reconnecting" in out
     assert "gap on alpaca: reconnect" in out
+    # The outage's trades were recovered from the simulator's historical endpoint.
+    assert re.search(r"gap on alpaca: reconnect, \d+ ms, [1-9]\d* trades backfilled", out)
     assert "streamed" in out
 
 

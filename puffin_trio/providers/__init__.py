@@ -14,8 +14,10 @@ a connection; drive it with your own I/O, a fuzzer or a test::
 
 What ``receive`` returns besides events: :class:`Connected`,
 :class:`Authenticated`, :class:`SubscriptionAck`, :class:`HeartbeatReply`,
-:class:`ProviderNotice`, :class:`ProviderFailure`, :class:`Malformed` and
-:class:`UnknownMessage` (together, :data:`Control`).
+:class:`ProviderNotice`, :class:`ProviderFailure`, :class:`HistoryReply`,
+:class:`Malformed` and :class:`UnknownMessage` (together, :data:`Control`).
+``provider.history()`` is the provider's historical trades API, sans-IO too
+(:class:`RestHistory`: requests and page parsing), which backfills use.
 
 Every value a protocol copies into an event is checked first (finite prices,
 finite sizes >= 0, timestamps inside :data:`SANE_TS_NS`, non-empty symbols):
@@ -31,6 +33,7 @@ from puffin_trio.providers._base import (
     Connected,
     Control,
     HeartbeatReply,
+    HistoryReply,
     Malformed,
     Provider,
     ProviderFailure,
@@ -39,6 +42,13 @@ from puffin_trio.providers._base import (
     SubscriptionAck,
     UnknownMessage,
     WebSocketProvider,
+)
+from puffin_trio.providers._history import (
+    HistoryQuery,
+    HttpRequest,
+    RestHistory,
+    SeamRule,
+    TradePage,
 )
 from puffin_trio.providers._values import SANE_TS_NS
 from puffin_trio.providers.alpaca import AlpacaProtocol, AlpacaProvider
@@ -53,6 +63,9 @@ __all__ = [
     "Connected",
     "Control",
     "HeartbeatReply",
+    "HistoryQuery",
+    "HistoryReply",
+    "HttpRequest",
     "IBContract",
     "IBProtocol",
     "IBProvider",
@@ -63,8 +76,11 @@ __all__ = [
     "ProviderFailure",
     "ProviderNotice",
     "ProviderProtocol",
+    "RestHistory",
+    "SeamRule",
     "StrictPolygonProtocol",
     "SubscriptionAck",
+    "TradePage",
     "UnknownMessage",
     "WebSocketProvider",
 ]

@@ -32,13 +32,14 @@ import abc
 import reprlib
 from collections.abc import Callable, Collection, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import attrs
 
 from puffin_trio.errors import ConfigurationError, ProviderError
-from puffin_trio.events import Event
+from puffin_trio.events import Event, Trade
 from puffin_trio.guard import GuardMode
+from puffin_trio.providers._history import RestHistory, SeamRule
 from puffin_trio.transports._base import Frame
 
 if TYPE_CHECKING:
@@ -53,6 +54,7 @@ __all__ = [
     "Control",
     "Frame",
     "HeartbeatReply",
+    "HistoryReply",
     "Malformed",
     "Message",
     "MessageHandler",
@@ -267,6 +269,22 @@ class ProviderFailure:
 
 
 @attrs.frozen
+class HistoryReply:
+    """An in-band answer to :meth:`ProviderProtocol.request_history` (IB ``historicalTicksLast``).
+
+    ``trades`` (flagged ``backfilled``) in time order; ``done`` is True on the
+    request's last answer; ``error`` is set (and ``done``) if the provider
+    refused or failed the request; ``malformed`` counts rows that did not parse.
+    """
+
+    request_id: int
+    trades: tuple[Trade, ...] = ()
+    done: bool = True
+    error: ProviderError | None = None
+    malformed: int = 0
+
+
+@attrs.frozen
 class Malformed:
     """A frame (or one message inside it) could not be parsed; counted and logged truncated."""
 
@@ -289,6 +307,7 @@ Control = (
     | HeartbeatReply
     | ProviderNotice
     | ProviderFailure
+    | HistoryReply
     | Malformed
     | UnknownMessage
 )
@@ -339,6 +358,18 @@ class ProviderProtocol(abc.ABC):
         WebSocket providers return False: the session uses WebSocket ping/pong.
         """
         return False
+
+    #: Most trades one in-band historical request returns (IB: 1 000); 0 when the
+    #: protocol has none and backfills go through the provider's REST ``history()``.
+    history_limit: ClassVar[int] = 0
+    #: How in-band historical trades meet live ones (only with a ``history_limit``).
+    history_seam: ClassVar[SeamRule] = SeamRule()
+
+    def request_history(self, symbol: str, start_ns: int) -> int:
+        """Queue an in-band request for up to :attr:`history_limit` trades of ``symbol``
+        from ``start_ns`` (provider time) on; returns its request id, which the
+        answers (:class:`HistoryReply`) carry. Only protocols with a ``history_limit``."""
+        raise NotImplementedError(f"{type(self).__name__} has no in-band history")
 
     def stream_key(self, event: Event) -> str:
         """The sequence-guard key of an event (only used when ``guard_mode != "none"``)."""
@@ -408,6 +439,12 @@ class Provider(abc.ABC):
       session reconnects.
     * ``limit_cooldown``: wait before reconnecting after a connection-limit
       error (the servers reap a dead session only after ~90 s).
+
+    And the backfill options (``docs/guide/backfill.rst``): ``backfill``
+    (``None``, the default, or ``"trades"``: after a reconnect, the trades of
+    the outage window are recovered from the provider's historical API and
+    delivered in order before the live ones) and ``backfill_timeout`` (the
+    longest the live trades of a backfilled symbol are held back).
     """
 
     #: Provider name used in events and ``sup.subscribe(name, ...)``.
@@ -417,6 +454,8 @@ class Provider(abc.ABC):
     ping_timeout: float
     stale_after: float
     limit_cooldown: float
+    backfill: Literal["trades"] | None
+    backfill_timeout: float
 
     @property
     @abc.abstractmethod
@@ -452,6 +491,12 @@ class Provider(abc.ABC):
     def normalize(self, topics: Topics) -> dict[str, frozenset[str]]:
         """Validate ``topics`` against this provider's channels."""
         return normalize_topics(topics, allowed=self.channels, provider=self.name)
+
+    def history(self) -> RestHistory | None:
+        """The provider's REST historical trades API (sans-IO), for backfills; ``None``
+        when they go in-band, through the stream's own protocol (IB). Raises
+        ConfigurationError without credentials."""
+        return None
 
 
 class WebSocketProvider(Provider):

@@ -2,12 +2,12 @@
 
 This module owns the validators the provider classes call in their
 ``__init__`` (:func:`seconds`, :func:`byte_size`, :func:`integer`,
-:func:`flag`, :func:`session_name`, :func:`websocket_url`), the credential
-reader (:func:`credential`) and the symbol check their ``normalize`` applies
-(:class:`SymbolRule`, :func:`check_symbols`), so that every provider words the
-same mistake the same way. It also owns :func:`check_ws_url`, the URL rule
-both sides of a WebSocket connection apply (the provider when it is made, the
-transport before it connects). Each raises
+:func:`flag`, :func:`session_name`, :func:`websocket_url`, :func:`rest_url`,
+:func:`backfill`), the credential reader (:func:`credential`) and the symbol
+check their ``normalize`` applies (:class:`SymbolRule`, :func:`check_symbols`),
+so that every provider words the same mistake the same way. It also owns
+:func:`check_ws_url`, the URL rule both sides of a WebSocket connection apply
+(the provider when it is made, the transport before it connects). Each raises
 :class:`~puffin_trio.errors.ConfigurationError` with the provider's name first.
 
 It must not do I/O (environment variables are read, nothing else), and it
@@ -21,7 +21,7 @@ import math
 import os
 import re
 from collections.abc import Mapping, Sequence
-from typing import TypedDict
+from typing import Literal, TypedDict
 from urllib.parse import urlsplit
 
 import attrs
@@ -30,14 +30,18 @@ from puffin_trio._loopback import is_loopback
 from puffin_trio.errors import ConfigurationError
 
 __all__ = [
+    "BACKFILL_KINDS",
+    "BackfillOptions",
     "SymbolRule",
     "TimingKnobs",
+    "backfill",
     "byte_size",
     "check_symbols",
     "check_ws_url",
     "credential",
     "flag",
     "integer",
+    "rest_url",
     "seconds",
     "session_name",
     "timing",
@@ -171,6 +175,49 @@ def websocket_url(provider: str, url: object, *, allow_insecure: bool = False) -
         raise ConfigurationError(f"{provider}: url must be a string, not {url!r}")
     check_ws_url(url, allow_insecure=allow_insecure)
     return url
+
+
+def rest_url(provider: str, url: object, *, allow_insecure: bool = False) -> str:
+    """A ``rest_url=`` override: ``https://host[:port]`` (``http://`` only to a loopback
+    host, unless ``allow_insecure``: the key travels in a header). A trailing ``/``
+    is dropped."""
+    if not isinstance(url, str):
+        raise ConfigurationError(f"{provider}: rest_url must be a string, not {url!r}")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+        raise ConfigurationError(
+            f"{provider}: bad rest_url {url!r}: expected https://host (or http://127.0.0.1:PORT)"
+        )
+    if parts.scheme == "http" and not allow_insecure and not is_loopback(parts.hostname):
+        raise ConfigurationError(
+            f"{provider}: refusing a plain http:// rest_url to non-loopback host "
+            f"{parts.hostname!r}: the API key would travel in clear; use https:// or pass "
+            "allow_insecure=True"
+        )
+    return url.rstrip("/")
+
+
+#: What ``backfill=`` may ask for: the trades of a reconnect window (quotes may follow).
+BACKFILL_KINDS: tuple[str, ...] = ("trades",)
+
+
+class BackfillOptions(TypedDict):
+    """``backfill=`` and ``backfill_timeout=`` (see ``docs/guide/backfill.rst``), checked."""
+
+    backfill: Literal["trades"] | None
+    backfill_timeout: float
+
+
+def backfill(provider: str, *, backfill: object, backfill_timeout: object) -> BackfillOptions:
+    """Check the backfill options: ``None`` or ``"trades"``, and a positive, finite timeout."""
+    if backfill is not None and backfill not in BACKFILL_KINDS:
+        raise ConfigurationError(
+            f"{provider}: backfill must be None (no backfill) or 'trades', not {backfill!r}"
+        )
+    return BackfillOptions(
+        backfill="trades" if backfill is not None else None,
+        backfill_timeout=seconds(provider, "backfill_timeout", backfill_timeout),
+    )
 
 
 @attrs.frozen

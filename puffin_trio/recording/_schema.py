@@ -55,8 +55,9 @@ __all__ = [
     "schema_for_kind",
 ]
 
-#: The schema version this code writes, ``(major, minor)``.
-SCHEMA_VERSION: Final = (1, 0)
+#: The schema version this code writes, ``(major, minor)``. 1.1 added the backfill
+#: columns (``Trade.backfilled``; ``Gap.recovered``, ``complete``, ``detail``).
+SCHEMA_VERSION: Final = (1, 1)
 #: Key-value metadata keys of every recording file.
 VERSION_KEY: Final = b"puffin_trio.schema_version"
 KIND_KEY: Final = b"puffin_trio.kind"

@@ -4,7 +4,10 @@ connection skeletons.
 This module owns the server-side constants and small helpers common to
 :mod:`puffin_trio.sim.alpaca` and :mod:`puffin_trio.sim.polygon`,
 :class:`WsSimServer`, the base of their servers (the WebSocket upgrade under
-a deadline, numbering and recording connections, ending them), and
+a deadline, numbering and recording connections, ending them; plain HTTP
+requests on the same port go to the provider's historical endpoints; the
+trade tape those serve, and the market that goes on while no client is
+connected), and
 :class:`WsSimConnection`, the base of their per-connection classes: the task
 layout of a session (reader, auth deadline, data pump), how it ends (TCP
 abort or close frame), framing with the ``SLOW`` delay and the recorder, rate
@@ -20,7 +23,7 @@ import hmac
 import logging
 import math
 from collections.abc import Callable
-from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, NoReturn, Protocol, TypeVar
 
 import attrs
 import trio
@@ -33,9 +36,12 @@ from trio_websocket import (
 )
 
 from puffin_trio.errors import ConfigurationError
-from puffin_trio.sim._server import SimRecorder, check_host
-from puffin_trio.sim.faults import Fault, FaultKind, FaultPlan, PausableStream
-from puffin_trio.sim.market import MarketModel
+from puffin_trio.sim._offair import MAX_PACING_LAG, OffAirMarket
+from puffin_trio.sim._rest import RateWindow, RestEndpoint, read_head, serve_rest, wants_websocket
+from puffin_trio.sim._server import SimRecorder, check_host, listen
+from puffin_trio.sim._tape import TradeTape
+from puffin_trio.sim.faults import Fault, FaultKind, FaultPlan, HistoryFaults, PausableStream
+from puffin_trio.sim.market import MarketModel, SimTrade
 
 __all__ = [
     "CLOSE_TIMEOUT",
@@ -61,14 +67,6 @@ CLOSE_TIMEOUT = 5.0
 #: the limit alpaca-py's websockets client applies in the other direction.
 MAX_CLIENT_MESSAGE = 2**20
 
-#: How far behind schedule a rate-paced sender may be before it stops catching
-#: up (seconds). Timers wake late (epoll rounds waits up to the next
-#: millisecond), so pacing from the *ideal* send time keeps the average rate
-#: (5,000 msg/s, not the ~1,800 that "now + 1/rate" gives); the bound keeps a
-#: sender that was stalled (silence fault, slow client) from bursting more
-#: than 0.1 s of backlog at once.
-MAX_PACING_LAG = 0.1
-
 #: What a peer that went away looks like from the server side.
 DISCONNECTS = (
     ConnectionClosed,
@@ -90,6 +88,8 @@ def check_settings(
     batch: int,
     auth_timeout: float,
     max_connections_per_key: int,
+    history_rate_limit: int | None = None,
+    history_page_size: int | None = None,
 ) -> None:
     """Raise :class:`ConfigurationError` for a setting no WebSocket simulator can serve."""
     check_host(host)
@@ -103,6 +103,14 @@ def check_settings(
         raise ConfigurationError(
             f"max_connections_per_key must be at least 1, got {max_connections_per_key}"
         )
+    for name, value in (
+        ("history_rate_limit", history_rate_limit),
+        ("history_page_size", history_page_size),
+    ):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigurationError(f"{name} must be None or an integer >= 1, got {value!r}")
 
 
 class SimRecord(Protocol):
@@ -143,8 +151,37 @@ class WsSimServer(abc.ABC, Generic[RecordT]):
     recorder: SimRecorder[RecordT] | None
     auth_timeout: float
     max_connections_per_key: int
+    #: Historical requests per minute before a 429 (``None``: no limit).
+    history_rate_limit: int | None = None
+    #: Most trades on one historical page (``None``: as many as the request asks).
+    history_page_size: int | None = None
     #: WebSocket connections accepted so far.
     accepted: int = attrs.field(default=0, init=False)
+    #: Every trade the market printed (what the historical endpoints serve).
+    tape: TradeTape = attrs.field(init=False, factory=TradeTape)
+    #: The historical endpoints' faults and rate limit.
+    history_faults: HistoryFaults = attrs.field(init=False)
+    rate_window: RateWindow | None = attrs.field(init=False)
+    #: The market while no connection streams (see :class:`OffAirMarket`).
+    off_air: OffAirMarket = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        if self.recorder is not None:
+            self.tape = self.recorder.tape
+        self.history_faults = self.faults.for_history()
+        limit = self.history_rate_limit
+        self.rate_window = None if limit is None else RateWindow(limit)
+        self.off_air = OffAirMarket(
+            self.model, rate=self.rate, wall_clock=self.wall_clock, print_trade=self.print_trade
+        )
+
+    @abc.abstractmethod
+    def _history_endpoint(self) -> RestEndpoint:
+        """The provider's historical REST endpoints, served from :attr:`tape`."""
+
+    def print_trade(self, trade: SimTrade) -> int:
+        """Put a trade the market generated on the tape; its wire sequence number."""
+        return self.tape.record(trade).seq
 
     @abc.abstractmethod
     async def _accept(self, request: WebSocketRequest) -> WebSocketConnection | None:
@@ -161,10 +198,32 @@ class WsSimServer(abc.ABC, Generic[RecordT]):
         """The session that serves an accepted connection."""
 
     async def handle_stream(self, stream: trio.SocketStream) -> None:
-        """Serve one TCP connection until either side ends it. Never raises on a disconnect."""
+        """Serve one TCP connection until either side ends it. Never raises on a disconnect.
+
+        A WebSocket upgrade starts a stream session; any other HTTP request is
+        answered by the historical endpoints (keep-alive, until the client closes).
+        """
         transport = PausableStream(stream)
         number = 0
         try:
+            head = b""
+            with trio.move_on_after(HANDSHAKE_TIMEOUT):
+                head = await read_head(transport)
+            if not head:
+                return
+            if not wants_websocket(head):
+                await serve_rest(
+                    transport,
+                    head,
+                    self._history_endpoint(),
+                    faults=self.history_faults,
+                    wall_clock=self.wall_clock,
+                    rate=self.rate_window,
+                    log=None if self.recorder is None else self.recorder.history,
+                    logger=self.logger,
+                )
+                return
+            transport.unread(head)
             async with trio.open_nursery() as nursery:  # trio-websocket's reader task
                 ws = None
                 with trio.move_on_after(HANDSHAKE_TIMEOUT):
@@ -186,6 +245,21 @@ class WsSimServer(abc.ABC, Generic[RecordT]):
             )
         finally:
             await trio.aclose_forcefully(transport)
+
+    async def serve(
+        self, *, host: str, port: int, label: str, task_status: trio.TaskStatus[int]
+    ) -> NoReturn:
+        """Listen (see :func:`~puffin_trio.sim._server.listen`) and run the market."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.off_air.run)
+            await listen(
+                self.handle_stream,
+                host=host,
+                port=port,
+                logger=self.logger,
+                label=label,
+                task_status=task_status,
+            )
 
 
 class WsSimConnection(abc.ABC, Generic[RecordT]):
@@ -210,6 +284,7 @@ class WsSimConnection(abc.ABC, Generic[RecordT]):
         transport: PausableStream,
         record: RecordT,
     ) -> None:
+        self._server_ref: WsSimServer[RecordT] = server
         self._ws = ws
         self._transport = transport
         self._record = record
@@ -299,6 +374,7 @@ class WsSimConnection(abc.ABC, Generic[RecordT]):
                     await self._before_close(how, code)
                     await self._ws.aclose(code, reason)
         finally:
+            self._server_ref.off_air.air(self._record.number, False)
             self._release()
             self._record.ended.set()
 
@@ -354,6 +430,7 @@ class WsSimConnection(abc.ABC, Generic[RecordT]):
         next_at = trio.current_time()
         while True:
             await self._wait_streaming()
+            self._server_ref.off_air.air(self._record.number, True)
             # A fault may send data (and so make the next one due): apply until none is.
             while due := self._faults.take_due(self._data_sent):
                 for fault in due:
@@ -371,7 +448,10 @@ class WsSimConnection(abc.ABC, Generic[RecordT]):
                     await self._send_data(frame)
 
     async def _wait_streaming(self) -> None:
-        """Block until something is subscribed that produces data."""
+        """Block until something is subscribed that produces data (meanwhile, the
+        server's market runs on its own)."""
+        if not self._streaming:
+            self._server_ref.off_air.air(self._record.number, False)
         while not self._streaming:
             await self._changed.wait()
 

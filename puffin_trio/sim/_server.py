@@ -19,6 +19,7 @@ import trio
 
 from puffin_trio._loopback import is_loopback
 from puffin_trio.errors import ConfigurationError
+from puffin_trio.sim._tape import TradeTape
 from puffin_trio.sim.market import MarketModel
 
 __all__ = ["DEFAULT_MAX_FRAMES", "SimRecorder", "check_host", "listen", "market"]
@@ -55,7 +56,9 @@ def market(
 
 
 class SimRecorder(Generic[RecordT]):
-    """Records every connection a simulator accepts, in order (``connections``).
+    """Records every connection a simulator accepts, in order (``connections``),
+    every historical request it answers (``history``), and every trade its market
+    printed (``tape``: what a backfill should find).
 
     ``max_frames`` bounds what each connection's record keeps (see
     :data:`DEFAULT_MAX_FRAMES`); the provider's record class says what a
@@ -65,6 +68,11 @@ class SimRecorder(Generic[RecordT]):
     def __init__(self, *, max_frames: int = DEFAULT_MAX_FRAMES) -> None:
         self.max_frames = max_frames
         self.connections: list[RecordT] = []
+        #: Every historical request answered, as (target, status); an ``apiKey``
+        #: in the target is redacted.
+        self.history: list[tuple[str, int]] = []
+        #: The server's trade tape: every trade its market printed (set by the server).
+        self.tape = TradeTape()
 
     @property
     def accepted(self) -> int:

@@ -29,13 +29,16 @@ import trio
 from trio_websocket import WebSocketConnection, WebSocketRequest
 
 from puffin_trio.errors import ConfigurationError
+from puffin_trio.sim._alpaca_rest import AlpacaRest
 from puffin_trio.sim._common import (
     WsSimConnection,
     WsSimServer,
     check_settings,
     same_secret,
 )
-from puffin_trio.sim._server import SimRecorder, listen, market
+from puffin_trio.sim._rest import RestEndpoint
+from puffin_trio.sim._server import SimRecorder, market
+from puffin_trio.sim._tape import Printed
 from puffin_trio.sim.faults import FaultKind, FaultPlan, PausableStream
 from puffin_trio.sim.market import ROUND_LOT, MarketModel, SimBook, SimQuote, SimTrade, fold_trade
 
@@ -51,10 +54,12 @@ __all__ = [
     "AlpacaSimRecorder",
     "crypto_quote",
     "crypto_trade",
+    "crypto_trade_row",
     "rfc3339_ns",
     "serve_alpaca",
     "stock_quote",
     "stock_trade",
+    "stock_trade_row",
     "wire_time",
 ]
 
@@ -196,8 +201,18 @@ class _Server(WsSimServer[AlpacaConnectionRecord]):
     symbol_pattern: re.Pattern[str] = attrs.field(init=False)
     #: Authenticated connections per key.
     active: dict[str, int] = attrs.field(init=False, factory=dict)
+    _rest: AlpacaRest = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        self._rest = AlpacaRest(
+            self.tape,
+            key=self.key,
+            secret=self.secret,
+            crypto=self.crypto,
+            row=crypto_trade_row if self.crypto else stock_trade_row,
+            page_size=self.history_page_size,
+        )
         crypto = self.crypto
         self.channels = CRYPTO_CHANNELS if crypto else STOCK_CHANNELS
         self.reply_keys = CRYPTO_CHANNELS if crypto else STOCK_CHANNELS + _IMPLICIT
@@ -206,6 +221,9 @@ class _Server(WsSimServer[AlpacaConnectionRecord]):
     async def _accept(self, request: WebSocketRequest) -> WebSocketConnection:
         ws: WebSocketConnection = await request.accept()
         return ws
+
+    def _history_endpoint(self) -> RestEndpoint:
+        return self._rest
 
     def _record(self, number: int, request: WebSocketRequest) -> AlpacaConnectionRecord:
         msgpack_mode, headers = _read_headers(request.headers)
@@ -394,6 +412,8 @@ class _Connection(WsSimConnection[AlpacaConnectionRecord]):
         self._bars = {s: agg for s, agg in self._bars.items() if s in self._bar_symbols}
         self._pending_bars = [b for b in self._pending_bars if b["S"] in self._bar_symbols]
         self._streaming = bool(self._trade_from or self._quote_from or self._book_from)
+        if self._streaming:
+            self._server.off_air.draws = (self._trade_from, self._quote_from, self._book_from)
         self._changed.set()
         self._changed = trio.Event()
 
@@ -412,6 +432,7 @@ class _Connection(WsSimConnection[AlpacaConnectionRecord]):
                 frame = self._pending_bars[:count]
                 del self._pending_bars[:count]
         next_tick = self._model.next_tick
+        print_trade = self._server.print_trade
         trade_from, quote_from, book_from = self._trade_from, self._quote_from, self._book_from
         trade_to = self._trade_to
         crypto = self._crypto
@@ -419,6 +440,7 @@ class _Connection(WsSimConnection[AlpacaConnectionRecord]):
         for _ in range(count - len(frame)):
             tick = next_tick(now, trades=trade_from, quotes=quote_from, books=book_from)
             if type(tick) is SimTrade:
+                print_trade(tick)
                 if tick.symbol in bar_symbols:
                     fold_trade(self._bars, tick)
                 if tick.symbol in trade_to:
@@ -489,6 +511,22 @@ def crypto_trade(t: SimTrade, stamp: msgpack.Timestamp | str) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def stock_trade_row(printed: Printed) -> dict[str, Any]:
+    """A stock trade as the historical API's row (the stream's fields without ``T``/``S``)."""
+    t = printed.trade
+    return {
+        "t": rfc3339_ns(t.ts_ns), "x": t.exchange, "p": t.price, "s": int(t.size),
+        "c": list(t.conditions), "i": t.trade_id, "z": t.tape,
+    }  # fmt: skip
+
+
+def crypto_trade_row(printed: Printed) -> dict[str, Any]:
+    """A crypto trade as the historical API's row."""
+    t = printed.trade
+    return {"t": rfc3339_ns(t.ts_ns), "p": t.price, "s": t.size, "tks": t.taker_side,
+            "i": t.trade_id}  # fmt: skip
+
+
 def stock_quote(q: SimQuote, stamp: msgpack.Timestamp | str) -> dict[str, Any]:
     """A stock quote ``q`` (sizes in round lots, as Alpaca sends them)."""
     return {
@@ -527,6 +565,8 @@ async def serve_alpaca(
     recorder: AlpacaSimRecorder | None = None,
     auth_timeout: float = AUTH_TIMEOUT,
     max_connections_per_key: int = 1,
+    history_rate_limit: int | None = None,
+    history_page_size: int | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Serve the Alpaca market-data stream on ``host:port`` until cancelled.
@@ -553,11 +593,22 @@ async def serve_alpaca(
     * ``wall_clock``: ns since the epoch for message timestamps and minute bars.
     * ``recorder``: an :class:`AlpacaSimRecorder` to inspect from tests.
 
+    Plain HTTP requests on the same port get the historical trades API
+    (``GET /v2/stocks/trades``, crypto ``GET /v1beta3/crypto/{loc}/trades``),
+    answered from every trade the market printed, including those printed
+    while no client was connected (the market goes on at ``rate``):
+    ``history_page_size`` caps a page (to make a client paginate) and
+    ``history_rate_limit`` answers requests beyond that many a minute with
+    429 (Alpaca's free plan allows 200). The fault plan's historical faults
+    (a 429, an error status, a slow or truncated page) apply there.
+
     Raises ``ConfigurationError`` for a non-loopback ``host`` or bad settings.
     Cancelling it stops the server and drops every connection (no close frames).
     """
     check_settings(host=host, rate=rate, batch=batch, auth_timeout=auth_timeout,
-                    max_connections_per_key=max_connections_per_key)  # fmt: skip
+                   max_connections_per_key=max_connections_per_key,
+                   history_rate_limit=history_rate_limit,
+                   history_page_size=history_page_size)  # fmt: skip
     model = market(model, symbols, _DEFAULT_CRYPTO if crypto else _DEFAULT_STOCKS, seed)
     if crypto is None:
         kinds = {"/" in s for s in model.symbols}
@@ -579,12 +630,7 @@ async def serve_alpaca(
         recorder=recorder,
         auth_timeout=auth_timeout,
         max_connections_per_key=max_connections_per_key,
+        history_rate_limit=history_rate_limit,
+        history_page_size=history_page_size,
     )
-    await listen(
-        server.handle_stream,
-        host=host,
-        port=port,
-        logger=logger,
-        label="alpaca sim",
-        task_status=task_status,
-    )
+    await server.serve(host=host, port=port, label="alpaca sim", task_status=task_status)

@@ -8,7 +8,8 @@ This module owns:
   FaultPlan.silent_after(3, connection=2)``) and hands to a simulator.
 * :class:`FaultSchedule`: one connection's view of a plan, which a simulator
   consults as it sends data (which faults are due, how many messages may
-  still go out before the next one).
+  still go out before the next one), and :class:`HistoryFaults`, the
+  server's view of the faults of its historical endpoints.
 * :class:`PausableStream`: a transport wrapper a simulator puts under its
   WebSocket library so it can stop *reading* from the peer while the TCP
   connection stays open. That is the only way to make a client's WebSocket
@@ -24,6 +25,10 @@ Connections are numbered from 1 in the order the simulator accepts them;
 fire once the connection has sent ``after`` data messages (market data, not
 control messages); auth-phase faults fire on the connection's first
 authentication attempt. Each fault fires at most once per connection.
+Historical-endpoint faults (:data:`HISTORY_FAULTS`: a 429, an error status,
+a slow or truncated page) belong to no connection: ``after`` counts the
+historical requests the server answered before (REST requests, or IB
+``reqHistoricalTicks``), and ``connection`` is ``None``.
 """
 
 from __future__ import annotations
@@ -38,10 +43,12 @@ from puffin_trio.errors import ConfigurationError
 
 __all__ = [
     "AUTH_FAULTS",
+    "HISTORY_FAULTS",
     "Fault",
     "FaultKind",
     "FaultPlan",
     "FaultSchedule",
+    "HistoryFaults",
     "PausableStream",
 ]
 
@@ -87,10 +94,25 @@ class FaultKind(enum.StrEnum):
     #: IB: one farm-status notice with ``code`` (2103 broken, 2104 OK, 2105,
     #: 2106, 2107, 2108, 2158).
     FARM_STATUS = "farm_status"
+    #: A historical request is refused for its rate: HTTP 429 whose reset
+    #: header says ``duration`` seconds (IB: error 162, a pacing violation).
+    RATE_LIMITED = "rate_limited"
+    #: ``count`` historical requests in a row are answered with HTTP status
+    #: ``code`` (500 by default; 401/403 refuse the key; IB: error 162).
+    HTTP_ERROR = "http_error"
+    #: A historical answer waits ``delay`` seconds before it is sent.
+    SLOW_PAGE = "slow_page"
+    #: A historical answer is cut in the middle (JSON that does not parse; IB: a
+    #: ``historicalTicksLast`` with fewer ticks than it announces).
+    TRUNCATED_PAGE = "truncated_page"
 
 
 #: Kinds that fire on the authentication message rather than after data.
 AUTH_FAULTS = frozenset({FaultKind.REJECT_AUTH, FaultKind.CONNECTION_LIMIT})
+#: Kinds that fire on a historical request, numbered across the whole server.
+HISTORY_FAULTS = frozenset(
+    {FaultKind.RATE_LIMITED, FaultKind.HTTP_ERROR, FaultKind.SLOW_PAGE, FaultKind.TRUNCATED_PAGE}
+)
 
 
 @attrs.frozen
@@ -117,6 +139,13 @@ class Fault:
             raise ConfigurationError(f"after must be >= 0 data messages, got {self.after}")
         if self.kind in AUTH_FAULTS and self.after != 0:
             raise ConfigurationError(f"{self.kind} fires on the auth message; `after` must be 0")
+        if self.kind in HISTORY_FAULTS and self.connection is not None:
+            raise ConfigurationError(
+                f"{self.kind} fires on a historical request, which belongs to no connection; "
+                "`connection` must be None"
+            )
+        if self.kind is FaultKind.SLOW_PAGE and self.delay <= 0:
+            raise ConfigurationError("a slow page needs a delay > 0 seconds")
         if self.connection is not None and self.connection < 1:
             raise ConfigurationError(
                 f"connection numbers start at 1 (None: every connection), got {self.connection}"
@@ -160,7 +189,13 @@ class FaultPlan:
 
     def for_connection(self, connection: int) -> FaultSchedule:
         """A fresh schedule of the faults that apply to connection number ``connection``."""
-        return FaultSchedule(f for f in self.faults if f.applies_to(connection))
+        return FaultSchedule(
+            f for f in self.faults if f.kind not in HISTORY_FAULTS and f.applies_to(connection)
+        )
+
+    def for_history(self) -> HistoryFaults:
+        """A fresh schedule of the historical-endpoint faults (one per server)."""
+        return HistoryFaults(f for f in self.faults if f.kind in HISTORY_FAULTS)
 
     @classmethod
     def drop_after(cls, after: int, *, connection: int | None = 1) -> FaultPlan:
@@ -257,6 +292,45 @@ class FaultPlan:
         return cls((Fault(FaultKind.FARM_STATUS, after, connection, code=code),))
 
 
+    @classmethod
+    def rate_limited(cls, after: int = 0, *, reset: float = 2.0) -> FaultPlan:
+        """Answer historical request number ``after`` (0: the first) with HTTP 429 whose
+        reset header says ``reset`` seconds (IB: a pacing violation, error 162)."""
+        return cls((Fault(FaultKind.RATE_LIMITED, after, None, duration=reset),))
+
+    @classmethod
+    def http_error(cls, after: int = 0, *, status: int = 500, count: int = 1) -> FaultPlan:
+        """Answer ``count`` historical requests from number ``after`` on with ``status``."""
+        return cls((Fault(FaultKind.HTTP_ERROR, after, None, code=status, count=count),))
+
+    @classmethod
+    def slow_page(cls, after: int = 0, *, delay: float) -> FaultPlan:
+        """Send the answer to historical request number ``after`` ``delay`` seconds late."""
+        return cls((Fault(FaultKind.SLOW_PAGE, after, None, delay=delay),))
+
+    @classmethod
+    def truncated_page(cls, after: int = 0) -> FaultPlan:
+        """Cut the answer to historical request number ``after`` in the middle."""
+        return cls((Fault(FaultKind.TRUNCATED_PAGE, after, None),))
+
+
+class HistoryFaults:
+    """The historical-endpoint faults of one server, by request number (from 0).
+
+    Not thread-safe; one per server, consulted once per historical request.
+    """
+
+    def __init__(self, faults: Iterator[Fault] | tuple[Fault, ...] = ()) -> None:
+        self._faults = list(faults)
+        self.requests = 0
+
+    def next_request(self) -> list[Fault]:
+        """The faults that apply to the next historical request (and count it)."""
+        number = self.requests
+        self.requests += 1
+        return [f for f in self._faults if f.after <= number < f.after + f.count]
+
+
 class FaultSchedule:
     """The not-yet-fired faults of one connection, in firing order.
 
@@ -316,6 +390,11 @@ class PausableStream(trio.abc.Stream):
     def paused(self) -> bool:
         """Whether bytes from the peer are being held back."""
         return not self._resumed.is_set()
+
+    def unread(self, data: bytes) -> None:
+        """Hand ``data`` (bytes already read from the peer) out again, before anything
+        else: how a server that looked at a request's head passes it on."""
+        self._held[:0] = data
 
     def pause(self) -> None:
         """Hold back everything the peer sends from now on (including bytes being read)."""

@@ -37,7 +37,10 @@ from puffin_trio.sim._common import (
     check_settings,
     same_secret,
 )
-from puffin_trio.sim._server import SimRecorder, listen, market
+from puffin_trio.sim._polygon_rest import PolygonRest
+from puffin_trio.sim._rest import RestEndpoint
+from puffin_trio.sim._server import SimRecorder, market
+from puffin_trio.sim._tape import Printed
 from puffin_trio.sim.faults import Fault, FaultKind, FaultPlan, PausableStream
 from puffin_trio.sim.market import (
     ROUND_LOT,
@@ -57,9 +60,11 @@ __all__ = [
     "STATUS_MESSAGES",
     "PolygonConnectionRecord",
     "PolygonSimRecorder",
+    "crypto_trade_row",
     "serve_polygon",
     "stock_quote",
     "stock_trade",
+    "stock_trade_row",
 ]
 
 logger = logging.getLogger(__name__)
@@ -191,6 +196,49 @@ class _Server(WsSimServer[PolygonConnectionRecord]):
     on_connection_limit: Literal["evict_oldest", "reject_new"]
     #: Authenticated connections per key, oldest first.
     active: dict[str, list[_Connection]] = attrs.field(init=False, factory=dict)
+    #: The last ``q`` of each symbol's trades and quotes: server-wide, as on the real
+    #: feed (a reconnect continues the numbering; the historical API's
+    #: ``sequence_number`` is the same number).
+    trade_seq: dict[str, int] = attrs.field(init=False, factory=dict)
+    quote_seq: dict[str, int] = attrs.field(init=False, factory=dict)
+    _holes: Callable[[], float] = attrs.field(init=False)
+    _rest: PolygonRest = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        self._holes = random.Random(f"{self.seed}:q").random
+        self._rest = PolygonRest(
+            self.tape,
+            key=self.key,
+            symbol_of=self._model_symbol_of,
+            row=_rest_row,
+            page_size=self.history_page_size,
+        )
+
+    def _history_endpoint(self) -> RestEndpoint:
+        return self._rest
+
+    def _model_symbol_of(self, ticker: str) -> str | None:
+        """The model symbol of a REST ticker (``AAPL``; crypto ``X:BTCUSD``)."""
+        if not ticker.startswith("X:"):
+            return ticker if ticker in self.model.symbols else None
+        pair = ticker[2:]
+        return next((s for s in self.model.symbols if s.replace("/", "") == pair), None)
+
+    def next_seq(self, counters: dict[str, int], symbol: str) -> int:
+        """The next ``q`` of ``symbol`` in ``counters`` (with holes in ``polygon`` numbering)."""
+        seq = counters.get(symbol, 0) + 1
+        if self.sequence == "polygon" and self._holes() < _HOLE_CHANCE:
+            seq += 1 + int(self._holes() * _MAX_HOLE)
+        counters[symbol] = seq
+        return seq
+
+    def print_trade(self, trade: SimTrade) -> int:
+        """Number a trade (stocks: its ``q``) and put it on the tape."""
+        seq = trade.seq if is_crypto_symbol(trade.symbol) else self.next_seq(
+            self.trade_seq, trade.symbol
+        )
+        return self.tape.record(trade, seq).seq
 
     async def _accept(self, request: WebSocketRequest) -> WebSocketConnection | None:
         if _market(request) in ("stocks", "crypto"):
@@ -252,10 +300,6 @@ class _Connection(WsSimConnection[PolygonConnectionRecord]):
         )
         self._key: str | None = None
         self._topics: dict[str, dict[str, None]] = {}
-        self._holes = random.Random(f"{server.seed}:{record.number}").random
-        self._trade_seq: dict[str, int] = {}
-        self._quote_seq: dict[str, int] = {}
-        self._polygon_sequence = server.sequence == "polygon"
         self._wire: dict[str, str] = {}  # model symbol -> wire spelling
         self._bars = [
             _Bars(event, interval)
@@ -456,6 +500,8 @@ class _Connection(WsSimConnection[PolygonConnectionRecord]):
         self._pending_bars = [b for b in self._pending_bars if b[0] in self._bar_symbols]
         self._emits_ticks = bool(self._trade_to or self._quote_from or self._book_from)
         self._streaming = bool(self._trade_from or self._quote_from or self._book_from)
+        if self._streaming:
+            self._server.off_air.draws = (self._trade_from, self._quote_from, self._book_from)
         self._changed.set()
         self._changed = trio.Event()
 
@@ -491,6 +537,8 @@ class _Connection(WsSimConnection[PolygonConnectionRecord]):
         if not self._streaming:
             return out
         next_tick = self._model.next_tick
+        server = self._server
+        print_trade, next_seq, quote_seq = server.print_trade, server.next_seq, server.quote_seq
         trade_from, quote_from, book_from = self._trade_from, self._quote_from, self._book_from
         trade_to, bar_symbols = self._trade_to, self._bar_symbols
         crypto = self._crypto
@@ -498,31 +546,21 @@ class _Connection(WsSimConnection[PolygonConnectionRecord]):
         for _ in range(count):
             tick = next_tick(now, trades=trade_from, quotes=quote_from, books=book_from)
             if type(tick) is SimTrade:
+                seq = print_trade(tick)
                 if tick.symbol in bar_symbols:
                     self._add_to_bars(tick)
                 if tick.symbol in trade_to:
-                    append(
-                        self._crypto_trade(tick, ms)
-                        if crypto
-                        else stock_trade(tick, ms, self._next_seq(self._trade_seq, tick.symbol))
-                    )
+                    append(self._crypto_trade(tick, ms) if crypto else stock_trade(tick, ms, seq))
             elif type(tick) is SimQuote:
                 append(
                     self._crypto_quote(tick, ms)
                     if crypto
-                    else stock_quote(tick, ms, self._next_seq(self._quote_seq, tick.symbol))
+                    else stock_quote(tick, ms, next_seq(quote_seq, tick.symbol))
                 )
             else:
                 assert type(tick) is SimBook
                 append(self._book(tick.symbol, now, ms))
         return out
-
-    def _next_seq(self, counters: dict[str, int], symbol: str) -> int:
-        seq = counters.get(symbol, 0) + 1
-        if self._polygon_sequence and self._holes() < _HOLE_CHANCE:
-            seq += 1 + int(self._holes() * _MAX_HOLE)
-        counters[symbol] = seq
-        return seq
 
     def _crypto_trade(self, t: SimTrade, ms: int) -> dict[str, Any]:
         return {
@@ -609,6 +647,37 @@ def stock_trade(trade: SimTrade, ms: int, seq: int) -> dict[str, Any]:
     return message
 
 
+def stock_trade_row(printed: Printed) -> dict[str, Any]:
+    """A stock trade as ``/v3/trades`` returns it (ns timestamps, ``sequence_number`` = ``q``)."""
+    trade = printed.trade
+    row: dict[str, Any] = {
+        "exchange": _EXCHANGE_IDS[trade.exchange], "id": str(trade.trade_id),
+        "participant_timestamp": trade.ts_ns, "price": trade.price,
+        "sequence_number": printed.seq, "sip_timestamp": trade.ts_ns, "size": int(trade.size),
+        "tape": _TAPE_IDS[trade.tape],
+    }  # fmt: skip
+    codes = [_TRADE_CONDITIONS[c] for c in trade.conditions if c in _TRADE_CONDITIONS]
+    if codes:
+        row["conditions"] = codes
+    return row
+
+
+def crypto_trade_row(printed: Printed) -> dict[str, Any]:
+    """A crypto trade as ``/v3/trades/X:...`` returns it."""
+    trade = printed.trade
+    return {
+        "conditions": [2 if trade.taker_side == "B" else 1], "exchange": _CRYPTO_EXCHANGE,
+        "id": str(trade.trade_id), "participant_timestamp": trade.ts_ns, "price": trade.price,
+        "size": trade.size,
+    }  # fmt: skip
+
+
+def _rest_row(printed: Printed) -> dict[str, Any]:
+    if is_crypto_symbol(printed.trade.symbol):
+        return crypto_trade_row(printed)
+    return stock_trade_row(printed)
+
+
 def stock_quote(quote: SimQuote, ms: int, seq: int) -> dict[str, Any]:
     """A ``Q`` message (sizes in round lots, as Polygon sends them)."""
     return {
@@ -646,6 +715,8 @@ async def serve_polygon(
     auth_timeout: float = AUTH_TIMEOUT,
     max_connections_per_key: int = 1,
     on_connection_limit: Literal["evict_oldest", "reject_new"] = "evict_oldest",
+    history_rate_limit: int | None = None,
+    history_page_size: int | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Serve the Polygon/Massive stream (``/stocks`` and ``/crypto``) on ``host:port``.
@@ -676,11 +747,24 @@ async def serve_polygon(
     * ``wall_clock``: ns since the epoch for message timestamps and bar windows.
     * ``recorder``: a :class:`PolygonSimRecorder` to inspect from tests.
 
+    Plain HTTP requests on the same port get the historical trades API
+    (``GET /v3/trades/{ticker}``; crypto tickers ``X:BTCUSD``), answered from
+    every trade the market printed, including those printed while no client
+    was connected (the market goes on at ``rate``), numbered as on the stream
+    (``sequence_number`` = ``q``: the numbering is server-wide, so a
+    reconnect continues it). ``history_page_size`` caps a page (to make a
+    client follow ``next_url``) and ``history_rate_limit`` answers requests
+    beyond that many a minute with 429 and ``Retry-After``. The fault plan's
+    historical faults (a 429, an error status, a slow or truncated page)
+    apply there.
+
     Raises ``ConfigurationError`` for a non-loopback ``host`` or bad settings.
     Cancelling it stops the server and drops every connection (no close frames).
     """
     check_settings(host=host, rate=rate, batch=batch, auth_timeout=auth_timeout,
-                    max_connections_per_key=max_connections_per_key)  # fmt: skip
+                   max_connections_per_key=max_connections_per_key,
+                   history_rate_limit=history_rate_limit,
+                   history_page_size=history_page_size)  # fmt: skip
     if sequence not in ("contiguous", "polygon"):
         raise ConfigurationError(
             f"sequence must be 'contiguous' or 'polygon' (increasing with holes), not {sequence!r}"
@@ -714,12 +798,7 @@ async def serve_polygon(
         auth_timeout=auth_timeout,
         max_connections_per_key=max_connections_per_key,
         on_connection_limit=on_connection_limit,
+        history_rate_limit=history_rate_limit,
+        history_page_size=history_page_size,
     )
-    await listen(
-        server.handle_stream,
-        host=host,
-        port=port,
-        logger=logger,
-        label="polygon sim",
-        task_status=task_status,
-    )
+    await server.serve(host=host, port=port, label="polygon sim", task_status=task_status)

@@ -161,6 +161,7 @@ def trades(
         conditions=draw(_conditions(realistic)),
         tape=draw(_code(realistic, "ABC")),
         seq=draw(_seqs(realistic)),
+        backfilled=draw(st.booleans()),
     )
 
 
@@ -457,7 +458,9 @@ def gaps(
     ``symbol=""`` and ``window_start <= window_end``; a ``malformed`` gap
     names its session, no symbol, at most one known missing message and the
     bad frame's receive time as its window; an ``overflow`` gap names a
-    consumer and counts at least one dropped event.
+    consumer and counts at least one dropped event; a ``backfill`` gap names
+    a symbol and its window, counts the trades recovered, and is complete or
+    says why not.
     """
     ts_event, ts_recv = draw(_times(realistic))
     name = draw(_providers(provider, realistic))
@@ -476,6 +479,9 @@ def gaps(
             window_start=draw(st.none() | _int64s()),
             window_end=draw(st.none() | _int64s()),
             seq=draw(_seqs(realistic)),
+            recovered=draw(_int64s()),
+            complete=draw(st.booleans()),
+            detail=draw(_text()),
         )
     if reason is GapReason.SEQUENCE:
         symbol = draw(_symbols(symbols, realistic))
@@ -503,6 +509,23 @@ def gaps(
             reason=reason,
             window_start=window_start,
             window_end=ts_event,
+        )
+    if reason is GapReason.BACKFILL:
+        window_start = ts_event - draw(st.integers(0, 3600 * 1_000_000_000))
+        complete = draw(st.booleans())
+        return Gap(
+            provider=name,
+            symbol=draw(_symbols(symbols, realistic)),
+            ts_event=ts_event,
+            ts_recv=ts_recv,
+            stream=name,
+            reason=reason,
+            window_start=window_start,
+            window_end=ts_event,
+            recovered=draw(st.integers(0, 100_000)),
+            missing=0 if complete else draw(st.integers(0, 10_000)),
+            complete=complete,
+            detail="" if complete else "BackfillError: HTTP 500 (gave up after 5 retries)",
         )
     if reason is GapReason.MALFORMED:
         return Gap(

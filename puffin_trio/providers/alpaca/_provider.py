@@ -18,6 +18,7 @@ import attrs
 from puffin_trio.errors import ConfigurationError
 from puffin_trio.providers import _config
 from puffin_trio.providers._base import Topics, WebSocketProvider
+from puffin_trio.providers.alpaca._history import DATA_URL, SANDBOX_DATA_URL, AlpacaHistory
 from puffin_trio.providers.alpaca._protocol import AlpacaProtocol
 from puffin_trio.providers.alpaca._wire import (
     CRYPTO_CHANNELS,
@@ -119,6 +120,13 @@ class AlpacaProvider(WebSocketProvider):
     * ``limit_cooldown=90``: Alpaca reaps a half-dead connection only after
       ~90 s (staff statement), and until then a new one gets 406.
 
+    Backfill (``docs/guide/backfill.rst``): ``backfill="trades"`` recovers a
+    reconnect's missing trades from Alpaca's historical API at ``rest_url``
+    (``https://data.alpaca.markets``, the sandbox's with ``sandbox=True``;
+    ``http://`` only to loopback, e.g. the simulator's port), holding the
+    live trades of those symbols back for at most ``backfill_timeout`` (10 s).
+    The test stream has no history.
+
     Sizes: ``max_message_size`` (16 MiB) bounds one incoming message and
     ``max_frame_bytes`` (4 KiB) one outgoing subscribe frame; the module
     constants ``DEFAULT_MAX_MESSAGE_SIZE``/``DEFAULT_MAX_FRAME_BYTES`` say why.
@@ -147,6 +155,9 @@ class AlpacaProvider(WebSocketProvider):
     max_frame_bytes: int
     allow_insecure: bool
     session_name: str
+    backfill: Literal["trades"] | None
+    backfill_timeout: float
+    rest_url: str
     _key: str | None = attrs.field(repr=False)
     _secret: str | None = attrs.field(repr=False)
 
@@ -168,6 +179,9 @@ class AlpacaProvider(WebSocketProvider):
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         allow_insecure: bool = False,
         name: str = PROVIDER,
+        backfill: Literal["trades"] | None = None,
+        backfill_timeout: float = 10.0,
+        rest_url: str | None = None,
     ) -> None:
         """Validate everything but credentials (see :meth:`check`); raises ConfigurationError."""
         if feed not in FEEDS:
@@ -186,6 +200,11 @@ class AlpacaProvider(WebSocketProvider):
         if not isinstance(sandbox, bool):
             raise ConfigurationError(f"{PROVIDER}: sandbox must be True or False")
         allow_insecure = _config.flag(PROVIDER, "allow_insecure", allow_insecure)
+        if backfill is not None and feed == "test":
+            raise ConfigurationError(
+                f"{PROVIDER}: the test stream has no historical trades; use backfill=None"
+            )
+        default_rest = SANDBOX_DATA_URL if sandbox else DATA_URL
         if url is None:
             host = _SANDBOX_HOST if sandbox else _HOST
             path = FEEDS[feed] + (crypto_location if feed == "crypto" else "")
@@ -211,6 +230,10 @@ class AlpacaProvider(WebSocketProvider):
             ),
             allow_insecure=allow_insecure,
             session_name=_config.session_name(PROVIDER, name),
+            **_config.backfill(PROVIDER, backfill=backfill, backfill_timeout=backfill_timeout),
+            rest_url=_config.rest_url(
+                PROVIDER, rest_url or default_rest, allow_insecure=allow_insecure
+            ),
             key=_config.credential(PROVIDER, key, (KEY_ENV,), "key"),
             secret=_config.credential(PROVIDER, secret, (SECRET_ENV,), "secret"),
         )
@@ -258,6 +281,18 @@ class AlpacaProvider(WebSocketProvider):
                 f"{PROVIDER}: missing credentials: pass {' and '.join(missing)}; "
                 "your API keys are on the Alpaca dashboard"
             )
+
+    def history(self) -> AlpacaHistory:
+        """Alpaca's historical trades at ``rest_url`` for this feed (backfills)."""
+        self.check()
+        assert self._key is not None and self._secret is not None
+        return AlpacaHistory(
+            key=self._key,
+            secret=self._secret,
+            base_url=self.rest_url,
+            feed=self.feed,
+            crypto_location=self.crypto_location if self.is_crypto else None,
+        )
 
     def protocol(self) -> AlpacaProtocol:
         """A fresh :class:`AlpacaProtocol`; raises ConfigurationError without credentials."""

@@ -19,6 +19,7 @@ import attrs
 from puffin_trio._event_builder import event_builder
 from puffin_trio.errors import (
     AuthenticationError,
+    BackfillError,
     ConfigurationError,
     FatalProviderError,
     ProtocolError,
@@ -33,6 +34,7 @@ from puffin_trio.providers._base import (
     Control,
     Frame,
     HeartbeatReply,
+    HistoryReply,
     Malformed,
     ProviderFailure,
     ProviderNotice,
@@ -42,6 +44,7 @@ from puffin_trio.providers._base import (
     normalize_topics,
     truncate_sample,
 )
+from puffin_trio.providers._history import SeamRule
 from puffin_trio.providers.ib._depth import DepthRows
 from puffin_trio.providers.ib._errors import (
     BARS_BUSTED,
@@ -56,6 +59,13 @@ from puffin_trio.providers.ib._errors import (
     RESTORED_DATA_LOST,
 )
 from puffin_trio.providers.ib._fields import amount, number, seconds_to_ns, whole
+from puffin_trio.providers.ib._history import (
+    MAX_TICKS,
+    SEAM,
+    historical_trades,
+    history_error,
+    req_historical_ticks,
+)
 from puffin_trio.providers.ib._wire import (
     BAR_SECONDS,
     DEFAULT_CLIENT_ID,
@@ -157,6 +167,8 @@ class IBProtocol(ProviderProtocol):
 
     confirms_subscriptions: ClassVar[bool] = False
     guard_mode: ClassVar[GuardMode] = "none"
+    history_limit: ClassVar[int] = MAX_TICKS
+    history_seam: ClassVar[SeamRule] = SEAM
 
     def __init__(
         self,
@@ -190,6 +202,8 @@ class IBProtocol(ProviderProtocol):
         self._ticks: dict[bytes, str] = {}
         self._depth: dict[bytes, tuple[str, DepthRows]] = {}
         self._bars: dict[bytes, str] = {}
+        #: Open historical trades requests (``reqHistoricalTicks``): wire id -> symbol.
+        self._history: dict[bytes, str] = {}
         self._lost = False
         self._broken_farms: set[str] = set()
         self._stale = False
@@ -208,6 +222,7 @@ class IBProtocol(ProviderProtocol):
             b"57": _ignore,  # tickSnapshotEnd: we never ask for snapshots
             b"58": self._market_data_type_of,
             b"81": _ignore,  # tickReqParams: min tick, BBO exchange (answers every reqMktData)
+            b"98": self._historical_ticks_last,
             b"99": self._tick_by_tick,
         }
 
@@ -251,6 +266,18 @@ class IBProtocol(ProviderProtocol):
                 request = self._by_topic.get((channel, symbol))
                 if request is not None:
                     self._close(request)
+
+    def request_history(self, symbol: str, start_ns: int) -> int:
+        """Queue ``reqHistoricalTicks`` for up to 1 000 trades of ``symbol`` from
+        ``start_ns`` on; returns its request id (answered by :class:`HistoryReply`)."""
+        req_id = next(self._ids)
+        if not 0 < req_id <= MAX_INT:
+            raise ProtocolError(f"request id {req_id} is outside TWS's range", provider=PROVIDER)
+        self._outbox.append(
+            req_historical_ticks(req_id, self._contract(symbol), start_ns, self.history_limit)
+        )
+        self._history[str(req_id).encode()] = symbol
+        return req_id
 
     def _contract(self, symbol: str) -> str:
         contract = self._contracts.get(symbol)
@@ -396,7 +423,10 @@ class IBProtocol(ProviderProtocol):
         code = int(f[3])
         text = truncate_sample(_text(f[4]))
         request = self._requests.get(req_id)
-        if code == DUPLICATE_CLIENT_ID:
+        history = self._history.pop(f[2], None)
+        if history is not None:
+            out.append(HistoryReply(req_id, error=history_error(code, text, history)))
+        elif code == DUPLICATE_CLIENT_ID:
             refused = AuthenticationError(
                 f"{text}: client id {self.client_id} is taken by another API client of this "
                 "TWS/IB Gateway; pass a different client_id= (or set IB_CLIENT_ID), or close "
@@ -567,6 +597,24 @@ class IBProtocol(ProviderProtocol):
                     max(number(f[7]), 0.0),
                 )
             )
+
+    def _historical_ticks_last(self, f: list[bytes], ts_recv: int, out: _Out) -> None:
+        # 98, reqId, count, count x (time, mask, price, size, exchange, conditions), done
+        symbol = self._history.get(f[1])
+        if symbol is None:
+            return
+        try:
+            trades, done, malformed = historical_trades(f, symbol, ts_recv)
+        except (ValueError, IndexError) as exc:
+            # Broken framing: the request is over (its answer is lost); the backfill retries.
+            del self._history[f[1]]
+            broken = BackfillError(f"malformed historicalTicksLast: {exc}", provider=PROVIDER)
+            out.append(Malformed(f"message 98 {exc}", _sample(b"\0".join(f))))
+            out.append(HistoryReply(int(f[1]), error=broken))
+            return
+        if done:
+            del self._history[f[1]]
+        out.append(HistoryReply(int(f[1]), trades, done, malformed=malformed))
 
     def _depth_update(self, f: list[bytes], ts_recv: int, out: _Out) -> None:
         # 12, v, reqId, position, operation, side, price, size

@@ -126,6 +126,12 @@ class IBProvider(Provider):
     * ``connect_timeout=10``: see ``DEFAULT_CONNECT_TIMEOUT`` in
       :mod:`puffin_trio.transports.tcp`.
 
+    Backfill (``docs/guide/backfill.rst``): ``backfill="trades"`` recovers a
+    reconnect's missing trades with ``reqHistoricalTicks`` over the same
+    connection (1 000 per request, paced as IB requires), matched with the
+    live ones by time, price and size, holding the live trades of those
+    symbols back for at most ``backfill_timeout`` (10 s).
+
     Limits: ``max_messages_per_second=45`` paces every outgoing message in
     the transport (TWS allows 50; see
     :data:`DEFAULT_MAX_MESSAGES_PER_SECOND`), so subscribing 300 topics
@@ -152,6 +158,8 @@ class IBProvider(Provider):
     max_frame_size: int
     max_messages_per_second: int
     session_name: str
+    backfill: Literal["trades"] | None
+    backfill_timeout: float
 
     def __init__(
         self,
@@ -172,6 +180,8 @@ class IBProvider(Provider):
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         max_messages_per_second: int = DEFAULT_MAX_MESSAGES_PER_SECOND,
         name: str = PROVIDER,
+        backfill: Literal["trades"] | None = None,
+        backfill_timeout: float = 10.0,
     ) -> None:
         """Validate everything (IB needs no credentials); raises ConfigurationError."""
         if host is None:
@@ -228,6 +238,7 @@ class IBProvider(Provider):
                 _MAX_MESSAGES_PER_SECOND,
             ),
             session_name=_config.session_name(PROVIDER, name),
+            **_config.backfill(PROVIDER, backfill=backfill, backfill_timeout=backfill_timeout),
         )
 
     @property

@@ -18,6 +18,7 @@ import attrs
 from puffin_trio.errors import ConfigurationError
 from puffin_trio.providers import _config
 from puffin_trio.providers._base import Topics, WebSocketProvider
+from puffin_trio.providers.polygon._history import API_URL, PolygonHistory
 from puffin_trio.providers.polygon._protocol import PolygonProtocol, StrictPolygonProtocol
 from puffin_trio.providers.polygon._wire import (
     CRYPTO_CHANNELS,
@@ -105,6 +106,12 @@ class PolygonProvider(WebSocketProvider):
     * ``limit_cooldown=90``: after ``max_connections`` the other connection
       must go away first; servers reap a half-dead one only after ~90 s.
 
+    Backfill (``docs/guide/backfill.rst``): ``backfill="trades"`` recovers a
+    reconnect's missing trades from ``/v3/trades`` at ``rest_url``
+    (``https://api.massive.com``; ``http://`` only to loopback), matched with
+    the stream by ``sequence_number`` (crypto: trade id), holding the live
+    trades of those symbols back for at most ``backfill_timeout`` (10 s).
+
     Sizes: ``max_message_size`` (16 MiB) bounds one incoming message and
     ``max_frame_bytes`` (4 KiB) one outgoing subscribe frame; the module
     constants ``DEFAULT_MAX_MESSAGE_SIZE``/``DEFAULT_MAX_FRAME_BYTES`` say why.
@@ -132,6 +139,9 @@ class PolygonProvider(WebSocketProvider):
     max_frame_bytes: int
     allow_insecure: bool
     session_name: str
+    backfill: Literal["trades"] | None
+    backfill_timeout: float
+    rest_url: str
     _key: str | None = attrs.field(repr=False)
 
     def __init__(
@@ -150,6 +160,9 @@ class PolygonProvider(WebSocketProvider):
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         allow_insecure: bool = False,
         name: str = PROVIDER,
+        backfill: Literal["trades"] | None = None,
+        backfill_timeout: float = 10.0,
+        rest_url: str = API_URL,
     ) -> None:
         """Validate everything but the key (see :meth:`check`); raises ConfigurationError."""
         if market not in MARKETS:
@@ -190,6 +203,8 @@ class PolygonProvider(WebSocketProvider):
             ),
             allow_insecure=allow_insecure,
             session_name=_config.session_name(PROVIDER, name),
+            **_config.backfill(PROVIDER, backfill=backfill, backfill_timeout=backfill_timeout),
+            rest_url=_config.rest_url(PROVIDER, rest_url, allow_insecure=allow_insecure),
             key=_config.credential(PROVIDER, key, KEY_ENVS, "key"),
         )
 
@@ -223,6 +238,17 @@ class PolygonProvider(WebSocketProvider):
                 f"{PROVIDER}: missing API key: pass key= or set $MASSIVE_API_KEY or "
                 "$POLYGON_API_KEY; your key is on the Massive (Polygon.io) dashboard"
             )
+
+    def history(self) -> PolygonHistory:
+        """``/v3/trades`` at ``rest_url`` for this cluster (backfills)."""
+        self.check()
+        assert self._key is not None
+        return PolygonHistory(
+            key=self._key,
+            base_url=self.rest_url,
+            market=self.market,
+            contiguous=self.sequence == "strict",
+        )
 
     def protocol(self) -> PolygonProtocol:
         """A fresh protocol (strict or monotonic per ``sequence``); raises without a key."""

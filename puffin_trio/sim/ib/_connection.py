@@ -16,6 +16,7 @@ import trio
 
 from puffin_trio.sim._common import MAX_PACING_LAG
 from puffin_trio.sim.faults import Fault, FaultKind, PausableStream
+from puffin_trio.sim.ib._history import historical_ticks_last, parse_request, ticks
 from puffin_trio.sim.ib._requests import (
     BAR_SECONDS,
     NS,
@@ -52,6 +53,14 @@ logger = logging.getLogger("puffin_trio.sim.ib")
 #: connects and says nothing must not hold a task forever (ib_async's own
 #: connect timeout is 2-4 s).
 HANDSHAKE_TIMEOUT = 10.0
+#: The prefix of TWS's error 162 texts (the historical data service's errors).
+_HMDS = "Historical Market Data Service error message:"
+#: Error 162 text per historical fault that refuses a request (401/403 errors
+#: are a missing permission instead).
+_HISTORY_REFUSALS = {
+    FaultKind.RATE_LIMITED: "Historical data request pacing violation",
+    FaultKind.HTTP_ERROR: "HMDS server error",
+}
 
 
 class Connection:
@@ -97,6 +106,7 @@ class Connection:
                 nursery.start_soon(self._read_loop)
                 nursery.start_soon(self._pump)
         finally:
+            self._server.off_air.air(self._record.number, False)
             if self._client_id is not None:
                 self._server.client_ids.discard(self._client_id)
             self._record.ended.set()
@@ -186,6 +196,8 @@ class Connection:
             await self._subscribe(msg_id, f)
         elif msg_id in ("2", "98", "11", "51"):
             await self._cancel(msg_id, f)
+        elif msg_id == "96":
+            await self._historical_ticks(f)
         elif msg_id == "9":
             await self._contract_details(f)
         elif msg_id == "61":
@@ -201,6 +213,46 @@ class Connection:
         elif msg_id == "7":
             await self._send([["55", "1", f[2]]])
         # Anything else (59 market data type, 15 auto open orders, ...) needs no reply.
+
+    async def _historical_ticks(self, f: list[str]) -> None:
+        """Answer ``reqHistoricalTicks`` from the tape (faults numbered server-wide); a
+        slow answer is sent from its own task, as TWS answers historical requests."""
+        faults = self._server.history_faults.next_request()
+        try:
+            request = parse_request(f)
+        except ValueError as exc:
+            req_id = f[1] if len(f) > 1 else "-1"
+            await self._send_error(req_id, 321, f"Error validating request:{exc}")
+            return
+        symbol = self._server.resolve(request.contract)
+        if symbol is None:
+            await self._send_error(request.req_id, 200)
+            return
+        if request.what != "TRADES":
+            await self._send_error(request.req_id, 162, _HMDS + f"{request.what} is not simulated")
+            return
+        delay, truncated = 0.0, False
+        for fault in faults:
+            self._record.faults.append(fault.kind)
+            refusal = _HISTORY_REFUSALS.get(fault.kind)
+            if refusal is not None:
+                if fault.kind is FaultKind.HTTP_ERROR and fault.code in (401, 403):
+                    refusal = "No market data permissions for ISLAND STK"
+                await self._send_error(request.req_id, 162, _HMDS + refusal)
+                return
+            if fault.kind is FaultKind.SLOW_PAGE:
+                delay += fault.delay
+            elif fault.kind is FaultKind.TRUNCATED_PAGE:
+                truncated = True
+        answer = historical_ticks_last(
+            request.req_id, ticks(self._server.tape, symbol, request), truncated=truncated
+        )
+        assert self._nursery is not None
+        self._nursery.start_soon(self._send_later, delay, answer)
+
+    async def _send_later(self, delay: float, message: list[str]) -> None:
+        await trio.sleep(delay)
+        await self._send([message])
 
     async def _contract_details(self, f: list[str]) -> None:
         req_id = f[2]
@@ -278,6 +330,8 @@ class Connection:
         self._trade_from, self._quote_from = tuple(trades), tuple(quotes)
         self._book_from = tuple(books)
         self._streaming = bool(self._subs)
+        if self._streaming:
+            self._server.off_air.draws = (self._trade_from, self._quote_from, self._book_from)
         self._changed.set()
         self._changed = trio.Event()
 
@@ -288,8 +342,11 @@ class Connection:
         rate = self._server.rate
         next_at = trio.current_time()
         while True:
+            if not self._streaming:
+                self._server.off_air.air(self._record.number, False)
             while not self._streaming:
                 await self._changed.wait()
+            self._server.off_air.air(self._record.number, True)
             for fault in self._faults.take_due(self._data_sent):
                 await self._apply(fault)
             if rate:
@@ -312,6 +369,7 @@ class Connection:
         subs = self._by_symbol.get(tick.symbol, ())
         seconds = now // NS
         if type(tick) is SimTrade:
+            self._server.print_trade(tick)
             window = seconds - seconds % BAR_SECONDS
             for sub in subs:
                 if type(sub) is Ticks and sub.kind in ("1", "2"):

@@ -27,6 +27,7 @@ __all__ = [
     "quote_ticks",
     "row_operations",
     "trade_tick",
+    "venue",
 ]
 
 NS = 1_000_000_000
@@ -210,12 +211,17 @@ Subscription = Quotes | Ticks | Depth | Bars
 # benchmarks' blast server builds its data with these.
 
 
+def venue(exchange: str) -> str:
+    """The venue name TWS prints for a simulated exchange code."""
+    return _VENUES.get(exchange, exchange)
+
+
 def trade_tick(req_id: str, kind: str, trade: SimTrade, seconds: int) -> list[str]:
     """A ``tickByTick`` (99) trade of type ``kind`` (``"1"`` Last, ``"2"`` AllLast)."""
     conditions = " ".join(c for c in trade.conditions if c != "@")
     return [
         "99", req_id, kind, str(seconds), repr(trade.price), num(trade.size), "0",
-        _VENUES.get(trade.exchange, trade.exchange), conditions,
+        venue(trade.exchange), conditions,
     ]  # fmt: skip
 
 

@@ -2,7 +2,8 @@
 
 This module owns what is shared by every connection of one
 :func:`serve_ib` (the market model, the fault plan, the client ids in use,
-contract resolution) and the records tests inspect. It must not speak the
+contract resolution, the trade tape ``reqHistoricalTicks`` reads and the
+market that goes on between connections) and the records tests inspect. It must not speak the
 protocol itself: :class:`~puffin_trio.sim.ib._connection.Connection` does.
 """
 
@@ -16,11 +17,13 @@ import attrs
 import trio
 
 from puffin_trio.errors import ConfigurationError
+from puffin_trio.sim._offair import OffAirMarket
 from puffin_trio.sim._server import SimRecorder, check_host, listen, market
-from puffin_trio.sim.faults import Fault, FaultKind, FaultPlan, PausableStream
+from puffin_trio.sim._tape import TradeTape
+from puffin_trio.sim.faults import Fault, FaultKind, FaultPlan, HistoryFaults, PausableStream
 from puffin_trio.sim.ib._connection import Connection, logger
 from puffin_trio.sim.ib._wire import FIRST_CON_ID
-from puffin_trio.sim.market import MarketModel
+from puffin_trio.sim.market import MarketModel, SimTrade
 
 __all__ = [
     "DEFAULT_ACCOUNT",
@@ -107,6 +110,24 @@ class Server:
     accepted: int = attrs.field(default=0, init=False)
     #: Client ids of the API sessions open now (a second one is refused, error 326).
     client_ids: set[int] = attrs.field(init=False, factory=set)
+    #: Every trade the market printed (what ``reqHistoricalTicks`` answers from).
+    tape: TradeTape = attrs.field(init=False, factory=TradeTape)
+    #: The faults of ``reqHistoricalTicks``, numbered across the server.
+    history_faults: HistoryFaults = attrs.field(init=False)
+    #: The market while no connection streams.
+    off_air: OffAirMarket = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        if self.recorder is not None:
+            self.tape = self.recorder.tape
+        self.history_faults = self.faults.for_history()
+        self.off_air = OffAirMarket(
+            self.model, rate=self.rate, wall_clock=self.wall_clock, print_trade=self.print_trade
+        )
+
+    def print_trade(self, trade: SimTrade) -> None:
+        """Put a trade the market generated on the tape."""
+        self.tape.record(trade)
 
     def con_id(self, symbol: str) -> int | None:
         symbols = self.model.symbols
@@ -173,6 +194,12 @@ async def serve_ib(
     * ``recorder``: an :class:`IBSimRecorder` to inspect from tests.
     * ``account``: the managed account reported after ``startApi``.
 
+    ``reqHistoricalTicks`` (``TRADES``) is answered from every trade the
+    market printed, including those printed while no client was connected
+    (the market goes on at ``rate``), as ``historicalTicksLast``; the fault
+    plan's historical faults apply to it (a 429 is a pacing violation and an
+    error status is error 162; a slow answer; a truncated message).
+
     Raises ``ConfigurationError`` for a non-loopback ``host``, bad settings or
     a fault kind TWS has no equivalent for. Cancelling it stops the server and
     drops every connection.
@@ -187,14 +214,16 @@ async def serve_ib(
         recorder=recorder,
         account=account,
     )
-    await listen(
-        server.handle_stream,
-        host=host,
-        port=port,
-        logger=logger,
-        label="ib sim",
-        task_status=task_status,
-    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.off_air.run)
+        await listen(
+            server.handle_stream,
+            host=host,
+            port=port,
+            logger=logger,
+            label="ib sim",
+            task_status=task_status,
+        )
 
 
 def _check_settings(
