@@ -33,6 +33,7 @@ from puffin_trio import (
 from puffin_trio.cli import open_demo_supervisor
 from puffin_trio.events import Gap, GapReason, Quote
 from puffin_trio.recording import KINDS
+from puffin_trio.recording import _recorder as recorder_module
 from puffin_trio.testing import events as any_event
 from puffin_trio.testing import mock_wall_clock
 
@@ -55,6 +56,10 @@ async def replay_all(path: Path, **filters: object) -> list[Event]:
 
 def data_files(path: Path) -> list[Path]:
     return sorted(path.rglob("*.parquet"))
+
+
+def temporary_files(path: Path) -> list[Path]:
+    return sorted(path.rglob("*.tmp"))
 
 
 # --------------------------------------------------------------------------- round trips
@@ -161,6 +166,30 @@ async def test_statistics_count_what_is_on_disk_and_what_is_still_at_risk(tmp_pa
     final = recorder.statistics()
     assert final.bytes == sum(p.stat().st_size for p in data_files(tmp_path))
     assert final.files == 1
+
+
+async def test_rows_encoded_before_their_seal_are_counted_once_and_replay_equal(
+    tmp_path: Path,
+) -> None:
+    """A partition given more than _ENCODE_ROWS rows between two seals has them encoded
+    into its open segment early, as row groups; the seal adds the rest and closes it."""
+    encode_rows = recorder_module._ENCODE_ROWS
+    first = [trade(i, MIDNIGHT + i) for i in range(2 * encode_rows + 100)]
+    second = [trade(i, MIDNIGHT + i) for i in range(len(first), len(first) + encode_rows + 7)]
+    async with open_recorder(tmp_path, flush_interval=3600) as recorder:
+        for event in first:
+            await recorder.write(event)
+        assert data_files(tmp_path) == []  # not sealed yet
+        await recorder.flush()
+        assert recorder.statistics().events == len(first)
+        (segment,) = data_files(tmp_path)
+        # Two row groups encoded before the seal, and the last 100 rows by the seal.
+        assert pq.ParquetFile(segment).metadata.num_row_groups == 3
+        for event in second:
+            await recorder.write(event)
+    assert recorder.statistics().events == len(first) + len(second)
+    assert temporary_files(tmp_path) == []
+    assert await replay_all(tmp_path) == first + second
 
 
 async def test_two_runs_in_one_directory_replay_merged_by_receive_time(tmp_path: Path) -> None:

@@ -3,8 +3,8 @@
 This module owns :func:`open_recorder` and :class:`Recorder`: buffering the
 events it is given, converting them to Arrow on the event loop in slices of
 :data:`_CHUNK` events, sealing one segment per partition every
-``flush_interval`` in a worker thread, rotating files by time and size, and
-finishing rotated files in a second worker thread. It must not block the
+``flush_interval`` in worker threads, rotating files by time and size, and
+finishing rotated files in another worker thread. It must not block the
 event loop on the disk, grow memory without bound, or lose an event without
 raising.
 
@@ -12,19 +12,24 @@ Durability: a crash (even SIGKILL) loses only what was not yet in a sealed
 segment: events that arrived since the last seal began, at most
 ``flush_interval`` plus the time one seal takes. Sealed segments and finished
 files are complete Parquet files; see :mod:`puffin_trio.recording._layout`
-for how a finished file replaces its segments.
+for how a finished file replaces its segments. A partition's rows may be
+encoded into its segment before the seal (:data:`_ENCODE_ROWS` at a time, by
+an encoder thread), but under a hidden temporary name that only the seal
+turns into a ``.parquet`` name.
 
 Memory: at most :data:`_CHUNK` events wait as Python objects; converted
-batches wait for the next seal, and once :data:`_MAX_UNSEALED_BYTES` of them
-wait, :meth:`Recorder.write` and :meth:`Recorder.record` wait for the seal to
-take them (with ``overflow="block"`` upstream, a disk slower than the feed
-slows the feed). At most twice that is held: one set being written, one filling.
+batches wait for the encoder or the next seal, and once
+:data:`_MAX_UNSEALED_BYTES` of them wait, :meth:`Recorder.write` and
+:meth:`Recorder.record` wait for the encoder or the seal to take them (with
+``overflow="block"`` upstream, a disk slower than the feed slows the feed).
+At most twice that is held: one set being written, one filling.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from os import PathLike
@@ -50,6 +55,7 @@ from puffin_trio.recording._schema import SCHEMAS, EventSchema
 from puffin_trio.recording._writer import (
     Aborted,
     FinishJob,
+    OpenSegment,
     SegmentJob,
     finish_file,
     recording_error,
@@ -86,6 +92,15 @@ _CHUNK: Final = 4096
 #: a million events, two seconds of a very busy feed, a few tenths of a
 #: second of the writer thread.
 _MAX_UNSEALED_BYTES: Final = 64 * 2**20
+#: Rows of a partition encoded into its open segment at once, before the seal:
+#: a worker thread encodes them (without the GIL) while the event loop converts
+#: the next events, so that a seal has only the last rows left to write. A row
+#: group this size compresses as well as a larger one (within 1-2 %), and a
+#: reader decompresses one at a time.
+_ENCODE_ROWS: Final = 16_384
+#: Worker threads writing one seal's segments (one per partition) at once: the
+#: machine's second core, if it has one, encodes while the first does.
+_WRITERS: Final = 2
 #: Rotated files waiting to be finished before the sealer waits (one per
 #: partition and rotation, so this is never reached unless finishing stalls).
 _FINISH_QUEUE: Final = 64
@@ -125,8 +140,10 @@ class _Partition:
         "directory",
         "file_bytes",
         "file_no",
+        "opened",
         "opened_at",
         "parts",
+        "pending_rows",
         "schema",
         "segment_no",
         "segment_sizes",
@@ -138,6 +155,10 @@ class _Partition:
         self.directory = root.joinpath(*parts)
         self.schema = schema
         self.batches: list[pa.RecordBatch] = []
+        #: Rows in ``batches``.
+        self.pending_rows = 0
+        #: The segment being encoded before its seal, if rows have been handed over.
+        self.opened: OpenSegment | None = None
         self.file_no = 0
         self.segment_no = 0
         self.segments: list[str] = []
@@ -196,6 +217,13 @@ class Recorder:
         ](_FINISH_QUEUE)
         self._sealer_done = trio.Event()
         self._finisher_done = trio.Event()
+        self._encode_jobs: deque[tuple[OpenSegment, list[pa.RecordBatch], int]] = deque()
+        self._encodes_queued = 0
+        self._encodes_done = 0
+        self._segments_opened = 0
+        self._encode_wanted = trio.lowlevel.ParkingLot()
+        self._encoded = trio.lowlevel.ParkingLot()
+        self._encoder_done = trio.Event()
 
     @property
     def path(self) -> Path:
@@ -315,18 +343,17 @@ class Recorder:
         self._events = []
         base = self._next_index
         self._next_index += len(events)
-        groups: dict[tuple[str, type], list[int]] = {}
-        for i, event in enumerate(events):
+        # One pass: the events of each (provider, class) and their positions in the run.
+        groups: dict[tuple[str, type], tuple[list[Event], list[int]]] = {}
+        for i, event in enumerate(events, base):
             key = (event.provider, type(event))
             group = groups.get(key)
             if group is None:
-                groups[key] = [i]
-            else:
-                group.append(i)
-        for (provider, cls), indices in groups.items():
+                groups[key] = group = ([], [])
+            group[0].append(event)
+            group[1].append(i)
+        for (provider, cls), (chosen, positions) in groups.items():
             schema = SCHEMAS[cls]
-            chosen = [events[i] for i in indices] if len(indices) < len(events) else events
-            positions = [base + i for i in indices]
             try:
                 batch = schema.to_batch(chosen, positions, provider=provider)
             except _CONVERSION_ERRORS:
@@ -382,8 +409,53 @@ class Recorder:
             parts = partition_parts(provider, schema.kind, day)
             partition = self._partitions[key] = _Partition(self._root, parts, schema)
         partition.batches.append(batch)
+        partition.pending_rows += batch.num_rows
         self._unsealed_rows += batch.num_rows
         self._unsealed_bytes += batch.nbytes
+        if partition.pending_rows >= _ENCODE_ROWS and self._error is None:
+            self._encode(partition)
+
+    def _encode(self, partition: _Partition) -> None:
+        """Hand a partition's batches to the encoder, for its open segment."""
+        if partition.opened is None:
+            self._segments_opened += 1
+            tmp = temp_name(f"{self._run}.open{self._segments_opened:06d}")
+            partition.opened = OpenSegment(self._root, partition.parts, tmp, partition.schema)
+        batches = partition.batches
+        partition.batches = []
+        partition.pending_rows = 0
+        nbytes = sum(b.nbytes for b in batches)
+        self._encode_jobs.append((partition.opened, batches, nbytes))
+        self._encodes_queued += 1
+        self._encode_wanted.unpark_all()
+
+    async def _run_encoder(self) -> None:
+        """Append the batches handed over by :meth:`_encode` to their open segments,
+        in a worker thread, in order, until the sealer has stopped (shielded)."""
+        try:
+            with trio.CancelScope(shield=True):
+                while self._encode_jobs or not self._sealer_done.is_set():
+                    if not self._encode_jobs:
+                        await self._encode_wanted.park()
+                        continue
+                    opened, batches, nbytes = self._encode_jobs.popleft()
+                    if self._error is None:
+                        try:
+                            await trio.to_thread.run_sync(opened.append, batches)
+                        except RecordingError as error:
+                            self._fail(error, lost=len(self._events) + self._unsealed_rows)
+                    self._unsealed_bytes -= nbytes
+                    self._encodes_done += 1
+                    self._encoded.unpark_all()
+                    self._room.unpark_all()
+                # Left open only after a failure: give them up.
+                left = [p.opened for p in self._partitions.values() if p.opened is not None]
+                for partition in self._partitions.values():
+                    partition.opened = None
+                if left:
+                    await trio.to_thread.run_sync(_abort, left)
+        finally:
+            self._encoder_done.set()
 
     # ------------------------------------------------------------------ sealing
 
@@ -409,6 +481,7 @@ class Recorder:
         finally:
             self._finish_send.close()
             self._sealer_done.set()
+            self._encode_wanted.unpark_all()
 
     async def _seal(self, *, final: bool) -> None:
         """Write one segment per partition with unsealed batches; then rotate what is due."""
@@ -416,33 +489,51 @@ class Recorder:
         self._seals_started += 1
         taken: list[tuple[_Partition, SegmentJob]] = []
         for partition in self._partitions.values():
-            if partition.batches:
+            if partition.batches or partition.opened is not None:
                 name = segment_name(self._run, partition.file_no, partition.segment_no)
                 partition.segment_no += 1
-                job = SegmentJob(partition.directory, name, partition.schema, partition.batches)
+                job = SegmentJob(
+                    partition.directory, name, partition.schema, partition.batches, partition.opened
+                )
+                self._unsealed_bytes -= sum(b.nbytes for b in partition.batches)
                 partition.batches = []
+                partition.pending_rows = 0
+                partition.opened = None
                 taken.append((partition, job))
         rows = self._unsealed_rows
-        self._unsealed_rows = self._unsealed_bytes = 0
+        self._unsealed_rows = 0
         self._sealing_rows = rows
         self._room.unpark_all()
+        # The taken segments' rows handed to the encoder must be in them first (and,
+        # after a failure, the encoder must be done with them before they are given up).
+        encoded = self._encodes_queued
+        while self._encodes_done < encoded:
+            await self._encoded.park()
+        if self._error is not None:
+            self._sealing_rows = 0
+            opened = [job.opened for _, job in taken if job.opened is not None]
+            if opened:
+                await trio.to_thread.run_sync(_abort, opened)
+            return
         if taken:
-            jobs = [(p.parts, job) for p, job in taken]
-            sizes, error = await trio.to_thread.run_sync(
-                write_segments, self._root, jobs, self._fsync
-            )
+            # (Counted before writing: closing an open segment appends the batches to it.)
+            counts = [job.rows for _, job in taken]
+            sizes, error = await self._write_segments(taken)
             now = trio.current_time()
-            for (partition, job), size in zip(taken, sizes, strict=False):
+            lost = 0
+            for (partition, job), count, size in zip(taken, counts, sizes, strict=True):
+                if size is None:
+                    lost += count
+                    continue
                 if not partition.segments:
                     partition.opened_at = now
                 partition.segments.append(job.name)
                 partition.segment_sizes.append(size)
                 partition.file_bytes += size
-                self._written += job.rows
+                self._written += count
                 self._bytes += size
                 self._files += 1
             if error is not None:
-                lost = sum(job.rows for _, job in taken[len(sizes) :])
                 lost += len(self._events) + self._unsealed_rows
                 self._sealing_rows = 0
                 self._fail(error, lost=lost)
@@ -452,6 +543,34 @@ class Recorder:
         self._seals_done += 1
         self._sealed.unpark_all()
         await self._rotate(final=final)
+
+    async def _write_segments(
+        self, taken: list[tuple[_Partition, SegmentJob]]
+    ) -> tuple[list[int | None], RecordingError | None]:
+        """Write the segments in :data:`_WRITERS` worker threads; each one's size (None:
+        not written) and the first failure.
+
+        Encoding and compressing a segment runs without the GIL, so a second
+        thread writes while the first does, and the event loop keeps converting.
+        """
+        shares = [taken[i :: _WRITERS] for i in range(min(_WRITERS, len(taken)))]
+        results: list[tuple[list[int], RecordingError | None]] = [([], None)] * len(shares)
+
+        async def write(index: int) -> None:
+            jobs = [(p.parts, job) for p, job in shares[index]]
+            results[index] = await trio.to_thread.run_sync(
+                write_segments, self._root, jobs, self._fsync
+            )
+
+        async with trio.open_nursery() as nursery:
+            for index in range(len(shares)):
+                nursery.start_soon(write, index)
+        sizes: list[int | None] = [None] * len(taken)
+        for index, (written, _) in enumerate(results):
+            for n, size in enumerate(written):
+                sizes[index + n * _WRITERS] = size
+        errors = [error for _, error in results if error is not None]
+        return sizes, errors[0] if errors else None
 
     async def _rotate(self, *, final: bool) -> None:
         """Hand every file that is due (by time or size, or all when closing) to the finisher."""
@@ -534,6 +653,12 @@ class Recorder:
         with trio.CancelScope(shield=True):
             await self._sealer_done.wait()
             await self._finisher_done.wait()
+            await self._encoder_done.wait()
+
+
+def _abort(segments: Sequence[OpenSegment]) -> None:
+    for segment in segments:
+        segment.abort()
 
 
 def _not_an_event(value: object) -> TypeError:
@@ -613,6 +738,7 @@ async def open_recorder(
         async with trio.open_nursery() as nursery:
             nursery.start_soon(recorder._run_sealer)
             nursery.start_soon(recorder._run_finisher)
+            nursery.start_soon(recorder._run_encoder)
             try:
                 yield recorder
             except BaseException as exc:

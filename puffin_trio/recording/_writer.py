@@ -35,6 +35,7 @@ from puffin_trio.recording._schema import REC_INDEX, EventSchema
 __all__ = [
     "ROW_GROUP_ROWS",
     "FinishJob",
+    "OpenSegment",
     "SegmentJob",
     "finish_file",
     "make_directory",
@@ -133,22 +134,91 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+class OpenSegment:
+    """A segment being written before its seal: row groups appended as they fill up.
+
+    Encoding a partition's rows as they arrive, rather than all at the seal,
+    lets a worker thread encode (without the GIL) while the event loop
+    converts the next events. The file has a temporary name until
+    :func:`write_segments` closes it and renames it to the name the seal
+    gives it; a crash before that leaves only the hidden temporary file. Used
+    by one thread at a time (the recorder's encoder, then its sealer).
+    """
+
+    def __init__(self, root: Path, parts: Sequence[str], tmp_name: str, schema: EventSchema):
+        self.root = root
+        self.parts = tuple(parts)
+        self.directory = root.joinpath(*parts)
+        self.tmp = self.directory / tmp_name
+        self.schema = schema
+        #: Rows appended so far.
+        self.rows = 0
+        self._writer: pq.ParquetWriter | None = None
+
+    def append(self, batches: Sequence[pa.RecordBatch]) -> None:
+        """Write ``batches`` as one row group (creating the file first). Blocks.
+
+        Raises RecordingError (the temporary file is removed then).
+        """
+        try:
+            if self._writer is None:
+                if not self.directory.is_dir():
+                    make_directory(self.root, self.parts)
+                try:
+                    self._writer = pq.ParquetWriter(
+                        self.tmp, self.schema.schema, **_options(self.schema)
+                    )
+                except OSError as exc:
+                    raise recording_error("write", self.tmp, exc) from exc
+            table = pa.Table.from_batches(batches, self.schema.schema)
+            _write_rows(self._writer, table, self.tmp)
+        except BaseException:
+            self.abort()
+            raise
+        self.rows += table.num_rows
+
+    def close(self) -> None:
+        """Write the footer; the file is complete (not yet renamed). Raises RecordingError."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            try:
+                writer.close()
+            except OSError as exc:
+                raise recording_error("write", self.tmp, exc) from exc
+
+    def abort(self) -> None:
+        """Give the segment up: close what is open and remove the temporary file."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            with contextlib.suppress(OSError, pa.ArrowException):
+                writer.close()
+        _remove(self.tmp)
+
+
 @attrs.frozen
 class SegmentJob:
-    """Write ``batches`` (one partition's rows since the last flush) as ``directory/name``."""
+    """Write ``batches`` (one partition's rows since the last flush) as ``directory/name``.
+
+    ``opened``: the segment's rows encoded before the seal, if any; ``batches``
+    are appended to it, and it is closed and renamed to ``name``.
+    """
 
     directory: Path
     name: str
     schema: EventSchema
     batches: Sequence[pa.RecordBatch]
+    opened: OpenSegment | None = None
 
     @property
     def rows(self) -> int:
-        return sum(b.num_rows for b in self.batches)
+        rows: int = sum(b.num_rows for b in self.batches)
+        return rows + (self.opened.rows if self.opened else 0)
 
 
 def _write_segment(job: SegmentJob, fsync: bool) -> int:
     path = job.directory / job.name
+    if job.opened is not None:
+        return _close_segment(job.opened, job.batches, path, fsync)
     tmp = job.directory / temp_name(job.name)
     table = pa.Table.from_batches(job.batches, job.schema.schema)
     try:
@@ -158,16 +228,39 @@ def _write_segment(job: SegmentJob, fsync: bool) -> int:
                 _fsync(tmp)
         except OSError as exc:
             raise recording_error("write", tmp, exc) from exc
-        try:
-            os.rename(tmp, path)
-            if fsync:
-                _fsync(job.directory, directory=True)
-        except OSError as exc:
-            raise recording_error("close", path, exc) from exc
+        _rename(tmp, path, fsync)
     except BaseException:
         _remove(tmp)
         raise
     return path.stat().st_size
+
+
+def _close_segment(
+    opened: OpenSegment, batches: Sequence[pa.RecordBatch], path: Path, fsync: bool
+) -> int:
+    try:
+        if batches:
+            opened.append(batches)
+        opened.close()
+        if fsync:
+            try:
+                _fsync(opened.tmp)
+            except OSError as exc:
+                raise recording_error("write", opened.tmp, exc) from exc
+        _rename(opened.tmp, path, fsync)
+    except BaseException:
+        opened.abort()
+        raise
+    return path.stat().st_size
+
+
+def _rename(tmp: Path, path: Path, fsync: bool) -> None:
+    try:
+        os.rename(tmp, path)
+        if fsync:
+            _fsync(path.parent, directory=True)
+    except OSError as exc:
+        raise recording_error("close", path, exc) from exc
 
 
 def write_segments(
@@ -180,12 +273,15 @@ def write_segments(
     failure are complete files. Blocks: run it in a worker thread.
     """
     sizes: list[int] = []
-    for parts, job in jobs:
+    for index, (parts, job) in enumerate(jobs):
         try:
             if not job.directory.is_dir():
                 make_directory(root, parts)
             sizes.append(_write_segment(job, fsync))
         except RecordingError as error:
+            for _, rest in jobs[index + 1 :]:
+                if rest.opened is not None:
+                    rest.opened.abort()
             return sizes, error
     return sizes, None
 
