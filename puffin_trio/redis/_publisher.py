@@ -257,20 +257,37 @@ class RedisPublisher:
         """
         buffer = self._buffer
         capacity = self._capacity
-        async for event in events:
-            tx = self._tx
-            if len(buffer) + (len(tx.events) if tx is not None else 0) >= capacity:
-                if not await self._make_room(event):
-                    continue
-            elif self._lost_pending:
-                self._announce_loss()
-            # Counted once it is ours (buffered here), not while it waits for room.
-            self._received += 1
-            buffer.append(event)
-            idle = self._writer_idle
-            if idle is not None:
-                self._writer_idle = None
-                idle.set()
+        # What a channel has queued is taken without a scheduler trip per event
+        # (~1-5 µs each, more than routing and encoding the event), when it can
+        # say so: sup.events() and trio's memory channels can.
+        receive_nowait: Callable[[], Event] | None = getattr(events, "receive_nowait", None)
+        while True:
+            try:
+                event = await events.receive()
+            except trio.EndOfChannel:
+                break
+            while True:
+                tx = self._tx
+                if len(buffer) + (len(tx.events) if tx is not None else 0) >= capacity:
+                    taken = await self._make_room(event)
+                else:
+                    taken = True
+                    if self._lost_pending:
+                        self._announce_loss()
+                if taken:
+                    # Counted once it is ours (buffered here), not while it waits for room.
+                    self._received += 1
+                    buffer.append(event)
+                    idle = self._writer_idle
+                    if idle is not None:
+                        self._writer_idle = None
+                        idle.set()
+                if receive_nowait is None:
+                    break
+                try:
+                    event = receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
         if self._lost_pending:
             self._announce_loss()
         await self.flush()

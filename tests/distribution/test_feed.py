@@ -45,6 +45,40 @@ async def test_a_consumer_gets_the_same_events_in_the_same_order(
     assert isinstance(announcements[0], Status) and announcements[0].detail == "publisher started"
 
 
+class _ReceiveOnly(trio.abc.ReceiveChannel[Event]):
+    """A channel that can only ``receive()`` (no ``receive_nowait``)."""
+
+    def __init__(self, inner: trio.MemoryReceiveChannel[Event]) -> None:
+        self._inner = inner
+
+    async def receive(self) -> Event:
+        return await self._inner.receive()
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+@pytest.mark.parametrize("receive_only", [False, True], ids=["memory channel", "receive only"])
+async def test_any_receive_channel_is_published_whole_and_in_order(
+    redis_server: RedisServer, receive_only: bool
+) -> None:
+    """Everything queued before the pump runs is taken at once (a memory channel can say
+    what it holds), or one event at a time from a channel that can only wait; either way
+    through a buffer far smaller than the backlog (the pump waits for room)."""
+    sent = make_events(1500)
+    send, receive = trio.open_memory_channel[Event](len(sent))
+    for event in sent:
+        send.send_nowait(event)
+    send.close()
+    channel: trio.abc.ReceiveChannel[Event] = _ReceiveOnly(receive) if receive_only else receive
+    async with open_redis_publisher(redis_server.url, buffer=64) as publisher:
+        await publisher.publish(channel)
+        statistics = publisher.statistics()
+        assert (statistics.received, statistics.lost) == (len(sent), 0)
+        assert statistics.max_buffered <= 64
+    assert data(await read_all(redis_server.url, len(sent))) == sent
+
+
 async def test_filters_select_providers_symbols_and_kinds_in_order(
     redis_server: RedisServer,
 ) -> None:
