@@ -833,3 +833,76 @@ def test_the_session_name_defaults_to_polygon_and_can_be_changed() -> None:
     named = PolygonProvider(key=KEY, name="polygon-crypto", market="crypto")
     assert named.session_name == "polygon-crypto"
     assert named.name == "polygon"
+
+
+# -- the one-pass trade and quote decoders ----------------------------------------------
+
+#: Values a field may take: the usual ones and every kind the checks refuse or convert.
+_VALUES: list[Any] = [
+    *(0, 1, 2, 3, 4, 1023, 1024, -1, 2**70, 10**310, True, False, None),
+    *(0.0, -0.0, 1.5, -1.5, math.inf, -math.inf, math.nan, 1e308),
+    *("", "AAPL", "1", "x", "NaN", "1.5"),
+    *([], [12, 37], [1.5], ["a"], {"a": 1}),
+    *(MS, MS * 1000, MS // 1000, float(MS), str(MS)),
+]
+_FIELD_VALUES = st.sampled_from(_VALUES)
+_TRADE = {"ev": "T", "sym": "AAPL", "i": "52983525029461", "x": 4, "p": 411.27, "s": 100,
+          "c": [12, 37], "t": MS, "q": 3681328, "z": 3}  # fmt: skip
+_QUOTE = {"ev": "Q", "sym": "MSFT", "bx": 12, "bp": 411.26, "bs": 2, "ax": 11, "ap": 411.28,
+          "as": 3, "c": 1, "t": MS, "q": 50385480, "z": 3}  # fmt: skip
+
+
+def _outcome(decode: Any, message: dict[str, Any]) -> object:
+    try:
+        return decode(message, TS_RECV)
+    except Exception as exc:  # the outcome compared is the exception itself
+        return (type(exc), str(exc))
+
+
+def _same_outcome(proto: PolygonProtocol, message: dict[str, Any]) -> bool:
+    if message["ev"] == "T":
+        return _outcome(proto._trade, message) == _outcome(proto._checked_trade, message)
+    return _outcome(proto._quote, message) == _outcome(proto._checked_quote, message)
+
+
+def test_one_changed_or_missing_field_decodes_as_the_field_by_field_checks_decode_it() -> None:
+    proto = stocks()
+    for template in (_TRADE, _QUOTE):
+        for field in [*_QUOTE, *_TRADE, "ds"]:
+            if field != "ev":
+                missing = {k: v for k, v in template.items() if k != field}
+                assert _same_outcome(proto, missing), missing
+            for value in _VALUES:
+                changed = {**template, field: value}
+                assert _same_outcome(proto, changed), changed
+
+
+@given(
+    st.sampled_from([_TRADE, _QUOTE]),
+    st.dictionaries(st.sampled_from([*_QUOTE, *_TRADE, "ds"]), _FIELD_VALUES, max_size=3),
+    st.sets(st.sampled_from([*_QUOTE, *_TRADE])),
+)
+def test_the_one_pass_decoders_give_what_the_field_by_field_checks_give(
+    template: dict[str, Any], changed: dict[str, Any], removed: set[str]
+) -> None:
+    """For any trade or quote near a real one (fields changed to any kind of value, or
+    missing), the one-pass decoder returns the same event, or raises the same error
+    with the same text, as the checked decoder that applies each field's check in turn."""
+    message = {k: v for k, v in {**template, **changed}.items() if k not in removed - {"ev"}}
+    message["ev"] = template["ev"]
+    assert _same_outcome(stocks(), message)
+
+
+def test_a_complete_common_trade_and_quote_take_the_one_pass_path() -> None:
+    proto = stocks()
+    trade, quote = receive(proto, _TRADE, _QUOTE)
+    assert trade == Trade(
+        provider="polygon", symbol="AAPL", ts_event=NS, ts_recv=TS_RECV, price=411.27,
+        size=100.0, exchange="4", trade_id="52983525029461", conditions=("12", "37"),
+        tape="C", seq=3681328,
+    )  # fmt: skip
+    assert quote == Quote(
+        provider="polygon", symbol="MSFT", ts_event=NS, ts_recv=TS_RECV, bid=411.26,
+        ask=411.28, bid_size=2.0, ask_size=3.0, bid_exchange="12", ask_exchange="11",
+        conditions=("1",), tape="C", seq=50385480,
+    )  # fmt: skip

@@ -16,6 +16,10 @@ from puffin_trio.providers._values import SANE_TS_NS, decimal_size, price, size
 from puffin_trio.providers.polygon._wire import NS_PER_MS
 
 __all__ = [
+    "CODE_TEXT",
+    "CODE_TUPLES",
+    "SANE_TS_MS",
+    "TAPE_LETTERS",
     "any_unit_to_ns",
     "code",
     "codes",
@@ -29,19 +33,24 @@ __all__ = [
 ]
 
 #: Text of the small integer codes (exchanges, conditions), made once.
-_CODE_TEXT: tuple[str, ...] = tuple(str(i) for i in range(1024))
+CODE_TEXT: tuple[str, ...] = tuple(str(i) for i in range(1024))
+#: The one-code tuples (a stock quote's condition), made once.
+CODE_TUPLES: tuple[tuple[str], ...] = tuple((text,) for text in CODE_TEXT)
 #: Polygon tape number -> the SIP's tape letter.
 _TAPES: Mapping[int, str] = {1: "A", 2: "B", 3: "C"}
+#: The same, indexed by tape number (1 to 3), for the decoders' fast path.
+TAPE_LETTERS: tuple[str, ...] = ("", *_TAPES.values())
 #: Crypto trade condition -> taker side (0: no side).
 _CRYPTO_SIDES: Mapping[int, str] = {1: "S", 2: "B"}
 #: :data:`~puffin_trio.providers._values.SANE_TS_NS` in ms, for the ms timestamps.
-_MS_LOW, _MS_HIGH = (bound // NS_PER_MS for bound in SANE_TS_NS)
+SANE_TS_MS: tuple[int, int] = (SANE_TS_NS[0] // NS_PER_MS, SANE_TS_NS[1] // NS_PER_MS)
+_MS_LOW, _MS_HIGH = SANE_TS_MS
 
 
 def code(value: object) -> str:
     """An integer code (exchange, condition) as text; ``None`` (absent) is ``""``."""
     if type(value) is int and 0 <= value < 1024:
-        return _CODE_TEXT[value]
+        return CODE_TEXT[value]
     if value is None:
         return ""
     if type(value) is int or type(value) is str:

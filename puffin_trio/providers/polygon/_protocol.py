@@ -11,6 +11,7 @@ or put the API key anywhere but the auth frame.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import ClassVar
 
@@ -40,6 +41,10 @@ from puffin_trio.providers._base import (
 from puffin_trio.providers._values import price, size, symbol_of
 from puffin_trio.providers.polygon._errors import error_for
 from puffin_trio.providers.polygon._fields import (
+    CODE_TEXT,
+    CODE_TUPLES,
+    SANE_TS_MS,
+    TAPE_LETTERS,
     any_unit_to_ns,
     code,
     codes,
@@ -55,6 +60,7 @@ from puffin_trio.providers.polygon._wire import (
     CRYPTO_CHANNELS,
     DEFAULT_MAX_FRAME_BYTES,
     MARKETS,
+    NS_PER_MS,
     PROVIDER,
     STOCK_CHANNELS,
     check_topics,
@@ -117,6 +123,9 @@ _new_bar = event_builder(
     "vwap",
 )
 
+
+_MS_LOW, _MS_HIGH = SANE_TS_MS
+_INF = math.inf
 
 _SUBSCRIBED = "subscribed to: "
 _UNSUBSCRIBED = "unsubscribed to: "
@@ -322,7 +331,102 @@ class PolygonProtocol(ProviderProtocol):
 
     # ------------------------------------------------------------------ stocks
 
+    # The stock trade and quote, Polygon's firehose, are decoded in one pass:
+    # the complete, common message (every field present, of its usual type, in
+    # range) passes one chain of inline tests and builds its event directly.
+    # The tests only accept: anything else (a missing field, an int price,
+    # decimal sizes, a NaN) goes to the checked decoder below, which applies
+    # the shared checks field by field, in wire order, and so converts it or
+    # raises exactly the error it always did. Each inline test is the one its
+    # check makes (``0.0 <= p < inf`` is price(): finite, not NaN, >= 0).
+
     def _trade(self, m: Message, ts_recv: int) -> Trade:
+        try:
+            symbol, ms, trade_price, trade_size = m["sym"], m["t"], m["p"], m["s"]
+            exchange, trade_id, tape_number, number = m["x"], m["i"], m["z"], m["q"]
+        except KeyError:
+            return self._checked_trade(m, ts_recv)
+        conditions = m.get("c")
+        if (
+            type(symbol) is str
+            and symbol
+            and type(ms) is int
+            and _MS_LOW <= ms < _MS_HIGH
+            and type(trade_price) is float
+            and 0.0 <= trade_price < _INF
+            and (type(trade_size) is int or type(trade_size) is float)
+            and 0 <= trade_size < _INF
+            and type(exchange) is int
+            and 0 <= exchange < 1024
+            and type(trade_id) is str
+            and type(tape_number) is int
+            and 1 <= tape_number <= 3
+            and type(number) is int
+            and "ds" not in m
+        ):
+            return _new_trade(
+                PROVIDER,
+                symbol,
+                ms * NS_PER_MS,
+                ts_recv,
+                trade_price,
+                float(trade_size),
+                CODE_TEXT[exchange],
+                trade_id,
+                () if conditions is None else codes(conditions),
+                TAPE_LETTERS[tape_number],
+                number,
+            )
+        return self._checked_trade(m, ts_recv)
+
+    def _quote(self, m: Message, ts_recv: int) -> Quote:
+        try:
+            symbol, ms, bid, ask = m["sym"], m["t"], m["bp"], m["ap"]
+            bid_size, ask_size, bid_exchange, ask_exchange = m["bs"], m["as"], m["bx"], m["ax"]
+            tape_number, number = m["z"], m["q"]
+        except KeyError:
+            return self._checked_quote(m, ts_recv)
+        condition = m.get("c")
+        if (
+            type(symbol) is str
+            and symbol
+            and type(ms) is int
+            and _MS_LOW <= ms < _MS_HIGH
+            and type(bid) is float
+            and 0.0 <= bid < _INF
+            and type(ask) is float
+            and 0.0 <= ask < _INF
+            and (type(bid_size) is int or type(bid_size) is float)
+            and 0 <= bid_size < _INF
+            and (type(ask_size) is int or type(ask_size) is float)
+            and 0 <= ask_size < _INF
+            and type(bid_exchange) is int
+            and 0 <= bid_exchange < 1024
+            and type(ask_exchange) is int
+            and 0 <= ask_exchange < 1024
+            and (condition is None or (type(condition) is int and 0 <= condition < 1024))
+            and type(tape_number) is int
+            and 1 <= tape_number <= 3
+            and type(number) is int
+        ):
+            return _new_quote(
+                PROVIDER,
+                symbol,
+                ms * NS_PER_MS,
+                ts_recv,
+                bid,
+                ask,
+                float(bid_size),
+                float(ask_size),
+                CODE_TEXT[bid_exchange],
+                CODE_TEXT[ask_exchange],
+                () if condition is None else CODE_TUPLES[condition],
+                TAPE_LETTERS[tape_number],
+                number,
+            )
+        return self._checked_quote(m, ts_recv)
+
+    def _checked_trade(self, m: Message, ts_recv: int) -> Trade:
         decimal = m.get("ds")
         return _new_trade(
             PROVIDER,
@@ -338,7 +442,7 @@ class PolygonProtocol(ProviderProtocol):
             seq_number(m.get("q")),
         )
 
-    def _quote(self, m: Message, ts_recv: int) -> Quote:
+    def _checked_quote(self, m: Message, ts_recv: int) -> Quote:
         condition = m.get("c")
         return _new_quote(
             PROVIDER,
