@@ -445,13 +445,14 @@ class _Connection(WsSimConnection[PolygonConnectionRecord]):
         topics = [t.strip() for t in params.split(",")]
         entitlements = self._server.entitlements
         verb = "subscribed to: " if add else "unsubscribed to: "
+        statuses: list[dict[str, Any]] = []
         async with self._lock:
             for topic in topics:
                 if not topic:
                     continue
                 event, _, symbol = topic.partition(".")
                 if add and entitlements is not None and event not in entitlements:
-                    await self._send([_status("error", NOT_AUTHORIZED)])
+                    statuses.append(_status("error", NOT_AUTHORIZED))
                     continue
                 subscribed = self._topics.setdefault(event, {})
                 if add:
@@ -460,7 +461,9 @@ class _Connection(WsSimConnection[PolygonConnectionRecord]):
                         self._model.add_symbols([self._model_symbol(symbol)])
                 else:
                     subscribed.pop(symbol, None)
-                await self._send([_status("success", verb + topic)])
+                statuses.append(_status("success", verb + topic))
+            if statuses:
+                await self._send(statuses)
             self._record.topics = [
                 f"{e}.{s}" for e, symbols in self._topics.items() for s in symbols
             ]
