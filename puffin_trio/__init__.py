@@ -1,7 +1,14 @@
 """puffin_trio: trio-native streaming of real-time market data.
 
 Public re-exports only; import from here, never from a private module.
+Recording (pyarrow, numpy) and Redis distribution (coredis) are imported on
+first use of one of their names (PEP 562 ``__getattr__``), so a process that
+only streams never loads them: together they are most of the package's import
+time and memory, and every full garbage collection walks their objects.
 """
+
+import importlib
+from typing import TYPE_CHECKING
 
 from puffin_trio import codec, market_hours
 from puffin_trio.bars import BarAggregator, BarAggregatorStatistics
@@ -59,17 +66,51 @@ from puffin_trio.histogram import HistogramSnapshot
 from puffin_trio.history import BackfillStatistics
 from puffin_trio.market_hours import MarketSession
 from puffin_trio.metrics import serve_metrics
-from puffin_trio.recording import Recorder, RecorderStatistics, open_recorder, open_replay
-from puffin_trio.redis import (
-    RedisFeed,
-    RedisFeedStatistics,
-    RedisPublisher,
-    RedisPublisherStatistics,
-    open_redis_feed,
-    open_redis_publisher,
-)
 from puffin_trio.session import ProviderSession, SessionStatistics, SessionTimeouts
 from puffin_trio.supervisor import RestartPolicy, Supervisor, SupervisorStatistics, open_feed
+
+if TYPE_CHECKING:
+    from puffin_trio.recording import Recorder, RecorderStatistics, open_recorder, open_replay
+    from puffin_trio.redis import (
+        RedisFeed,
+        RedisFeedStatistics,
+        RedisPublisher,
+        RedisPublisherStatistics,
+        open_redis_feed,
+        open_redis_publisher,
+    )
+
+#: Public name -> the subpackage that defines it, imported when the name is first used.
+_LAZY = {
+    "Recorder": "puffin_trio.recording",
+    "RecorderStatistics": "puffin_trio.recording",
+    "open_recorder": "puffin_trio.recording",
+    "open_replay": "puffin_trio.recording",
+    "RedisFeed": "puffin_trio.redis",
+    "RedisFeedStatistics": "puffin_trio.redis",
+    "RedisPublisher": "puffin_trio.redis",
+    "RedisPublisherStatistics": "puffin_trio.redis",
+    "open_redis_feed": "puffin_trio.redis",
+    "open_redis_publisher": "puffin_trio.redis",
+}
+
+if not TYPE_CHECKING:
+    # Hidden from type checkers, which read a module ``__getattr__`` as "any
+    # name exists" and would stop catching misspelt imports from puffin_trio.
+
+    def __getattr__(name: str) -> object:
+        """Import the subpackage behind a lazy public name, and keep the name here."""
+        module = _LAZY.get(name)
+        if module is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(module), name)
+        globals()[name] = value
+        return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "AuthenticationError",

@@ -7,11 +7,18 @@ import statements pull in, at import time: module-level statements, including
 those under ``if``/``try``, but not ``if TYPE_CHECKING:`` blocks or imports
 inside functions (a provider opens its transport lazily, when a connection is
 made).
+
+What ``import puffin_trio`` itself loads is checked twice: on the source, like
+the rest, and in a fresh interpreter (a subprocess), which also sees what the
+third-party libraries import in turn.
 """
 
 from __future__ import annotations
 
 import ast
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -199,3 +206,69 @@ def test_the_package_import_graph_has_no_cycle() -> None:
     for name in modules:
         if name not in state:
             visit(name)
+
+
+#: Libraries that only recording (pyarrow, numpy), market hours (pandas,
+#: exchange_calendars) or Redis distribution (coredis) need: importing
+#: puffin_trio loads none of them, a user who only streams never pays for them.
+HEAVY_LIBRARIES = frozenset({"coredis", "exchange_calendars", "numpy", "pandas", "pyarrow"})
+
+
+def test_the_package_imports_no_heavy_library_at_import_time() -> None:
+    reached = closure("puffin_trio")
+    assert "puffin_trio.supervisor" in reached
+    offenders = sorted(m for m in reached if m.split(".")[0] in HEAVY_LIBRARIES)
+    assert not offenders, "\n".join(chain(reached, m) for m in offenders)
+
+
+def loaded_after(statements: str) -> set[str]:
+    """The heavy libraries in ``sys.modules`` after ``statements`` ran in a fresh interpreter."""
+    script = (
+        f"import json, sys\n{statements}\n"
+        f"print(json.dumps(sorted(m for m in sys.modules if m in {sorted(HEAVY_LIBRARIES)!r})))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    return set(json.loads(done.stdout))
+
+
+def test_importing_the_package_loads_no_heavy_library() -> None:
+    assert loaded_after("import puffin_trio") == set()
+
+
+def test_a_recording_name_imports_pyarrow_on_first_use() -> None:
+    """The lazy names are the real objects: the same as the subpackage's."""
+    loaded = loaded_after(
+        "from puffin_trio import open_recorder, Recorder\n"
+        "import puffin_trio.recording as r\n"
+        "assert open_recorder is r.open_recorder and Recorder is r.Recorder"
+    )
+    assert {"pyarrow", "numpy"} <= loaded
+    assert "coredis" not in loaded
+
+
+def test_a_redis_name_imports_coredis_on_first_use() -> None:
+    loaded = loaded_after(
+        "import puffin_trio\n"
+        "import puffin_trio.redis as r\n"
+        "assert puffin_trio.open_redis_feed is r.open_redis_feed"
+    )
+    assert "coredis" in loaded
+    assert "pyarrow" not in loaded
+
+
+def test_every_public_name_resolves_and_dir_lists_it() -> None:
+    """The contract holds with lazy names: each of ``__all__`` is an attribute and in ``dir()``."""
+    import puffin_trio
+
+    assert set(puffin_trio.__all__) <= set(dir(puffin_trio))
+    for name in puffin_trio.__all__:
+        assert getattr(puffin_trio, name) is not None, name
+
+
+def test_an_unknown_name_is_an_attribute_error() -> None:
+    import puffin_trio
+
+    with pytest.raises(AttributeError, match="no attribute 'open_recordr'"):
+        getattr(puffin_trio, "open_recordr")  # noqa: B009
