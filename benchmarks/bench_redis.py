@@ -72,6 +72,7 @@ from puffin_trio import (
     open_redis_feed,
     open_redis_publisher,
 )
+from puffin_trio.redis._cli import freeze_startup_heap
 from puffin_trio.redis._encoding import decode_batch, encode_batch, sample
 
 SECTIONS = ("encoding", "layout", "throughput", "latency", "memory")
@@ -421,6 +422,7 @@ def section_throughput(url: str, quick: bool) -> None:
 async def latency_child(url: str, seconds: float, warmup: float) -> None:
     """Child: per market event, wall clock - ts_recv (ms), after ``warmup``; print percentiles."""
     lags: list[float] = []
+    freeze_startup_heap()  # as ``puffin-trio stream`` does
     async with open_redis_feed(url, prefix="latency", start="latest") as feed:
         print(json.dumps({"ready": True}), flush=True)
         with trio.move_on_after(seconds + warmup):
@@ -448,6 +450,7 @@ async def latency_run(
     case = CASES["alpaca"]
     assert proc.stdout is not None
     local: list[float] = []
+    freeze_startup_heap()  # as ``puffin-trio publish`` does
     async with (
         open_redis_publisher(url, prefix="latency") as publisher,
         Supervisor.open() as sup,
@@ -480,6 +483,7 @@ async def latency_run(
 async def latency_direct(url: str, proc: subprocess.Popen[str], rate: float) -> dict[str, Any]:
     """The Redis path alone: events stamped now, published at ``rate`` through a fan-out."""
     assert proc.stdout is not None
+    freeze_startup_heap()
     fanout = FanOut()
     async with (
         fanout.consumer(capacity=4096) as channel,
