@@ -190,8 +190,10 @@ async def start_simulators(
 ) -> list[Provider]:
     """Start the Alpaca, Polygon and IB simulators in ``nursery``; their providers.
 
-    With ``chaos`` the Alpaca simulator drops the first connection after 600
-    messages, so a reconnect, a resubscribe and its ``Gap`` can be seen.
+    Every provider runs with ``backfill="trades"`` against its simulator's
+    historical API. With ``chaos`` the Alpaca simulator drops the first
+    connection after 600 messages, so a reconnect, a resubscribe, its ``Gap``
+    and the backfill of its trades can be seen.
     """
     from puffin_trio.sim import FaultPlan, serve_alpaca, serve_ib, serve_polygon
 
@@ -217,9 +219,16 @@ async def start_simulators(
             key=DEMO_KEY,
             secret=DEMO_SECRET,
             url=f"ws://127.0.0.1:{alpaca_port}/v2/iex",
+            backfill="trades",
+            rest_url=f"http://127.0.0.1:{alpaca_port}",
         ),
-        PolygonProvider(key=DEMO_KEY, url=f"ws://127.0.0.1:{polygon_port}/stocks"),
-        IBProvider(host="127.0.0.1", port=ib_port, client_id=1),
+        PolygonProvider(
+            key=DEMO_KEY,
+            url=f"ws://127.0.0.1:{polygon_port}/stocks",
+            backfill="trades",
+            rest_url=f"http://127.0.0.1:{polygon_port}",
+        ),
+        IBProvider(host="127.0.0.1", port=ib_port, client_id=1, backfill="trades"),
     ]
 
 
@@ -256,47 +265,14 @@ async def open_demo_supervisor(
     connection after 600 messages (a reconnect, a resubscribe, its ``Gap`` and
     the backfill of its trades). The simulators stop when the block ends.
     """
-    from puffin_trio.sim import FaultPlan, serve_alpaca, serve_ib, serve_polygon
-
-    faults = FaultPlan.drop_after(600, connection=1) if chaos else FaultPlan()
     body_error: BaseException | None = None
     try:
         async with trio.open_nursery() as nursery:
-            alpaca_port = await nursery.start(
-                partial(
-                    serve_alpaca,
-                    symbols=list(symbols),
-                    rate=rate,
-                    batch=4,
-                    key=DEMO_KEY,
-                    secret=DEMO_SECRET,
-                    faults=faults,
-                )
-            )
-            polygon_port = await nursery.start(
-                partial(serve_polygon, symbols=list(symbols), rate=rate, batch=4, key=DEMO_KEY)
-            )
-            ib_port = await nursery.start(partial(serve_ib, symbols=list(symbols), rate=rate))
-            alpaca = AlpacaProvider(
-                feed="iex",
-                key=DEMO_KEY,
-                secret=DEMO_SECRET,
-                url=f"ws://127.0.0.1:{alpaca_port}/v2/iex",
-                backfill="trades",
-                rest_url=f"http://127.0.0.1:{alpaca_port}",
-            )
-            polygon = PolygonProvider(
-                key=DEMO_KEY,
-                url=f"ws://127.0.0.1:{polygon_port}/stocks",
-                backfill="trades",
-                rest_url=f"http://127.0.0.1:{polygon_port}",
-            )
-            ib = IBProvider(host="127.0.0.1", port=ib_port, client_id=1, backfill="trades")
+            providers = await start_simulators(nursery, symbols, rate, chaos=chaos)
             restart = RestartPolicy(initial=0.5, max_delay=5.0)
             async with Supervisor.open(restart=restart) as sup:
-                sup.add(alpaca, trades=list(symbols), quotes=list(symbols))
-                sup.add(polygon, trades=list(symbols), quotes=list(symbols))
-                sup.add(ib, trades=list(symbols), quotes=list(symbols))
+                for provider in providers:
+                    sup.add(provider, trades=list(symbols), quotes=list(symbols))
                 try:
                     yield sup
                 except BaseException as exc:
