@@ -490,7 +490,20 @@ class SequenceGuard(Generic[E]):
         self, key: str, run: _LateRun, seq: int, event: E, out: list[E | Gap], wall_ns: int
     ) -> None:
         """The ``Gap`` before a re-anchored key's new start (``seq``): the run was dropped."""
-        missing = run.length - 1
+        self._sequence_gap(key, event, run.first, seq, run.length - 1, wall_ns, out)
+
+    def _sequence_gap(
+        self,
+        key: str,
+        event: E,
+        expected: int,
+        received: int,
+        missing: int,
+        wall_ns: int,
+        out: list[E | Gap],
+    ) -> None:
+        """Announce and count ``missing`` events of ``key`` between ``expected`` and
+        ``received`` (``event`` is the one that follows them), stamped ``wall_ns``."""
         out.append(
             Gap(
                 provider=event.provider,
@@ -499,8 +512,8 @@ class SequenceGuard(Generic[E]):
                 ts_recv=wall_ns,
                 stream=key,
                 reason=GapReason.SEQUENCE,
-                expected=run.first,
-                received=seq,
+                expected=expected,
+                received=received,
                 missing=missing,
             )
         )
@@ -519,22 +532,7 @@ class SequenceGuard(Generic[E]):
         received = stream.order[0]
         event = stream.pending[received][2]
         expected = stream.expected
-        missing = received - expected
-        out.append(
-            Gap(
-                provider=event.provider,
-                symbol=event.symbol,
-                ts_event=event.ts_event,
-                ts_recv=wall_ns,
-                stream=key,
-                reason=GapReason.SEQUENCE,
-                expected=expected,
-                received=received,
-                missing=missing,
-            )
-        )
-        self._gaps += 1
-        self._missing += missing
+        self._sequence_gap(key, event, expected, received, received - expected, wall_ns, out)
         holes = stream.holes
         if len(holes) == holes.maxlen:
             stream.horizon = holes[0][1]
