@@ -52,6 +52,7 @@ from puffin_trio.redis._layout import (
     subscribed_suffixes,
     suffix,
 )
+from puffin_trio.redis._pipe import Pipe, script_sha
 from puffin_trio.redis._scripts import WRITE
 
 __all__ = [
@@ -194,6 +195,7 @@ class RedisPublisher:
         client: coredis.Redis[bytes],
         *,
         url: str,
+        connect_timeout: float,
         layout: Layout,
         maxlen: int | None,
         capacity: int,
@@ -201,7 +203,14 @@ class RedisPublisher:
         wall_clock: Callable[[], int],
     ) -> None:
         self._client = client
-        self._write = client.register_script(WRITE)
+        #: The write script goes through a lean connection of its own (see _pipe).
+        self._pipe = Pipe(
+            url,
+            connect_timeout=connect_timeout,
+            reply_timeout=write_timeout,
+            client_name=default_client_name("publisher"),
+        )
+        self._write_sha = script_sha(WRITE)
         self._server = redact(url)
         self._layout = layout
         self._maxlen = maxlen
@@ -389,6 +398,7 @@ class RedisPublisher:
         try:
             await self._write_forever()
         finally:
+            self._pipe.close()
             self._stopped = True
             self._progress.unpark_all()
 
@@ -525,14 +535,12 @@ class RedisPublisher:
         retry = b"1" if tx.attempts > 1 else b"0"
         started = trio.current_time()
         try:
-            with trio.fail_after(self._write_timeout):
-                await self._write(
-                    keys=tx.keys, args=[*tx.clock, threshold, threshold, retry, *tx.entries]
-                )
-        except trio.TooSlowError:
-            self._client.connection_pool.disconnect()
-            timeout = TimeoutError(f"no reply within {self._write_timeout} s (write timeout)")
-            raise _Unreachable from timeout
+            await self._pipe.script(
+                self._write_sha,
+                WRITE,
+                tx.keys,
+                [*tx.clock, threshold, threshold, retry, *tx.entries],
+            )
         except CONNECTION_ERRORS as exc:
             raise _Unreachable from exc
         except redis_errors.ResponseError as exc:
@@ -716,6 +724,7 @@ async def open_redis_publisher(
             publisher = RedisPublisher(
                 client,
                 url=url,
+                connect_timeout=connect_timeout,
                 layout=layout,
                 maxlen=maxlen,
                 capacity=buffer,
