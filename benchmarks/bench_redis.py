@@ -23,6 +23,9 @@ free loopback port, no persistence). Prints one table per section:
    frame, and what is due each millisecond per frame (the simulator's CPU
    share is shown for each). Medians of 3 interleaved rounds. Target: p99 <= 5 ms.
 5. **memory**: Redis ``used_memory`` per million events kept.
+6. **commands**: client CPU and wall time per command, coredis against the
+   lean connection of the hot commands, for the write script, a read script
+   and ``PING``.
 
 Ratios to baselines measured in the same run are what carries over to other
 machines. Children are this script with an internal flag; each exits when
@@ -76,8 +79,9 @@ from puffin_trio import (
 )
 from puffin_trio.redis._cli import freeze_startup_heap
 from puffin_trio.redis._encoding import decode_batch, encode_batch, sample
+from puffin_trio.redis._pipe import Pipe, script_sha
 
-SECTIONS = ("encoding", "layout", "throughput", "latency", "memory")
+SECTIONS = ("encoding", "layout", "throughput", "latency", "memory", "commands")
 THROUGHPUT_TARGET = 250_000.0
 RATIO_TARGET = 0.5
 LATENCY_TARGET_MS = 5.0
@@ -141,6 +145,13 @@ async def used_memory(url: str) -> int:
     async with coredis.Redis.from_url(url) as client:
         info = await client.info("memory")
         return int(info["used_memory"])
+
+
+async def server_cpu(url: str) -> float:
+    """CPU seconds redis-server has used (its own ``INFO cpu``: user + system)."""
+    async with coredis.Redis.from_url(url) as client:
+        info = await client.info("cpu")
+        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 def market_events(count: int, symbols: Sequence[str], *, start: int = 0) -> list[Event]:
@@ -387,7 +398,9 @@ def section_throughput(url: str, quick: bool) -> None:
             trio.run(flushall, url)
             with child(["--consume", url, "--n", str(n)]) as proc:
                 read_line(proc, CHILD_STARTUP)
+                redis_cpu = trio.run(server_cpu, url)
                 remote = trio.run(publish_until_child_reports, url, port, variant, proc)
+                remote["redis_cpu"] = trio.run(server_cpu, url) - redis_cpu
             rows.append((local.rate, remote["events"] / remote["wall"], remote, local.cpu_us))
     best_local = max(r[0] for r in rows)
     local_cpu = min(r[3] for r in rows)
@@ -397,14 +410,15 @@ def section_throughput(url: str, quick: bool) -> None:
     print_table(
         f"3. Throughput: Alpaca msgpack, 20 per frame, {n:,} events, best of {repeats}",
         ["pipeline", "events/s", "ratio", "consumer CPU µs/ev", "publisher CPU µs/ev",
-         "ev/tx", "ev/round", "target"],
+         "redis CPU µs/ev", "ev/tx", "ev/round", "target"],
         [
             ["in-process: Supervisor -> consumer", fmt_rate(best_local), "100%", "-",
-             f"{local_cpu:.2f} (all)", "-", "-", "-"],
+             f"{local_cpu:.2f} (all)", "-", "-", "-", "-"],
             ["through Redis (3 processes + redis)", fmt_rate(best_remote),
              f"{best_remote / best_local:.0%}",
              f"{remote['cpu'] * 1e6 / remote['events']:.2f}",
              f"{remote['publisher_cpu'] * 1e6 / max(remote['published'], 1):.2f}",
+             f"{remote['redis_cpu'] * 1e6 / max(remote['published'], 1):.2f}",
              f"{remote['per_tx']:.0f}", f"{remote['events'] / max(remote['rounds'], 1):.0f}",
              f">= {THROUGHPUT_TARGET:,.0f}/s and >= {RATIO_TARGET:.0%}: "
              f"{verdict(met).strip()}"],
@@ -606,6 +620,68 @@ def section_memory(url: str, quick: bool) -> None:
     )  # fmt: skip
 
 
+# --------------------------------------------------------------------------- 6. commands
+
+
+async def command_costs(url: str, count: int) -> list[list[str]]:
+    """Client CPU and wall time per command: coredis against the lean connection (_pipe).
+
+    Three shapes: the publisher's write script for a transaction of 5 events
+    (the latency run's size), a feed's round reading it back, and a tiny
+    command (``PING``), each repeated ``count`` times, one at a time.
+    """
+    await flushall(url)
+    source = "return redis.call('XADD', KEYS[1], 'MAXLEN', '~', 1000, '*', 'd', ARGV[1])"
+    sha = script_sha(source)
+    payload = encode_batch(sample(market_events(5, ("AAPL",))))
+    reading = "return redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)"
+    rows: list[list[str]] = []
+    async with coredis.Redis.from_url(url) as client:
+        write = client.register_script(source)
+        read = client.register_script(reading)
+        pipe = Pipe(url, connect_timeout=5.0, reply_timeout=5.0, client_name="bench-commands")
+        try:
+            shapes: list[tuple[str, Any, Any]] = [
+                ("write script, 5 events",
+                 lambda: write(keys=["cmd"], args=[payload]),
+                 lambda: pipe.script(sha, source, ["cmd"], [payload])),
+                ("read script, 5 events",
+                 lambda: read(keys=["cmd"]),
+                 lambda: pipe.script(script_sha(reading), reading, ["cmd"], [])),
+                ("PING", client.ping, lambda: pipe.call(b"PING")),
+            ]  # fmt: skip
+            for label, through_coredis, through_pipe in shapes:
+                costs = []
+                for call in (through_coredis, through_pipe):
+                    await call()  # warm: connected, script cached
+                    cpu, wall = time.process_time(), time.perf_counter()
+                    for _ in range(count):
+                        await call()
+                    costs.append(((time.process_time() - cpu) / count * 1e6,
+                                  (time.perf_counter() - wall) / count * 1e6))  # fmt: skip
+                (cpu_c, wall_c), (cpu_p, wall_p) = costs
+                rows.append([label, f"{cpu_c:.0f}", f"{wall_c:.0f}", f"{cpu_p:.0f}",
+                             f"{wall_p:.0f}", f"{cpu_c / cpu_p:.1f}x"])  # fmt: skip
+        finally:
+            pipe.close()
+    return rows
+
+
+def section_commands(url: str, quick: bool) -> None:
+    count = 500 if quick else 3000
+    rows = trio.run(command_costs, url, count)
+    print_table(
+        f"6. One command, client side: µs per command, {count:,} in a row",
+        ["command", "coredis CPU", "coredis wall", "lean CPU", "lean wall", "CPU ratio"],
+        rows,
+    )
+    print(
+        "coredis: a Redis client on trio through anyio (every command but the hot ones);\n"
+        "lean: the hot commands' connection (hiredis packer and reader on a trio socket).\n"
+        "Wall time includes redis-server's own work and the loopback round trip."
+    )
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -634,6 +710,8 @@ def benchmark(args: argparse.Namespace, cases: list[Case]) -> None:
             section_latency(url, args.quick)
         if "memory" in wanted:
             section_memory(url, args.quick)
+        if "commands" in wanted:
+            section_commands(url, args.quick)
     load = os.getloadavg()
     print(f"\nload average at end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; coredis "
           f"{coredis.__version__}")  # fmt: skip
