@@ -8,7 +8,9 @@ the exact count, where the loss is), merges the streams back into publish
 order and publishes the result to the feed's fan-out; it waits on the clock
 stream alone when there is nothing new, and rides out Redis outages with
 reconnects. It keeps the :class:`~._rounds.Round` records positions are
-computed from. Consumer groups read differently (:mod:`._group`).
+computed from. Consumer groups read differently (:mod:`._group`). The wait
+and the round go through the lean connection of :mod:`._pipe`; reconnecting
+and everything else through coredis.
 
 It must not write to Redis streams or know providers.
 """
@@ -54,16 +56,16 @@ __all__ = [
 logger = logging.getLogger("puffin_trio.redis.feed")
 
 #: Publish transactions read per round, at most; and events per round, at most
-#: (whole transactions, at least one). A round costs one command (~0.3 ms of
-#: client CPU with coredis), so 16,384 events make it 0.02 µs per event, while
+#: (whole transactions, at least one). A round costs one command (~0.1 ms of
+#: client CPU), so 16,384 events make it 0.01 µs per event, while
 #: a round's events, held at once, stay a few MB: rounds of a million events
 #: (a consumer catching up) made Python's garbage collector walk them all,
 #: doubling the cost per event.
 CLOCK_BATCH: Final = 256
 ROUND_EVENTS: Final = 16_384
 #: Milliseconds a read waits on the clock stream for new data before asking
-#: again. Cancellation interrupts the wait at once (coredis drops the
-#: connection), so this only bounds how long a silently dead connection goes
+#: again. Cancellation interrupts the wait at once (the lean connection is
+#: dropped), so this only bounds how long a silently dead connection goes
 #: unnoticed between the server's answers.
 BLOCK_MS: Final = 1000
 BLOCK_S: Final = BLOCK_MS / 1000
