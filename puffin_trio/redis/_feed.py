@@ -26,7 +26,12 @@ import trio
 
 from puffin_trio.channels import EventReceiver, FanOut, Overflow
 from puffin_trio.errors import ConfigurationError, RedisError
-from puffin_trio.redis._connection import CONNECTION_ERRORS, open_client, unwrap_group
+from puffin_trio.redis._connection import (
+    CONNECTION_ERRORS,
+    open_client,
+    tls_context,
+    unwrap_group,
+)
 from puffin_trio.redis._group import CLAIM_IDLE, GroupReader
 from puffin_trio.redis._layout import (
     FAMILIES,
@@ -237,6 +242,7 @@ async def open_redis_feed(
                 connect_timeout=connect_timeout,
                 reply_timeout=READ_TIMEOUT,
                 client_name=client_name,
+                ssl_context=tls_context(client),
             )
             options: dict[str, Any] = {
                 "pipe": pipe,

@@ -54,11 +54,17 @@ class Pipe:
 
     ``url`` has been checked (:func:`~._connection.check_url`) and the server
     proven reachable by coredis before a pipe is used: a failure here is an
-    outage, handled by the caller's reconnect loop.
+    outage, handled by the caller's reconnect loop. One task uses a pipe.
     """
 
     def __init__(
-        self, url: str, *, connect_timeout: float, reply_timeout: float, client_name: str
+        self,
+        url: str,
+        *,
+        connect_timeout: float,
+        reply_timeout: float,
+        client_name: str,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         parts = urlsplit(url)
         query = parse_qs(parts.query)
@@ -68,8 +74,12 @@ class Pipe:
         self._path = unquote(parts.path)
         self._connect_timeout = connect_timeout
         self._reply_timeout = reply_timeout
+        #: For rediss://: coredis's own context for the same URL (its certificate
+        #: options), else the system's defaults.
+        self._ssl = ssl_context
+        # As coredis reads it: ?db= first, else the path (but a unix:// path is the socket).
         database = parts.path.lstrip("/") if parts.scheme != "unix" else ""
-        database = database or query.get("db", ["0"])[0]
+        database = query.get("db", [database])[0]
         #: Sent on each new connection, before any command (one round trip).
         hello: list[tuple[Any, ...]] = []
         if parts.password is not None:
@@ -152,9 +162,8 @@ class Pipe:
                 else:
                     stream = await trio.open_tcp_stream(self._host, self._port)
                     if self._scheme == "rediss":
-                        stream = trio.SSLStream(
-                            stream, ssl.create_default_context(), server_hostname=self._host
-                        )
+                        context = self._ssl or ssl.create_default_context()
+                        stream = trio.SSLStream(stream, context, server_hostname=self._host)
                 self._stream = stream
                 self._reader = hiredis.Reader(replyError=_reply_error, notEnoughData=_INCOMPLETE)
                 await stream.send_all(self._hello)

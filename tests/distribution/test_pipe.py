@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from functools import partial
+from pathlib import Path
 
 import coredis.exceptions as redis_errors
 import pytest
 import trio
 import trio.testing
+import trustme
 
 from puffin_trio.redis._pipe import Pipe, script_sha
 from tests.distribution.conftest import RedisServer, free_port
@@ -189,5 +191,34 @@ async def test_a_password_and_a_database_number_hold_for_the_hot_commands(
             in_db0.close()
         with pytest.raises(redis_errors.AuthenticationFailureError):
             await pipe_to(f"redis://:wrong@127.0.0.1:{server.port}/3").call(b"PING")
+    finally:
+        server.stop()
+
+
+async def test_a_tls_server_is_reached_with_coredis_s_own_certificate_options(
+    tmp_path: Path,
+) -> None:
+    authority = trustme.CA()
+    authority.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(
+        tmp_path / "server.pem"
+    )
+    authority.cert_pem.write_to_path(tmp_path / "ca.pem")
+    tls_port = free_port()
+    server = RedisServer(
+        tmp_path,
+        extra=["--port", "0", "--tls-port", str(tls_port),
+               "--tls-cert-file", str(tmp_path / "server.pem"),
+               "--tls-key-file", str(tmp_path / "server.pem"),
+               "--tls-auth-clients", "no"],
+    )  # fmt: skip
+    server.start()
+    url = f"rediss://127.0.0.1:{tls_port}/0?ssl_ca_certs={tmp_path / 'ca.pem'}"
+    events = make_events(200)
+    try:
+        # Plain TCP is off (--port 0): what arrives came over TLS, verified by our CA.
+        await publish(url, events, prefix="tls")
+        assert data(await read_all(url, len(events), prefix="tls")) == events
+        with pytest.raises(redis_errors.ConnectionError, match="cannot connect"):
+            await pipe_to(f"rediss://127.0.0.1:{tls_port}/0").call(b"PING")  # system CAs
     finally:
         server.stop()
