@@ -93,6 +93,13 @@ CHILD_MAX_SECONDS = 900.0
 #: (a timer per message) and, at the same rate, what is due every millisecond per frame.
 LATENCY_RATE = 5000.0
 LATENCY_FEEDS = (1, 5)
+#: The latency table's consumers of each feed (label, key): two in the publisher's
+#: process, of the same supervisor, and the consumer process through Redis.
+LATENCY_CONSUMERS = (
+    ("in-process, receive_batch", "batch"),
+    ("in-process, receive() per event", "each"),
+    ("through Redis", "redis"),
+)
 #: The Redis path alone is measured at this rate (events stamped when made).
 DIRECT_RATE = 1000.0
 #: Latency rounds (each: the simulator run, then the Redis path alone), interleaved
@@ -465,9 +472,12 @@ def summarize(lags: list[float]) -> dict[str, float]:
 async def latency_run(
     url: str, sim_port: int, proc: subprocess.Popen[str], seconds: float, warmup: float
 ) -> dict[str, Any]:
+    """One simulator feed -> Supervisor -> publisher, and two in-process consumers of
+    the same supervisor: one takes what is queued per call (``receive_batch``, as the
+    publisher and ``bench_latency.py`` do), one calls ``receive`` per event."""
     case = CASES["alpaca"]
     assert proc.stdout is not None
-    local: list[float] = []
+    local: dict[str, list[float]] = {"batch": [], "each": []}
     freeze_startup_heap()  # as ``puffin-trio publish`` does
     async with (
         open_redis_publisher(url, prefix="latency") as publisher,
@@ -475,27 +485,48 @@ async def latency_run(
     ):
         async with (
             sup.events(capacity=4096, name="to-redis") as to_redis,
-            sup.events(capacity=4096, name="local") as here,
+            sup.events(capacity=4096, name="batch") as batched,
+            sup.events(capacity=4096, name="each") as each,
             trio.open_nursery() as nursery,
         ):
             sup.add(case.provider(sim_port, "json"), **case.topics)  # type: ignore[arg-type]
             nursery.start_soon(publisher.publish, to_redis)
+            clock = trio.current_time
+            start: float | None = None  # the first market event: warm-up, then measure
 
-            async def measure_here() -> None:
-                start = None
-                async for event in here:
+            def admit(event: Event) -> bool:
+                nonlocal start
+                if isinstance(event, Status | Gap):
+                    return False
+                now = clock()
+                if start is None:
+                    start = now
+                return now - start >= warmup
+
+            async def take_batches() -> None:
+                lags = local["batch"]
+                while True:
+                    batch = await batched.receive_batch(4096)
                     now = time.time_ns()
-                    if isinstance(event, Status | Gap):
-                        continue
-                    if start is None:
-                        start = trio.current_time()
-                    if trio.current_time() - start >= warmup:
-                        local.append((now - event.ts_recv) / 1e6)
+                    lags.extend((now - e.ts_recv) / 1e6 for e in batch if admit(e))
 
-            nursery.start_soon(measure_here)
+            async def take_each() -> None:
+                lags = local["each"]
+                async for event in each:
+                    now = time.time_ns()
+                    if admit(event):
+                        lags.append((now - event.ts_recv) / 1e6)
+
+            nursery.start_soon(take_batches)
+            nursery.start_soon(take_each)
             line = await trio.to_thread.run_sync(proc.stdout.readline)
+            queued = {n: c.max_queued for n, c in sup.statistics().consumers.items()}
             nursery.cancel_scope.cancel()
-    return {"redis": json.loads(line)["lags"], "local": summarize(local)}
+    return {
+        "redis": json.loads(line)["lags"] | {"queued": queued["to-redis"]},
+        "batch": summarize(local["batch"]) | {"queued": queued["batch"]},
+        "each": summarize(local["each"]) | {"queued": queued["each"]},
+    }
 
 
 async def latency_direct(url: str, proc: subprocess.Popen[str], rate: float) -> dict[str, Any]:
@@ -561,18 +592,19 @@ def section_latency(url: str, quick: bool) -> None:
     for batch in LATENCY_FEEDS:
         feed = "1 message per frame" if batch == 1 else f"{batch} messages per frame (1 ms due)"
         share = median(r[batch]["sim_cpu"] for r in results)
-        for label, key in (("in-process consumer", "local"), ("through Redis", "redis")):
+        for label, key in LATENCY_CONSUMERS:
             runs = [r[batch][key] for r in results]
             rows.append([f"{feed}, {share:.0%} CPU", label, f"{median(r['n'] for r in runs):,.0f}",
                          f"{median(r['p50'] for r in runs):.2f}",
                          f"{median(r['p99'] for r in runs):.2f}",
                          " ".join(f"{r['p99']:.1f}" for r in runs),
-                         f"{max(r['max'] for r in runs):.1f}"])  # fmt: skip
+                         f"{max(r['max'] for r in runs):.1f}",
+                         f"{max(r['queued'] for r in runs):,}"])  # fmt: skip
     runs = [r["direct"] for r in results]
     rows.append([f"events stamped when made, {DIRECT_RATE:,.0f}/s", "the Redis hop alone",
                  f"{median(r['n'] for r in runs):,.0f}", f"{median(r['p50'] for r in runs):.2f}",
                  f"{median(r['p99'] for r in runs):.2f}", " ".join(f"{r['p99']:.1f}" for r in runs),
-                 f"{max(r['max'] for r in runs):.1f}"])  # fmt: skip
+                 f"{max(r['max'] for r in runs):.1f}", "-"])  # fmt: skip
     verdicts = ", ".join(
         f"{batch} per frame {verdict(p99 <= LATENCY_TARGET_MS).strip()}"
         for batch in LATENCY_FEEDS
@@ -582,7 +614,7 @@ def section_latency(url: str, quick: bool) -> None:
         f"4. Latency at {LATENCY_RATE:,.0f} msg/s (Alpaca simulator, JSON): consumer wall "
         f"clock - ts_recv, ms; median of {rounds} rounds",
         ["feed (simulator's CPU share)", "consumer", "events", "p50", "p99", "p99 per round",
-         "max"],
+         "max", "max queued"],
         rows,
     )  # fmt: skip
     loads = " ".join(f"{r['load']:.1f}" for r in results)
