@@ -672,11 +672,11 @@ class ProviderSession:
                     table = streams.get(cls)
                     if table is not None:
                         symbol = item.symbol  # type: ignore[union-attr]
-                        stream = table.get(symbol)
-                        if stream is None:
+                        try:
+                            stream = table[symbol]
+                        except KeyError:  # its first event since the last restart
                             stream = table[symbol] = Stream(now, stream_key(item))  # type: ignore[arg-type]
-                        else:
-                            stream.at = now
+                        stream.at = now
                         key = stream.key
                     elif cls in event_classes:
                         key = "" if feed_many is None else stream_key(item)  # type: ignore[arg-type]
