@@ -676,7 +676,8 @@ class ProviderSession:
                             stream = table[symbol]
                         except KeyError:  # its first event since the last restart
                             stream = table[symbol] = Stream(now, stream_key(item))  # type: ignore[arg-type]
-                        stream.at = now
+                        else:
+                            stream.at = now
                         key = stream.key
                     elif cls in event_classes:
                         key = "" if feed_many is None else stream_key(item)  # type: ignore[arg-type]
