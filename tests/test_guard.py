@@ -680,10 +680,14 @@ def test_feed_many_is_exactly_feed_in_a_loop(
         assert many.poll(now + MAX_DELAY) == one.poll(now + MAX_DELAY)
 
 
-def test_feed_many_refuses_keys_and_events_of_different_lengths() -> None:
-    for mode in ("strict", "monotonic", "none"):
-        with pytest.raises(ValueError):
-            SequenceGuard(mode).feed_many(["k1"], [trade(1, "k1"), trade(2, "k1")], 0)
+@pytest.mark.parametrize("mode", ["strict", "monotonic", "none"])
+def test_feed_many_refuses_keys_and_events_of_different_lengths_and_takes_nothing(
+    mode: GuardMode,
+) -> None:
+    guard: SequenceGuard[Trade] = SequenceGuard(mode)
+    with pytest.raises(ValueError, match="1 keys for 2 events"):
+        guard.feed_many(["k1"], [trade(1, "k1"), trade(2, "k1")], 0)
+    assert guard.statistics() == SequenceGuard(mode).statistics()
 
 
 # -- stateful ---------------------------------------------------------------------------------
