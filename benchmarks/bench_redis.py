@@ -19,8 +19,13 @@ free loopback port, no persistence). Prints one table per section:
    -> publisher -> Redis -> consumer process: consumer wall clock - ``ts_recv``
    (the publisher's receive time) per event, p50/p99/max, next to an
    in-process consumer of the same supervisor; and the Redis hop alone (events
-   stamped when made, 1,000/s). Medians of 3 interleaved rounds. Target: p99 <= 5 ms.
+   stamped when made, 1,000/s). Two feeds at the same rate: one message per
+   frame, and what is due each millisecond per frame (the simulator's CPU
+   share is shown for each). Medians of 3 interleaved rounds. Target: p99 <= 5 ms.
 5. **memory**: Redis ``used_memory`` per million events kept.
+6. **commands**: client CPU and wall time per command, coredis against the
+   lean connection of the hot commands, for the write script, a read script
+   and ``PING``.
 
 Ratios to baselines measured in the same run are what carries over to other
 machines. Children are this script with an internal flag; each exits when
@@ -74,8 +79,9 @@ from puffin_trio import (
 )
 from puffin_trio.redis._cli import freeze_startup_heap
 from puffin_trio.redis._encoding import decode_batch, encode_batch, sample
+from puffin_trio.redis._pipe import Pipe, script_sha
 
-SECTIONS = ("encoding", "layout", "throughput", "latency", "memory")
+SECTIONS = ("encoding", "layout", "throughput", "latency", "memory", "commands")
 THROUGHPUT_TARGET = 250_000.0
 RATIO_TARGET = 0.5
 LATENCY_TARGET_MS = 5.0
@@ -83,8 +89,10 @@ LATENCY_TARGET_MS = 5.0
 #: CHILD_MAX_SECONDS whatever happens to us.
 CHILD_STARTUP = 30.0
 CHILD_MAX_SECONDS = 900.0
-#: The latency run's feed: the Alpaca simulator at 5,000 messages/s, one per frame.
+#: The latency run's feed: the Alpaca simulator at 5,000 messages/s, one per frame
+#: (a timer per message) and, at the same rate, what is due every millisecond per frame.
 LATENCY_RATE = 5000.0
+LATENCY_FEEDS = (1, 5)
 #: The Redis path alone is measured at this rate (events stamped when made).
 DIRECT_RATE = 1000.0
 #: Latency rounds (each: the simulator run, then the Redis path alone), interleaved
@@ -137,6 +145,13 @@ async def used_memory(url: str) -> int:
     async with coredis.Redis.from_url(url) as client:
         info = await client.info("memory")
         return int(info["used_memory"])
+
+
+async def server_cpu(url: str) -> float:
+    """CPU seconds redis-server has used (its own ``INFO cpu``: user + system)."""
+    async with coredis.Redis.from_url(url) as client:
+        info = await client.info("cpu")
+        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 def market_events(count: int, symbols: Sequence[str], *, start: int = 0) -> list[Event]:
@@ -383,7 +398,9 @@ def section_throughput(url: str, quick: bool) -> None:
             trio.run(flushall, url)
             with child(["--consume", url, "--n", str(n)]) as proc:
                 read_line(proc, CHILD_STARTUP)
+                redis_cpu = trio.run(server_cpu, url)
                 remote = trio.run(publish_until_child_reports, url, port, variant, proc)
+                remote["redis_cpu"] = trio.run(server_cpu, url) - redis_cpu
             rows.append((local.rate, remote["events"] / remote["wall"], remote, local.cpu_us))
     best_local = max(r[0] for r in rows)
     local_cpu = min(r[3] for r in rows)
@@ -393,14 +410,15 @@ def section_throughput(url: str, quick: bool) -> None:
     print_table(
         f"3. Throughput: Alpaca msgpack, 20 per frame, {n:,} events, best of {repeats}",
         ["pipeline", "events/s", "ratio", "consumer CPU µs/ev", "publisher CPU µs/ev",
-         "ev/tx", "ev/round", "target"],
+         "redis CPU µs/ev", "ev/tx", "ev/round", "target"],
         [
             ["in-process: Supervisor -> consumer", fmt_rate(best_local), "100%", "-",
-             f"{local_cpu:.2f} (all)", "-", "-", "-"],
+             f"{local_cpu:.2f} (all)", "-", "-", "-", "-"],
             ["through Redis (3 processes + redis)", fmt_rate(best_remote),
              f"{best_remote / best_local:.0%}",
              f"{remote['cpu'] * 1e6 / remote['events']:.2f}",
              f"{remote['publisher_cpu'] * 1e6 / max(remote['published'], 1):.2f}",
+             f"{remote['redis_cpu'] * 1e6 / max(remote['published'], 1):.2f}",
              f"{remote['per_tx']:.0f}", f"{remote['events'] / max(remote['rounds'], 1):.0f}",
              f">= {THROUGHPUT_TARGET:,.0f}/s and >= {RATIO_TARGET:.0%}: "
              f"{verdict(met).strip()}"],
@@ -508,18 +526,31 @@ async def latency_direct(url: str, proc: subprocess.Popen[str], rate: float) -> 
     return dict(json.loads(line)["lags"])
 
 
+def child_cpu(proc: subprocess.Popen[str]) -> float:
+    """CPU seconds (user + system) a running child has used so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def section_latency(url: str, quick: bool) -> None:
     seconds, warmup = (4.0, 1.0) if quick else (10.0, 2.0)
     rounds = 1 if quick else LATENCY_ROUNDS
     results: list[dict[str, Any]] = []
     for _ in range(rounds):
-        trio.run(flushall, url)
-        with (
-            server(["--serve-sim", "alpaca", "--rate", str(LATENCY_RATE), "--batch", "1"]) as sim,
-            child(["--latency", url, "--seconds", str(seconds), "--warmup", str(warmup)]) as proc,
-        ):
-            read_line(proc, CHILD_STARTUP)
-            result = trio.run(latency_run, url, sim, proc, seconds, warmup)
+        result: dict[str, Any] = {}
+        for batch in LATENCY_FEEDS:
+            trio.run(flushall, url)
+            with (
+                child(["--serve-sim", "alpaca", "--rate", str(LATENCY_RATE),
+                       "--batch", str(batch)]) as sim_proc,
+                child(["--latency", url, "--seconds", str(seconds),
+                       "--warmup", str(warmup)]) as proc,
+            ):  # fmt: skip
+                sim = int(read_line(sim_proc, CHILD_STARTUP))
+                read_line(proc, CHILD_STARTUP)
+                cpu, wall = child_cpu(sim_proc), time.monotonic()
+                result[batch] = trio.run(latency_run, url, sim, proc, seconds, warmup)
+                result[batch]["sim_cpu"] = (child_cpu(sim_proc) - cpu) / (time.monotonic() - wall)
         trio.run(flushall, url)
         with child(["--latency", url, "--seconds", str(seconds), "--warmup", str(warmup)]) as proc:
             read_line(proc, CHILD_STARTUP)
@@ -527,32 +558,43 @@ def section_latency(url: str, quick: bool) -> None:
         result["load"] = os.getloadavg()[0]
         results.append(result)
     rows = []
-    for label, key in (
-        ("in-process consumer", "local"),
-        ("through Redis (consumer process)", "redis"),
-        (f"Redis path alone, {DIRECT_RATE:,.0f} events/s", "direct"),
-    ):
-        runs = [r[key] for r in results]
-        rows.append([label, f"{median(r['n'] for r in runs):,.0f}",
-                     f"{median(r['p50'] for r in runs):.2f}",
-                     f"{median(r['p99'] for r in runs):.2f}",
-                     " ".join(f"{r['p99']:.1f}" for r in runs),
-                     f"{max(r['max'] for r in runs):.1f}"])  # fmt: skip
-    p99 = median(r["redis"]["p99"] for r in results)
-    print_table(
-        f"4. Latency at {LATENCY_RATE:,.0f} msg/s (Alpaca simulator, JSON, one message per "
-        f"frame): consumer wall clock - ts_recv, ms; median of {rounds} rounds",
-        ["consumer", "events", "p50", "p99", "p99 per round", "max"],
-        rows,
+    for batch in LATENCY_FEEDS:
+        feed = "1 message per frame" if batch == 1 else f"{batch} messages per frame (1 ms due)"
+        share = median(r[batch]["sim_cpu"] for r in results)
+        for label, key in (("in-process consumer", "local"), ("through Redis", "redis")):
+            runs = [r[batch][key] for r in results]
+            rows.append([f"{feed}, {share:.0%} CPU", label, f"{median(r['n'] for r in runs):,.0f}",
+                         f"{median(r['p50'] for r in runs):.2f}",
+                         f"{median(r['p99'] for r in runs):.2f}",
+                         " ".join(f"{r['p99']:.1f}" for r in runs),
+                         f"{max(r['max'] for r in runs):.1f}"])  # fmt: skip
+    runs = [r["direct"] for r in results]
+    rows.append([f"events stamped when made, {DIRECT_RATE:,.0f}/s", "the Redis hop alone",
+                 f"{median(r['n'] for r in runs):,.0f}", f"{median(r['p50'] for r in runs):.2f}",
+                 f"{median(r['p99'] for r in runs):.2f}", " ".join(f"{r['p99']:.1f}" for r in runs),
+                 f"{max(r['max'] for r in runs):.1f}"])  # fmt: skip
+    verdicts = ", ".join(
+        f"{batch} per frame {verdict(p99 <= LATENCY_TARGET_MS).strip()}"
+        for batch in LATENCY_FEEDS
+        for p99 in [median(r[batch]["redis"]["p99"] for r in results)]
     )
+    print_table(
+        f"4. Latency at {LATENCY_RATE:,.0f} msg/s (Alpaca simulator, JSON): consumer wall "
+        f"clock - ts_recv, ms; median of {rounds} rounds",
+        ["feed (simulator's CPU share)", "consumer", "events", "p50", "p99", "p99 per round",
+         "max"],
+        rows,
+    )  # fmt: skip
     loads = " ".join(f"{r['load']:.1f}" for r in results)
     print(
-        f"target p99 <= {LATENCY_TARGET_MS} ms through Redis: "
-        f"{verdict(p99 <= LATENCY_TARGET_MS).strip()}. "
-        "ts_recv is stamped by the\npublisher's session when the frame arrives, so the first "
-        "two rows include decoding and\nthe fan-out. The last row publishes events stamped "
-        "when made, without a supervisor: what\nthe Redis hop alone adds (publisher -> "
-        f"redis-server -> consumer process).\nload average (1 min) after each round: {loads}."
+        f"target p99 <= {LATENCY_TARGET_MS} ms through Redis: {verdicts}. ts_recv is stamped\n"
+        "by the publisher's session when the frame arrives, so the simulator rows include\n"
+        "decoding and the fan-out. Feeds: the simulator sending each message in a frame of\n"
+        "its own (a timer per frame: that process's CPU share is shown), and sending what\n"
+        "is due every millisecond in one frame, as a real feed batches; same rate. The\n"
+        "last row publishes events stamped when made, without a supervisor: what the Redis\n"
+        "hop alone adds (publisher -> redis-server -> consumer process).\n"
+        f"load average (1 min) after each round: {loads}."
     )
 
 
@@ -576,6 +618,68 @@ def section_memory(url: str, quick: bool) -> None:
         [[f"{count:,}", f"{used / 1e6:.1f} MB", f"{used / count:.0f} B",
           f"{used / count:.0f} MB", fmt_rate(count / wall)]],
     )  # fmt: skip
+
+
+# --------------------------------------------------------------------------- 6. commands
+
+
+async def command_costs(url: str, count: int) -> list[list[str]]:
+    """Client CPU and wall time per command: coredis against the lean connection (_pipe).
+
+    Three shapes: the publisher's write script for a transaction of 5 events
+    (the latency run's size), a feed's round reading it back, and a tiny
+    command (``PING``), each repeated ``count`` times, one at a time.
+    """
+    await flushall(url)
+    source = "return redis.call('XADD', KEYS[1], 'MAXLEN', '~', 1000, '*', 'd', ARGV[1])"
+    sha = script_sha(source)
+    payload = encode_batch(sample(market_events(5, ("AAPL",))))
+    reading = "return redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)"
+    rows: list[list[str]] = []
+    async with coredis.Redis.from_url(url) as client:
+        write = client.register_script(source)
+        read = client.register_script(reading)
+        pipe = Pipe(url, connect_timeout=5.0, reply_timeout=5.0, client_name="bench-commands")
+        try:
+            shapes: list[tuple[str, Any, Any]] = [
+                ("write script, 5 events",
+                 lambda: write(keys=["cmd"], args=[payload]),
+                 lambda: pipe.script(sha, source, ["cmd"], [payload])),
+                ("read script, 5 events",
+                 lambda: read(keys=["cmd"]),
+                 lambda: pipe.script(script_sha(reading), reading, ["cmd"], [])),
+                ("PING", client.ping, lambda: pipe.call(b"PING")),
+            ]  # fmt: skip
+            for label, through_coredis, through_pipe in shapes:
+                costs = []
+                for call in (through_coredis, through_pipe):
+                    await call()  # warm: connected, script cached
+                    cpu, wall = time.process_time(), time.perf_counter()
+                    for _ in range(count):
+                        await call()
+                    costs.append(((time.process_time() - cpu) / count * 1e6,
+                                  (time.perf_counter() - wall) / count * 1e6))  # fmt: skip
+                (cpu_c, wall_c), (cpu_p, wall_p) = costs
+                rows.append([label, f"{cpu_c:.0f}", f"{wall_c:.0f}", f"{cpu_p:.0f}",
+                             f"{wall_p:.0f}", f"{cpu_c / cpu_p:.1f}x"])  # fmt: skip
+        finally:
+            pipe.close()
+    return rows
+
+
+def section_commands(url: str, quick: bool) -> None:
+    count = 500 if quick else 3000
+    rows = trio.run(command_costs, url, count)
+    print_table(
+        f"6. One command, client side: µs per command, {count:,} in a row",
+        ["command", "coredis CPU", "coredis wall", "lean CPU", "lean wall", "CPU ratio"],
+        rows,
+    )
+    print(
+        "coredis: a Redis client on trio through anyio (every command but the hot ones);\n"
+        "lean: the hot commands' connection (hiredis packer and reader on a trio socket).\n"
+        "Wall time includes redis-server's own work and the loopback round trip."
+    )
 
 
 # --------------------------------------------------------------------------- main
@@ -606,6 +710,8 @@ def benchmark(args: argparse.Namespace, cases: list[Case]) -> None:
             section_latency(url, args.quick)
         if "memory" in wanted:
             section_memory(url, args.quick)
+        if "commands" in wanted:
+            section_commands(url, args.quick)
     load = os.getloadavg()
     print(f"\nload average at end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; coredis "
           f"{coredis.__version__}")  # fmt: skip

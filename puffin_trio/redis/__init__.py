@@ -11,6 +11,7 @@ described in the modules below and in the documentation.
 * :mod:`._encoding`: a batch of events per entry, as msgpack tuples.
 * :mod:`._scripts`: the Lua scripts (one per transaction, one per read).
 * :mod:`._connection`: coredis clients on trio, typed errors.
+* :mod:`._pipe`: the lean connection of the hot commands (the write, the reads).
 * :mod:`._publisher`: the publisher (buffering through Redis outages).
 * :mod:`._rounds`, :mod:`._reader`, :mod:`._group`, :mod:`._feed`: the feed
   (positions, reading, consumer groups, the public surface).

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Final
@@ -39,6 +40,7 @@ __all__ = [
     "default_client_name",
     "open_client",
     "redact",
+    "tls_context",
     "translate",
     "unwrap_group",
 ]
@@ -181,6 +183,12 @@ async def open_client(
         if typed is not None:
             raise typed from None
         raise leaf from leaf.__cause__
+
+
+def tls_context(client: coredis.Redis[bytes]) -> ssl.SSLContext | None:
+    """The TLS context coredis built from a rediss:// URL (None for redis:// and unix://)."""
+    context = client.connection_pool.connection_kwargs.get("ssl_context")
+    return context if isinstance(context, ssl.SSLContext) else None
 
 
 def default_client_name(role: str) -> str:

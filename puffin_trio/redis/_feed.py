@@ -26,7 +26,12 @@ import trio
 
 from puffin_trio.channels import EventReceiver, FanOut, Overflow
 from puffin_trio.errors import ConfigurationError, RedisError
-from puffin_trio.redis._connection import CONNECTION_ERRORS, open_client, unwrap_group
+from puffin_trio.redis._connection import (
+    CONNECTION_ERRORS,
+    open_client,
+    tls_context,
+    unwrap_group,
+)
 from puffin_trio.redis._group import CLAIM_IDLE, GroupReader
 from puffin_trio.redis._layout import (
     FAMILIES,
@@ -37,6 +42,7 @@ from puffin_trio.redis._layout import (
     shard_of,
     subscribed_suffixes,
 )
+from puffin_trio.redis._pipe import Pipe
 from puffin_trio.redis._reader import BLOCK_MS, READ_TIMEOUT, Reader, RedisFeedStatistics
 from puffin_trio.redis._rounds import pairs
 
@@ -223,14 +229,23 @@ async def open_redis_feed(
     shards = "*" if symbol_set is None else ",".join(
         str(shard) for shard in sorted({shard_of(symbol) for symbol in symbol_set})
     )
+    client_name = f"puffin-feed-{socket.gethostname()}-{os.getpid()}"
     with unwrap_group():
         async with open_client(
             url,
             connect_timeout=connect_timeout,
             stream_timeout=BLOCK_MS / 1000 + READ_TIMEOUT,
-            client_name=f"puffin-feed-{socket.gethostname()}-{os.getpid()}",
+            client_name=client_name,
         ) as client:
+            pipe = Pipe(
+                url,
+                connect_timeout=connect_timeout,
+                reply_timeout=READ_TIMEOUT,
+                client_name=client_name,
+                ssl_context=tls_context(client),
+            )
             options: dict[str, Any] = {
+                "pipe": pipe,
                 "url": url,
                 "layout": layout,
                 "names": names,
@@ -272,4 +287,5 @@ async def open_redis_feed(
                         yield receiver
                 finally:
                     nursery.cancel_scope.cancel()
+            pipe.close()
             fanout.close()

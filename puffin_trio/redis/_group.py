@@ -27,8 +27,9 @@ from puffin_trio.errors import ConfigurationError
 from puffin_trio.events import Event, Gap, GapReason
 from puffin_trio.redis._connection import CONNECTION_ERRORS
 from puffin_trio.redis._layout import parse_id
+from puffin_trio.redis._pipe import script_sha
 from puffin_trio.redis._publisher import PUBLISHER_PROVIDER
-from puffin_trio.redis._reader import BLOCK_MS, Reader, fields_of, ident_of
+from puffin_trio.redis._reader import BLOCK_MS, BLOCK_S, Reader, fields_of, ident_of
 from puffin_trio.redis._rounds import Entry
 from puffin_trio.redis._scripts import ENSURE_GROUP, READ_GROUP
 
@@ -58,7 +59,7 @@ class GroupReader(Reader):
         self.group = self.group_name = group
         self.consumer = self.member = consumer
         self.claim_idle = claim_idle
-        self.read_group = self.client.register_script(READ_GROUP)
+        self.read_group_sha = script_sha(READ_GROUP)
         self.ensure_group = self.client.register_script(ENSURE_GROUP)
         #: (items pushed when the entry is done, stream key, entry id), in push order.
         self.unacked: deque[tuple[int, str, bytes]] = deque()
@@ -88,14 +89,18 @@ class GroupReader(Reader):
     async def read(self) -> None:
         """One read as a group member: new entries (with group-wide loss detection), or wait."""
         keys = [*self.keys.values(), self.layout.group(self.group_name), self.layout.clock]
-        reply: Any = await self.read_group(
-            keys=keys, args=[self.group_name, self.member, READ_BATCH]
+        reply: Any = await self.pipe.script(
+            self.read_group_sha,
+            READ_GROUP,
+            keys,
+            [self.group_name, self.member, READ_BATCH],
         )
         streams, gaps, clock_last = reply
         if not streams:
-            await self.client.xread(
-                {self.layout.clock: clock_last or b"0-0"}, count=1, block=BLOCK_MS
-            )
+            await self.pipe.call(
+                b"XREAD", b"COUNT", b"1", b"BLOCK", b"%d" % BLOCK_MS, b"STREAMS",
+                self.clock_key, clock_last or b"0-0", blocking=BLOCK_S,
+            )  # fmt: skip
             return
         losses: dict[bytes, tuple[int, int]] = {}
         for _key, ident, expected, received in gaps or ():

@@ -8,7 +8,9 @@ the exact count, where the loss is), merges the streams back into publish
 order and publishes the result to the feed's fan-out; it waits on the clock
 stream alone when there is nothing new, and rides out Redis outages with
 reconnects. It keeps the :class:`~._rounds.Round` records positions are
-computed from. Consumer groups read differently (:mod:`._group`).
+computed from. Consumer groups read differently (:mod:`._group`). The wait
+and the round go through the lean connection of :mod:`._pipe`; reconnecting
+and everything else through coredis.
 
 It must not write to Redis streams or know providers.
 """
@@ -35,12 +37,14 @@ from puffin_trio.histogram import HistogramSnapshot, LagHistogram
 from puffin_trio.redis._connection import CONNECTION_ERRORS, redact
 from puffin_trio.redis._encoding import FIELD_INDEX, TAGS, decode_batch
 from puffin_trio.redis._layout import SHARDS, Layout, Position, id_before, parse_id
+from puffin_trio.redis._pipe import Pipe, script_sha
 from puffin_trio.redis._publisher import PUBLISHER_PROVIDER
 from puffin_trio.redis._rounds import Entry, Note, Round, pairs
 from puffin_trio.redis._scripts import COUNTS_AT, READ_ROUND
 
 __all__ = [
     "BLOCK_MS",
+    "BLOCK_S",
     "READ_TIMEOUT",
     "Reader",
     "RedisFeedStatistics",
@@ -52,18 +56,19 @@ __all__ = [
 logger = logging.getLogger("puffin_trio.redis.feed")
 
 #: Publish transactions read per round, at most; and events per round, at most
-#: (whole transactions, at least one). A round costs one command (~0.3 ms of
-#: client CPU with coredis), so 16,384 events make it 0.02 µs per event, while
+#: (whole transactions, at least one). A round costs one command (~0.1 ms of
+#: client CPU), so 16,384 events make it 0.01 µs per event, while
 #: a round's events, held at once, stay a few MB: rounds of a million events
 #: (a consumer catching up) made Python's garbage collector walk them all,
 #: doubling the cost per event.
 CLOCK_BATCH: Final = 256
 ROUND_EVENTS: Final = 16_384
 #: Milliseconds a read waits on the clock stream for new data before asking
-#: again. Cancellation interrupts the wait at once (coredis drops the
-#: connection), so this only bounds how long a silently dead connection goes
+#: again. Cancellation interrupts the wait at once (the lean connection is
+#: dropped), so this only bounds how long a silently dead connection goes
 #: unnoticed between the server's answers.
 BLOCK_MS: Final = 1000
+BLOCK_S: Final = BLOCK_MS / 1000
 #: Seconds for a reply beyond the blocking wait: Redis answers in well under a
 #: millisecond, so 5 s is a stalled server.
 READ_TIMEOUT: Final = 5.0
@@ -163,8 +168,11 @@ class Reader:
         fanout: FanOut,
         receiver: Consumed,
         wall_clock: Callable[[], int],
+        pipe: Pipe,
     ) -> None:
         self.client = client
+        #: The hot reads (the clock wait, a round) go through a lean connection (see _pipe).
+        self.pipe = pipe
         self.server = redact(url)
         self.layout = layout
         self.names = names
@@ -177,13 +185,15 @@ class Reader:
         self.wall = wall_clock
         self.wanted = make_filter(providers, symbols)
         self.rng = random.Random()
-        self.read_round = client.register_script(READ_ROUND)
+        self.read_round_sha = script_sha(READ_ROUND)
         self.counts_at = client.register_script(COUNTS_AT)
         #: What the scripts read: prefix, families, shards ("*" or "3,17"), shard count.
         self.spec = [layout.prefix.encode(), ",".join(families).encode(), shards.encode(),
                      b"%d" % SHARDS]  # fmt: skip
         self.round_args = [*self.spec, b"%d" % ROUND_EVENTS]
         self.clock_key = layout.clock.encode()
+        self.clock_wait = [b"XREAD", b"COUNT", b"%d" % CLOCK_BATCH, b"BLOCK", b"%d" % BLOCK_MS,
+                           b"STREAMS", self.clock_key]  # fmt: skip
         # where we stand (what was pushed to the channel)
         self.epoch = 0
         self.clock_cursor = b"0-0"
@@ -295,10 +305,11 @@ class Reader:
             # rounds) under load, and one here only added latency (0.5 ms at
             # p50 at 5,000 events/s) for no throughput.
             self.caught_up = False
-            reply = await self.client.xread(
-                {self.layout.clock: self.clock_cursor}, count=CLOCK_BATCH, block=BLOCK_MS
+            reply = await self.pipe.call(*self.clock_wait, self.clock_cursor, blocking=BLOCK_S)
+            # XREAD's reply: nil, or [[key, [[id, [field, value, ...]], ...]]].
+            waited: list[tuple[bytes, Mapping[bytes, bytes]]] = (
+                [(ident, dict(pairs(flat))) for ident, flat in reply[0][1]] if reply else []
             )
-            waited = [(ident_of(e), fields_of(e)) for e in (reply or {}).get(self.clock_key, ())]
             if not waited:
                 self.caught_up = True
                 return
@@ -309,9 +320,11 @@ class Reader:
                 return
         expected = b"" if self.g_end is None else b"%d" % self.g_end
         check = b"1" if self.check_counts else b"0"
-        result: Any = await self.read_round(
-            keys=[self.layout.clock],
-            args=[self.clock_cursor, CLOCK_BATCH, expected, check, *self.round_args],
+        result: Any = await self.pipe.script(
+            self.read_round_sha,
+            READ_ROUND,
+            [self.clock_key],
+            [self.clock_cursor, CLOCK_BATCH, expected, check, *self.round_args],
         )
         if not result:
             self.caught_up = True

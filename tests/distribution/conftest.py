@@ -13,7 +13,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -33,7 +33,12 @@ class RedisServer:
     """One redis-server process, restartable on the same port and directory."""
 
     def __init__(
-        self, directory: Path, *, appendonly: bool = False, password: str | None = None
+        self,
+        directory: Path,
+        *,
+        appendonly: bool = False,
+        password: str | None = None,
+        extra: Sequence[str] = (),
     ) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
@@ -46,6 +51,8 @@ class RedisServer:
         self.port = free_port()
         self.appendonly = appendonly
         self.password = password
+        #: More redis-server arguments (they override the ones above: the last wins).
+        self.extra = list(extra)
         self.process: subprocess.Popen[bytes] | None = None
         self.log = directory / "redis.log"
         self.starts = 0
@@ -70,6 +77,7 @@ class RedisServer:
         ]
         if self.password:
             args += ["--requirepass", self.password]
+        args += self.extra
         self.starts += 1
         self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, cwd=self.directory)
         deadline = time.monotonic() + START_TIMEOUT
