@@ -2,7 +2,9 @@
 
 This module owns the state of the session's two watchers. :class:`Liveness`
 is the health-checker's: the reader records when each subscribed trade,
-quote and book symbol last delivered (:attr:`Liveness.seen`); the
+quote and book symbol last delivered (:attr:`Liveness.streams`, one small
+:class:`Stream` record per event class and symbol, which also holds the
+stream's sequence-guard key, so that one lookup per message reaches both); the
 health-checker asks, at trio time ``now``, which confirmed subscriptions to
 resubscribe and which stayed silent after their resubscribe
 (:meth:`Liveness.check`). Whether silence is suspicious at all (market hours,
@@ -19,7 +21,7 @@ from collections.abc import Mapping
 
 from puffin_trio.events import OrderBookUpdate, Quote, Trade
 
-__all__ = ["LIVENESS_CHANNELS", "HeartbeatDeadline", "Liveness"]
+__all__ = ["LIVENESS_CHANNELS", "HeartbeatDeadline", "Liveness", "Stream"]
 
 #: Channels whose silence means something is wrong. Bars arrive once a minute
 #: and statuses/LULD only on events, so silence there proves nothing.
@@ -28,6 +30,24 @@ LIVENESS_CHANNELS: Mapping[type, str] = {
     Quote: "quotes",
     OrderBookUpdate: "books",
 }
+
+
+class Stream:
+    """One (event class, symbol) stream of a liveness channel, as the reader sees it.
+
+    ``at``: trio time of its last event. ``key``: its sequence-guard key
+    (the protocol's ``stream_key``, which for these classes depends on the
+    class and the symbol only), computed once when the stream is first heard.
+    The reader reaches both with the one dictionary lookup it makes per
+    message: per-symbol state is what makes a message dearer as a
+    subscription grows (each lookup is a cache miss at 10,000 symbols).
+    """
+
+    __slots__ = ("at", "key")
+
+    def __init__(self, at: float, key: str) -> None:
+        self.at = at
+        self.key = key
 
 
 class Liveness:
@@ -40,11 +60,11 @@ class Liveness:
     is never silent: no one symbol owes it data.
     """
 
-    __slots__ = ("_resubscribed_at", "_since", "seen")
+    __slots__ = ("_resubscribed_at", "_since", "streams")
 
     def __init__(self) -> None:
-        #: Event class -> symbol -> trio time of its last event (the reader writes it).
-        self.seen: dict[type, dict[str, float]] = {cls: {} for cls in LIVENESS_CHANNELS}
+        #: Event class -> symbol -> its :class:`Stream` (the reader adds and stamps them).
+        self.streams: dict[type, dict[str, Stream]] = {cls: {} for cls in LIVENESS_CHANNELS}
         self._since = 0.0
         self._resubscribed_at: dict[tuple[str, str], float] = {}
 
@@ -56,8 +76,9 @@ class Liveness:
         """
         self._since = now
         self._resubscribed_at.clear()
-        for seen in self.seen.values():
-            seen.clear()
+        for streams in self.streams.values():
+            streams.clear()
+
 
     def ages(
         self, now: float | None, desired: Mapping[str, frozenset[str]]
@@ -69,10 +90,11 @@ class Liveness:
         """
         ages: dict[str, float | None] = {}
         for cls, channel in LIVENESS_CHANNELS.items():
-            seen = self.seen[cls]
+            streams = self.streams[cls]
             for symbol in sorted(desired.get(channel, ())):
-                last = seen.get(symbol)
-                ages[f"{channel}:{symbol}"] = None if last is None or now is None else now - last
+                stream = streams.get(symbol)
+                age = None if stream is None or now is None else now - stream.at
+                ages[f"{channel}:{symbol}"] = age
         return ages
 
     def check(
@@ -107,11 +129,12 @@ class Liveness:
         """Confirmed liveness subscriptions with no event for ``stale_after`` seconds."""
         silent: dict[str, set[str]] = {}
         for cls, channel in LIVENESS_CHANNELS.items():
-            seen = self.seen[cls]
+            streams = self.streams[cls]
             for symbol in confirmed.get(channel, ()):
                 if symbol == "*":
                     continue
-                last = seen.get(symbol, self._since)
+                stream = streams.get(symbol)
+                last = self._since if stream is None else stream.at
                 if now - last >= stale_after:
                     silent.setdefault(channel, set()).add(symbol)
         return {c: frozenset(s) for c, s in silent.items()}

@@ -48,7 +48,7 @@ from typing import Literal
 import attrs
 import trio
 
-from puffin_trio._liveness import HeartbeatDeadline, Liveness
+from puffin_trio._liveness import HeartbeatDeadline, Liveness, Stream
 from puffin_trio.channels import FanOut
 from puffin_trio.errors import (
     ConnectionLost,
@@ -628,16 +628,21 @@ class ProviderSession:
         """
         fanout = self._fanout
         guard = self._guard
-        feed = None if guard is None else guard.feed
+        feed_many = None if guard is None else guard.feed_many
         backfill = self._backfill
         stream_key = proto.stream_key
-        # Trades, quotes and books: where their symbols' liveness goes. One lookup
-        # per item for those (the bulk of the data); other items take a second one
-        # to tell events whose silence proves nothing (bars, ...) from controls.
-        liveness = self._liveness.seen
+        # Trades, quotes and books: one lookup per item reaches the symbol's Stream,
+        # its liveness stamp and its guard key (the bulk of the data). Other items
+        # take a second lookup to tell events whose silence proves nothing (bars,
+        # ...) from controls.
+        streams = self._liveness.streams
         event_classes = _EVENT_CLASSES
         batch: list[Event] = []
         append = batch.append
+        # A frame's events for the guard, fed as one batch (SequenceGuard.feed_many)
+        # at the frame's end, or before a control item's output to keep the order.
+        keys: list[str] = []
+        guarded: list[Event] = []
         failure: ProviderError | None = None
         while True:
             frame: Frame | None
@@ -664,10 +669,23 @@ class ProviderSession:
                     await transport.send_all(outgoing)
                 for item in items:
                     cls = type(item)
-                    seen = liveness.get(cls)
-                    if seen is not None:
-                        seen[item.symbol] = now  # type: ignore[union-attr]
-                    elif cls not in event_classes:
+                    table = streams.get(cls)
+                    if table is not None:
+                        symbol = item.symbol  # type: ignore[union-attr]
+                        try:
+                            stream = table[symbol]
+                        except KeyError:  # its first event since the last restart
+                            stream = table[symbol] = Stream(now, stream_key(item))  # type: ignore[arg-type]
+                        else:
+                            stream.at = now
+                        key = stream.key
+                    elif cls in event_classes:
+                        key = "" if feed_many is None else stream_key(item)  # type: ignore[arg-type]
+                    else:
+                        if guarded:
+                            feed_many(keys, guarded, now_ns, batch, ts_recv)  # type: ignore[misc]
+                            keys.clear()
+                            guarded.clear()
                         if cls is Malformed:
                             # The loss, announced where it happened (counted and logged too).
                             append(self._malformed(item, ts_recv, len(items) > 1))  # type: ignore[arg-type]
@@ -680,10 +698,15 @@ class ProviderSession:
                             if expectation.done:
                                 batch.extend(self._start_streaming(attempt))
                         continue
-                    if feed is None:
+                    if feed_many is None:
                         append(item)  # type: ignore[arg-type]
                     else:
-                        feed(stream_key(item), item, now_ns, batch, ts_recv)  # type: ignore[arg-type]
+                        keys.append(key)
+                        guarded.append(item)  # type: ignore[arg-type]
+                if guarded:
+                    feed_many(keys, guarded, now_ns, batch, ts_recv)  # type: ignore[misc]
+                    keys.clear()
+                    guarded.clear()
                 if failure is not None or self._notices or len(batch) >= _MAX_BATCH:
                     break
                 frame = transport.receive_nowait()

@@ -642,6 +642,54 @@ def test_reset_flushes_everything_buffered_and_forgets_the_key(
     assert delivered(guard.feed(KEY, trade(then), 0)) == [then]
 
 
+@given(
+    mode=st.sampled_from(["strict", "monotonic", "none"]),
+    frames=st.lists(
+        st.lists(
+            st.tuples(
+                st.sampled_from(["k1", "k2", "k3"]),
+                st.none() | st.integers(0, 40),
+                st.integers(0, 150),
+            ),
+            max_size=12,
+        ),
+        max_size=12,
+    ),
+)
+def test_feed_many_is_exactly_feed_in_a_loop(
+    mode: GuardMode, frames: list[list[tuple[str, int | None, int]]]
+) -> None:
+    """feed_many(keys, events, now) gives the output, counters and later behaviour of
+    feed(key, event, now) called on each pair in turn: duplicates, late runs, re-anchors,
+    holes and expiries included (small windows and numbers make them all happen)."""
+
+    def guard() -> SequenceGuard[Trade]:
+        return SequenceGuard(mode, window=3, max_delay_ns=MAX_DELAY, max_late_run=3)
+
+    one, many = guard(), guard()
+    now = 0
+    for frame in frames:
+        now += frame[0][2] if frame else 1
+        keys = [key for key, _, _ in frame]
+        events = [trade(seq, key) for key, seq, _ in frame]
+        looped: list[Trade | Gap] = []
+        for key, event in zip(keys, events, strict=True):
+            one.feed(key, event, now, looped, now + 1)
+        assert many.feed_many(keys, events, now, None, now + 1) == looped
+        assert many.statistics() == one.statistics()
+        assert many.poll(now + MAX_DELAY) == one.poll(now + MAX_DELAY)
+
+
+@pytest.mark.parametrize("mode", ["strict", "monotonic", "none"])
+def test_feed_many_refuses_keys_and_events_of_different_lengths_and_takes_nothing(
+    mode: GuardMode,
+) -> None:
+    guard: SequenceGuard[Trade] = SequenceGuard(mode)
+    with pytest.raises(ValueError, match="1 keys for 2 events"):
+        guard.feed_many(["k1"], [trade(1, "k1"), trade(2, "k1")], 0)
+    assert guard.statistics() == SequenceGuard(mode).statistics()
+
+
 # -- stateful ---------------------------------------------------------------------------------
 
 

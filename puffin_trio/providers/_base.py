@@ -375,7 +375,12 @@ class ProviderProtocol(abc.ABC):
         raise NotImplementedError(f"{type(self).__name__} has no in-band history")
 
     def stream_key(self, event: Event) -> str:
-        """The sequence-guard key of an event (only used when ``guard_mode != "none"``)."""
+        """The sequence-guard key of an event (only used when ``guard_mode != "none"``).
+
+        For trades, quotes and books it must depend on the event's class and
+        symbol only: the session computes it once per (class, symbol) stream
+        and keeps it with that stream's liveness (see ``_liveness.Stream``).
+        """
         return f"{type(event).__name__}:{event.symbol}"
 
 

@@ -20,6 +20,7 @@ still decodes.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Literal
 
@@ -111,6 +112,7 @@ _new_book = event_builder(
 #: First bytes of a JSON document that arrived as a binary frame. None of them
 #: starts a msgpack array, so valid frames are told apart exactly.
 _JSON_FIRST_BYTES = frozenset(b"[{ \t\r\n")
+_INF = math.inf
 _MSGPACK_ERRORS = (ValueError, TypeError, msgpack.UnpackException)
 
 
@@ -323,13 +325,23 @@ class AlpacaProtocol(ProviderProtocol):
             conditions = () if side is None else (_required_text(side),)
         else:
             conditions = texts(conditions)
+        # Numbers as for text: the common type and range tested inline, each check's
+        # function only for anything else (the same value or error, in the same order).
+        ts_event = self._ts(m["t"])
+        trade_price = m["p"]
+        if type(trade_price) is not float or not 0.0 <= trade_price < _INF:
+            trade_price = price(trade_price)
+        trade_size = m["s"]
+        trade_size = (
+            float(trade_size) if type(trade_size) is int and trade_size >= 0 else size(trade_size)
+        )
         return _new_trade(
             PROVIDER,
             name,
-            self._ts(m["t"]),
+            ts_event,
             ts_recv,
-            price(m["p"]),
-            size(m["s"]),
+            trade_price,
+            trade_size,
             exchange,
             str(trade_id) if type(trade_id) is int else _optional_id(trade_id),
             conditions,
@@ -350,15 +362,26 @@ class AlpacaProtocol(ProviderProtocol):
         ):
             name, tape = symbol_of(name), text(tape)
             bid_exchange, ask_exchange = text(bid_exchange), text(ask_exchange)
+        ts_event = self._ts(m["t"])  # numbers as in _trade
+        bid = m["bp"]
+        if type(bid) is not float or not 0.0 <= bid < _INF:
+            bid = price(bid)
+        ask = m["ap"]
+        if type(ask) is not float or not 0.0 <= ask < _INF:
+            ask = price(ask)
+        bid_size = m["bs"]
+        bid_size = float(bid_size) if type(bid_size) is int and bid_size >= 0 else size(bid_size)
+        ask_size = m["as"]
+        ask_size = float(ask_size) if type(ask_size) is int and ask_size >= 0 else size(ask_size)
         return _new_quote(
             PROVIDER,
             name,
-            self._ts(m["t"]),
+            ts_event,
             ts_recv,
-            price(m["bp"]),
-            price(m["ap"]),
-            size(m["bs"]),
-            size(m["as"]),
+            bid,
+            ask,
+            bid_size,
+            ask_size,
             bid_exchange,
             ask_exchange,
             texts(m.get("c")),

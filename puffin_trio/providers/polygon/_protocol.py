@@ -338,7 +338,9 @@ class PolygonProtocol(ProviderProtocol):
     # decimal sizes, a NaN) goes to the checked decoder below, which applies
     # the shared checks field by field, in wire order, and so converts it or
     # raises exactly the error it always did. Each inline test is the one its
-    # check makes (``0.0 <= p < inf`` is price(): finite, not NaN, >= 0).
+    # check makes (``0.0 <= p < inf`` is price(): finite, not NaN, >= 0; an int
+    # size needs only ``>= 0``, being below infinity, which spares a slow
+    # int-to-float comparison).
 
     def _trade(self, m: Message, ts_recv: int) -> Trade:
         try:
@@ -354,8 +356,10 @@ class PolygonProtocol(ProviderProtocol):
             and _MS_LOW <= ms < _MS_HIGH
             and type(trade_price) is float
             and 0.0 <= trade_price < _INF
-            and (type(trade_size) is int or type(trade_size) is float)
-            and 0 <= trade_size < _INF
+            and (
+                (type(trade_size) is int and trade_size >= 0)
+                or (type(trade_size) is float and 0.0 <= trade_size < _INF)
+            )
             and type(exchange) is int
             and 0 <= exchange < 1024
             and type(trade_id) is str
@@ -396,10 +400,14 @@ class PolygonProtocol(ProviderProtocol):
             and 0.0 <= bid < _INF
             and type(ask) is float
             and 0.0 <= ask < _INF
-            and (type(bid_size) is int or type(bid_size) is float)
-            and 0 <= bid_size < _INF
-            and (type(ask_size) is int or type(ask_size) is float)
-            and 0 <= ask_size < _INF
+            and (
+                (type(bid_size) is int and bid_size >= 0)
+                or (type(bid_size) is float and 0.0 <= bid_size < _INF)
+            )
+            and (
+                (type(ask_size) is int and ask_size >= 0)
+                or (type(ask_size) is float and 0.0 <= ask_size < _INF)
+            )
             and type(bid_exchange) is int
             and 0 <= bid_exchange < 1024
             and type(ask_exchange) is int
