@@ -543,3 +543,42 @@ async def test_pyarrow_dataset_reads_one_kind_with_its_partition_columns(
     )
     assert "date" in table.schema.names
     assert set(table.column("provider").to_pylist()) == {"alpaca"}
+
+
+async def test_a_backfills_reordering_replays_as_recorded_and_filters_keep_the_order(
+    tmp_path: Path,
+) -> None:
+    """A backfill delivers the recovered trades (received late) before the live
+    trades it held (received earlier): the trades' chain is not in ``ts_recv``
+    order. Replay keeps every chain in recorded order, merges the chains by each
+    one's running maximum of ``ts_recv``, and a symbol filter keeps that order."""
+
+    def at(ts: int) -> int:
+        return MIDNIGHT + ts * 1000
+
+    def quote(ts: int, symbol: str) -> Quote:
+        return Quote(provider="sim", symbol=symbol, ts_event=at(ts) - 1000, ts_recv=at(ts),
+                     bid=1.0, bid_size=1.0, ask=2.0, ask_size=1.0)  # fmt: skip
+
+    written: list[Event] = [
+        trade(1, at(10)), trade(2, at(20), symbol="MSFT"), quote(25, "AAPL"),
+        trade(5, at(50)), trade(6, at(51), symbol="MSFT"),  # recovered by the backfill
+        trade(3, at(30)), trade(4, at(31), symbol="MSFT"),  # held live trades, released
+        quote(40, "MSFT"), quote(55, "AAPL"), trade(7, at(60)), quote(70, "MSFT"),
+    ]  # fmt: skip
+    async with open_recorder(tmp_path) as recorder:
+        for event in written:
+            await recorder.write(event)
+    merge_time = {}
+    for kind in (Trade, Quote):
+        highest = 0
+        for event in (e for e in written if type(e) is kind):
+            highest = max(highest, event.ts_recv)
+            merge_time[id(event)] = highest
+    expected = sorted(written, key=lambda e: (merge_time[id(e)], written.index(e)))
+    order = (10, 20, 25, 40, 50, 51, 30, 31, 55, 60, 70)
+    assert [e.ts_recv for e in expected] == [at(t) for t in order]
+    assert await replay_all(tmp_path) == expected
+    for symbol in ("AAPL", "MSFT"):
+        kept = [e for e in expected if e.symbol == symbol]
+        assert await replay_all(tmp_path, symbols=[symbol]) == kept

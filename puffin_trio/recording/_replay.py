@@ -3,18 +3,20 @@
 This module owns :func:`open_replay`: choosing the files that can match the
 filters, reading each run's files of one provider and kind (a *chain*, in
 recorded order) as a stream of record batches in a worker thread, merging the
-chains by ``(ts_recv, run, rec_index)``, pacing by the recorded ``ts_recv``
-at ``speed``, and publishing into a :class:`~puffin_trio.channels.FanOut`,
-whose consumer is the channel the user iterates. It must not load more than
-one batch per chain into memory, or write anything.
+chains by ``(merge time, run, rec_index)`` (the merge time is the chain's
+running maximum of ``ts_recv``, :data:`_MERGE_TS`, so that a backfill's
+reordering replays as recorded), pacing by the recorded ``ts_recv`` at
+``speed``, and publishing into a :class:`~puffin_trio.channels.FanOut`, whose
+consumer is the channel the user iterates. It must not load more than one
+batch per chain into memory, or write anything.
 
 Merging: each chain holds a batch of up to :data:`_BATCH_ROWS` events. Every
 event up to the smallest *last* key among the buffered batches is in order
-relative to everything not yet read (each chain is in ``ts_recv`` order, as a
-live recording is), so those events are sorted together (one vectorised sort
-by ``ts_recv``, run and ``rec_index``) and published, and the chains that ran
-dry read their next batch. A round takes at most :data:`_ROUND` events of each
-chain, built into event objects only then. A chain is opened only once the merge reaches the
+relative to everything not yet read (a chain's merge time never decreases),
+so those events are sorted together (one vectorised sort by merge time, run
+and ``rec_index``) and published, and the chains that ran dry read their next
+batch. A round takes at most :data:`_ROUND` events of each chain, built into
+event objects only then. A chain is opened only once the merge reaches the
 first ``ts_recv`` of its files (from the Parquet statistics), so memory
 depends on how many chains overlap in time, not on how long the recording is.
 """
@@ -70,7 +72,16 @@ _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _INT64_MIN: Final = -(2**63)
 _INT64_MAX: Final = 2**63 - 1
 
-_Key = tuple[int, int, int]  # (ts_recv, run rank, rec_index)
+#: The column replay adds to each batch it reads: the chain's *merge time*, the
+#: largest ``ts_recv`` up to and including the row. A live recording is in
+#: ``ts_recv`` order except where the session delivered out of it on purpose: a
+#: backfill hands out the recovered trades (received when their page came)
+#: before the live trades it held (received earlier). Merging by the running
+#: maximum keeps every chain in recorded order and the merge well defined;
+#: where ``ts_recv`` never decreases it is ``ts_recv`` itself.
+_MERGE_TS: Final = "__merge_ts"
+
+_Key = tuple[int, int, int]  # (merge time, run rank, rec_index)
 
 
 @attrs.frozen
@@ -196,6 +207,8 @@ class _ChainReader:
         self._batches: Iterator[pa.RecordBatch] | None = None
         self._file: pq.ParquetFile | None = None
         self.path = ""
+        #: The largest ``ts_recv`` read so far: where the chain's merge time stands.
+        self._merge_ts = pa.scalar(-(2**63), pa.int64())
 
     def read(self) -> pa.RecordBatch | None:
         """The next non-empty filtered batch, or None when the chain is exhausted."""
@@ -213,6 +226,7 @@ class _ChainReader:
             if batch is None:
                 self.close()
                 continue
+            batch = self._with_merge_time(batch)
             batch = self._filter(batch)
             if batch.num_rows:
                 return batch
@@ -234,6 +248,19 @@ class _ChainReader:
         except (OSError, pa.ArrowException) as exc:
             raise ReplayError(f"{self.path}: cannot read ({exc})", path=self.path) from exc
         self._file = parquet
+
+    def _with_merge_time(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """``batch`` with its :data:`_MERGE_TS` column: the running maximum of ``ts_recv``.
+
+        Taken before filtering, so that a filtered replay orders what it keeps
+        exactly as the whole replay does.
+        """
+        if not batch.num_rows:
+            return batch
+        ts = batch.column("ts_recv").view(pa.int64())
+        merge_ts = pc.max_element_wise(pc.cumulative_max(ts), self._merge_ts)
+        self._merge_ts = merge_ts[-1]
+        return batch.append_column(_MERGE_TS, merge_ts)
 
     def _filter(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         filters = self._filters
@@ -323,10 +350,10 @@ class _Source:
         path, batch = read
         values = self.schema.read_columns(batch, path)
         self._rows = map(self.schema.build, *values)
-        self.ts = values[self.schema.ts_recv_index]
+        self.ts_array = batch.column(_MERGE_TS)
+        self.ts = self.ts_array.to_pylist()
         self.rec_array = batch.column(REC_INDEX)
         self.rec = self.rec_array.to_pylist()
-        self.ts_array = batch.column("ts_recv").view(pa.int64())
         self.pos = 0
         return True
 
