@@ -291,6 +291,10 @@ class PolygonProtocol(ProviderProtocol):
             events = typed_stock_frame(frame, ts_recv)
             if events is not None:
                 return events
+        return self._receive_per_message(frame, ts_recv)
+
+    def _receive_per_message(self, frame: Frame, ts_recv: int) -> list[Event | Control]:
+        """:meth:`receive` without the typed fast path: each message by its own handler."""
         try:
             messages = orjson.loads(frame)
         except orjson.JSONDecodeError as exc:
