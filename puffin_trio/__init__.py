@@ -1,10 +1,11 @@
 """puffin_trio: trio-native streaming of real-time market data.
 
 Public re-exports only; import from here, never from a private module.
-Recording (pyarrow, numpy) and Redis distribution (coredis) are imported on
-first use of one of their names (PEP 562 ``__getattr__``), so a process that
-only streams never loads them: together they are most of the package's import
-time and memory, and every full garbage collection walks their objects.
+Recording (pyarrow, numpy), Redis distribution (coredis) and the metrics
+server (prometheus_client) are imported on first use of one of their names
+(PEP 562 ``__getattr__``), so a process that only streams never loads them:
+together they are most of the package's import time and memory, and every
+full garbage collection walks their objects.
 """
 
 import importlib
@@ -65,11 +66,11 @@ from puffin_trio.guard import GuardMode, SequenceGuard, SequenceGuardStatistics
 from puffin_trio.histogram import HistogramSnapshot
 from puffin_trio.history import BackfillStatistics
 from puffin_trio.market_hours import MarketSession
-from puffin_trio.metrics import serve_metrics
 from puffin_trio.session import ProviderSession, SessionStatistics, SessionTimeouts
 from puffin_trio.supervisor import RestartPolicy, Supervisor, SupervisorStatistics, open_feed
 
 if TYPE_CHECKING:
+    from puffin_trio.metrics import serve_metrics
     from puffin_trio.recording import Recorder, RecorderStatistics, open_recorder, open_replay
     from puffin_trio.redis import (
         RedisFeed,
@@ -92,6 +93,7 @@ _LAZY = {
     "RedisPublisherStatistics": "puffin_trio.redis",
     "open_redis_feed": "puffin_trio.redis",
     "open_redis_publisher": "puffin_trio.redis",
+    "serve_metrics": "puffin_trio.metrics",
 }
 
 if not TYPE_CHECKING:

@@ -209,9 +209,12 @@ def test_the_package_import_graph_has_no_cycle() -> None:
 
 
 #: Libraries that only recording (pyarrow, numpy), market hours (pandas,
-#: exchange_calendars) or Redis distribution (coredis) need: importing
-#: puffin_trio loads none of them, a user who only streams never pays for them.
-HEAVY_LIBRARIES = frozenset({"coredis", "exchange_calendars", "numpy", "pandas", "pyarrow"})
+#: exchange_calendars), Redis distribution (coredis) or metrics
+#: (prometheus_client) need: importing puffin_trio loads none of them, a user
+#: who only streams never pays for them.
+HEAVY_LIBRARIES = frozenset(
+    {"coredis", "exchange_calendars", "numpy", "pandas", "prometheus_client", "pyarrow"}
+)
 
 
 def test_the_package_imports_no_heavy_library_at_import_time() -> None:
@@ -256,6 +259,16 @@ def test_a_redis_name_imports_coredis_on_first_use() -> None:
     )
     assert "coredis" in loaded
     assert "pyarrow" not in loaded
+
+
+def test_serve_metrics_imports_prometheus_client_on_first_use() -> None:
+    loaded = loaded_after(
+        "import puffin_trio\n"
+        "import puffin_trio.metrics as m\n"
+        "assert puffin_trio.serve_metrics is m.serve_metrics"
+    )
+    assert "prometheus_client" in loaded
+    assert "coredis" not in loaded
 
 
 def test_every_public_name_resolves_and_dir_lists_it() -> None:
