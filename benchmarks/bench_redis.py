@@ -17,8 +17,10 @@ free loopback port, no persistence). Prints one table per section:
    >= 250,000 events/s through Redis and >= 50 % of in-process.
 4. **latency**: the package's Alpaca simulator at 5,000 msg/s (child process)
    -> publisher -> Redis -> consumer process: consumer wall clock - ``ts_recv``
-   (the publisher's receive time) per event, p50/p99/max, next to an
-   in-process consumer of the same supervisor; and the Redis hop alone (events
+   (the publisher's receive time) per event, p50/p99/max, next to two
+   in-process consumers of the same supervisor (one takes what is queued per
+   call, as the publisher does; one calls ``receive()`` per event, a scheduler
+   round each); and the Redis hop alone (events
    stamped when made, 1,000/s). Two feeds at the same rate: one message per
    frame, and what is due each millisecond per frame (the simulator's CPU
    share is shown for each). Medians of 3 interleaved rounds. Target: p99 <= 5 ms.
@@ -93,6 +95,13 @@ CHILD_MAX_SECONDS = 900.0
 #: (a timer per message) and, at the same rate, what is due every millisecond per frame.
 LATENCY_RATE = 5000.0
 LATENCY_FEEDS = (1, 5)
+#: The latency table's consumers of each feed (label, key): two in the publisher's
+#: process, of the same supervisor, and the consumer process through Redis.
+LATENCY_CONSUMERS = (
+    ("in-process, receive_batch", "batch"),
+    ("in-process, receive() per event", "each"),
+    ("through Redis, what is queued", "redis"),
+)
 #: The Redis path alone is measured at this rate (events stamped when made).
 DIRECT_RATE = 1000.0
 #: Latency rounds (each: the simulator run, then the Redis path alone), interleaved
@@ -437,22 +446,39 @@ def section_throughput(url: str, quick: bool) -> None:
 # --------------------------------------------------------------------------- 4. latency
 
 
-async def latency_child(url: str, seconds: float, warmup: float) -> None:
-    """Child: per market event, wall clock - ts_recv (ms), after ``warmup``; print percentiles."""
+async def latency_child(url: str, seconds: float, warmup: float, receive: str) -> None:
+    """Child: per market event, wall clock - ts_recv (ms), after ``warmup``; print percentiles.
+
+    ``receive``: "batch" takes what is queued without a scheduler round per event
+    (``receive``, then ``receive_nowait`` until nothing is queued), stamping each
+    event when it is taken; "each" iterates (``async for``: a round per event).
+    """
     lags: list[float] = []
     freeze_startup_heap()  # as ``puffin-trio stream`` does
     async with open_redis_feed(url, prefix="latency", start="latest") as feed:
         print(json.dumps({"ready": True}), flush=True)
+        start: float | None = None
+
+        def record(event: Event, now: int) -> None:
+            nonlocal start
+            if event.provider == "puffin" or isinstance(event, Status | Gap):
+                return
+            if start is None:
+                start = trio.current_time()
+            if trio.current_time() - start >= warmup:
+                lags.append((now - event.ts_recv) / 1e6)
+
         with trio.move_on_after(seconds + warmup):
-            start = None
-            async for event in feed:
-                now = time.time_ns()
-                if event.provider == "puffin" or isinstance(event, Status | Gap):
-                    continue
-                if start is None:
-                    start = trio.current_time()
-                if trio.current_time() - start >= warmup:
-                    lags.append((now - event.ts_recv) / 1e6)
+            if receive == "each":
+                async for event in feed:
+                    record(event, time.time_ns())
+            else:
+                while True:
+                    record(await feed.receive(), time.time_ns())
+                    with contextlib.suppress(trio.WouldBlock):
+                        while True:
+                            event = feed.receive_nowait()
+                            record(event, time.time_ns())
     print(json.dumps({"lags": summarize(lags)}), flush=True)
 
 
@@ -465,9 +491,12 @@ def summarize(lags: list[float]) -> dict[str, float]:
 async def latency_run(
     url: str, sim_port: int, proc: subprocess.Popen[str], seconds: float, warmup: float
 ) -> dict[str, Any]:
+    """One simulator feed -> Supervisor -> publisher, and two in-process consumers of
+    the same supervisor: one takes what is queued per call (``receive_batch``, as the
+    publisher and ``bench_latency.py`` do), one calls ``receive`` per event."""
     case = CASES["alpaca"]
     assert proc.stdout is not None
-    local: list[float] = []
+    local: dict[str, list[float]] = {"batch": [], "each": []}
     freeze_startup_heap()  # as ``puffin-trio publish`` does
     async with (
         open_redis_publisher(url, prefix="latency") as publisher,
@@ -475,27 +504,48 @@ async def latency_run(
     ):
         async with (
             sup.events(capacity=4096, name="to-redis") as to_redis,
-            sup.events(capacity=4096, name="local") as here,
+            sup.events(capacity=4096, name="batch") as batched,
+            sup.events(capacity=4096, name="each") as each,
             trio.open_nursery() as nursery,
         ):
             sup.add(case.provider(sim_port, "json"), **case.topics)  # type: ignore[arg-type]
             nursery.start_soon(publisher.publish, to_redis)
+            clock = trio.current_time
+            start: float | None = None  # the first market event: warm-up, then measure
 
-            async def measure_here() -> None:
-                start = None
-                async for event in here:
+            def admit(event: Event) -> bool:
+                nonlocal start
+                if isinstance(event, Status | Gap):
+                    return False
+                now = clock()
+                if start is None:
+                    start = now
+                return now - start >= warmup
+
+            async def take_batches() -> None:
+                lags = local["batch"]
+                while True:
+                    batch = await batched.receive_batch(4096)
                     now = time.time_ns()
-                    if isinstance(event, Status | Gap):
-                        continue
-                    if start is None:
-                        start = trio.current_time()
-                    if trio.current_time() - start >= warmup:
-                        local.append((now - event.ts_recv) / 1e6)
+                    lags.extend((now - e.ts_recv) / 1e6 for e in batch if admit(e))
 
-            nursery.start_soon(measure_here)
+            async def take_each() -> None:
+                lags = local["each"]
+                async for event in each:
+                    now = time.time_ns()
+                    if admit(event):
+                        lags.append((now - event.ts_recv) / 1e6)
+
+            nursery.start_soon(take_batches)
+            nursery.start_soon(take_each)
             line = await trio.to_thread.run_sync(proc.stdout.readline)
+            queued = {n: c.max_queued for n, c in sup.statistics().consumers.items()}
             nursery.cancel_scope.cancel()
-    return {"redis": json.loads(line)["lags"], "local": summarize(local)}
+    return {
+        "redis": json.loads(line)["lags"] | {"queued": queued["to-redis"]},
+        "batch": summarize(local["batch"]) | {"queued": queued["batch"]},
+        "each": summarize(local["each"]) | {"queued": queued["each"]},
+    }
 
 
 async def latency_direct(url: str, proc: subprocess.Popen[str], rate: float) -> dict[str, Any]:
@@ -532,7 +582,7 @@ def child_cpu(proc: subprocess.Popen[str]) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def section_latency(url: str, quick: bool) -> None:
+def section_latency(url: str, quick: bool, receive: str) -> None:
     seconds, warmup = (4.0, 1.0) if quick else (10.0, 2.0)
     rounds = 1 if quick else LATENCY_ROUNDS
     results: list[dict[str, Any]] = []
@@ -544,7 +594,7 @@ def section_latency(url: str, quick: bool) -> None:
                 child(["--serve-sim", "alpaca", "--rate", str(LATENCY_RATE),
                        "--batch", str(batch)]) as sim_proc,
                 child(["--latency", url, "--seconds", str(seconds),
-                       "--warmup", str(warmup)]) as proc,
+                       "--warmup", str(warmup), "--receive", receive]) as proc,
             ):  # fmt: skip
                 sim = int(read_line(sim_proc, CHILD_STARTUP))
                 read_line(proc, CHILD_STARTUP)
@@ -552,7 +602,8 @@ def section_latency(url: str, quick: bool) -> None:
                 result[batch] = trio.run(latency_run, url, sim, proc, seconds, warmup)
                 result[batch]["sim_cpu"] = (child_cpu(sim_proc) - cpu) / (time.monotonic() - wall)
         trio.run(flushall, url)
-        with child(["--latency", url, "--seconds", str(seconds), "--warmup", str(warmup)]) as proc:
+        with child(["--latency", url, "--seconds", str(seconds), "--warmup", str(warmup),
+                    "--receive", receive]) as proc:
             read_line(proc, CHILD_STARTUP)
             result["direct"] = trio.run(latency_direct, url, proc, DIRECT_RATE)
         result["load"] = os.getloadavg()[0]
@@ -561,18 +612,21 @@ def section_latency(url: str, quick: bool) -> None:
     for batch in LATENCY_FEEDS:
         feed = "1 message per frame" if batch == 1 else f"{batch} messages per frame (1 ms due)"
         share = median(r[batch]["sim_cpu"] for r in results)
-        for label, key in (("in-process consumer", "local"), ("through Redis", "redis")):
+        for label, key in LATENCY_CONSUMERS:
+            if key == "redis" and receive == "each":
+                label = "through Redis, receive() per event"
             runs = [r[batch][key] for r in results]
             rows.append([f"{feed}, {share:.0%} CPU", label, f"{median(r['n'] for r in runs):,.0f}",
                          f"{median(r['p50'] for r in runs):.2f}",
                          f"{median(r['p99'] for r in runs):.2f}",
                          " ".join(f"{r['p99']:.1f}" for r in runs),
-                         f"{max(r['max'] for r in runs):.1f}"])  # fmt: skip
+                         f"{max(r['max'] for r in runs):.1f}",
+                         f"{max(r['queued'] for r in runs):,}"])  # fmt: skip
     runs = [r["direct"] for r in results]
     rows.append([f"events stamped when made, {DIRECT_RATE:,.0f}/s", "the Redis hop alone",
                  f"{median(r['n'] for r in runs):,.0f}", f"{median(r['p50'] for r in runs):.2f}",
                  f"{median(r['p99'] for r in runs):.2f}", " ".join(f"{r['p99']:.1f}" for r in runs),
-                 f"{max(r['max'] for r in runs):.1f}"])  # fmt: skip
+                 f"{max(r['max'] for r in runs):.1f}", "-"])  # fmt: skip
     verdicts = ", ".join(
         f"{batch} per frame {verdict(p99 <= LATENCY_TARGET_MS).strip()}"
         for batch in LATENCY_FEEDS
@@ -582,7 +636,7 @@ def section_latency(url: str, quick: bool) -> None:
         f"4. Latency at {LATENCY_RATE:,.0f} msg/s (Alpaca simulator, JSON): consumer wall "
         f"clock - ts_recv, ms; median of {rounds} rounds",
         ["feed (simulator's CPU share)", "consumer", "events", "p50", "p99", "p99 per round",
-         "max"],
+         "max", "max queued"],
         rows,
     )  # fmt: skip
     loads = " ".join(f"{r['load']:.1f}" for r in results)
@@ -594,7 +648,12 @@ def section_latency(url: str, quick: bool) -> None:
         "is due every millisecond in one frame, as a real feed batches; same rate. The\n"
         "last row publishes events stamped when made, without a supervisor: what the Redis\n"
         "hop alone adds (publisher -> redis-server -> consumer process).\n"
-        f"load average (1 min) after each round: {loads}."
+        f"load average (1 min) after each round: {loads}.\n"
+        "In-process: receive_batch takes what is queued per call (stamped when the call\n"
+        "returns), as the publisher and bench_latency.py do; receive() per event gets one\n"
+        "event per scheduler round, and in the publisher's process a round can take longer\n"
+        "than the gap between two events, so that consumer falls behind (max queued).\n"
+        "max queued: the consumer's most events waiting (the Redis row: the publisher's)."
     )
 
 
@@ -691,7 +750,7 @@ def roles(args: argparse.Namespace) -> bool:
         trio.run(consume_child, args.consume, args.n)
         return True
     if args.latency:
-        trio.run(latency_child, args.latency, args.seconds, args.warmup)
+        trio.run(latency_child, args.latency, args.seconds, args.warmup, args.receive)
         return True
     return False
 
@@ -707,7 +766,7 @@ def benchmark(args: argparse.Namespace, cases: list[Case]) -> None:
         if "throughput" in wanted:
             section_throughput(url, args.quick)
         if "latency" in wanted:
-            section_latency(url, args.quick)
+            section_latency(url, args.quick, args.receive)
         if "memory" in wanted:
             section_memory(url, args.quick)
         if "commands" in wanted:
@@ -732,6 +791,13 @@ def main(argv: Sequence[str] | None = None) -> None:
             "--n": {"type": int, "help": hidden},
             "--seconds": {"type": float, "help": hidden},
             "--warmup": {"type": float, "help": hidden},
+            "--receive": {
+                "choices": ("batch", "each"),
+                "default": "batch",
+                "help": "how the latency section's consumer process takes events: what is "
+                "queued per scheduler round (batch, as the in-process receive_batch row) or "
+                "one receive() per event (each: async for)",
+            },
         },
         roles=roles,
     )
