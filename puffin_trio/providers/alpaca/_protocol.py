@@ -61,6 +61,7 @@ from puffin_trio.providers._base import (
 from puffin_trio.providers._values import count, ident, price, size, symbol_of, text, texts
 from puffin_trio.providers.alpaca._errors import ALREADY_AUTHENTICATED, error_for
 from puffin_trio.providers.alpaca._timestamps import json_event_ns, msgpack_event_ns
+from puffin_trio.providers.alpaca._typed import typed_json_stock_frame
 from puffin_trio.providers.alpaca._wire import (
     CHANNEL_OVERHEAD,
     CRYPTO_CHANNELS,
@@ -261,7 +262,20 @@ class AlpacaProtocol(ProviderProtocol):
         Never raises on bad input: an undecodable frame or one that is not an
         array gives one :class:`Malformed`; within an array, each bad message
         gives its own :class:`Malformed` and the others still decode.
+        A JSON stock frame of only trades and quotes takes the typed fast path
+        (:func:`~puffin_trio.providers.alpaca._typed.typed_json_stock_frame`),
+        which gives the same events or declines the frame to the path below.
         """
+        if self._channels is STOCK_CHANNELS and (
+            isinstance(frame, str) or (frame and frame[0] in _JSON_FIRST_BYTES)
+        ):
+            events = typed_json_stock_frame(frame, ts_recv)
+            if events is not None:
+                return events
+        return self._receive_per_message(frame, ts_recv)
+
+    def _receive_per_message(self, frame: Frame, ts_recv: int) -> list[Event | Control]:
+        """:meth:`receive` without the typed fast path: each message by its own handler."""
         try:
             if isinstance(frame, str) or (frame and frame[0] in _JSON_FIRST_BYTES):
                 self._ts = json_event_ns

@@ -56,6 +56,7 @@ from puffin_trio.providers.polygon._fields import (
     tape,
     text_field,
 )
+from puffin_trio.providers.polygon._typed import typed_stock_frame
 from puffin_trio.providers.polygon._wire import (
     CRYPTO_CHANNELS,
     DEFAULT_MAX_FRAME_BYTES,
@@ -282,7 +283,18 @@ class PolygonProtocol(ProviderProtocol):
         Never raises on bad input: an undecodable frame or one that is not an
         array gives one :class:`Malformed`; within an array, each bad message
         gives its own :class:`Malformed` and the others still decode.
+        A stock frame of only trades and quotes takes the typed fast path
+        (:func:`~puffin_trio.providers.polygon._typed.typed_stock_frame`),
+        which gives the same events or declines the frame to the path below.
         """
+        if not self._crypto:
+            events = typed_stock_frame(frame, ts_recv)
+            if events is not None:
+                return events
+        return self._receive_per_message(frame, ts_recv)
+
+    def _receive_per_message(self, frame: Frame, ts_recv: int) -> list[Event | Control]:
+        """:meth:`receive` without the typed fast path: each message by its own handler."""
         try:
             messages = orjson.loads(frame)
         except orjson.JSONDecodeError as exc:
