@@ -59,6 +59,7 @@ from puffin_trio.providers._base import (
     truncate_sample,
 )
 from puffin_trio.providers._values import count, ident, price, size, symbol_of, text, texts
+from puffin_trio.providers.alpaca._builders import new_quote, new_trade
 from puffin_trio.providers.alpaca._errors import ALREADY_AUTHENTICATED, error_for
 from puffin_trio.providers.alpaca._timestamps import json_event_ns, msgpack_event_ns
 from puffin_trio.providers.alpaca._typed import typed_json_stock_frame
@@ -73,37 +74,6 @@ from puffin_trio.providers.alpaca._wire import (
 
 __all__ = ["AlpacaProtocol"]
 
-#: Trade(provider, symbol, ts_event, ts_recv, price, size, exchange, trade_id, conditions, tape)
-_new_trade = event_builder(
-    Trade,
-    "provider",
-    "symbol",
-    "ts_event",
-    "ts_recv",
-    "price",
-    "size",
-    "exchange",
-    "trade_id",
-    "conditions",
-    "tape",
-)
-#: Quote(provider, symbol, ts_event, ts_recv, bid, ask, bid_size, ask_size,
-#: bid_exchange, ask_exchange, conditions, tape)
-_new_quote = event_builder(
-    Quote,
-    "provider",
-    "symbol",
-    "ts_event",
-    "ts_recv",
-    "bid",
-    "ask",
-    "bid_size",
-    "ask_size",
-    "bid_exchange",
-    "ask_exchange",
-    "conditions",
-    "tape",
-)
 #: OrderBookUpdate(provider, symbol, ts_event, ts_recv, bids, asks, snapshot)
 _new_book = event_builder(
     OrderBookUpdate, "provider", "symbol", "ts_event", "ts_recv", "bids", "asks", "snapshot"
@@ -349,7 +319,7 @@ class AlpacaProtocol(ProviderProtocol):
         trade_size = (
             float(trade_size) if type(trade_size) is int and trade_size >= 0 else size(trade_size)
         )
-        return _new_trade(
+        return new_trade(
             PROVIDER,
             name,
             ts_event,
@@ -387,7 +357,7 @@ class AlpacaProtocol(ProviderProtocol):
         bid_size = float(bid_size) if type(bid_size) is int and bid_size >= 0 else size(bid_size)
         ask_size = m["as"]
         ask_size = float(ask_size) if type(ask_size) is int and ask_size >= 0 else size(ask_size)
-        return _new_quote(
+        return new_quote(
             PROVIDER,
             name,
             ts_event,

@@ -23,9 +23,9 @@ from typing import Annotated, Final
 import msgspec
 from msgspec import Meta, Struct
 
-from puffin_trio._event_builder import event_builder
-from puffin_trio.events import Event, Quote, Trade
+from puffin_trio.events import Event
 from puffin_trio.providers._base import Control, Frame
+from puffin_trio.providers.alpaca._builders import new_quote, new_trade
 from puffin_trio.providers.alpaca._timestamps import json_event_ns
 from puffin_trio.providers.alpaca._wire import PROVIDER
 
@@ -74,34 +74,6 @@ _DECODER: Final = msgspec.json.Decoder(list[_T | _Q])
 #: (ValueError), nesting deeper than msgspec recurses.
 _DECLINED: Final = (msgspec.MsgspecError, ValueError, RecursionError)
 
-_new_trade = event_builder(
-    Trade,
-    "provider",
-    "symbol",
-    "ts_event",
-    "ts_recv",
-    "price",
-    "size",
-    "exchange",
-    "trade_id",
-    "conditions",
-    "tape",
-)
-_new_quote = event_builder(
-    Quote,
-    "provider",
-    "symbol",
-    "ts_event",
-    "ts_recv",
-    "bid",
-    "ask",
-    "bid_size",
-    "ask_size",
-    "bid_exchange",
-    "ask_exchange",
-    "conditions",
-    "tape",
-)
 
 
 def _texts(value: list[str] | str | None) -> tuple[str, ...]:
@@ -123,7 +95,7 @@ def typed_json_stock_frame(frame: Frame, ts_recv: int) -> list[Event | Control] 
                 if type(trade_id) is int:
                     trade_id = str(trade_id)
                 append(
-                    _new_trade(
+                    new_trade(
                         PROVIDER,
                         m.S,
                         json_event_ns(m.t),
@@ -138,7 +110,7 @@ def typed_json_stock_frame(frame: Frame, ts_recv: int) -> list[Event | Control] 
                 )
             else:
                 append(
-                    _new_quote(
+                    new_quote(
                         PROVIDER,
                         m.S,
                         json_event_ns(m.t),

@@ -39,6 +39,7 @@ from puffin_trio.providers._base import (
     truncate_sample,
 )
 from puffin_trio.providers._values import price, size, symbol_of
+from puffin_trio.providers.polygon._builders import new_quote, new_trade
 from puffin_trio.providers.polygon._errors import error_for
 from puffin_trio.providers.polygon._fields import (
     CODE_TEXT,
@@ -69,40 +70,6 @@ from puffin_trio.providers.polygon._wire import (
 
 __all__ = ["PolygonProtocol", "StrictPolygonProtocol"]
 
-#: Trade(provider, symbol, ts_event, ts_recv, price, size, exchange, trade_id,
-#: conditions, tape, seq)
-_new_trade = event_builder(
-    Trade,
-    "provider",
-    "symbol",
-    "ts_event",
-    "ts_recv",
-    "price",
-    "size",
-    "exchange",
-    "trade_id",
-    "conditions",
-    "tape",
-    "seq",
-)
-#: Quote(provider, symbol, ts_event, ts_recv, bid, ask, bid_size, ask_size,
-#: bid_exchange, ask_exchange, conditions, tape, seq)
-_new_quote = event_builder(
-    Quote,
-    "provider",
-    "symbol",
-    "ts_event",
-    "ts_recv",
-    "bid",
-    "ask",
-    "bid_size",
-    "ask_size",
-    "bid_exchange",
-    "ask_exchange",
-    "conditions",
-    "tape",
-    "seq",
-)
 #: OrderBookUpdate(provider, symbol, ts_event, ts_recv, bids, asks, snapshot)
 _new_book = event_builder(
     OrderBookUpdate, "provider", "symbol", "ts_event", "ts_recv", "bids", "asks", "snapshot"
@@ -380,7 +347,7 @@ class PolygonProtocol(ProviderProtocol):
             and type(number) is int
             and "ds" not in m
         ):
-            return _new_trade(
+            return new_trade(
                 PROVIDER,
                 symbol,
                 ms * NS_PER_MS,
@@ -429,7 +396,7 @@ class PolygonProtocol(ProviderProtocol):
             and 1 <= tape_number <= 3
             and type(number) is int
         ):
-            return _new_quote(
+            return new_quote(
                 PROVIDER,
                 symbol,
                 ms * NS_PER_MS,
@@ -448,7 +415,7 @@ class PolygonProtocol(ProviderProtocol):
 
     def _checked_trade(self, m: Message, ts_recv: int) -> Trade:
         decimal = m.get("ds")
-        return _new_trade(
+        return new_trade(
             PROVIDER,
             symbol_of(m["sym"]),
             ms_to_ns(m["t"]),
@@ -464,7 +431,7 @@ class PolygonProtocol(ProviderProtocol):
 
     def _checked_quote(self, m: Message, ts_recv: int) -> Quote:
         condition = m.get("c")
-        return _new_quote(
+        return new_quote(
             PROVIDER,
             symbol_of(m["sym"]),
             ms_to_ns(m["t"]),
@@ -519,7 +486,7 @@ class PolygonProtocol(ProviderProtocol):
     # ------------------------------------------------------------------ crypto
 
     def _crypto_trade(self, m: Message, ts_recv: int) -> Trade:
-        return _new_trade(
+        return new_trade(
             PROVIDER,
             symbol_of(m["pair"]),
             ms_to_ns(m["t"]),
@@ -535,7 +502,7 @@ class PolygonProtocol(ProviderProtocol):
 
     def _crypto_quote(self, m: Message, ts_recv: int) -> Quote:
         exchange = code(m.get("x"))
-        return _new_quote(
+        return new_quote(
             PROVIDER,
             symbol_of(m["pair"]),
             ms_to_ns(m["t"]),

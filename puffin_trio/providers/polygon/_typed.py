@@ -21,10 +21,15 @@ from typing import Annotated, Final
 import msgspec
 from msgspec import Meta, Struct
 
-from puffin_trio._event_builder import event_builder
-from puffin_trio.events import Event, Quote, Trade
+from puffin_trio.events import Event
 from puffin_trio.providers._base import Control, Frame
-from puffin_trio.providers.polygon._fields import CODE_TEXT, CODE_TUPLES, SANE_TS_MS, TAPE_LETTERS
+from puffin_trio.providers.polygon._builders import new_quote, new_trade
+from puffin_trio.providers.polygon._fields import (
+    CODE_TEXT,
+    CODE_TUPLES,
+    SANE_TS_MS,
+    TAPE_LETTERS,
+)
 from puffin_trio.providers.polygon._wire import NS_PER_MS, PROVIDER
 
 __all__ = ["typed_stock_frame"]
@@ -83,36 +88,6 @@ _DECODER: Final = msgspec.json.Decoder(list[_T | _Q])
 #: is not UTF-8 (UnicodeEncodeError), nesting deeper than it recurses.
 _DECLINED: Final = (msgspec.MsgspecError, ValueError, RecursionError)
 
-_new_trade = event_builder(
-    Trade,
-    "provider",
-    "symbol",
-    "ts_event",
-    "ts_recv",
-    "price",
-    "size",
-    "exchange",
-    "trade_id",
-    "conditions",
-    "tape",
-    "seq",
-)
-_new_quote = event_builder(
-    Quote,
-    "provider",
-    "symbol",
-    "ts_event",
-    "ts_recv",
-    "bid",
-    "ask",
-    "bid_size",
-    "ask_size",
-    "bid_exchange",
-    "ask_exchange",
-    "conditions",
-    "tape",
-    "seq",
-)
 
 
 def typed_stock_frame(frame: Frame, ts_recv: int) -> list[Event | Control] | None:
@@ -127,7 +102,7 @@ def typed_stock_frame(frame: Frame, ts_recv: int) -> list[Event | Control] | Non
         if isinstance(m, _T):
             conditions = m.c
             append(
-                _new_trade(
+                new_trade(
                     PROVIDER,
                     m.sym,
                     m.t * NS_PER_MS,
@@ -144,7 +119,7 @@ def typed_stock_frame(frame: Frame, ts_recv: int) -> list[Event | Control] | Non
         else:
             condition = m.c
             append(
-                _new_quote(
+                new_quote(
                     PROVIDER,
                     m.sym,
                     m.t * NS_PER_MS,
