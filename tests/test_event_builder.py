@@ -15,6 +15,7 @@ import pytest
 
 from puffin_trio._event_builder import event_builder
 from puffin_trio.events import OrderBookUpdate, Quote, Trade
+from puffin_trio.providers.alpaca import _builders as alpaca_builders
 from puffin_trio.providers.alpaca import _protocol as alpaca
 
 
@@ -22,7 +23,7 @@ from puffin_trio.providers.alpaca import _protocol as alpaca
     ("build", "cls", "values"),
     [
         (
-            alpaca._new_trade,
+            alpaca_builders.new_trade,
             Trade,
             {
                 "provider": "alpaca",
@@ -38,7 +39,7 @@ from puffin_trio.providers.alpaca import _protocol as alpaca
             },
         ),
         (
-            alpaca._new_quote,
+            alpaca_builders.new_quote,
             Quote,
             {
                 "provider": "alpaca",
@@ -117,7 +118,7 @@ def test_event_builder_refuses_classes_it_cannot_build_faithfully() -> None:
 
 
 def test_built_events_are_frozen_and_behave_like_constructed_ones() -> None:
-    built = alpaca._new_trade("alpaca", "AAPL", 1, 2, 3.0, 4.0, "V", "5", ("@",), "C")
+    built = alpaca_builders.new_trade("alpaca", "AAPL", 1, 2, 3.0, 4.0, "V", "5", ("@",), "C")
     made = Trade(
         provider="alpaca",
         symbol="AAPL",
