@@ -4,7 +4,7 @@ This module owns the state of the session's two watchers. :class:`Liveness`
 is the health-checker's: the reader records when each subscribed trade,
 quote and book symbol last delivered (:attr:`Liveness.streams`, one small
 :class:`Stream` record per event class and symbol, which also holds the
-stream's sequence-guard key, so that one lookup per message reaches both); the
+stream's sequence-guard handle, so that one lookup per message reaches both); the
 health-checker asks, at trio time ``now``, which confirmed subscriptions to
 resubscribe and which stayed silent after their resubscribe
 (:meth:`Liveness.check`). Whether silence is suspicious at all (market hours,
@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from puffin_trio.events import OrderBookUpdate, Quote, Trade
+from puffin_trio.guard import GuardStream
 
 __all__ = ["LIVENESS_CHANNELS", "HeartbeatDeadline", "Liveness", "Stream"]
 
@@ -35,19 +36,21 @@ LIVENESS_CHANNELS: Mapping[type, str] = {
 class Stream:
     """One (event class, symbol) stream of a liveness channel, as the reader sees it.
 
-    ``at``: trio time of its last event. ``key``: its sequence-guard key
-    (the protocol's ``stream_key``, which for these classes depends on the
-    class and the symbol only), computed once when the stream is first heard.
-    The reader reaches both with the one dictionary lookup it makes per
-    message: per-symbol state is what makes a message dearer as a
-    subscription grows (each lookup is a cache miss at 10,000 symbols).
+    ``at``: trio time of its last event. ``sequence``: its handle in the
+    connection's sequence guard (:meth:`~puffin_trio.SequenceGuard.stream` of
+    the protocol's ``stream_key``, which for these classes depends on the
+    class and the symbol only), or ``None`` for a provider without sequence
+    numbers. The reader reaches both with the one dictionary lookup it makes
+    per message, and the guard needs no lookup of its own: per-symbol state is
+    what makes a message dearer as a subscription grows (each lookup is a cache
+    miss at 10,000 symbols).
     """
 
-    __slots__ = ("at", "key")
+    __slots__ = ("at", "sequence")
 
-    def __init__(self, at: float, key: str) -> None:
+    def __init__(self, at: float, sequence: GuardStream | None) -> None:
         self.at = at
-        self.key = key
+        self.sequence = sequence
 
 
 class Liveness:

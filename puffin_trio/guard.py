@@ -24,9 +24,10 @@ tests assert, and the memory bounds are in ``docs/guide/gaps.rst``.
 from __future__ import annotations
 
 import heapq
+from array import array
 from collections import deque
-from collections.abc import Sequence
-from typing import Final, Generic, Literal, Protocol, TypeVar
+from collections.abc import MutableSequence, Sequence
+from typing import Final, Generic, Literal, Protocol, TypeVar, cast
 
 import attrs
 
@@ -38,6 +39,7 @@ __all__ = [
     "DEFAULT_MAX_LATE_RUN",
     "DEFAULT_WINDOW",
     "GuardMode",
+    "GuardStream",
     "SequenceGuard",
     "SequenceGuardStatistics",
     "Sequenced",
@@ -144,17 +146,49 @@ class _LateRun:
         return self.length
 
 
-class _StrictStream(Generic[E]):
-    """One key's state in strict mode."""
+class GuardStream:
+    """One stream key of a :class:`SequenceGuard`: the handle :meth:`SequenceGuard.stream`
+    returns, to feed with :meth:`SequenceGuard.feed_streams`.
 
-    __slots__ = ("expected", "holes", "horizon", "late", "order", "overtaken", "pending")
+    Opaque but for ``key``. A key has one handle for its guard's life:
+    :meth:`~SequenceGuard.stream` returns the same object each time, and
+    :meth:`~SequenceGuard.reset` empties the key's state in place, so a handle
+    a caller keeps stays the key's. A handle belongs to the guard that made it:
+    another guard refuses it.
+    """
 
-    def __init__(self, start: int, window: int) -> None:
-        #: The next number to deliver.
-        self.expected = start + 1
+    __slots__ = ("key", "owner")
+
+    def __init__(self, key: str, owner: object) -> None:
+        #: The stream key.
+        self.key = key
+        #: The token of the guard that made it.
+        self.owner = owner
+
+
+class _StrictStream(GuardStream, Generic[E]):
+    """One key's state in strict mode; not started until its first numbered message."""
+
+    __slots__ = (
+        "expected",
+        "holes",
+        "horizon",
+        "late",
+        "order",
+        "overtaken",
+        "pending",
+        "started",
+    )
+
+    def __init__(self, key: str, owner: object, window: int) -> None:
+        super().__init__(key, owner)
+        #: Whether a numbered message was taken since the handle was made or reset.
+        self.started = False
+        #: The next number to deliver (once started).
+        self.expected = 0
         #: Below this, a number is not known to have been delivered: the start,
         #: raised to the end of each hole that falls out of ``holes``.
-        self.horizon = start
+        self.horizon = 0
         #: Buffered messages by number, as (arrival ns, ``expected`` then, event),
         #: in arrival order.
         self.pending: dict[int, tuple[int, int, E]] = {}
@@ -169,6 +203,18 @@ class _StrictStream(Generic[E]):
         #: mark holds exactly while that message is buffered.
         self.overtaken: int | None = None
 
+    def start(self, seq: int) -> None:
+        """Start (again) at ``seq``, delivered, with nothing known before it.
+
+        Nothing may be buffered (a re-anchor flushes first).
+        """
+        self.started = True
+        self.expected = seq + 1
+        self.horizon = seq
+        self.holes.clear()
+        self.late = _LateRun()
+        self.overtaken = None
+
     def was_delivered(self, seq: int) -> bool:
         """Whether ``seq`` (below ``expected``) is known to have been delivered."""
         if seq < self.horizon:
@@ -179,6 +225,49 @@ class _StrictStream(Generic[E]):
             if seq >= first:
                 return False
         return True
+
+
+class _MonotonicStream(GuardStream):
+    """One key's state in monotonic mode: its last ``window`` delivered numbers.
+
+    ``ring`` holds them (``None`` until the key's first numbered message), the
+    next to be overwritten at ``pos``, so ``ring[pos - 1]`` is the watermark
+    (the highest delivered). It starts as ``window`` copies of the first
+    number: as a set, exactly the numbers delivered so far. The numbers are
+    machine integers in an ``array`` (8 bytes each, no object per number, so a
+    delivery frees nothing and touches one small block); a number beyond a
+    64-bit integer turns the key's ring into a list. With 10,000 symbols, the
+    per-key memory a message touches is what makes it dearer.
+    """
+
+    __slots__ = ("late", "pos", "ring")
+
+    def __init__(self, key: str, owner: object) -> None:
+        super().__init__(key, owner)
+        self.ring: MutableSequence[int] | None = None
+        self.pos = 0
+        #: The current run of messages dropped as late, once there was one.
+        self.late: _LateRun | None = None
+
+    def start(self, seq: int, window: int) -> None:
+        """Start (again) at ``seq``, delivered, with nothing known before it."""
+        try:
+            self.ring = array("q", (seq,)) * window
+        except OverflowError:
+            self.ring = [seq] * window
+        self.pos = 0
+        self.late = None
+
+    def record(self, ring: MutableSequence[int], seq: int, window: int) -> None:
+        """Remember ``seq`` (above the watermark) as delivered; ``ring`` is ``self.ring``."""
+        pos = self.pos
+        try:
+            ring[pos] = seq
+        except OverflowError:  # beyond 64 bits: this key's numbers are kept as ints from now on
+            ring = self.ring = list(ring)
+            ring[pos] = seq
+        pos += 1
+        self.pos = 0 if pos == window else pos
 
 
 class SequenceGuard(Generic[E]):
@@ -200,12 +289,13 @@ class SequenceGuard(Generic[E]):
         "_delivered",
         "_duplicates",
         "_gaps",
+        "_keys",
         "_late",
-        "_late_runs",
         "_missing",
         "_mode",
         "_monotonic",
         "_strict",
+        "_token",
         "_waiting",
         "max_delay_ns",
         "max_late_run",
@@ -232,17 +322,18 @@ class SequenceGuard(Generic[E]):
         self.window: Final = window
         self.max_delay_ns: Final = max_delay_ns
         self.max_late_run: Final = max_late_run
+        #: Every key's handle, by mode (the other dict stays empty). A handle is
+        #: the key's state: the caller that keeps it (the session's reader, per
+        #: symbol) reaches the state without a lookup in these dicts; with 10,000
+        #: symbols, each lookup is a cache miss that makes a message dearer.
         self._strict: dict[str, _StrictStream[E]] = {}
-        #: A monotonic key's state is the deque of the last ``window`` numbers it
-        #: delivered, ascending, so its last one is the watermark (the highest
-        #: delivered): the in-order path touches one small object per key, and with
-        #: 10,000 symbols the per-key state that misses the cache is what makes a
-        #: message dearer.
-        self._monotonic: dict[str, deque[int]] = {}
-        #: Monotonic keys that have dropped a message as late: their current run.
-        self._late_runs: dict[str, _LateRun] = {}
+        self._monotonic: dict[str, _MonotonicStream] = {}
         #: Strict keys with something buffered (what ``poll`` has to look at).
         self._waiting: dict[str, _StrictStream[E]] = {}
+        #: Keys started (a numbered message taken since the handle was made or reset).
+        self._keys = 0
+        #: What this guard's handles carry as their owner (not the guard: no cycle).
+        self._token = object()
         self._delivered = 0
         self._duplicates = 0
         self._late = 0
@@ -253,6 +344,26 @@ class SequenceGuard(Generic[E]):
     def mode(self) -> GuardMode:
         """The mode this guard was made with."""
         return self._mode
+
+    def stream(self, key: str) -> GuardStream:
+        """The handle of stream ``key``, for :meth:`feed_streams` (see :class:`GuardStream`).
+
+        Made on the first call for ``key``, the same object afterwards. Taking a
+        handle starts nothing: the key's first numbered message is its start, as
+        with :meth:`feed`. In ``"none"`` mode there is no per-key state and each
+        call makes a new handle.
+        """
+        if self._mode == "monotonic":
+            monotonic = self._monotonic.get(key)
+            if monotonic is None:
+                monotonic = self._monotonic[key] = _MonotonicStream(key, self._token)
+            return monotonic
+        if self._mode == "strict":
+            strict = self._strict.get(key)
+            if strict is None:
+                strict = self._strict[key] = _StrictStream(key, self._token, self.window)
+            return strict
+        return GuardStream(key, self._token)
 
     def feed(
         self,
@@ -272,43 +383,11 @@ class SequenceGuard(Generic[E]):
         """
         if out is None:
             out = []
-        seq = event.seq
-        if seq is None or self._mode == "none":
+        if event.seq is None or self._mode == "none":
             self._delivered += 1
             out.append(event)
-            return out
-        if self._mode == "strict":
-            stream = self._strict.get(key)
-            if stream is not None and seq == stream.expected and not stream.pending:
-                stream.expected = seq + 1
-                self._delivered += 1
-                out.append(event)
-            else:
-                self._feed_strict(
-                    key, stream, seq, event, now_ns, out, now_ns if wall_ns is None else wall_ns
-                )
-            return out
-        recent = self._monotonic.get(key)
-        if recent is None:
-            self._monotonic[key] = deque((seq,), maxlen=self.window)
-        elif seq > recent[-1]:
-            recent.append(seq)
-        elif seq in recent:
-            self._duplicates += 1
-            return out
         else:
-            run = self._late_runs.get(key)
-            if run is None:
-                run = self._late_runs[key] = _LateRun()
-            if run.extend(recent[-1], seq) < self.max_late_run:
-                self._late += 1
-                return out
-            wall = now_ns if wall_ns is None else wall_ns
-            self._announce_reanchor(key, run, seq, event, out, wall)
-            del self._late_runs[key]
-            self._monotonic[key] = deque((seq,), maxlen=self.window)
-        self._delivered += 1
-        out.append(event)
+            self._take(self.stream(key), event, now_ns, out, wall_ns)
         return out
 
     def feed_many(
@@ -322,44 +401,86 @@ class SequenceGuard(Generic[E]):
         """:meth:`feed` each event of ``events`` with the key at the same index of ``keys``.
 
         Exactly what that loop of :meth:`feed` calls would do (the same output,
-        counters and state), for a whole frame's events at once: the session's
-        reader calls it once per frame. An event that simply follows its key's
-        last one in order (the bulk of a live feed) is delivered here, with the
-        per-call costs (the call, the mode tests, the attribute loads) paid
-        once per batch instead of once per event; anything else goes through
-        :meth:`feed`. Raises ``ValueError`` if the two lengths differ (and then
-        takes nothing).
+        counters and state): :meth:`feed_streams` with each key's handle.
+        Raises ``ValueError`` if the two lengths differ (and then takes nothing).
         """
         if len(keys) != len(events):
             raise ValueError(f"{len(keys)} keys for {len(events)} events")
         if out is None:
             out = []
+        if self._mode == "none":
+            self._delivered += len(events)
+            out.extend(events)
+            return out
+        stream = self.stream
+        return self.feed_streams([stream(key) for key in keys], events, now_ns, out, wall_ns)
+
+    def feed_streams(
+        self,
+        streams: Sequence[GuardStream],
+        events: Sequence[E],
+        now_ns: int,
+        out: list[E | Gap] | None = None,
+        wall_ns: int | None = None,
+    ) -> list[E | Gap]:
+        """:meth:`feed` each event of ``events`` to the stream at the same index of ``streams``.
+
+        ``streams`` are this guard's handles (:meth:`stream`). Exactly what
+        :meth:`feed` with each handle's key in turn would do (the same output,
+        counters and state), for a whole frame's events at once: the session's
+        reader calls it once per frame, with the handles it keeps per symbol. An
+        event that simply follows its key's last one in order (the bulk of a
+        live feed) is delivered here, with no lookup by key and the per-call
+        costs (the call, the mode tests, the attribute loads) paid once per
+        batch; anything else takes :meth:`feed`'s path. Raises ``ValueError``
+        if the two lengths differ (and then takes nothing), or at a handle
+        another guard made (the events before it are taken; in ``"none"`` mode,
+        where handles carry nothing, none is refused).
+        """
+        if len(streams) != len(events):
+            raise ValueError(f"{len(streams)} streams for {len(events)} events")
+        if out is None:
+            out = []
         append = out.append
-        feed = self.feed
+        take = self._take
+        token = self._token
         delivered = 0
         if self._mode == "monotonic":
-            monotonic = self._monotonic
-            for key, event in zip(keys, events, strict=True):
+            window = self.window
+            monotonic = cast("Sequence[_MonotonicStream]", streams)
+            for stream, event in zip(monotonic, events, strict=True):
                 seq = event.seq
-                recent = monotonic.get(key)
-                if recent is not None and seq is not None and seq > recent[-1]:
-                    recent.append(seq)
-                    delivered += 1
-                    append(event)
-                else:
-                    feed(key, event, now_ns, out, wall_ns)
+                ring = stream.ring
+                if seq is not None and ring is not None and stream.owner is token:
+                    pos = stream.pos
+                    if seq > ring[pos - 1]:
+                        try:
+                            ring[pos] = seq
+                        except OverflowError:  # beyond 64 bits: record() converts the ring
+                            take(stream, event, now_ns, out, wall_ns)
+                            continue
+                        pos += 1
+                        stream.pos = 0 if pos == window else pos
+                        delivered += 1
+                        append(event)
+                        continue
+                take(stream, event, now_ns, out, wall_ns)
         elif self._mode == "strict":
-            strict = self._strict
-            for key, event in zip(keys, events, strict=True):
+            strict = cast("Sequence[_StrictStream[E]]", streams)
+            for handle, event in zip(strict, events, strict=True):
                 seq = event.seq
-                stream = strict.get(key)
-                # seq None never equals ``expected``: feed() delivers it.
-                if stream is not None and seq == stream.expected and not stream.pending:
-                    stream.expected = seq + 1
+                # seq None never equals ``expected``: take() delivers it.
+                if (
+                    seq == handle.expected
+                    and handle.started
+                    and not handle.pending
+                    and handle.owner is token
+                ):
+                    handle.expected = seq + 1
                     delivered += 1
                     append(event)
                 else:
-                    feed(key, event, now_ns, out, wall_ns)
+                    take(handle, event, now_ns, out, wall_ns)
         else:
             out.extend(events)
             delivered = len(events)
@@ -369,7 +490,7 @@ class SequenceGuard(Generic[E]):
     def poll(
         self, now_ns: int, out: list[E | Gap] | None = None, wall_ns: int | None = None
     ) -> list[E | Gap]:
-        """Release, across all keys, what has waited ``max_delay_ns`` or more; return ``out``.
+        """Release whatever has waited ``max_delay_ns`` or more, declaring holes below it missing.
 
         Appends to ``out`` (a new list when ``None``), in sequence order per key.
         Costs one dictionary check when nothing is buffered.
@@ -378,8 +499,8 @@ class SequenceGuard(Generic[E]):
             out = []
         if self._waiting:
             wall = now_ns if wall_ns is None else wall_ns
-            for key, stream in list(self._waiting.items()):
-                self._expire(key, stream, now_ns, out, wall)
+            for stream in list(self._waiting.values()):
+                self._expire(stream, now_ns, out, wall)
         return out
 
     def next_deadline_ns(self) -> int | None:
@@ -400,15 +521,18 @@ class SequenceGuard(Generic[E]):
 
         Buffered messages are flushed first, in order, with a ``Gap`` for each
         hole among them, so nothing is lost silently. The next number seen on
-        ``key`` is a new start. An unknown key is a no-op.
+        ``key`` is a new start. An unknown key is a no-op. The key's handle
+        (:meth:`stream`) stays its handle, empty.
         """
         if out is None:
             out = []
-        self._monotonic.pop(key, None)
-        self._late_runs.pop(key, None)
-        stream = self._strict.pop(key, None)
-        if stream is not None:
-            self._flush(key, stream, now_ns if wall_ns is None else wall_ns, out)
+        wall = now_ns if wall_ns is None else wall_ns
+        strict = self._strict.get(key)
+        if strict is not None:
+            self._forget_strict(strict, wall, out)
+        monotonic = self._monotonic.get(key)
+        if monotonic is not None:
+            self._forget_monotonic(monotonic)
         return out
 
     def reset_all(
@@ -417,11 +541,11 @@ class SequenceGuard(Generic[E]):
         """:meth:`reset` every key; return ``out``."""
         if out is None:
             out = []
-        for key, stream in self._strict.items():
-            self._flush(key, stream, now_ns if wall_ns is None else wall_ns, out)
-        self._strict.clear()
-        self._monotonic.clear()
-        self._late_runs.clear()
+        wall = now_ns if wall_ns is None else wall_ns
+        for strict in self._strict.values():
+            self._forget_strict(strict, wall, out)
+        for monotonic in self._monotonic.values():
+            self._forget_monotonic(monotonic)
         return out
 
     def statistics(self) -> SequenceGuardStatistics:
@@ -433,13 +557,79 @@ class SequenceGuard(Generic[E]):
             gaps=self._gaps,
             missing=self._missing,
             buffered=sum(len(stream.pending) for stream in self._waiting.values()),
-            keys=len(self._strict) + len(self._monotonic),
+            keys=self._keys,
         )
+
+    def _forget_strict(self, stream: _StrictStream[E], wall_ns: int, out: list[E | Gap]) -> None:
+        """Flush a strict key and empty its handle."""
+        if stream.started:
+            self._flush(stream, wall_ns, out)
+            stream.started = False
+            self._keys -= 1
+
+    def _forget_monotonic(self, stream: _MonotonicStream) -> None:
+        """Empty a monotonic key's handle."""
+        if stream.ring is not None:
+            stream.ring = None
+            stream.late = None
+            self._keys -= 1
+
+    def _take(
+        self,
+        stream: GuardStream,
+        event: E,
+        now_ns: int,
+        out: list[E | Gap],
+        wall_ns: int | None,
+    ) -> None:
+        """:meth:`feed`'s path for one event of ``stream``; refuses another guard's handle."""
+        if stream.owner is not self._token:
+            raise ValueError(f"the stream handle of {stream.key!r} belongs to another guard")
+        seq = event.seq
+        if seq is None or self._mode == "none":
+            self._delivered += 1
+            out.append(event)
+            return
+        wall = now_ns if wall_ns is None else wall_ns
+        if self._mode == "monotonic":
+            self._take_monotonic(cast("_MonotonicStream", stream), seq, event, out, wall)
+            return
+        strict = cast("_StrictStream[E]", stream)
+        if seq == strict.expected and strict.started and not strict.pending:
+            strict.expected = seq + 1
+            self._delivered += 1
+            out.append(event)
+        else:
+            self._feed_strict(strict, seq, event, now_ns, out, wall)
+
+    def _take_monotonic(
+        self, stream: _MonotonicStream, seq: int, event: E, out: list[E | Gap], wall_ns: int
+    ) -> None:
+        """The monotonic mode: deliver above the watermark, else drop as a duplicate or late."""
+        ring = stream.ring
+        if ring is None:
+            stream.start(seq, self.window)
+            self._keys += 1
+        elif seq > ring[stream.pos - 1]:
+            stream.record(ring, seq, self.window)
+        elif seq in ring:
+            self._duplicates += 1
+            return
+        else:
+            run = stream.late
+            if run is None:
+                run = stream.late = _LateRun()
+            if run.extend(ring[stream.pos - 1], seq) < self.max_late_run:
+                self._late += 1
+                return
+            self._announce_reanchor(stream.key, run, seq, event, out, wall_ns)
+            stream.start(seq, self.window)
+        self._delivered += 1
+        out.append(event)
 
     def _feed_strict(
         self,
-        key: str,
-        stream: _StrictStream[E] | None,
+        stream: _StrictStream[E],
         seq: int,
         event: E,
         now_ns: int,
@@ -447,8 +637,9 @@ class SequenceGuard(Generic[E]):
         wall_ns: int,
     ) -> None:
         """The strict mode's slow path: a first message, a duplicate, a late one or a hole."""
-        if stream is None:
-            self._strict[key] = _StrictStream(seq, self.window)
+        if not stream.started:
+            stream.start(seq)
+            self._keys += 1
             self._delivered += 1
             out.append(event)
             return
@@ -459,7 +650,7 @@ class SequenceGuard(Generic[E]):
             elif stream.late.extend(stream.expected, seq) < self.max_late_run:
                 self._late += 1
             else:
-                self._reanchor(key, stream, seq, event, out, wall_ns)
+                self._reanchor(stream, seq, event, out, wall_ns)
                 return
         elif seq in pending:
             self._duplicates += 1
@@ -472,14 +663,13 @@ class SequenceGuard(Generic[E]):
                 stream.expected = seq + 1
                 self._delivered += 1
                 out.append(event)
-                self._release_run(key, stream, out)
+                self._release_run(stream, out)
             else:
-                self._buffer(key, stream, seq, event, now_ns, out, wall_ns)
-        self._expire(key, stream, now_ns, out, wall_ns)
+                self._buffer(stream, seq, event, now_ns, out, wall_ns)
+        self._expire(stream, now_ns, out, wall_ns)
 
     def _buffer(
         self,
-        key: str,
         stream: _StrictStream[E],
         seq: int,
         event: E,
@@ -490,14 +680,14 @@ class SequenceGuard(Generic[E]):
         """Keep a message that arrived ahead of a hole; give up the hole if the buffer is full."""
         pending = stream.pending
         if not pending:
-            self._waiting[key] = stream
+            self._waiting[stream.key] = stream
         pending[seq] = (now_ns, stream.expected, event)
         heapq.heappush(stream.order, seq)
         if len(pending) > self.window:
-            self._give_up(key, stream, wall_ns, out)
+            self._give_up(stream, wall_ns, out)
 
     def _expire(
-        self, key: str, stream: _StrictStream[E], now_ns: int, out: list[E | Gap], wall_ns: int
+        self, stream: _StrictStream[E], now_ns: int, out: list[E | Gap], wall_ns: int
     ) -> None:
         """Give up on holes until the oldest buffered message has waited less than the bound.
 
@@ -520,25 +710,23 @@ class SequenceGuard(Generic[E]):
                 stream.overtaken = None
                 self._late += 1
                 if not pending:
-                    self._waiting.pop(key, None)
+                    self._waiting.pop(stream.key, None)
             else:
-                self._give_up(key, stream, wall_ns, out)
+                self._give_up(stream, wall_ns, out)
 
     def _reanchor(
         self,
-        key: str,
         stream: _StrictStream[E],
         seq: int,
         event: E,
         out: list[E | Gap],
         wall_ns: int,
     ) -> None:
-        """Start ``key`` afresh at ``event`` (number ``seq``, the last of a run of late
+        """Start ``stream`` afresh at ``event`` (number ``seq``, the last of a run of late
         messages) as :meth:`reset` would, announcing the run."""
-        del self._strict[key]
-        self._flush(key, stream, wall_ns, out)
-        self._announce_reanchor(key, stream.late, seq, event, out, wall_ns)
-        self._strict[key] = _StrictStream(seq, self.window)
+        self._flush(stream, wall_ns, out)
+        self._announce_reanchor(stream.key, stream.late, seq, event, out, wall_ns)
+        stream.start(seq)
         self._delivered += 1
         out.append(event)
 
@@ -576,27 +764,27 @@ class SequenceGuard(Generic[E]):
         self._gaps += 1
         self._missing += missing
 
-    def _flush(self, key: str, stream: _StrictStream[E], wall_ns: int, out: list[E | Gap]) -> None:
-        """Give up on every hole of ``key``, releasing all it buffers."""
+    def _flush(self, stream: _StrictStream[E], wall_ns: int, out: list[E | Gap]) -> None:
+        """Give up on every hole of ``stream``, releasing all it buffers."""
         while stream.pending:
-            self._give_up(key, stream, wall_ns, out)
+            self._give_up(stream, wall_ns, out)
 
-    def _give_up(
-        self, key: str, stream: _StrictStream[E], wall_ns: int, out: list[E | Gap]
-    ) -> None:
+    def _give_up(self, stream: _StrictStream[E], wall_ns: int, out: list[E | Gap]) -> None:
         """Declare the lowest hole missing: a ``Gap`` stamped ``wall_ns``, then what follows."""
         received = stream.order[0]
         event = stream.pending[received][2]
         expected = stream.expected
-        self._sequence_gap(key, event, expected, received, received - expected, wall_ns, out)
+        self._sequence_gap(
+            stream.key, event, expected, received, received - expected, wall_ns, out
+        )
         holes = stream.holes
         if len(holes) == holes.maxlen:
             stream.horizon = holes[0][1]
         holes.append((expected, received))
         stream.expected = received
-        self._release_run(key, stream, out)
+        self._release_run(stream, out)
 
-    def _release_run(self, key: str, stream: _StrictStream[E], out: list[E | Gap]) -> None:
+    def _release_run(self, stream: _StrictStream[E], out: list[E | Gap]) -> None:
         """Deliver the buffered messages that now follow on without a hole."""
         pending = stream.pending
         order = stream.order
@@ -608,7 +796,7 @@ class SequenceGuard(Generic[E]):
             expected += 1
         stream.expected = expected
         if not pending:
-            self._waiting.pop(key, None)
+            self._waiting.pop(stream.key, None)
 
 
 def _check_positive_int(name: str, value: object, unit: str) -> None:

@@ -65,7 +65,7 @@ from puffin_trio.events import (
     SessionState,
     Status,
 )
-from puffin_trio.guard import SequenceGuard
+from puffin_trio.guard import GuardStream, SequenceGuard
 from puffin_trio.histogram import HistogramSnapshot, LagHistogram
 from puffin_trio.history import Backfiller, BackfillStatistics
 from puffin_trio.market_hours import MarketSession, preload
@@ -257,6 +257,7 @@ class ProviderSession:
         proto = provider.protocol()
         self.subscriptions.connection_lost()
         self._guard = SequenceGuard(proto.guard_mode) if proto.guard_mode != "none" else None
+        self._bind_streams(self._guard)
         self._streamed_from = None
         self._authenticated = trio.Event()
         self._streaming = trio.Event()
@@ -581,6 +582,24 @@ class ProviderSession:
         self._until_streaming = None
         await self._read(proto, transport, draining=True)
 
+    def _bind_streams(self, guard: SequenceGuard[Event] | None) -> None:
+        """Give the liveness streams kept from past connections ``guard``'s handles.
+
+        A connection has a guard of its own; its reader takes each stream's
+        handle from the stream (see :class:`~puffin_trio._liveness.Stream`). A
+        stream made without a guard is dropped: its next event makes it again,
+        with its key.
+        """
+        for table in self._liveness.streams.values():
+            for symbol, stream in list(table.items()):
+                handle = stream.sequence
+                if guard is None:
+                    stream.sequence = None
+                elif handle is not None:
+                    stream.sequence = guard.stream(handle.key)
+                else:
+                    del table[symbol]
+
     def _stop_reading(self) -> None:
         """Another task failed the connection: the reader stops waiting for frames and
         drains. Not a checkpoint."""
@@ -628,20 +647,20 @@ class ProviderSession:
         """
         fanout = self._fanout
         guard = self._guard
-        feed_many = None if guard is None else guard.feed_many
+        feed_streams = None if guard is None else guard.feed_streams
         backfill = self._backfill
         stream_key = proto.stream_key
         # Trades, quotes and books: one lookup per item reaches the symbol's Stream,
-        # its liveness stamp and its guard key (the bulk of the data). Other items
+        # its liveness stamp and its guard handle (the bulk of the data). Other items
         # take a second lookup to tell events whose silence proves nothing (bars,
         # ...) from controls.
         streams = self._liveness.streams
         event_classes = _EVENT_CLASSES
         batch: list[Event] = []
         append = batch.append
-        # A frame's events for the guard, fed as one batch (SequenceGuard.feed_many)
+        # A frame's events for the guard, fed as one batch (SequenceGuard.feed_streams)
         # at the frame's end, or before a control item's output to keep the order.
-        keys: list[str] = []
+        handles: list[GuardStream] = []
         guarded: list[Event] = []
         failure: ProviderError | None = None
         while True:
@@ -675,16 +694,17 @@ class ProviderSession:
                         try:
                             stream = table[symbol]
                         except KeyError:  # its first event since the last restart
-                            stream = table[symbol] = Stream(now, stream_key(item))  # type: ignore[arg-type]
+                            handle = None if guard is None else guard.stream(stream_key(item))  # type: ignore[arg-type]
+                            stream = table[symbol] = Stream(now, handle)
                         else:
                             stream.at = now
-                        key = stream.key
+                        handle = stream.sequence
                     elif cls in event_classes:
-                        key = "" if feed_many is None else stream_key(item)  # type: ignore[arg-type]
+                        handle = None if guard is None else guard.stream(stream_key(item))  # type: ignore[arg-type]
                     else:
                         if guarded:
-                            feed_many(keys, guarded, now_ns, batch, ts_recv)  # type: ignore[misc]
-                            keys.clear()
+                            feed_streams(handles, guarded, now_ns, batch, ts_recv)  # type: ignore[misc]
+                            handles.clear()
                             guarded.clear()
                         if cls is Malformed:
                             # The loss, announced where it happened (counted and logged too).
@@ -698,14 +718,14 @@ class ProviderSession:
                             if expectation.done:
                                 batch.extend(self._start_streaming(attempt))
                         continue
-                    if feed_many is None:
+                    if handle is None:
                         append(item)  # type: ignore[arg-type]
                     else:
-                        keys.append(key)
+                        handles.append(handle)
                         guarded.append(item)  # type: ignore[arg-type]
                 if guarded:
-                    feed_many(keys, guarded, now_ns, batch, ts_recv)  # type: ignore[misc]
-                    keys.clear()
+                    feed_streams(handles, guarded, now_ns, batch, ts_recv)  # type: ignore[misc]
+                    handles.clear()
                     guarded.clear()
                 if failure is not None or self._notices or len(batch) >= _MAX_BATCH:
                     break

@@ -690,6 +690,109 @@ def test_feed_many_refuses_keys_and_events_of_different_lengths_and_takes_nothin
     assert guard.statistics() == SequenceGuard(mode).statistics()
 
 
+#: Numbers around the ends of a 64-bit integer, where a monotonic key's ring of machine
+#: integers gives way to Python ints.
+BEYOND_64_BITS = [2**63 - 2, 2**63 - 1, 2**63, 2**64 + 5, -(2**63), -(2**63) - 1, -(2**70)]
+
+
+@given(
+    mode=st.sampled_from(["strict", "monotonic", "none"]),
+    frames=st.lists(
+        st.tuples(
+            st.lists(
+                st.tuples(
+                    st.sampled_from(["k1", "k2", "k3"]),
+                    st.none() | st.integers(0, 40) | st.sampled_from(BEYOND_64_BITS),
+                    st.integers(0, 150),
+                ),
+                max_size=12,
+            ),
+            st.none() | st.sampled_from(["k1", "k2", "*"]),
+        ),
+        max_size=12,
+    ),
+)
+def test_feed_streams_with_handles_kept_throughout_is_exactly_feed_in_a_loop(
+    mode: GuardMode, frames: list[tuple[list[tuple[str, int | None, int]], str | None]]
+) -> None:
+    """feed_streams(handles, events, now), with each key's handle taken once before
+    anything was fed and kept through resets, gives the output, counters and later
+    behaviour of feed(key, event, now) on each pair in turn: duplicates, late runs,
+    re-anchors, holes, expiries and numbers beyond 64 bits included."""
+
+    def guard() -> SequenceGuard[Trade]:
+        return SequenceGuard(mode, window=3, max_delay_ns=MAX_DELAY, max_late_run=3)
+
+    one, many = guard(), guard()
+    handles = {key: many.stream(key) for key in ("k1", "k2", "k3")}
+    now = 0
+    for frame, reset in frames:
+        now += frame[0][2] if frame else 1
+        events = [trade(seq, key) for key, seq, _ in frame]
+        looped: list[Trade | Gap] = []
+        for (key, _, _), event in zip(frame, events, strict=True):
+            one.feed(key, event, now, looped, now + 1)
+        streams = [handles[key] for key, _, _ in frame]
+        assert many.feed_streams(streams, events, now, None, now + 1) == looped
+        assert many.statistics() == one.statistics()
+        assert many.poll(now + MAX_DELAY) == one.poll(now + MAX_DELAY)
+        if reset == "*":
+            assert many.reset_all(now, None, now + 2) == one.reset_all(now, None, now + 2)
+        elif reset is not None:
+            assert many.reset(reset, now, None, now + 2) == one.reset(reset, now, None, now + 2)
+    if mode != "none":
+        assert all(many.stream(key) is handle for key, handle in handles.items())
+
+
+@pytest.mark.parametrize("mode", ["strict", "monotonic"])
+def test_a_key_has_one_handle_and_taking_it_starts_nothing(mode: GuardMode) -> None:
+    guard: SequenceGuard[Trade] = SequenceGuard(mode)
+    handle = guard.stream(KEY)
+    assert (handle.key, guard.stream(KEY)) == (KEY, handle)
+    assert guard.statistics().keys == 0
+    assert delivered(guard.feed_streams([handle], [trade(7)], 0)) == [7]  # the start
+    assert delivered(guard.feed(KEY, trade(8), 0)) == [8]
+    assert guard.statistics().keys == 1
+    guard.reset(KEY, 0)
+    assert (guard.stream(KEY), guard.statistics().keys) == (handle, 0)
+    assert delivered(guard.feed_streams([handle], [trade(2)], 0)) == [2]  # a new start
+
+
+def test_monotonic_numbers_beyond_64_bits_are_guarded_like_any_other() -> None:
+    guard: SequenceGuard[Trade] = SequenceGuard("monotonic", window=4)
+    handle = guard.stream(KEY)
+    numbers = [2**63 - 2, 2**63 - 1, 2**63, 2**63 - 1, 2**70, 2**63, 2**70 + 1]
+    out = guard.feed_streams([handle] * len(numbers), [trade(q) for q in numbers], 0)
+    assert delivered(out) == [2**63 - 2, 2**63 - 1, 2**63, 2**70, 2**70 + 1]
+    assert (guard.statistics().duplicates, guard.statistics().late) == (2, 0)
+    low = guard.stream("low")
+    out = guard.feed_streams([low] * 3, [trade(q, "low") for q in (-(2**70), -5, -(2**70))], 0)
+    assert delivered(out) == [-(2**70), -5]
+    assert guard.statistics().duplicates == 3
+
+
+@pytest.mark.parametrize("mode", ["strict", "monotonic"])
+def test_a_handle_of_another_guard_is_refused(mode: GuardMode) -> None:
+    mine: SequenceGuard[Trade] = SequenceGuard(mode)
+    theirs: SequenceGuard[Trade] = SequenceGuard(mode)
+    foreign = theirs.stream(KEY)
+    theirs.feed_streams([foreign], [trade(1)], 0)
+    with pytest.raises(ValueError, match="'sim:T:AAPL' belongs to another guard"):
+        mine.feed_streams([mine.stream("other"), foreign], [trade(5, "other"), trade(2)], 0)
+    assert mine.statistics().delivered == 1  # the event before it was taken
+    assert theirs.statistics().delivered == 1  # the foreign key was not touched
+
+
+@pytest.mark.parametrize("mode", ["strict", "monotonic", "none"])
+def test_feed_streams_refuses_streams_and_events_of_different_lengths_and_takes_nothing(
+    mode: GuardMode,
+) -> None:
+    guard: SequenceGuard[Trade] = SequenceGuard(mode)
+    with pytest.raises(ValueError, match="1 streams for 2 events"):
+        guard.feed_streams([guard.stream("k1")], [trade(1, "k1"), trade(2, "k1")], 0)
+    assert guard.statistics() == SequenceGuard(mode).statistics()
+
+
 # -- stateful ---------------------------------------------------------------------------------
 
 

@@ -15,11 +15,11 @@ CONFIRMED = {"trades": frozenset({"AAPL", "MSFT"}), "quotes": frozenset({"*"})}
 def test_a_silent_subscription_is_resubscribed_once_then_declared_dead() -> None:
     live = Liveness()
     live.restart(0.0)
-    live.streams[Trade]["MSFT"] = Stream(25.0, "")
+    live.streams[Trade]["MSFT"] = Stream(25.0, None)
     assert live.check(29.0, CONFIRMED, 30.0) == ({}, [])
     assert live.check(30.0, CONFIRMED, 30.0) == ({"trades": frozenset({"AAPL"})}, [])
     assert live.check(45.0, CONFIRMED, 30.0) == ({}, []), "resubscribed, not yet dead"
-    live.streams[Trade]["MSFT"] = Stream(59.0, "")
+    live.streams[Trade]["MSFT"] = Stream(59.0, None)
     assert live.check(60.0, CONFIRMED, 30.0) == ({}, ["trades:AAPL"])
 
 
@@ -27,8 +27,8 @@ def test_a_subscription_that_delivers_again_starts_its_next_silence_over() -> No
     live = Liveness()
     live.restart(0.0)
     assert live.check(30.0, CONFIRMED, 30.0)[0] == {"trades": frozenset({"AAPL", "MSFT"})}
-    live.streams[Trade]["AAPL"] = Stream(40.0, "")
-    live.streams[Trade]["MSFT"] = Stream(40.0, "")
+    live.streams[Trade]["AAPL"] = Stream(40.0, None)
+    live.streams[Trade]["MSFT"] = Stream(40.0, None)
     assert live.check(50.0, CONFIRMED, 30.0) == ({}, [])
     assert live.check(70.0, CONFIRMED, 30.0)[0] == {"trades": frozenset({"AAPL", "MSFT"})}
 
@@ -37,7 +37,7 @@ def test_restart_forgets_what_was_seen_and_resubscribed() -> None:
     live = Liveness()
     live.restart(0.0)
     live.check(30.0, CONFIRMED, 30.0)
-    live.streams[Quote]["AAPL"] = Stream(31.0, "")
+    live.streams[Quote]["AAPL"] = Stream(31.0, None)
     live.restart(100.0)
     assert live.streams[Quote] == {}
     assert live.check(129.0, CONFIRMED, 30.0) == ({}, [])
@@ -47,7 +47,7 @@ def test_restart_forgets_what_was_seen_and_resubscribed() -> None:
 def test_ages_cover_the_desired_liveness_subscriptions_only() -> None:
     live = Liveness()
     live.restart(0.0)
-    live.streams[Trade]["AAPL"] = Stream(4.0, "")
+    live.streams[Trade]["AAPL"] = Stream(4.0, None)
     desired = {"trades": frozenset({"AAPL", "MSFT"}), "bars": frozenset({"AAPL"})}
     assert live.ages(10.0, desired) == {"trades:AAPL": 6.0, "trades:MSFT": None}
     assert live.ages(None, desired) == {"trades:AAPL": None, "trades:MSFT": None}

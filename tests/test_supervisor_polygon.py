@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
 
+import orjson
 import pytest
 import trio
 from trio.testing import MockClock
@@ -38,6 +39,7 @@ from puffin_trio.providers.alpaca import AlpacaProvider
 from puffin_trio.providers.polygon import PolygonProvider
 from puffin_trio.sim import AlpacaSimRecorder, FaultPlan, MarketModel, serve_alpaca
 
+from ._peer import Peer, serve_peer
 from ._support import FAST_RESTART, polygon_sim, serving, transport
 from ._support import POLYGON_KEY as KEY
 from ._support import collect_until as _collect_until
@@ -537,3 +539,49 @@ async def test_what_the_guard_holds_when_the_connection_drops_is_delivered_not_l
     assert announced == {
         (s, q) for s, q in ((f"{m['ev']}:{m['sym']}", m["q"]) for m in rec.connections[0].skipped)
     }
+
+
+async def test_a_reconnects_data_before_its_confirmation_goes_through_a_fresh_guard(
+    autojump_clock: MockClock,
+) -> None:
+    """A server that restarted its numbering sends data on the reconnect before it confirms
+    the subscription: that data goes through the new connection's sequence guard, so its
+    first number is a start, not a message far behind the last connection's watermark."""
+    ms = 1_796_314_379_320
+
+    def trades(*numbers: int) -> str:
+        return orjson.dumps(
+            [
+                {"ev": "T", "sym": "AAPL", "i": str(q), "x": 4, "p": 100.0, "s": 10,
+                 "t": ms + q, "q": q, "z": 3}
+                for q in numbers
+            ]
+        ).decode()  # fmt: skip
+
+    def status(status: str, message: str) -> str:
+        return orjson.dumps([{"ev": "status", "status": status, "message": message}]).decode()
+
+    async def script(peer: Peer) -> None:
+        first = server.peers[0] is peer
+        await peer.send_text(status("connected", "Connected Successfully"))
+        await peer.receive()  # auth
+        await peer.send_text(status("auth_success", "authenticated"))
+        await peer.receive()  # subscribe
+        if first:
+            await peer.send_text(status("success", "subscribed to: T.AAPL"))
+            await peer.send_text(trades(10, 11, 12))
+            await peer.fin()
+            return
+        await peer.send_text(trades(1))
+        await peer.send_text(status("success", "subscribed to: T.AAPL"))
+        await peer.send_text(trades(2, 3))
+        await peer.drain()
+
+    async with serve_peer(script) as server:
+        async with Supervisor.open(restart=FAST_RESTART) as sup:
+            sup.add(provider(server.url), trades=["AAPL"])
+            async with sup.events() as events:
+                seen = await collect_until(events, count(Trade, 6), seconds=60)
+            stats = sup.statistics().sessions["polygon"]
+    assert [e.seq for e in seen if isinstance(e, Trade)] == [10, 11, 12, 1, 2, 3]
+    assert (stats.connects, stats.late, stats.duplicates) == (2, 0, 0)
