@@ -27,7 +27,7 @@ import attrs
 from _blast import Case, data_events
 from _harness import Durations, print_table, run_script, verdict
 
-from puffin_trio import SequenceGuard, Trade
+from puffin_trio import GuardStream, SequenceGuard, Trade
 from puffin_trio._liveness import Liveness, Stream
 from puffin_trio.providers._base import ProviderProtocol
 
@@ -107,7 +107,7 @@ def decode(cases: Sequence[Case], s: Durations) -> list[Row]:
                 us = session_guard_us(protocol, events, s)
                 monotonic.append(
                     f"reference: what the session adds per {sample.label} event, its "
-                    f"Stream (liveness, stream key) and SequenceGuard('monotonic').feed_many "
+                    f"Stream (liveness, guard handle) and SequenceGuard('monotonic').feed_streams "
                     f"per 20-event frame, in order: {us:.3f} µs."
                 )
     print_table(
@@ -160,7 +160,7 @@ def session_guard_us(protocol: ProviderProtocol, template: Sequence[Any], s: Dur
     """µs per event of the session reader's per-event step for ``protocol``'s mode, on
     seq-numbered copies of ``template`` whose numbers only go up, in 20-event frames: the
     symbol's :class:`~puffin_trio._liveness.Stream` (one lookup: the liveness stamp and the
-    cached stream key), then ``SequenceGuard.feed_many`` once per frame."""
+    guard handle), then ``SequenceGuard.feed_streams`` once per frame."""
     events = [attrs.evolve(template[i % len(template)], seq=i + 1) for i in range(_GUARD_EVENTS)]
     frames = [events[i : i + _FRAME] for i in range(0, len(events), _FRAME)]
 
@@ -168,19 +168,19 @@ def session_guard_us(protocol: ProviderProtocol, template: Sequence[Any], s: Dur
         guard: SequenceGuard[Any] = SequenceGuard(protocol.guard_mode)
         streams = Liveness().streams
         out: list[Any] = []
-        keys: list[str] = []
-        feed_many, stream_key = guard.feed_many, protocol.stream_key
+        handles: list[GuardStream] = []
+        feed_streams, stream_key = guard.feed_streams, protocol.stream_key
         for frame in frames:
             for event in frame:
                 table = streams[type(event)]
                 try:
                     stream = table[event.symbol]
                 except KeyError:
-                    stream = table[event.symbol] = Stream(0.0, stream_key(event))
+                    stream = table[event.symbol] = Stream(0.0, guard.stream(stream_key(event)))
                 stream.at = 1.0
-                keys.append(stream.key)
-            feed_many(keys, frame, 0, out)
-            keys.clear()
+                handles.append(stream.sequence)  # type: ignore[arg-type]
+            feed_streams(handles, frame, 0, out)
+            handles.clear()
             out.clear()
 
     return per_call_seconds(call, s) * 1e6 / _GUARD_EVENTS

@@ -1,6 +1,6 @@
 """Subscriptions at scale: CPU to confirm thousands of topics, and cost per message by symbols.
 
-Run: ``python benchmarks/bench_subscriptions.py [--quick] [--case alpaca|polygon]``.
+Run: ``python benchmarks/bench_subscriptions.py [--quick] [--case alpaca|polygon] [--rounds R]``.
 
 Against the package's simulators (a child process each), as a user would
 drive them (``sup.add(provider, trades=symbols, quotes=symbols)``):
@@ -16,13 +16,18 @@ drive them (``sup.add(provider, trades=symbols, quotes=symbols)``):
   per frame) and, once every (type, symbol) stream has delivered its first
   event, this process's CPU per message is measured over a window:
   per-symbol state (liveness, the sequence guard's streams) must not make a
-  message dearer as the subscription grows.
+  message dearer as the subscription grows. The sizes are measured in
+  interleaved rounds (10, 100, 1,000, 10,000, then again), each row is the
+  median of its rounds, and the spread column says how far they were apart:
+  one 6 s sample moves by several per cent on a shared 2-core machine, as
+  much as the effect measured.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,6 +49,9 @@ SCALE_BATCH = 20
 #: Seconds measured per cost-per-message row, after the first data.
 FULL_SECONDS = 6.0
 QUICK_SECONDS = 2.0
+#: Interleaved rounds of the cost-per-message rows.
+FULL_ROUNDS = 3
+QUICK_ROUNDS = 1
 #: Bound on the wait for every stream's first event (10,000 symbols x 2 types drawn
 #: uniformly at 20,000 msg/s: all seen after about 11 s on average, coupon collector).
 WARMUP_TIMEOUT = 60.0
@@ -144,6 +152,7 @@ async def cost(case: Case, port: int, variant: str, count: int, seconds: float) 
 
 def benchmark(args: argparse.Namespace, cases: list[Case]) -> None:
     seconds = QUICK_SECONDS if args.quick else FULL_SECONDS
+    rounds = args.rounds or (QUICK_ROUNDS if args.quick else FULL_ROUNDS)
     feeds = [(case, case.variants[0]) for case in cases if case.name in ("alpaca", "polygon")]
     confirmations: list[list[str]] = []
     costs: list[list[str]] = []
@@ -165,15 +174,17 @@ def benchmark(args: argparse.Namespace, cases: list[Case]) -> None:
                     )
         arguments = ["--serve-sim", case.name, "--rate", str(SCALE_RATE)]
         with server([*arguments, "--batch", str(SCALE_BATCH)]) as port:
-            rows: dict[int, Cost] = {}
-            for count in SCALE_SIZES:
-                gc.collect()
-                rows[count] = trio.run(cost, case, port, variant, count, seconds)
+            samples: dict[int, list[Cost]] = {count: [] for count in SCALE_SIZES}
+            for _ in range(rounds):
+                for count in SCALE_SIZES:
+                    gc.collect()
+                    samples[count].append(trio.run(cost, case, port, variant, count, seconds))
+            rows = {count: median_cost(runs) for count, runs in samples.items()}
             base = rows[SCALE_SIZES[0]].micros
             worst = max(abs(r.micros / base - 1) for r in rows.values())
             costs.extend(
                 [case.name, f"{c:,}", f"{r.micros:.2f}", f"{r.micros / base - 1:+.0%}",
-                 f"{r.rate:,.0f}", f"{r.per_frame:.1f}"]
+                 spread(samples[c]), f"{r.rate:,.0f}", f"{r.per_frame:.1f}"]
                 for c, r in rows.items()
             )  # fmt: skip
             verdicts.append(
@@ -188,8 +199,9 @@ def benchmark(args: argparse.Namespace, cases: list[Case]) -> None:
     )
     print_table(
         f"CPU µs per message by symbols subscribed (simulator at {SCALE_RATE:,.0f} msg/s, "
-        f"{SCALE_BATCH} per frame, {seconds:g} s each)",
-        ["provider", "symbols", "CPU µs/msg", "vs 10", "market msg/s", "messages/frame"],
+        f"{SCALE_BATCH} per frame, {seconds:g} s each, median of {rounds} interleaved rounds)",
+        ["provider", "symbols", "CPU µs/msg", "vs 10", "rounds' spread", "market msg/s",
+         "messages/frame"],
         costs,
     )
     print(
@@ -203,8 +215,29 @@ def benchmark(args: argparse.Namespace, cases: list[Case]) -> None:
         print(line)
 
 
+def median_cost(runs: Sequence[Cost]) -> Cost:
+    """The round with the median CPU per message (its feed columns with it)."""
+    middle = statistics.median_low([r.micros for r in runs])
+    return next(r for r in runs if r.micros == middle)
+
+
+def spread(runs: Sequence[Cost]) -> str:
+    """How far the rounds' CPU per message were apart, as (worst - best) / best."""
+    best = min(r.micros for r in runs)
+    return f"{(max(r.micros for r in runs) - best) / best:.0%}"
+
+
+OPTIONS = {
+    "--rounds": {
+        "type": int,
+        "default": 0,
+        "help": "interleaved rounds of the cost rows (default: 3; --quick: 1)",
+    },
+}
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    run_script(__doc__, "subscriptions at scale", benchmark, argv)
+    run_script(__doc__, "subscriptions at scale", benchmark, argv, options=OPTIONS)
 
 
 if __name__ == "__main__":

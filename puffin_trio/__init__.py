@@ -62,7 +62,7 @@ from puffin_trio.events import (
     TradeCorrection,
     TradingStatus,
 )
-from puffin_trio.guard import GuardMode, SequenceGuard, SequenceGuardStatistics
+from puffin_trio.guard import GuardMode, GuardStream, SequenceGuard, SequenceGuardStatistics
 from puffin_trio.histogram import HistogramSnapshot
 from puffin_trio.history import BackfillStatistics
 from puffin_trio.market_hours import MarketSession
@@ -136,6 +136,7 @@ __all__ = [
     "Gap",
     "GapReason",
     "GuardMode",
+    "GuardStream",
     "HeartbeatTimeout",
     "HistogramSnapshot",
     "LimitBands",

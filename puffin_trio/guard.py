@@ -354,16 +354,22 @@ class SequenceGuard(Generic[E]):
         call makes a new handle.
         """
         if self._mode == "monotonic":
-            monotonic = self._monotonic.get(key)
-            if monotonic is None:
-                monotonic = self._monotonic[key] = _MonotonicStream(key, self._token)
-            return monotonic
+            return self._monotonic_stream(key)
         if self._mode == "strict":
-            strict = self._strict.get(key)
-            if strict is None:
-                strict = self._strict[key] = _StrictStream(key, self._token, self.window)
-            return strict
+            return self._strict_stream(key)
         return GuardStream(key, self._token)
+
+    def _monotonic_stream(self, key: str) -> _MonotonicStream:
+        monotonic = self._monotonic.get(key)
+        if monotonic is None:
+            monotonic = self._monotonic[key] = _MonotonicStream(key, self._token)
+        return monotonic
+
+    def _strict_stream(self, key: str) -> _StrictStream[E]:
+        strict = self._strict.get(key)
+        if strict is None:
+            strict = self._strict[key] = _StrictStream(key, self._token, self.window)
+        return strict
 
     def feed(
         self,
@@ -383,11 +389,22 @@ class SequenceGuard(Generic[E]):
         """
         if out is None:
             out = []
-        if event.seq is None or self._mode == "none":
+        seq = event.seq
+        if seq is None or self._mode == "none":
+            self._delivered += 1
+            out.append(event)
+            return out
+        wall = now_ns if wall_ns is None else wall_ns
+        if self._mode == "monotonic":
+            self._take_monotonic(self._monotonic_stream(key), seq, event, out, wall)
+            return out
+        strict = self._strict_stream(key)
+        if seq == strict.expected and strict.started and not strict.pending:
+            strict.expected = seq + 1
             self._delivered += 1
             out.append(event)
         else:
-            self._take(self.stream(key), event, now_ns, out, wall_ns)
+            self._feed_strict(strict, seq, event, now_ns, out, wall)
         return out
 
     def feed_many(
@@ -565,6 +582,7 @@ class SequenceGuard(Generic[E]):
         if stream.started:
             self._flush(stream, wall_ns, out)
             stream.started = False
+            stream.holes.clear()
             self._keys -= 1
 
     def _forget_monotonic(self, stream: _MonotonicStream) -> None:
@@ -582,11 +600,12 @@ class SequenceGuard(Generic[E]):
         out: list[E | Gap],
         wall_ns: int | None,
     ) -> None:
-        """:meth:`feed`'s path for one event of ``stream``; refuses another guard's handle."""
+        """:meth:`feed_streams`' path for an event its in-order test did not take (a strict
+        or monotonic guard); refuses another guard's handle."""
         if stream.owner is not self._token:
             raise ValueError(f"the stream handle of {stream.key!r} belongs to another guard")
         seq = event.seq
-        if seq is None or self._mode == "none":
+        if seq is None:
             self._delivered += 1
             out.append(event)
             return
@@ -594,13 +613,7 @@ class SequenceGuard(Generic[E]):
         if self._mode == "monotonic":
             self._take_monotonic(cast("_MonotonicStream", stream), seq, event, out, wall)
             return
-        strict = cast("_StrictStream[E]", stream)
-        if seq == strict.expected and strict.started and not strict.pending:
-            strict.expected = seq + 1
-            self._delivered += 1
-            out.append(event)
-        else:
-            self._feed_strict(strict, seq, event, now_ns, out, wall)
+        self._feed_strict(cast("_StrictStream[E]", stream), seq, event, now_ns, out, wall)
 
     def _take_monotonic(
         self, stream: _MonotonicStream, seq: int, event: E, out: list[E | Gap], wall_ns: int
