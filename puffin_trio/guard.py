@@ -24,9 +24,8 @@ tests assert, and the memory bounds are in ``docs/guide/gaps.rst``.
 from __future__ import annotations
 
 import heapq
-from array import array
 from collections import deque
-from collections.abc import MutableSequence, Sequence
+from collections.abc import Sequence
 from typing import Final, Generic, Literal, Protocol, TypeVar, cast
 
 import attrs
@@ -157,13 +156,13 @@ class GuardStream:
     another guard refuses it.
     """
 
-    __slots__ = ("key", "owner")
+    __slots__ = ("_owner", "key")
 
     def __init__(self, key: str, owner: object) -> None:
         #: The stream key.
         self.key = key
         #: The token of the guard that made it.
-        self.owner = owner
+        self._owner = owner
 
 
 class _StrictStream(GuardStream, Generic[E]):
@@ -228,46 +227,21 @@ class _StrictStream(GuardStream, Generic[E]):
 
 
 class _MonotonicStream(GuardStream):
-    """One key's state in monotonic mode: its last ``window`` delivered numbers.
+    """One key's state in monotonic mode: the deque of the last ``window`` numbers it
+    delivered, ascending, so its last one is the watermark (``None`` until the key's
+    first numbered message), and its current run of messages dropped as late."""
 
-    ``ring`` holds them (``None`` until the key's first numbered message), the
-    next to be overwritten at ``pos``, so ``ring[pos - 1]`` is the watermark
-    (the highest delivered). It starts as ``window`` copies of the first
-    number: as a set, exactly the numbers delivered so far. The numbers are
-    machine integers in an ``array`` (8 bytes each, no object per number, so a
-    delivery frees nothing and touches one small block); a number beyond a
-    64-bit integer turns the key's ring into a list. With 10,000 symbols, the
-    per-key memory a message touches is what makes it dearer.
-    """
-
-    __slots__ = ("late", "pos", "ring")
+    __slots__ = ("late", "recent")
 
     def __init__(self, key: str, owner: object) -> None:
         super().__init__(key, owner)
-        self.ring: MutableSequence[int] | None = None
-        self.pos = 0
-        #: The current run of messages dropped as late, once there was one.
+        self.recent: deque[int] | None = None
         self.late: _LateRun | None = None
 
     def start(self, seq: int, window: int) -> None:
         """Start (again) at ``seq``, delivered, with nothing known before it."""
-        try:
-            self.ring = array("q", (seq,)) * window
-        except OverflowError:
-            self.ring = [seq] * window
-        self.pos = 0
+        self.recent = deque((seq,), maxlen=window)
         self.late = None
-
-    def record(self, ring: MutableSequence[int], seq: int, window: int) -> None:
-        """Remember ``seq`` (above the watermark) as delivered; ``ring`` is ``self.ring``."""
-        pos = self.pos
-        try:
-            ring[pos] = seq
-        except OverflowError:  # beyond 64 bits: this key's numbers are kept as ints from now on
-            ring = self.ring = list(ring)
-            ring[pos] = seq
-        pos += 1
-        self.pos = 0 if pos == window else pos
 
 
 class SequenceGuard(Generic[E]):
@@ -463,25 +437,21 @@ class SequenceGuard(Generic[E]):
         token = self._token
         delivered = 0
         if self._mode == "monotonic":
-            window = self.window
             monotonic = cast("Sequence[_MonotonicStream]", streams)
             for stream, event in zip(monotonic, events, strict=True):
                 seq = event.seq
-                ring = stream.ring
-                if seq is not None and ring is not None and stream.owner is token:
-                    pos = stream.pos
-                    if seq > ring[pos - 1]:
-                        try:
-                            ring[pos] = seq
-                        except OverflowError:  # beyond 64 bits: record() converts the ring
-                            take(stream, event, now_ns, out, wall_ns)
-                            continue
-                        pos += 1
-                        stream.pos = 0 if pos == window else pos
-                        delivered += 1
-                        append(event)
-                        continue
-                take(stream, event, now_ns, out, wall_ns)
+                recent = stream.recent
+                if (
+                    recent is not None
+                    and seq is not None
+                    and seq > recent[-1]
+                    and stream._owner is token
+                ):
+                    recent.append(seq)
+                    delivered += 1
+                    append(event)
+                else:
+                    take(stream, event, now_ns, out, wall_ns)
         elif self._mode == "strict":
             strict = cast("Sequence[_StrictStream[E]]", streams)
             for handle, event in zip(strict, events, strict=True):
@@ -491,7 +461,7 @@ class SequenceGuard(Generic[E]):
                     seq == handle.expected
                     and handle.started
                     and not handle.pending
-                    and handle.owner is token
+                    and handle._owner is token
                 ):
                     handle.expected = seq + 1
                     delivered += 1
@@ -587,8 +557,8 @@ class SequenceGuard(Generic[E]):
 
     def _forget_monotonic(self, stream: _MonotonicStream) -> None:
         """Empty a monotonic key's handle."""
-        if stream.ring is not None:
-            stream.ring = None
+        if stream.recent is not None:
+            stream.recent = None
             stream.late = None
             self._keys -= 1
 
@@ -602,7 +572,7 @@ class SequenceGuard(Generic[E]):
     ) -> None:
         """:meth:`feed_streams`' path for an event its in-order test did not take (a strict
         or monotonic guard); refuses another guard's handle."""
-        if stream.owner is not self._token:
+        if stream._owner is not self._token:
             raise ValueError(f"the stream handle of {stream.key!r} belongs to another guard")
         seq = event.seq
         if seq is None:
@@ -619,20 +589,20 @@ class SequenceGuard(Generic[E]):
         self, stream: _MonotonicStream, seq: int, event: E, out: list[E | Gap], wall_ns: int
     ) -> None:
         """The monotonic mode: deliver above the watermark, else drop as a duplicate or late."""
-        ring = stream.ring
-        if ring is None:
+        recent = stream.recent
+        if recent is None:
             stream.start(seq, self.window)
             self._keys += 1
-        elif seq > ring[stream.pos - 1]:
-            stream.record(ring, seq, self.window)
-        elif seq in ring:
+        elif seq > recent[-1]:
+            recent.append(seq)
+        elif seq in recent:
             self._duplicates += 1
             return
         else:
             run = stream.late
             if run is None:
                 run = stream.late = _LateRun()
-            if run.extend(ring[stream.pos - 1], seq) < self.max_late_run:
+            if run.extend(recent[-1], seq) < self.max_late_run:
                 self._late += 1
                 return
             self._announce_reanchor(stream.key, run, seq, event, out, wall_ns)
