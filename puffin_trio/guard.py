@@ -368,16 +368,18 @@ class SequenceGuard(Generic[E]):
             self._delivered += 1
             out.append(event)
             return out
-        wall = now_ns if wall_ns is None else wall_ns
         if self._mode == "monotonic":
-            self._take_monotonic(self._monotonic_stream(key), seq, event, out, wall)
+            monotonic = self._monotonic.get(key) or self._monotonic_stream(key)
+            wall = now_ns if wall_ns is None else wall_ns
+            self._take_monotonic(monotonic, seq, event, out, wall)
             return out
-        strict = self._strict_stream(key)
+        strict = self._strict.get(key) or self._strict_stream(key)
         if seq == strict.expected and strict.started and not strict.pending:
             strict.expected = seq + 1
             self._delivered += 1
             out.append(event)
         else:
+            wall = now_ns if wall_ns is None else wall_ns
             self._feed_strict(strict, seq, event, now_ns, out, wall)
         return out
 
