@@ -24,8 +24,9 @@ tests assert, and the memory bounds are in ``docs/guide/gaps.rst``.
 from __future__ import annotations
 
 import heapq
+from array import array
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import MutableSequence, Sequence
 from typing import Final, Generic, Literal, Protocol, TypeVar, cast
 
 import attrs
@@ -227,21 +228,46 @@ class _StrictStream(GuardStream, Generic[E]):
 
 
 class _MonotonicStream(GuardStream):
-    """One key's state in monotonic mode: the deque of the last ``window`` numbers it
-    delivered, ascending, so its last one is the watermark (``None`` until the key's
-    first numbered message), and its current run of messages dropped as late."""
+    """One key's state in monotonic mode: its last ``window`` delivered numbers.
 
-    __slots__ = ("late", "recent")
+    ``ring`` holds them (``None`` until the key's first numbered message), the
+    next to be overwritten at ``pos``, so ``ring[pos - 1]`` is the watermark
+    (the highest delivered). It starts as ``window`` copies of the first
+    number: as a set, exactly the numbers delivered so far. The numbers are
+    machine integers in an ``array`` (8 bytes each, no object per number, so a
+    delivery frees nothing and touches one small block); a number beyond a
+    64-bit integer turns the key's ring into a list. With 10,000 symbols, the
+    per-key memory a message touches is what makes it dearer.
+    """
+
+    __slots__ = ("late", "pos", "ring")
 
     def __init__(self, key: str, owner: object) -> None:
         super().__init__(key, owner)
-        self.recent: deque[int] | None = None
+        self.ring: MutableSequence[int] | None = None
+        self.pos = 0
+        #: The current run of messages dropped as late, once there was one.
         self.late: _LateRun | None = None
 
     def start(self, seq: int, window: int) -> None:
         """Start (again) at ``seq``, delivered, with nothing known before it."""
-        self.recent = deque((seq,), maxlen=window)
+        try:
+            self.ring = array("q", (seq,)) * window
+        except OverflowError:
+            self.ring = [seq] * window
+        self.pos = 0
         self.late = None
+
+    def record(self, ring: MutableSequence[int], seq: int, window: int) -> None:
+        """Remember ``seq`` (above the watermark) as delivered; ``ring`` is ``self.ring``."""
+        pos = self.pos
+        try:
+            ring[pos] = seq
+        except OverflowError:  # beyond 64 bits: this key's numbers are kept as ints from now on
+            ring = self.ring = list(ring)
+            ring[pos] = seq
+        pos += 1
+        self.pos = 0 if pos == window else pos
 
 
 class SequenceGuard(Generic[E]):
@@ -439,21 +465,25 @@ class SequenceGuard(Generic[E]):
         token = self._token
         delivered = 0
         if self._mode == "monotonic":
+            window = self.window
             monotonic = cast("Sequence[_MonotonicStream]", streams)
             for stream, event in zip(monotonic, events, strict=True):
                 seq = event.seq
-                recent = stream.recent
-                if (
-                    recent is not None
-                    and seq is not None
-                    and seq > recent[-1]
-                    and stream._owner is token
-                ):
-                    recent.append(seq)
-                    delivered += 1
-                    append(event)
-                else:
-                    take(stream, event, now_ns, out, wall_ns)
+                ring = stream.ring
+                if seq is not None and ring is not None and stream._owner is token:
+                    pos = stream.pos
+                    if seq > ring[pos - 1]:
+                        try:
+                            ring[pos] = seq
+                        except OverflowError:  # beyond 64 bits: record() converts the ring
+                            take(stream, event, now_ns, out, wall_ns)
+                            continue
+                        pos += 1
+                        stream.pos = 0 if pos == window else pos
+                        delivered += 1
+                        append(event)
+                        continue
+                take(stream, event, now_ns, out, wall_ns)
         elif self._mode == "strict":
             strict = cast("Sequence[_StrictStream[E]]", streams)
             for handle, event in zip(strict, events, strict=True):
@@ -559,8 +589,8 @@ class SequenceGuard(Generic[E]):
 
     def _forget_monotonic(self, stream: _MonotonicStream) -> None:
         """Empty a monotonic key's handle."""
-        if stream.recent is not None:
-            stream.recent = None
+        if stream.ring is not None:
+            stream.ring = None
             stream.late = None
             self._keys -= 1
 
@@ -591,20 +621,20 @@ class SequenceGuard(Generic[E]):
         self, stream: _MonotonicStream, seq: int, event: E, out: list[E | Gap], wall_ns: int
     ) -> None:
         """The monotonic mode: deliver above the watermark, else drop as a duplicate or late."""
-        recent = stream.recent
-        if recent is None:
+        ring = stream.ring
+        if ring is None:
             stream.start(seq, self.window)
             self._keys += 1
-        elif seq > recent[-1]:
-            recent.append(seq)
-        elif seq in recent:
+        elif seq > ring[stream.pos - 1]:
+            stream.record(ring, seq, self.window)
+        elif seq in ring:
             self._duplicates += 1
             return
         else:
             run = stream.late
             if run is None:
                 run = stream.late = _LateRun()
-            if run.extend(recent[-1], seq) < self.max_late_run:
+            if run.extend(ring[stream.pos - 1], seq) < self.max_late_run:
                 self._late += 1
                 return
             self._announce_reanchor(stream.key, run, seq, event, out, wall_ns)

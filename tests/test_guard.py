@@ -690,7 +690,8 @@ def test_feed_many_refuses_keys_and_events_of_different_lengths_and_takes_nothin
     assert guard.statistics() == SequenceGuard(mode).statistics()
 
 
-#: Numbers around the ends of a 64-bit integer: the guard takes any Python int.
+#: Numbers around the ends of a 64-bit integer, where a monotonic key's ring of machine
+#: integers gives way to Python ints.
 BEYOND_64_BITS = [2**63 - 2, 2**63 - 1, 2**63, 2**64 + 5, -(2**63), -(2**63) - 1, -(2**70)]
 
 
