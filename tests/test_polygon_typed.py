@@ -6,7 +6,7 @@ declines it or returns its events; the per-message decoder (the trust checks
 of ``_values``/``_fields``) stays the definition of what a frame means. These
 tests hold the fast path to it, value by value, on frames written as raw JSON
 text, so that values no encoder writes (``1e999``, a lone surrogate, invalid
-UTF-8, duplicate keys) are among them.
+UTF-8, duplicate keys) are among them (the kit is in ``tests/_typed_kit.py``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-import attrs
 import orjson
 import pytest
 from hypothesis import given, settings
@@ -25,11 +24,21 @@ from puffin_trio.providers.polygon import PolygonProtocol
 from puffin_trio.providers.polygon._fields import SANE_TS_MS
 from puffin_trio.providers.polygon._typed import typed_stock_frame
 
-TS_RECV = 1_700_000_000_123_456_789
-MS = 1_712_413_506_542
+from ._typed_kit import (
+    PRICE,
+    TRICKY_SCALARS,
+    TRICKY_STRINGS_AND_CONTAINERS,
+    TS_RECV,
+    Differential,
+    Kind,
+    Pairs,
+    encode,
+    stock_messages,
+    token,
+    tricky_variants,
+)
 
-#: A message as (key, raw JSON value) pairs, so keys may repeat and values be any text.
-Pairs = list[tuple[str, bytes]]
+MS = 1_712_413_506_542
 
 TRADE: Pairs = [
     ("ev", b'"T"'),
@@ -67,113 +76,50 @@ BAR: Pairs = [("ev", b'"AM"'), ("sym", b'"MSFT"'), ("o", b"1"), ("h", b"2"), ("c
 #: Values that are wrong somewhere, or right only in some fields, or that only
 #: the JSON text can carry: each goes into every field of both messages.
 TRICKY: list[bytes] = [
-    b"null",
-    b"true",
-    b"false",
-    b"0",
-    b"-1",
-    b"1023",
-    b"3",
-    b"1024",
-    b"4",
-    b"2.0",
-    b"-0.0",
-    b"0.0",
-    b"1e-400",
-    b"-1e-400",
-    b"1e308",
-    b"1.7976931348623157e308",
-    b"1e999",
-    b"-1e999",
-    b"1E400",
-    b"NaN",
-    b"Infinity",
-    b"9007199254740993",
-    b"9223372036854775807",
-    b"9223372036854775808",
-    b"18446744073709551615",
-    b"18446744073709551616",
-    b"-9223372036854775809",
-    b"99999999999999999999999",
+    *TRICKY_SCALARS,
     str(SANE_TS_MS[0] - 1).encode(),
     str(SANE_TS_MS[0]).encode(),
     str(SANE_TS_MS[1] - 1).encode(),
     str(SANE_TS_MS[1]).encode(),
     str(MS * 1_000_000).encode(),
     str(float(MS)).encode(),
-    b'""',
-    b'"A"',
-    b'"1.5"',
-    b'"\\ud800"',
-    b'"\xff"',
-    b'"\\u0000"',
-    b"[]",
-    b"[1]",
-    b"[1024]",
-    b"[-1]",
-    b'["1"]',
-    b"[null]",
-    b"[1.0]",
-    b"[true]",
-    b"{}",
-    b"[[[[]]]]",
+    *TRICKY_STRINGS_AND_CONTAINERS,
 ]
 
 
-def encode(messages: list[Pairs]) -> bytes:
-    body = b",".join(
-        b"{" + b",".join(orjson.dumps(k) + b":" + v for k, v in pairs) + b"}" for pairs in messages
-    )
-    return b"[" + body + b"]"
+def _per_message(frame: bytes | str, ts_recv: int) -> list[Any]:
+    """The definition of what a frame means: a fresh protocol's per-message decoder."""
+    return PolygonProtocol(key="k")._receive_per_message(frame, ts_recv)
 
 
-def signature(items: list[Any]) -> list[Any]:
-    """Each item's class, each field's type and repr (``-0.0`` and ``0.0`` differ, 1 and 1.0)."""
-    out: list[Any] = []
-    for item in items:
-        if attrs.has(type(item)):
-            values = attrs.astuple(item, recurse=False)
-            out.append((type(item), [(type(v), repr(v)) for v in values]))
-        else:
-            out.append((type(item), repr(item)))
-    return out
-
-
-def check_agrees(frame: bytes | str) -> bool:
-    """The property: declined, or exactly what the per-message decoder gives. True if taken."""
-    fast = typed_stock_frame(frame, TS_RECV)
-    slow = PolygonProtocol(key="k")._receive_per_message(frame, TS_RECV)
-    if fast is None:
-        return False
-    assert fast == slow, frame
-    assert signature(fast) == signature(slow), frame
-    return True
+#: The typed fast path held to the per-message decoder.
+FAST_PATH = Differential(fast=typed_stock_frame, slow=_per_message)
 
 
 def test_typed_path_takes_the_common_frame_and_builds_the_same_events() -> None:
     frame = encode([TRADE, QUOTE] * 10)
-    assert check_agrees(frame)
-    assert check_agrees(frame.decode())
+    assert FAST_PATH.agrees(frame)
+    assert FAST_PATH.agrees(frame.decode())
     items = PolygonProtocol(key="k").receive(frame, TS_RECV)
     assert [type(i) for i in items] == [Trade, Quote] * 10
 
 
 def test_typed_path_takes_an_empty_frame_and_absent_optional_fields() -> None:
-    assert check_agrees(b"[]")
+    assert FAST_PATH.agrees(b"[]")
     bare_trade = [kv for kv in TRADE if kv[0] != "c"]
     bare_quote = [kv for kv in QUOTE if kv[0] != "c"]
     extras = [("trfi", b"202"), ("trft", str(MS * 10**6).encode()), ("ds", b"null")]
     indicators = [*QUOTE, ("i", b"[604]")]
-    assert check_agrees(encode([bare_trade, bare_quote, [*TRADE, *extras], indicators]))
+    assert FAST_PATH.agrees(encode([bare_trade, bare_quote, [*TRADE, *extras], indicators]))
 
 
 @pytest.mark.parametrize("kind", ["T", "Q"])
 def test_typed_path_declines_frames_it_does_not_model(kind: str) -> None:
     message = TRADE if kind == "T" else QUOTE
     for other in (STATUS, BAR, [("ev", b'"XT"'), *message[1:]], [("zz", b"1"), *message]):
-        assert not check_agrees(encode([message, other]))
-    assert not check_agrees(b'{"ev":"T"}')
-    assert not check_agrees(encode([message]) + b" x")
+        assert not FAST_PATH.agrees(encode([message, other]))
+    assert not FAST_PATH.agrees(b'{"ev":"T"}')
+    assert not FAST_PATH.agrees(encode([message]) + b" x")
 
 
 @pytest.mark.parametrize(
@@ -186,99 +132,54 @@ def test_each_tricky_value_in_each_field_is_declined_or_decoded_alike(
 ) -> None:
     """Every value of TRICKY in the field ``key``, alone, also absent and duplicated (first
     and last): the fast path declines or agrees, and it takes at least the valid ones."""
-    original = dict(base).get(key)
-    variants: list[Pairs] = [[kv for kv in base if kv[0] != key]]
-    if original is not None:
-        variants.append([*base, (key, original)])
-    for value in TRICKY:
-        replaced = [(k, value if k == key else v) for k, v in base]
-        if key not in dict(base):
-            replaced.append((key, value))
-        variants.append(replaced)
-        if original is not None:
-            variants.append([*base, (key, value)])
-            variants.append([(key, value), *base])
-    taken = sum(check_agrees(encode([base, variant])) for variant in variants)
+    variants = tricky_variants(base, key, TRICKY)
+    taken = sum(FAST_PATH.agrees(encode([base, variant])) for variant in variants)
     assert taken >= 1
 
 
-#: Anything a field may hold, valid or not.
-_ANYTHING = st.one_of(
-    st.sampled_from(TRICKY),
-    st.integers(-(2**70), 2**70).map(lambda n: str(n).encode()),
-    st.floats(allow_nan=False, allow_infinity=False).map(orjson.dumps),
-    st.text(max_size=4).map(orjson.dumps),
-    st.lists(st.integers(-2, 1100), max_size=3).map(orjson.dumps),
-)
-
-
-def _token(valid: st.SearchStrategy[Any]) -> st.SearchStrategy[bytes]:
-    return valid.map(orjson.dumps)
-
-
-_PRICE = st.one_of(st.floats(0, 1e6), st.integers(0, 10**6), st.floats(0, 1e308))
 _CODE = st.integers(0, 1023)
 _COMMON = {
-    "sym": _token(st.text(min_size=1, max_size=5)),
-    "t": _token(st.integers(SANE_TS_MS[0], SANE_TS_MS[1] - 1)),
-    "q": _token(st.integers(-(2**63), 2**63 - 1)),
-    "z": _token(st.integers(1, 3)),
+    "sym": token(st.text(min_size=1, max_size=5)),
+    "t": token(st.integers(SANE_TS_MS[0], SANE_TS_MS[1] - 1)),
+    "q": token(st.integers(-(2**63), 2**63 - 1)),
+    "z": token(st.integers(1, 3)),
 }
-_TRADE_FIELDS = {
-    **_COMMON,
-    "x": _token(_CODE),
-    "i": _token(st.text(max_size=5)),
-    "p": _token(_PRICE),
-    "s": _token(_PRICE),
-    "c": _token(st.one_of(st.none(), st.lists(_CODE, max_size=3))),
-    "ds": _token(st.none()),
-    "trfi": _token(st.integers(0, 300)),
-}
-_QUOTE_FIELDS = {
-    **_COMMON,
-    "bx": _token(_CODE),
-    "ax": _token(_CODE),
-    "bp": _token(_PRICE),
-    "ap": _token(_PRICE),
-    "bs": _token(_PRICE),
-    "as": _token(_PRICE),
-    "c": _token(st.one_of(st.none(), _CODE)),
-    "i": _token(st.lists(_CODE, max_size=2)),
-}
-_OPTIONAL = {id(_TRADE_FIELDS): {"c", "ds", "trfi"}, id(_QUOTE_FIELDS): {"c", "i"}}
-#: Rolls of a die, uniform (integers() favours its bounds, which would make most rolls 0).
-_ROLL = st.sampled_from(range(60))
-
-
-@st.composite
-def _message(draw: st.DrawFn, ev: bytes, fields: dict[str, st.SearchStrategy[bytes]]) -> Pairs:
-    """Each field valid but at most one: anything, absent or repeated; maybe an unknown key."""
-    optional = _OPTIONAL[id(fields)]
-    pairs: Pairs = [("ev", ev)]
-    pairs += [(k, draw(v)) for k, v in fields.items() if k not in optional or draw(st.booleans())]
-    if draw(st.booleans()):
-        index = draw(st.sampled_from(range(len(pairs))))
-        key = pairs[index][0]
-        how = draw(st.sampled_from(["anything", "absent", "before", "after"]))
-        value = draw(_ANYTHING)
-        if how == "anything":
-            pairs[index] = (key, value)
-        elif how == "absent":
-            del pairs[index]
-        else:
-            pairs.insert(0 if how == "before" else len(pairs), (key, value))
-    if draw(_ROLL) < 3:
-        pairs.append((draw(st.sampled_from(["zz", "ds", "trfi", "trft", "i"])), draw(_ANYTHING)))
-    return draw(st.permutations(pairs))
-
-
-_OTHER = st.sampled_from([STATUS, BAR, [("ev", b'"LULD"')], [("ev", b"7")], []])
-_MESSAGES = _ROLL.flatmap(
-    lambda roll: _OTHER
-    if roll < 3
-    else _message(b'"T"', _TRADE_FIELDS)
-    if roll % 2
-    else _message(b'"Q"', _QUOTE_FIELDS)
+_TRADE = Kind(
+    tag=b'"T"',
+    fields={
+        **_COMMON,
+        "x": token(_CODE),
+        "i": token(st.text(max_size=5)),
+        "p": token(PRICE),
+        "s": token(PRICE),
+        "c": token(st.one_of(st.none(), st.lists(_CODE, max_size=3))),
+        "ds": token(st.none()),
+        "trfi": token(st.integers(0, 300)),
+    },
+    optional=frozenset({"c", "ds", "trfi"}),
+)
+_QUOTE = Kind(
+    tag=b'"Q"',
+    fields={
+        **_COMMON,
+        "bx": token(_CODE),
+        "ax": token(_CODE),
+        "bp": token(PRICE),
+        "ap": token(PRICE),
+        "bs": token(PRICE),
+        "as": token(PRICE),
+        "c": token(st.one_of(st.none(), _CODE)),
+        "i": token(st.lists(_CODE, max_size=2)),
+    },
+    optional=frozenset({"c", "i"}),
+)
+_MESSAGES = stock_messages(
+    tag_key="ev",
+    trade=_TRADE,
+    quote=_QUOTE,
+    others=[STATUS, BAR, [("ev", b'"LULD"')], [("ev", b"7")], []],
+    extra_keys=["zz", "ds", "trfi", "trft", "i"],
+    tricky=TRICKY,
 )
 
 
@@ -295,14 +196,7 @@ def test_typed_path_declines_or_gives_exactly_the_per_message_items(
     list equal to ``PolygonProtocol._receive_per_message``'s, item for item, with every
     field of the same type and repr. (Random frames rarely hold just the one bad value a
     looser decoder would let through; the test above tries each such value in each field.)"""
-    frame = encode(messages)
-    if as_text:
-        try:
-            check_agrees(frame.decode())
-        except UnicodeDecodeError:
-            check_agrees(frame.decode("utf-8", "surrogateescape"))
-    else:
-        check_agrees(frame)
+    FAST_PATH.agrees_sent_as(encode(messages), text=as_text)
 
 
 def test_typed_path_takes_integer_prices_and_any_conditions_list() -> None:
@@ -310,4 +204,4 @@ def test_typed_path_takes_integer_prices_and_any_conditions_list() -> None:
     trades = [[*TRADE[:7], ("c", orjson.dumps(c)), *TRADE[8:]] for c in ([], [1, 2])]
     quotes = [[(k, v) for k, v in QUOTE if k != "bp"] + [("bp", p)] for p in (b"1", b"0.5")]
     for combo in itertools.product(trades, quotes):
-        assert check_agrees(encode(list(combo)))
+        assert FAST_PATH.agrees(encode(list(combo)))
