@@ -17,51 +17,44 @@ must not do I/O, log, or decide what a bad message becomes.
 
 from __future__ import annotations
 
-import sys
-from typing import Annotated, Final
+from typing import Final
 
 import msgspec
-from msgspec import Meta, Struct
+from msgspec import Struct
 
 from puffin_trio.events import Event
 from puffin_trio.providers._base import Control, Frame
+from puffin_trio.providers._typed_values import DECLINED, Int64, Price, Symbol
 from puffin_trio.providers.alpaca._builders import new_quote, new_trade
 from puffin_trio.providers.alpaca._timestamps import json_event_ns
 from puffin_trio.providers.alpaca._wire import PROVIDER
 
 __all__ = ["typed_json_stock_frame"]
 
-# A float field also takes a JSON integer and gives float(value), as price()
-# and size() do; ``le`` the largest finite double refuses infinity; JSON has
-# no NaN. A trade id is bounded to int64, inside the range in which orjson
-# reads an integer as an int (past 2**64 it reads a float, which ident() refuses).
-_Price = Annotated[float, Meta(ge=0.0, le=sys.float_info.max)]
-_Id = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]
-_Symbol = Annotated[str, Meta(min_length=1)]
-
-
 # forbid_unknown_fields: msgspec skips an unknown field without the checks
 # orjson makes (UTF-8, infinite numbers), so the fields Alpaca sends for a
 # stock trade or quote are declared and any other declines (a crypto trade's
 # ``tks`` among them: crypto stays on the per-message path).
 class _T(Struct, tag_field="T", tag="t", forbid_unknown_fields=True, gc=False):
-    S: _Symbol
+    S: Symbol
     t: str
-    p: _Price
-    s: _Price
+    p: Price
+    s: Price
     x: str = ""
-    i: _Id | str | None = None
+    #: An integer id past int64 declines: orjson reads it as a float past 2**64,
+    #: which ident() refuses.
+    i: Int64 | str | None = None
     c: list[str] | str | None = None
     z: str = ""
 
 
 class _Q(Struct, tag_field="T", tag="q", forbid_unknown_fields=True, gc=False):
-    S: _Symbol
+    S: Symbol
     t: str
-    bp: _Price
-    ap: _Price
-    bs: _Price
-    as_: _Price = msgspec.field(name="as")
+    bp: Price
+    ap: Price
+    bs: Price
+    as_: Price = msgspec.field(name="as")
     bx: str = ""
     ax: str = ""
     c: list[str] | str | None = None
@@ -69,11 +62,6 @@ class _Q(Struct, tag_field="T", tag="q", forbid_unknown_fields=True, gc=False):
 
 
 _DECODER: Final = msgspec.json.Decoder(list[_T | _Q])
-#: Errors by which a frame is declined: a msgspec error, a str frame that is
-#: not UTF-8 (UnicodeEncodeError) or a timestamp json_event_ns refuses
-#: (ValueError), nesting deeper than msgspec recurses.
-_DECLINED: Final = (msgspec.MsgspecError, ValueError, RecursionError)
-
 
 
 def _texts(value: list[str] | str | None) -> tuple[str, ...]:
@@ -125,6 +113,6 @@ def typed_json_stock_frame(frame: Frame, ts_recv: int) -> list[Event | Control] 
                         m.z,
                     )
                 )
-    except _DECLINED:
+    except DECLINED:  # json_event_ns refuses a timestamp with ValueError
         return None
     return out

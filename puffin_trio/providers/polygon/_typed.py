@@ -15,7 +15,6 @@ must not do I/O, log, or decide what a bad message becomes.
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated, Final
 
 import msgspec
@@ -23,6 +22,7 @@ from msgspec import Meta, Struct
 
 from puffin_trio.events import Event
 from puffin_trio.providers._base import Control, Frame
+from puffin_trio.providers._typed_values import DECLINED, Int64, Price, Symbol
 from puffin_trio.providers.polygon._builders import new_quote, new_trade
 from puffin_trio.providers.polygon._fields import (
     CODE_TEXT,
@@ -34,18 +34,11 @@ from puffin_trio.providers.polygon._wire import NS_PER_MS, PROVIDER
 
 __all__ = ["typed_stock_frame"]
 
-# The constraints, each the check the per-message decoder makes. A float field
-# also takes a JSON integer and gives float(value), as price() and size() do;
-# ``le`` the largest finite double refuses infinity (and JSON's 1e999); JSON
-# has no NaN. Integers are bounded to int64, inside the range in which orjson
-# reads an integer as an int (past 2**64 it reads a float, which the slow path
-# refuses).
-_Price = Annotated[float, Meta(ge=0.0, le=sys.float_info.max)]
+# Polygon's own constraints, each the check the per-message decoder makes (the
+# shared ones, prices, int64 and symbols, are in ``providers._typed_values``).
 _Code = Annotated[int, Meta(ge=0, lt=len(CODE_TEXT))]
 _Ms = Annotated[int, Meta(ge=SANE_TS_MS[0], lt=SANE_TS_MS[1])]
 _Tape = Annotated[int, Meta(ge=1, lt=len(TAPE_LETTERS))]
-_Int64 = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]
-_Symbol = Annotated[str, Meta(min_length=1)]
 
 
 # forbid_unknown_fields: msgspec skips an unknown field without the checks
@@ -53,48 +46,44 @@ _Symbol = Annotated[str, Meta(min_length=1)]
 # declared, and any other declines. The fields the events do not use (``trfi``,
 # ``trft``, a quote's ``i``) are typed all the same, for that reason.
 class _T(Struct, tag_field="ev", tag="T", forbid_unknown_fields=True, gc=False):
-    sym: _Symbol
+    sym: Symbol
     x: _Code
     i: str
     z: _Tape
-    p: _Price
-    s: _Price
+    p: Price
+    s: Price
     t: _Ms
-    q: _Int64
+    q: Int64
     c: list[_Code] | None = None
     #: Decimal size text (fractional shares): only its absence or null is typed here.
     ds: None = None
-    trfi: _Int64 | None = None
-    trft: _Int64 | None = None
+    trfi: Int64 | None = None
+    trft: Int64 | None = None
 
 
 class _Q(Struct, tag_field="ev", tag="Q", forbid_unknown_fields=True, gc=False):
-    sym: _Symbol
+    sym: Symbol
     bx: _Code
-    bp: _Price
-    bs: _Price
+    bp: Price
+    bs: Price
     ax: _Code
-    ap: _Price
-    as_: _Price = msgspec.field(name="as")
+    ap: Price
+    as_: Price = msgspec.field(name="as")
     t: _Ms
     z: _Tape
-    q: _Int64
+    q: Int64
     c: _Code | None = None
-    i: list[_Int64] | None = None
+    i: list[Int64] | None = None
 
 
 _DECODER: Final = msgspec.json.Decoder(list[_T | _Q])
-#: Errors by which msgspec declines a frame: a msgspec error, a str frame that
-#: is not UTF-8 (UnicodeEncodeError), nesting deeper than it recurses.
-_DECLINED: Final = (msgspec.MsgspecError, ValueError, RecursionError)
-
 
 
 def typed_stock_frame(frame: Frame, ts_recv: int) -> list[Event | Control] | None:
     """The events of a frame of stock trades and quotes; ``None`` if declined (see the module)."""
     try:
         messages = _DECODER.decode(frame)
-    except _DECLINED:
+    except DECLINED:
         return None
     out: list[Event | Control] = []
     append = out.append
